@@ -1,0 +1,269 @@
+"""Conveyor settings: one module, every deploy-time value read from the environment.
+
+The embedded default (no variables set) is SQLite in WAL mode plus django-q2's ORM
+broker; `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and the Redis broker.
+Each variable is documented in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    """The variable's value; unset and empty both mean the default."""
+    return os.environ.get(name) or default
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    return float(value) if value.strip() else default
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DATA_DIR = Path(env_str("CONVEYOR_DATA_DIR", str(BASE_DIR / "var")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in DATA_DIR."""
+    if key := env_str("SECRET_KEY"):
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    # jobs before django_q: its `qcluster` command (resilient sentinel) takes precedence.
+    "jobs",
+    "sheets",
+    "django_q",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "jobs.context_processors.live_nav",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+# SQLite: WAL, a long busy timeout and IMMEDIATE transactions, measured on these
+# machines to give zero "database is locked" errors with two workers and web writes.
+SQLITE_PATH = DATA_DIR / "conveyor.sqlite3"
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_int("SQLITE_BUSY_TIMEOUT", 30),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file (not :memory:) so worker subprocesses started by tests share it; one per
+    # test run so parallel runs in one checkout don't collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_conveyor_{os.getpid()}"}
+# django-q2 calls close_old_connections() around every broker operation and task;
+# persistent connections make it 7-15x faster on PostgreSQL, and spare SQLite a
+# reconnect (and a WAL checkpoint) each time.
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+
+# --- Background work (django-q2) ------------------------------------------
+# Slices stay far below `timeout`, which stays below `retry` (django-q/#183).
+CONVEYOR_WORKERS = env_int("CONVEYOR_WORKERS", 2)
+Q_CLUSTER = {
+    "name": env_str("CONVEYOR_QUEUE", "conveyor"),
+    "workers": CONVEYOR_WORKERS,
+    "recycle": 500,
+    "timeout": env_int("CONVEYOR_TASK_TIMEOUT", 300),
+    "retry": env_int("CONVEYOR_TASK_TIMEOUT", 300) + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 50,
+    "save_limit_per": "func",
+    "queue_limit": CONVEYOR_WORKERS,
+    "catch_up": False,
+    "poll": env_float("CONVEYOR_BROKER_POLL", 0.05),
+    "guard_cycle": 0.5,
+    "label": "Task queue (django-q2)",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# --- Live updates (Channels) ------------------------------------------------
+# The relay inside each web process reads the database, so an in-process layer suffices.
+CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.channel_layer.RelayChannelLayer"}}
+
+# --- Conveyor's own knobs (defaults documented in the README) ----------------
+CONVEYOR_PORT = env_int("CONVEYOR_PORT", 8000)
+CONVEYOR_SLICE_SECONDS = env_float("CONVEYOR_SLICE_SECONDS", 15.0)
+# One django-q2 task runs slices (of the best job each time) for about this long.
+CONVEYOR_TASK_BUDGET_SECONDS = env_float("CONVEYOR_TASK_BUDGET_SECONDS", 60.0)
+CONVEYOR_LEASE_SECONDS = env_float("CONVEYOR_LEASE_SECONDS", 20.0)
+CONVEYOR_HEARTBEAT_SECONDS = env_float("CONVEYOR_HEARTBEAT_SECONDS", 1.0)
+CONVEYOR_DISPATCH_STALE_SECONDS = env_float("CONVEYOR_DISPATCH_STALE_SECONDS", 10.0)
+CONVEYOR_MAX_ATTEMPTS = env_int("CONVEYOR_MAX_ATTEMPTS", 5)
+CONVEYOR_RETRY_BASE_SECONDS = env_float("CONVEYOR_RETRY_BASE_SECONDS", 2.0)
+CONVEYOR_RETRY_MAX_SECONDS = env_float("CONVEYOR_RETRY_MAX_SECONDS", 300.0)
+CONVEYOR_RETENTION_DAYS = env_int("CONVEYOR_RETENTION_DAYS", 30)
+# Job kinds users may submit through the API / CLI by name (the demo kind is for tests).
+CONVEYOR_SUBMITTABLE_KINDS = env_list("CONVEYOR_SUBMITTABLE_KINDS", ["sheets.process"])
+# Longest one row may take in a sheet job (the form can lower it per job).
+CONVEYOR_ROW_TIME_LIMIT = env_float("CONVEYOR_ROW_TIME_LIMIT", 120.0)
+CONVEYOR_RELAY_POLL_SECONDS = env_float("CONVEYOR_RELAY_POLL_SECONDS", 0.1)
+
+# --- Auth, i18n, static -----------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # django-q2 logs every enqueue and task at INFO; Conveyor's own timeline has the story.
+    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},
+}
+
+# --- Sheets: sources ---
+# Limits on what an upload or Google Sheet may contain; exceeding one is a clear
+# error naming the limit. Google Sheets access uses a service account.
+CONVEYOR_MAX_UPLOAD_BYTES = env_int("CONVEYOR_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+CONVEYOR_MAX_UNZIPPED_BYTES = env_int("CONVEYOR_MAX_UNZIPPED_BYTES", 1024 * 1024 * 1024)
+CONVEYOR_MAX_ROWS = env_int("CONVEYOR_MAX_ROWS", 1_000_000)
+CONVEYOR_MAX_COLUMNS = env_int("CONVEYOR_MAX_COLUMNS", 200)
+CONVEYOR_MAX_CELL_CHARS = env_int("CONVEYOR_MAX_CELL_CHARS", 32_767)
+CONVEYOR_GOOGLE_CREDENTIALS = env_str("CONVEYOR_GOOGLE_CREDENTIALS")
+CONVEYOR_GOOGLE_API_URL = env_str("CONVEYOR_GOOGLE_API_URL", "https://sheets.googleapis.com")
+
+# --- Sheets: processors -------------------------------------------------------
+# llm: an OpenAI-compatible endpoint (OpenAI, Ollama, vLLM, LM Studio); the form may
+# override the URL, model and key per job.
+CONVEYOR_LLM_BASE_URL = env_str("OPENAI_BASE_URL")
+CONVEYOR_LLM_API_KEY = env_str("OPENAI_API_KEY")
+CONVEYOR_LLM_MODEL = env_str("CONVEYOR_LLM_MODEL", "gpt-4o-mini")
+CONVEYOR_LLM_TIMEOUT = env_float("CONVEYOR_LLM_TIMEOUT", 60.0)
+CONVEYOR_LLM_MAX_ATTEMPTS = env_int("CONVEYOR_LLM_MAX_ATTEMPTS", 5)
+# Row-level HTTP retries (llm, web): backoff base and cap, also the cap on Retry-After.
+CONVEYOR_HTTP_RETRY_BASE_SECONDS = env_float("CONVEYOR_HTTP_RETRY_BASE_SECONDS", 1.0)
+CONVEYOR_HTTP_RETRY_MAX_SECONDS = env_float("CONVEYOR_HTTP_RETRY_MAX_SECONDS", 30.0)
+# web: private/loopback/link-local targets are refused unless allowed here.
+CONVEYOR_WEB_ALLOW_PRIVATE = env_bool("CONVEYOR_WEB_ALLOW_PRIVATE", False)
+CONVEYOR_WEB_ALLOWED_NETWORKS = env_list("CONVEYOR_WEB_ALLOWED_NETWORKS", [])
+CONVEYOR_WEB_MAX_ATTEMPTS = env_int("CONVEYOR_WEB_MAX_ATTEMPTS", 3)
+CONVEYOR_WEB_USER_AGENT = env_str("CONVEYOR_WEB_USER_AGENT", "Conveyor/0.1 (page facts)")
+# clean: region for phone numbers written without +country.
+CONVEYOR_PHONE_REGION = env_str("CONVEYOR_PHONE_REGION", "US")
+# httpx logs every request at INFO: far too much for a job of 100,000 rows.
+LOGGING["loggers"]["httpx"] = {"level": env_str("HTTPX_LOG_LEVEL", "WARNING")}
+
+# --- API ---------------------------------------------------------------------
+# The JSON API under /api/ (jobs/api.py). Bodies above the cap get 413; list pages
+# hold CONVEYOR_API_PAGE_SIZE items unless `?page_size=` asks for up to the maximum.
+CONVEYOR_API_MAX_BODY_BYTES = env_int("CONVEYOR_API_MAX_BODY_BYTES", 1_048_576)
+CONVEYOR_API_PAGE_SIZE = env_int("CONVEYOR_API_PAGE_SIZE", 25)
+CONVEYOR_API_MAX_PAGE_SIZE = env_int("CONVEYOR_API_MAX_PAGE_SIZE", 100)
+# --- end API -----------------------------------------------------------------

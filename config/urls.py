@@ -1,0 +1,21 @@
+"""URL map: the app pages, the JSON API, the admin, auth and health."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from jobs import health, views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include("jobs.api_urls")),
+    path("jobs/", include("jobs.urls")),
+    path("metrics/", include("jobs.metrics_urls")),
+    path("sheets/", include("sheets.urls")),
+]

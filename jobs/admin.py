@@ -1,0 +1,675 @@
+"""The Django admin for operators: every job, its timeline, failures, notifications,
+workers and API tokens.
+
+Jobs are read-only here; the bulk actions change them only through `jobs.services`
+(the one way to change a job), report how many jobs changed and name the ones skipped
+and why. Secret parameters are masked (`jobs.redact`). Apps add links to a job's page
+(e.g. its sheet and row results) through `job_links`, as sheets/admin.py does.
+django-q2's own admin (tasks, failures, schedules, queue) stays registered as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from jobs.auth import token_revoke
+from jobs.kinds import UnknownKind
+from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Worker
+from jobs.redact import redact
+from jobs.services import (
+    JobActionError,
+    job_cancel,
+    job_delete,
+    job_pause,
+    job_resume,
+    job_retry,
+)
+from jobs.templatetags.jobs_extras import duration, pretty_json
+from jobs.worker import worker_stale_after
+
+Link = tuple[str, str]  # (label, url)
+
+# Apps add links for their kinds to a job's admin page: fn(job) -> [(label, url), ...].
+job_links: list[Callable[[Job], Iterable[Link]]] = []
+
+TIMELINE_LIMIT = 200  # events shown on a job's page (newest), however long its life
+SKIPS_SHOWN = 10
+
+STATUS_COLOURS = {
+    Job.Status.QUEUED: "#6b7280",
+    Job.Status.RUNNING: "#2563eb",
+    Job.Status.PAUSED: "#a16207",
+    Job.Status.RETRYING: "#c2410c",
+    Job.Status.SUCCEEDED: "#15803d",
+    Job.Status.FAILED: "#b91c1c",
+    Job.Status.CANCELLED: "#4b5563",
+}
+
+
+def status_badge(job: Job) -> SafeString:
+    colour = STATUS_COLOURS.get(job.status, "#6b7280")
+    label = job.get_status_display()
+    if job.requested:
+        label += f" ({job.requested} requested)"
+    return format_html(
+        '<span class="job-status" data-status="{}" style="background:{};color:#fff;'
+        'padding:1px 7px;border-radius:9px;white-space:nowrap">{}</span>',
+        job.status,
+        colour,
+        label,
+    )
+
+
+def exact_time(when) -> str:
+    """Times to the second (the admin's default drops the seconds)."""
+    return date_format(timezone.localtime(when), "Y-m-d H:i:s") if when else "—"
+
+
+def time_field(name: str) -> Callable[[Any, Job], str]:
+    """A read-only admin field showing the job's `name` timestamp to the second."""
+
+    def show(model_admin: Any, job: Job) -> str:
+        return exact_time(getattr(job, name))
+
+    return admin.display(description=Job._meta.get_field(name).verbose_name)(show)
+
+
+def json_block(value: Any) -> SafeString:
+    return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', pretty_json(value))
+
+
+def plural(count: int, word: str = "job") -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# -- filters ----------------------------------------------------------------------
+
+
+class PriorityFilter(admin.SimpleListFilter):
+    title = "priority"
+    parameter_name = "priority"
+
+    def lookups(self, request, model_admin):
+        return [("high", "high (above normal)"), ("normal", "normal"), ("low", "low (below)")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "high":
+            return queryset.filter(priority__gt=0)
+        if value == "normal":
+            return queryset.filter(priority=0)
+        if value == "low":
+            return queryset.filter(priority__lt=0)
+        return queryset
+
+
+# -- the event timeline ---------------------------------------------------------
+
+
+class JobEventInline(admin.TabularInline):
+    model = JobEvent
+    fields = ["time", "kind", "status", "message", "data_json"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name = "event"
+    verbose_name_plural = f"timeline (newest {TIMELINE_LIMIT} events)"
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobEvent]:
+        """Only the newest events: a job running for days has thousands of progress events."""
+        events = super().get_queryset(request)
+        object_id = (
+            request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
+        )
+        if object_id and str(object_id).isdigit():
+            newest = JobEvent.objects.filter(job_id=int(object_id)).order_by("-id")
+            events = events.filter(
+                pk__in=list(newest.values_list("pk", flat=True)[:TIMELINE_LIMIT])
+            )
+        return events.order_by("id")
+
+    @admin.display(description="at")
+    def time(self, event: JobEvent) -> str:
+        return exact_time(event.at)
+
+    @admin.display(description="data")
+    def data_json(self, event: JobEvent) -> str:
+        return json_block(redact(event.data)) if event.data else "—"
+
+
+# -- jobs -------------------------------------------------------------------------
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "title",
+        "status_badge",
+        "kind",
+        "owner",
+        "priority_display",
+        "progress",
+        "attempts",
+        "created_at",
+        "duration_display",
+    ]
+    list_display_links = ["id", "title"]
+    list_filter = [
+        "status",
+        "kind",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        PriorityFilter,
+        ("created_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["entity_key", "session_key", "owner__username", "label", "error"]
+    search_help_text = "Job id (12 or #12), entity or session key, owner, label or error text."
+    list_select_related = ["owner"]
+    list_per_page = 50
+    show_full_result_count = False
+    ordering = ["-created_at", "-id"]
+    inlines = [JobEventInline]
+
+    class Media:
+        css = {"all": ["css/admin-jobs.css"]}
+
+    actions = [
+        "retry_jobs",
+        "retry_failed_rows",
+        "cancel_jobs",
+        "pause_jobs",
+        "resume_jobs",
+        "delete_jobs",
+    ]
+    fieldsets = [
+        (None, {"fields": ["id", "title", "kind", "status_badge", "owner", "priority_display"]}),
+        (
+            "Progress",
+            {"fields": ["progress", "message", "attempts_display", "run_time", "links"]},
+        ),
+        (
+            "Times",
+            {
+                "fields": [
+                    "created_at_exact",
+                    "started_at_exact",
+                    "wait",
+                    "finished_at_exact",
+                    "duration_display",
+                ]
+            },
+        ),
+        ("Keys", {"fields": ["entity_key", "session_key"]}),
+        ("Parameters and result", {"fields": ["params_json", "result_json"]}),
+        ("Error", {"fields": ["error_display", "traceback_display"]}),
+        (
+            "Engine",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "cursor_json",
+                    "requested",
+                    "lease_owner",
+                    "lease_expires_at_exact",
+                    "heartbeat_at_exact",
+                    "dispatched_at_exact",
+                    "run_after_exact",
+                    "cancelled_at_exact",
+                    "updated_at_exact",
+                ],
+            },
+        ),
+    ]
+    readonly_fields = [
+        "id",
+        "title",
+        "kind",
+        "status_badge",
+        "owner",
+        "priority_display",
+        "progress",
+        "message",
+        "attempts_display",
+        "run_time",
+        "links",
+        "created_at_exact",
+        "started_at_exact",
+        "wait",
+        "finished_at_exact",
+        "duration_display",
+        "entity_key",
+        "session_key",
+        "params_json",
+        "result_json",
+        "error_display",
+        "traceback_display",
+        "cursor_json",
+        "requested",
+        "lease_owner",
+        "lease_expires_at_exact",
+        "heartbeat_at_exact",
+        "dispatched_at_exact",
+        "run_after_exact",
+        "cancelled_at_exact",
+        "updated_at_exact",
+    ]
+
+    # -- permissions: jobs are made by users and changed by the actions only -------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False  # the page is read-only; the actions below change jobs
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        # No per-object delete page: Django's would list every row result of the job.
+        return obj is None and request.user.has_perm("jobs.delete_job")
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Retry, cancel, pause and resume: for staff who may change jobs."""
+        return request.user.has_perm("jobs.change_job")
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # replaced by delete_jobs (finished jobs only)
+        return actions
+
+    def get_search_results(self, request, queryset, search_term):
+        """Besides the text fields, a number (or #number) finds the job with that id."""
+        base = queryset
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip().lstrip("#")
+        if term.isdigit() and len(term) < 19:
+            queryset = queryset | base.filter(pk=int(term))
+        return queryset, may_have_duplicates
+
+    # -- columns and fields -----------------------------------------------------------
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, job: Job) -> SafeString:
+        return status_badge(job)
+
+    @admin.display(description="priority", ordering="priority")
+    def priority_display(self, job: Job) -> str:
+        return job.priority_label
+
+    @admin.display(description="progress")
+    def progress(self, job: Job) -> str:
+        done = f"{job.processed:,}" + (f" / {job.total:,}" if job.total is not None else "")
+        if job.percent is not None:
+            done += f" ({job.percent}%)"
+        return done + (f", {job.failed:,} failed" if job.failed else "")
+
+    @admin.display(description="duration")
+    def duration_display(self, job: Job) -> str:
+        return duration(job.duration_seconds)
+
+    @admin.display(description="attempts")
+    def attempts_display(self, job: Job) -> str:
+        return f"{job.attempts} of {job.max_attempts}"
+
+    @admin.display(description="running time")
+    def run_time(self, job: Job) -> str:
+        used = duration(job.run_seconds)
+        return f"{used} (limit {duration(job.time_limit)})" if job.time_limit else used
+
+    # Times to the second, under the field's own label.
+    created_at_exact = time_field("created_at")
+    started_at_exact = time_field("started_at")
+    finished_at_exact = time_field("finished_at")
+    lease_expires_at_exact = time_field("lease_expires_at")
+    heartbeat_at_exact = time_field("heartbeat_at")
+    dispatched_at_exact = time_field("dispatched_at")
+    run_after_exact = time_field("run_after")
+    cancelled_at_exact = time_field("cancelled_at")
+    updated_at_exact = time_field("updated_at")
+
+    @admin.display(description="waited before starting")
+    def wait(self, job: Job) -> str:
+        if job.started_at is None:
+            return "—"
+        return duration((job.started_at - job.created_at).total_seconds())
+
+    @admin.display(description="parameters")
+    def params_json(self, job: Job) -> SafeString:
+        return json_block(redact(job.params))
+
+    @admin.display(description="result")
+    def result_json(self, job: Job) -> SafeString | str:
+        return json_block(redact(job.result)) if job.result is not None else "—"
+
+    @admin.display(description="cursor")
+    def cursor_json(self, job: Job) -> SafeString | str:
+        return json_block(job.cursor) if job.cursor is not None else "—"
+
+    @admin.display(description="error")
+    def error_display(self, job: Job) -> SafeString | str:
+        if not job.error:
+            return "—"
+        return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', job.error)
+
+    @admin.display(description="traceback")
+    def traceback_display(self, job: Job) -> SafeString | str:
+        if not job.traceback:
+            return "—"
+        return format_html(
+            '<pre style="margin:0;white-space:pre;overflow:auto;max-height:40em">{}</pre>',
+            job.traceback,
+        )
+
+    @admin.display(description="links")
+    def links(self, job: Job) -> SafeString:
+        found: list[Link] = [("Live page", job.get_absolute_url())]
+        for provider in job_links:
+            found += list(provider(job))
+        return format_html_join(
+            " · ", '<a href="{}">{}</a>', ((url, label) for label, url in found)
+        )
+
+    # -- bulk actions -------------------------------------------------------------------
+    def _apply(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        change: Callable[[Job], Any],
+    ) -> tuple[list[Any], list[str]]:
+        """Run `change` on each selected job; a job it does not apply to is a skip."""
+        results, skipped = [], []
+        for job in queryset.select_related(None).order_by("pk"):
+            try:
+                results.append(change(job))
+            except (JobActionError, UnknownKind) as exc:
+                skipped.append(str(exc))
+        return results, skipped
+
+    def _report(self, request: HttpRequest, done: list[str], skipped: list[str]) -> None:
+        """One message: '3 jobs cancelled; 2 skipped: Job #4 is succeeded; ...'."""
+        text = ", ".join(done) if done else "No jobs changed"
+        level = messages.SUCCESS
+        if skipped:
+            reasons = " ".join(skipped[:SKIPS_SHOWN])
+            if len(skipped) > SKIPS_SHOWN:
+                reasons += f" …and {len(skipped) - SKIPS_SHOWN} more."
+            text += f"; {len(skipped)} skipped: {reasons}"
+            level = messages.WARNING
+        self.message_user(request, text, level)
+
+    @admin.action(description="Retry selected jobs (whole job)", permissions=["operate"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        changed, skipped = self._apply(
+            request, queryset, lambda job: job_retry(job=job, by=request.user)
+        )
+        self._report(request, [f"{plural(len(changed))} queued again"], skipped)
+
+    @admin.action(
+        description="Retry only the failed rows of selected jobs", permissions=["operate"]
+    )
+    def retry_failed_rows(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        changed, skipped = self._apply(
+            request, queryset, lambda job: job_retry(job=job, by=request.user, failed_rows=True)
+        )
+        self._report(request, [f"{plural(len(changed))} queued to retry failed rows"], skipped)
+
+    @admin.action(description="Cancel selected jobs", permissions=["operate"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        changed, skipped = self._apply(
+            request, queryset, lambda job: job_cancel(job=job, by=request.user)
+        )
+        now = sum(1 for job in changed if job.status == Job.Status.CANCELLED)
+        done = [f"{plural(now)} cancelled"]
+        if len(changed) > now:
+            done.append(f"{plural(len(changed) - now)} asked to stop at the next checkpoint")
+        self._report(request, done, skipped)
+
+    @admin.action(description="Pause selected jobs", permissions=["operate"])
+    def pause_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        changed, skipped = self._apply(
+            request, queryset, lambda job: job_pause(job=job, by=request.user)
+        )
+        now = sum(1 for job in changed if job.status == Job.Status.PAUSED)
+        done = [f"{plural(now)} paused"]
+        if len(changed) > now:
+            done.append(f"{plural(len(changed) - now)} asked to pause at the next checkpoint")
+        self._report(request, done, skipped)
+
+    @admin.action(description="Resume selected jobs", permissions=["operate"])
+    def resume_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        changed, skipped = self._apply(
+            request, queryset, lambda job: job_resume(job=job, by=request.user)
+        )
+        self._report(request, [f"{plural(len(changed))} resumed"], skipped)
+
+    @admin.action(
+        description="Delete selected finished jobs (with their results)", permissions=["delete"]
+    )
+    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:
+        """Asks for confirmation first, like Django's own delete action."""
+        if request.POST.get("post") != "yes":
+            return self._confirm_delete(request, queryset)
+        deleted, skipped = self._apply(
+            request, queryset, lambda job: job_delete(job=job, by=request.user)
+        )
+        self._report(request, [f"{plural(len(deleted))} deleted"], skipped)
+        return None
+
+    def _confirm_delete(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse:
+        jobs = list(queryset.select_related("owner").order_by("pk")[:500])
+        finished = [job for job in jobs if job.is_terminal]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Delete jobs?",
+            "opts": self.model._meta,
+            "jobs": jobs,
+            "finished_count": len(finished),
+            "active_count": len(jobs) - len(finished),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "select_across": request.POST.get("select_across", "0"),
+            "selected_ids": [job.pk for job in jobs],
+            "total_selected": queryset.count(),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/jobs/job/delete_jobs_confirmation.html", context)
+
+
+@admin.register(FailedJob)
+class FailedJobAdmin(JobAdmin):
+    """A one-click list of failures, newest first, with the error in the list."""
+
+    list_display = [
+        "id",
+        "title",
+        "kind",
+        "owner",
+        "error_summary",
+        "progress",
+        "attempts",
+        "finished_at",
+    ]
+    list_filter = [
+        "kind",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        PriorityFilter,
+        ("finished_at", admin.DateFieldListFilter),
+    ]
+    ordering = ["-finished_at", "-id"]
+    actions = ["retry_jobs", "retry_failed_rows", "delete_jobs"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return super().get_queryset(request).filter(status=Job.Status.FAILED)
+
+    def has_view_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        """The same people as the job list (the proxy's own permissions are not needed)."""
+        return request.user.has_perm("jobs.view_job") or request.user.has_perm("jobs.change_job")
+
+    @admin.display(description="error")
+    def error_summary(self, job: Job) -> str:
+        first_line = (job.error or "").strip().splitlines()[:1]
+        return (first_line[0][:160] if first_line else "") or "—"
+
+
+# -- notifications, workers, tokens ---------------------------------------------------
+
+
+class ReadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request, model_admin):
+        return [("no", "unread"), ("yes", "read")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(read_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(read_at__isnull=False)
+        return queryset
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["id", "user", "level", "message", "job_link", "created_at", "is_read"]
+    list_filter = ["level", ReadFilter, ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["message", "user__username"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "job_link", "level", "message", "url", "created_at", "read_at"]
+    fields = readonly_fields
+    actions = ["mark_read", "mark_unread"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.change_notification")
+
+    @admin.display(description="job", ordering="job")
+    def job_link(self, notification: Notification) -> SafeString | str:
+        if not notification.job_id:
+            return "—"
+        url = reverse("admin:jobs_job_change", args=[notification.job_id])
+        return format_html('<a href="{}">#{}</a>', url, notification.job_id)
+
+    @admin.display(description="read", boolean=True)
+    def is_read(self, notification: Notification) -> bool:
+        return notification.read_at is not None
+
+    @admin.action(description="Mark selected notifications read", permissions=["operate"])
+    def mark_read(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        self.message_user(request, f"{plural(count, 'notification')} marked read.")
+
+    @admin.action(description="Mark selected notifications unread", permissions=["operate"])
+    def mark_unread(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        count = queryset.filter(read_at__isnull=False).update(read_at=None)
+        self.message_user(request, f"{plural(count, 'notification')} marked unread.")
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """Worker processes as their heartbeats report them; stale rows are cleaned up by
+    recovery after a few minutes."""
+
+    list_display = ["name", "cluster", "is_alive", "current_job", "started_at", "last_seen_at"]
+    list_filter = ["host", "cluster"]
+    search_fields = ["name", "cluster"]
+    readonly_fields = [
+        "name",
+        "host",
+        "pid",
+        "cluster",
+        "is_alive",
+        "current_job",
+        "started_at",
+        "last_seen_at",
+    ]
+    fields = readonly_fields
+    ordering = ["cluster", "name"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="alive", boolean=True)
+    def is_alive(self, worker: Worker) -> bool:
+        return worker.last_seen_at >= timezone.now() - worker_stale_after()
+
+    @admin.display(description="running job")
+    def current_job(self, worker: Worker) -> SafeString | str:
+        if not worker.current_job_id:
+            return "—"
+        url = reverse("admin:jobs_job_change", args=[worker.current_job_id])
+        return format_html('<a href="{}">#{}</a>', url, worker.current_job_id)
+
+
+class RevokedFilter(admin.SimpleListFilter):
+    title = "revoked"
+    parameter_name = "revoked"
+
+    def lookups(self, request, model_admin):
+        return [("no", "active"), ("yes", "revoked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens (created with `manage.py conveyor_token`); only their prefix is shown."""
+
+    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "is_active"]
+    list_filter = [RevokedFilter]
+    search_fields = ["prefix", "name", "user__username"]
+    list_select_related = ["user"]
+    readonly_fields = ["prefix", "name", "user", "created_at", "last_used_at", "revoked_at"]
+    fields = readonly_fields
+    actions = ["revoke_tokens"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.change_apitoken")
+
+    @admin.display(description="active", boolean=True)
+    def is_active(self, token: ApiToken) -> bool:
+        return not token.is_revoked
+
+    @admin.action(description="Revoke selected tokens", permissions=["operate"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        active = list(queryset.filter(revoked_at__isnull=True))
+        for token in active:
+            token_revoke(token)
+        self.message_user(request, f"{plural(len(active), 'token')} revoked.")

@@ -1,0 +1,265 @@
+"""Reading what JSON API clients send: bodies, query parameters, dates and pages.
+
+Everything here either returns clean Python values or raises `ApiError`, which the
+API turns into a JSON error response (400 with per-field messages, 413 for big
+bodies, 415 for forms). Bodies are read as JSON whatever their Content-Type, so
+`curl -d '{...}'` works. Text that a database would choke on (NUL characters, lone surrogates,
+numbers beyond a column's range) is refused here, so bad input never becomes a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+MAX_TEXT = 200  # labels, keys and search text; the columns they meet are this wide
+MAX_BIGINT = 2**63 - 1
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+class ApiError(Exception):
+    """A request the API refuses, with the status and message the client gets."""
+
+    def __init__(self, status: int, error: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.fields = fields or {}
+
+    def response(self) -> JsonResponse:
+        body: dict[str, Any] = {"error": self.error}
+        if self.fields:
+            body["fields"] = self.fields
+        return JsonResponse(body, status=self.status)
+
+
+def bad(field: str, message: str) -> ApiError:
+    return ApiError(400, f"{field}: {message}", {field: message})
+
+
+# --- bodies -----------------------------------------------------------------
+
+
+def check_declared_size(request: HttpRequest) -> None:
+    """Refuse a body announced as too big before anything reads it."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > settings.CONVEYOR_API_MAX_BODY_BYTES:
+        raise _too_big()
+
+
+def _too_big() -> ApiError:
+    limit = settings.CONVEYOR_API_MAX_BODY_BYTES
+    return ApiError(413, f"Request body too large (limit {limit} bytes).")
+
+
+def json_object(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is `{}` when the body is optional."""
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raise _too_big() from None
+    if len(raw) > settings.CONVEYOR_API_MAX_BODY_BYTES:
+        raise _too_big()
+    if not raw.strip() or request.content_type == "multipart/form-data":
+        return _no_json(request, required)
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    _check_storable(data)
+    return data
+
+
+def _no_json(request: HttpRequest, required: bool) -> dict[str, Any]:
+    """An empty body, or an empty form (what some clients send for a bare POST)."""
+    if request.content_type == "multipart/form-data":
+        try:
+            fields = set(request.POST) - {"csrfmiddlewaretoken"}
+            files = bool(request.FILES)
+        except (MultiPartParserError, SuspiciousOperation):
+            raise ApiError(400, "The request body could not be read.") from None
+        if fields or files or required:
+            raise ApiError(415, "Send JSON (Content-Type: application/json), not a form.")
+    if required:
+        raise ApiError(400, "Send a JSON object in the request body.")
+    return {}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_storable(data: Any) -> None:
+    """Refuse strings no database can store, without recursion (bodies may be deep)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            check_text("body", value)
+        elif isinstance(value, int) and not -MAX_BIGINT <= value <= MAX_BIGINT:
+            raise ApiError(400, "Request body holds an integer too large to store.")
+
+
+def check_text(field: str, value: str) -> str:
+    if "\x00" in value:
+        raise bad(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad(field, "must be valid Unicode text") from None
+    return value
+
+
+def only_fields(data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            f"Unknown field(s): {', '.join(unknown)}; expected some of: {', '.join(sorted(allowed))}.",
+            dict.fromkeys(unknown, "unknown field"),
+        )
+
+
+def text_field(data: dict[str, Any], field: str, *, max_length: int = MAX_TEXT) -> str:
+    value = data.get(field, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise bad(field, "must be a string")
+    if len(value) > max_length:
+        raise bad(field, f"must be at most {max_length} characters")
+    return value
+
+
+def bool_field(data: dict[str, Any], field: str) -> bool:
+    value = data.get(field, False)
+    if not isinstance(value, bool):
+        raise bad(field, "must be true or false")
+    return value
+
+
+def positive_number(data: dict[str, Any], field: str, *, maximum: float) -> float | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad(field, "must be a number of seconds")
+    if not (math.isfinite(value) and 0 < value <= maximum):
+        raise bad(field, f"must be more than 0 and at most {maximum:g}")
+    return float(value)
+
+
+# --- query parameters -------------------------------------------------------
+
+
+def query(request: HttpRequest, allowed: set[str]) -> dict[str, str]:
+    """The query string as a dict, refusing unknown names (typos fail loudly)."""
+    unknown = sorted(set(request.GET) - allowed)
+    if unknown:
+        raise ApiError(
+            400,
+            f"Unknown query parameter(s): {', '.join(unknown)}; "
+            f"expected some of: {', '.join(sorted(allowed)) or 'none'}.",
+            dict.fromkeys(unknown, "unknown parameter"),
+        )
+    params = {name: ",".join(request.GET.getlist(name)) for name in request.GET}
+    for name, value in params.items():
+        check_text(name, value)
+    return params
+
+
+def query_flag(params: dict[str, str], name: str) -> bool:
+    value = params.get(name, "").strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise bad(name, "must be 1 or 0 (true or false)")
+
+
+def query_int(params: dict[str, str], name: str, default: int) -> int:
+    """A positive integer parameter."""
+    text = params.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad(name, "must be a positive integer") from None
+    if value < 1:
+        raise bad(name, "must be a positive integer")
+    return value
+
+
+def query_datetime(params: dict[str, str], name: str) -> datetime | None:
+    """An ISO 8601 date or datetime; a date means its midnight, naive means local time."""
+    text = params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = parse_datetime(text)
+        if value is None and (day := parse_date(text)) is not None:
+            value = _midnight(day)
+        if value is None:
+            raise ValueError
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value)
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise bad(
+            name, "must be an ISO 8601 date or datetime, e.g. 2026-01-31 or 2026-01-31T12:00:00Z"
+        ) from None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min)
+
+
+def parse_id(text: str, what: str = "id") -> int:
+    """A database id from a URL; garbage is a 400, ids beyond any column are absent."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad(what, "must be a positive integer") from None
+    if value < 1:
+        raise bad(what, "must be a positive integer")
+    return value
+
+
+# --- pages ------------------------------------------------------------------
+
+
+def paginate(params: dict[str, str], queryset: QuerySet) -> tuple[list[Any], dict[str, int]]:
+    """One page of `queryset` and its numbers: page, pages, page_size, count."""
+    size = min(
+        query_int(params, "page_size", settings.CONVEYOR_API_PAGE_SIZE),
+        settings.CONVEYOR_API_MAX_PAGE_SIZE,
+    )
+    page = query_int(params, "page", 1)
+    count = queryset.count()
+    pages = max(1, math.ceil(count / size))
+    if page > pages:
+        raise bad("page", f"must be between 1 and {pages}")
+    rows = list(queryset[(page - 1) * size : page * size])
+    return rows, {"count": count, "page": page, "pages": pages, "page_size": size}

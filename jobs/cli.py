@@ -1,0 +1,464 @@
+"""What `manage.py conveyor` does besides parsing: act as a user, find their jobs, import
+a file and submit a sheet job, wait for a job with a progress bar, export its results.
+
+Everything goes through the same functions as the pages and the API (`jobs.services`,
+`sheets.services`, `sheets.importing`, `sheets.export`), with jobs scoped by
+`Job.objects.visible_to(user)`. Expected problems raise `CliError`; the command turns
+one into a single stderr line and its exit code (the EXIT_* values below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import OutputWrapper
+from django.utils import timezone
+
+from jobs.models import Job, parse_priority
+from jobs.services import JobActionError, job_cancel, job_pause, job_resume, job_retry
+from sheets.export import csv_chunks, xlsx_file
+from sheets.importing import sheet_from_google, sheet_import
+from sheets.kinds import KIND as SHEET_KIND
+from sheets.models import Sheet
+from sheets.processors import UnknownProcessor, get_processor
+from sheets.services import sheet_job_submit
+from sheets.sources import SourceError, open_upload
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1  # the awaited job failed or was cancelled
+EXIT_BAD_INPUT = 2  # bad arguments, file, options, user or job id; an action that doesn't apply
+EXIT_INTERRUPTED = 130  # Ctrl-C while waiting; the job keeps running
+
+POLL_SECONDS = 0.5
+LOG_EVERY_SECONDS = 5.0
+BAR_WIDTH = 20
+GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
+# Where each sheet job parameter comes from on the command line, for error messages.
+PARAM_FLAGS = {
+    "processor": "--processor",
+    "columns": "--columns",
+    "start_row": "--start-row",
+    "row_count": "--rows",
+    "row_timeout": "--row-timeout",
+    "options": "--option",
+    "sheet_id": "PATH",
+}
+
+
+class CliError(Exception):
+    """Ends the command: `message` (if any) goes to stderr, the process exits with `code`."""
+
+    def __init__(self, message: str = "", code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+@contextlib.contextmanager
+def quiet_queue_log() -> Iterator[None]:
+    """Keep django-q2's "Enqueued ..." info lines off the CLI's stderr."""
+    queue_log = logging.getLogger("django-q")
+    level = queue_log.level
+    queue_log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        queue_log.setLevel(level)
+
+
+# -- who and which job ---------------------------------------------------------------
+
+
+def acting_user(username: str | None):
+    """The user named by --user, else the first superuser (the CLI acts as them)."""
+    User = get_user_model()
+    if username:
+        user = User.objects.filter(**{User.USERNAME_FIELD: username}).first()
+        if user is None or not user.is_active:
+            raise CliError(f"No active user named {username!r}.")
+        return user
+    user = User.objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
+    if user is None:
+        raise CliError(
+            "No superuser to act as: create one (manage.py createsuperuser) or pass --user NAME."
+        )
+    return user
+
+
+def find_job(user, job_id: str | int) -> Job:
+    """The job if `user` may see it; another user's job is "not found", like on the pages."""
+    try:
+        pk = int(str(job_id).strip().lstrip("#"))
+    except ValueError:
+        raise CliError(f"{job_id!r} is not a job id (a number).") from None
+    job = Job.objects.visible_to(user).filter(pk=pk).first()
+    if job is None:
+        raise CliError(f"Job #{pk} not found (acting as {user.get_username()}).")
+    return job
+
+
+def list_jobs(user, *, status: str | None, kind: str | None, limit: int) -> list[Job]:
+    if status and status not in Job.Status.values:
+        raise CliError(f"Unknown status {status!r}; one of: {', '.join(Job.Status.values)}.")
+    if limit < 1:
+        raise CliError("--limit must be at least 1.")
+    jobs = Job.objects.visible_to(user)
+    if status:
+        jobs = jobs.filter(status=status)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    return list(jobs.order_by("-created_at", "-id")[:limit])
+
+
+# -- actions ------------------------------------------------------------------------------
+
+ACTIONS = {"cancel": job_cancel, "pause": job_pause, "resume": job_resume}
+
+
+def apply_action(action: str, job: Job, user, *, failed_rows: bool = False) -> Job:
+    """Cancel, pause, resume or retry through `jobs.services`; "doesn't apply" is bad input."""
+    try:
+        if action == "retry":
+            return job_retry(job=job, by=user, failed_rows=failed_rows)
+        return ACTIONS[action](job=job, by=user)
+    except JobActionError as exc:
+        raise CliError(str(exc)) from None
+
+
+def state_line(job: Job) -> str:
+    """The job's state after an action, with a request a worker has yet to act on."""
+    if job.requested:
+        return (
+            f"Job #{job.pk} is {job.status}; {job.requested} requested "
+            "(its worker acts on it at the next checkpoint)."
+        )
+    return f"Job #{job.pk} is {job.status}."
+
+
+# -- submitting a sheet ----------------------------------------------------------------
+
+
+def parse_options(pairs: Iterable[str]) -> dict[str, str]:
+    """`--option NAME=VALUE` pairs as strings; the processor parses and checks them."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--option takes NAME=VALUE, not {pair!r}.")
+        options[name.strip()] = value
+    return options
+
+
+def check_processor(name: str) -> None:
+    try:
+        get_processor(name)
+    except UnknownProcessor as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_priority(value: str | None) -> None:
+    try:
+        parse_priority(value)
+    except ValueError as exc:
+        raise CliError(f"Bad --priority {value!r}: {exc}.") from None
+
+
+def is_google_sheet(source: str) -> bool:
+    return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
+
+
+def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
+    """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id."""
+    path = Path(source)
+    try:
+        if path.is_file():
+            table = open_upload(path, path.name, worksheet=worksheet)
+            return sheet_import(table=table, owner=owner, name=path.name)
+        if not path.exists() and is_google_sheet(source):
+            return sheet_from_google(url_or_id=source, owner=owner, worksheet=worksheet)
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"Cannot read {source}: {exc.strerror or exc}.") from None
+    if path.exists():
+        raise CliError(f"{source} is not a file.")
+    raise CliError(f"No such file: {source}")
+
+
+def params_message(errors: dict[str, str]) -> str:
+    """SheetParamsError fields named as the flags that set them."""
+    parts = [
+        f"{PARAM_FLAGS.get(field, f'--option {field}')}: {message.rstrip('.')}"
+        for field, message in errors.items()
+    ]
+    return "; ".join(parts) + "."
+
+
+def submit_sheet(
+    *,
+    source: str,
+    owner,
+    processor: str,
+    options: dict[str, str],
+    columns: str | None = None,
+    start_row: str | None = None,
+    row_count: str | None = None,
+    row_timeout: str | None = None,
+    worksheet: str | None = None,
+    priority: str | None = None,
+) -> Job:
+    """Import `source` and queue a `sheets.process` job on it.
+
+    Cheap checks come before the import; if the job's parameters are then refused
+    (columns, rows, options), the sheet imported for it is deleted again, so bad input
+    leaves nothing behind.
+    """
+    check_processor(processor)
+    check_priority(priority)
+    sheet = import_sheet(source, owner, worksheet)
+    try:
+        return sheet_job_submit(
+            sheet=sheet,
+            owner=owner,
+            processor=processor,
+            options=options,
+            columns=columns,
+            start_row=start_row,
+            row_count=row_count,
+            row_timeout=row_timeout,
+            priority=priority,
+        )
+    except ValueError as exc:  # SheetParamsError is one
+        sheet.delete()
+        errors = getattr(exc, "errors", None)
+        raise CliError(params_message(errors) if errors else str(exc)) from None
+
+
+# -- exporting ----------------------------------------------------------------------------
+
+
+def export_sheet(job: Job) -> Sheet:
+    if job.kind != SHEET_KIND:
+        raise CliError(f"Job #{job.pk} is a {job.kind} job; only {SHEET_KIND} jobs have rows.")
+    sheet = Sheet.objects.filter(pk=job.params.get("sheet_id")).first()
+    if sheet is None:
+        raise CliError(f"The sheet of job #{job.pk} was deleted; there is nothing to export.")
+    return sheet
+
+
+def export_format(fmt: str | None, target: str) -> str:
+    if fmt:
+        return fmt
+    return "xlsx" if target.lower().endswith(".xlsx") else "csv"
+
+
+def export_results(job: Job, fmt: str, target: str, stdout: OutputWrapper) -> int:
+    """Write the job's rows as CSV or XLSX to `target` ("-": stdout); return how many.
+
+    Uses `sheets.export`, so formulas are neutralised exactly as in the page's
+    downloads. On stdout the CSV has no byte-order mark (it is for pipes, not Excel).
+    """
+    sheet = export_sheet(job)
+    if target == "-":
+        if fmt != "csv":
+            raise CliError("Only CSV can go to standard output; give -o a file name for XLSX.")
+        for chunk in csv_chunks(job, sheet):
+            stdout.write(chunk.lstrip("\ufeff"), style_func=_plain, ending="")
+        stdout.flush()
+    else:
+        try:
+            _write_file(job, sheet, fmt, target)
+        except OSError as exc:
+            raise CliError(f"Cannot write {target}: {exc.strerror or exc}.") from None
+    return job.params.get("row_count", sheet.row_count)
+
+
+def _write_file(job: Job, sheet: Sheet, fmt: str, target: str) -> None:
+    if fmt == "csv":
+        with open(target, "w", encoding="utf-8", newline="") as handle:
+            handle.writelines(csv_chunks(job, sheet))
+        return
+    with xlsx_file(job, sheet) as workbook, open(target, "wb") as handle:
+        shutil.copyfileobj(workbook, handle)
+
+
+# -- showing jobs ---------------------------------------------------------------------------
+
+
+def bar(percent: int | None, width: int = BAR_WIDTH) -> str:
+    if percent is None:
+        return "[" + "?" * width + "]"
+    filled = percent * width // 100
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def counts(job: Job) -> str:
+    of_total = f"/{job.total:,}" if job.total is not None else ""
+    return f"{job.processed:,}{of_total} done, {job.failed:,} failed"
+
+
+def percent_text(job: Job) -> str:
+    return "  ?%" if job.percent is None else f"{job.percent:>3}%"
+
+
+def progress_line(job: Job) -> str:
+    line = f"Job #{job.pk} {job.status:<9} {bar(job.percent)} {percent_text(job)}  {counts(job)}"
+    return f"{line} · {job.message}" if job.message else line
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def final_line(job: Job) -> str:
+    if job.status == Job.Status.SUCCEEDED:
+        return f"Job #{job.pk} succeeded: {counts(job)} in {duration(job.duration_seconds)}."
+    if job.status == Job.Status.CANCELLED:
+        return f"Job #{job.pk} was cancelled: {counts(job)}."
+    error = job.error.strip().splitlines()[0] if job.error.strip() else "no error message"
+    return f"Job #{job.pk} failed: {error} ({counts(job)})."
+
+
+def _when(value: datetime | None) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "–"
+
+
+def status_text(job: Job) -> str:
+    """The human form of `status`: a few labelled lines."""
+    requested = f" ({job.requested} requested)" if job.requested else ""
+    lines = [
+        f"Job #{job.pk}  {job.title}  [{job.kind}]",
+        f"Status    {job.status}{requested}, priority {job.priority_label}",
+        f"Progress  {bar(job.percent)} {percent_text(job)}  {counts(job)}",
+    ]
+    if job.rate:
+        eta = f", about {duration(job.eta_seconds)} left" if job.eta_seconds is not None else ""
+        lines.append(f"Rate      {job.rate:,.1f}/s{eta}")
+    if job.message:
+        lines.append(f"Message   {job.message}")
+    if job.error:
+        lines.append(f"Error     {job.error.strip().splitlines()[0]}")
+    lines.append(
+        f"Times     created {_when(job.created_at)}, started {_when(job.started_at)}, "
+        f"finished {_when(job.finished_at)}"
+    )
+    return "\n".join(lines)
+
+
+def jobs_table(jobs: list[Job]) -> str:
+    if not jobs:
+        return "No jobs."
+    header = ("ID", "STATUS", "PRIORITY", "PROGRESS", "FAILED", "CREATED", "TITLE")
+    rows = [
+        (
+            str(job.pk),
+            job.status,
+            job.priority_label,
+            f"{percent_text(job).strip()} {job.processed:,}"
+            + (f"/{job.total:,}" if job.total is not None else ""),
+            f"{job.failed:,}",
+            timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M"),
+            job.title[:60],
+        )
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+# -- waiting ------------------------------------------------------------------------------
+
+
+class ProgressDisplay:
+    """Progress lines on a stream: redrawn in place on a terminal; elsewhere (logs, pipes)
+    a new line only when the status changes or every `log_every` seconds."""
+
+    def __init__(self, stream: OutputWrapper, log_every: float = LOG_EVERY_SECONDS) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.log_every = log_every
+        self.line = ""
+        self.status = ""
+        self.logged_at = float("-inf")
+
+    def show(self, job: Job) -> None:
+        line = progress_line(job)
+        if line == self.line:
+            return
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1
+            self._write("\r" + line[:width] + "\x1b[K", ending="")
+        elif job.status != self.status or time.monotonic() - self.logged_at >= self.log_every:
+            self._write(line)
+            self.logged_at = time.monotonic()
+        else:
+            return
+        self.line, self.status = line, job.status
+
+    def end(self, job: Job | None = None) -> None:
+        """Leave the in-place line (drawn last with `job`'s state) for what follows."""
+        if not self.tty or not self.line:
+            return
+        if job is not None:
+            self.show(job)
+        self._write("")
+
+    def _write(self, text: str, ending: str = "\n") -> None:
+        self.stream.write(text, style_func=_plain, ending=ending)
+        self.stream.flush()
+
+
+def wait_for_job(
+    job: Job,
+    stream: OutputWrapper,
+    *,
+    poll: float = POLL_SECONDS,
+    log_every: float = LOG_EVERY_SECONDS,
+) -> Job:
+    """Poll the job's row every `poll` seconds until it finishes, drawing progress on
+    `stream`, then write the final status line. Ctrl-C stops waiting, not the job."""
+    display = ProgressDisplay(stream, log_every)
+    try:
+        while True:
+            current = Job.objects.filter(pk=job.pk).first()
+            if current is None:
+                display.end()
+                raise CliError(f"Job #{job.pk} was deleted.", EXIT_JOB_FAILED)
+            job = current
+            if job.is_terminal:
+                break
+            display.show(job)
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        display.end()
+        stream.write(
+            f"Stopped waiting; job #{job.pk} keeps running in the background "
+            f"(manage.py conveyor status {job.pk}).",
+            style_func=_plain,
+        )
+        raise CliError("", EXIT_INTERRUPTED) from None
+    display.end(job)
+    stream.write(final_line(job), style_func=_plain)
+    return job

@@ -1,0 +1,245 @@
+"""What a job handler sees: its parameters and cursor, `commit()` for a batch of work,
+`progress()`, `checkpoint()` and a timeline logger.
+
+A handler is written as if it ran the whole job: it starts from `ctx.cursor`, works in
+batches and calls `ctx.commit(...)` after each. The commit stores the batch's results,
+the new cursor and the progress in one transaction, then checks whether to stop:
+cancel, pause, a higher-priority job waiting, the time limit, or the end of the slice.
+Stopping raises a `StopSlice`; the runner catches it, and the next slice resumes from
+the committed cursor, so a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs.changes import announce
+from jobs.db import atomic_retry
+from jobs.models import Job, JobEvent
+
+if TYPE_CHECKING:
+    from jobs.kinds import JobKind
+
+_UNSET: Any = object()
+PROGRESS_EVENT_SECONDS = 5.0
+PREEMPTION_CHECK_SECONDS = 1.0
+
+
+class StopSlice(Exception):
+    """Raised by `checkpoint()`: end this slice now; the runner decides what follows."""
+
+
+class Cancelled(StopSlice):
+    pass
+
+
+class PauseRequested(StopSlice):
+    pass
+
+
+class Preempted(StopSlice):
+    """The job was already released to a waiting higher-priority job."""
+
+
+class SliceDone(StopSlice):
+    pass
+
+
+class TimeLimitExceeded(StopSlice):
+    pass
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job (it was presumed dead and recovered)."""
+
+
+class JobContext:
+    def __init__(self, job: Job, kind: JobKind, worker: str) -> None:
+        self.job_id: int = job.pk
+        self.kind = kind
+        self.params: dict[str, Any] = job.params or {}
+        self.owner_id: int | None = job.owner_id
+        self.priority: int = job.priority
+        self.cursor: Any = job.cursor
+        self.total: int | None = job.total
+        self.processed: int = job.processed
+        self.failed: int = job.failed
+        self.message: str = job.message
+        self.attempts: int = job.attempts
+        self.max_attempts: int = job.max_attempts
+        self.time_limit: float | None = job.time_limit
+        self.worker = worker
+        self.stop_event = threading.Event()
+        self.logger = TimelineLogger(self)
+        self._run_seconds_before = job.run_seconds
+        self._slice_started = time.monotonic()
+        self._slice_deadline = self._slice_started + settings.CONVEYOR_SLICE_SECONDS
+        self._requested = job.requested
+        self._requested_read_at = time.monotonic()
+        self._last_progress_event = 0.0
+        self._last_preemption_check = time.monotonic()
+
+    # -- time -------------------------------------------------------------
+    @property
+    def run_seconds(self) -> float:
+        """Running time of the job so far, this slice included (queue time excluded)."""
+        return self._run_seconds_before + (time.monotonic() - self._slice_started)
+
+    def time_limit_exceeded(self) -> bool:
+        return self.time_limit is not None and self.run_seconds > self.time_limit
+
+    def slice_over(self) -> bool:
+        """The slice has used its time: reach a checkpoint soon, without hurrying work."""
+        return time.monotonic() > self._slice_deadline
+
+    def should_stop(self) -> bool:
+        """Cheap test for long I/O: True when the job should reach a checkpoint soon."""
+        return self.stop_event.is_set() or self.slice_over()
+
+    # -- committing work ----------------------------------------------------
+    def commit(
+        self,
+        *,
+        cursor: Any = _UNSET,
+        processed: int | None = None,
+        failed: int | None = None,
+        total: int | None = _UNSET,
+        message: str | None = None,
+        write: Callable[[], Any] | None = None,
+    ) -> None:
+        """Store a batch: `write()` (the results), cursor and counters in one transaction.
+
+        Counters are absolute. Then `checkpoint()` runs, which may raise `StopSlice`.
+        """
+        fields: dict[str, Any] = {}
+        if cursor is not _UNSET:
+            fields["cursor"] = cursor
+        if processed is not None:
+            fields["processed"] = processed
+        if failed is not None:
+            fields["failed"] = failed
+        if total is not _UNSET:
+            fields["total"] = total
+        if message is not None:
+            fields["message"] = message[:500]
+        progressed = processed is not None and processed > self.processed
+        if progressed or cursor is not _UNSET:
+            fields["attempts"] = 0
+        atomic_retry(lambda: self._commit(fields, write))
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.checkpoint()
+
+    def _commit(self, fields: dict[str, Any], write: Callable[[], Any] | None) -> None:
+        now = timezone.now()
+        held = Job.objects.filter(pk=self.job_id, lease_owner=self.worker).update(
+            **fields,
+            run_seconds=self.run_seconds,
+            heartbeat_at=now,
+            lease_expires_at=now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS),
+            updated_at=now,
+        )
+        if not held:
+            raise LeaseLost(f"job {self.job_id} is no longer leased to {self.worker}")
+        if write is not None:
+            write()
+        if time.monotonic() - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
+            self._last_progress_event = time.monotonic()
+            JobEvent.objects.create(
+                job_id=self.job_id,
+                kind=JobEvent.Kind.PROGRESS,
+                message=fields.get("message", ""),
+                data={
+                    "processed": fields.get("processed", self.processed),
+                    "failed": fields.get("failed", self.failed),
+                    "total": fields.get("total", self.total),
+                },
+            )
+        announce(self.job_id)
+        self._read_control()
+
+    def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
+        """Report progress (absolute units done) and checkpoint."""
+        self.commit(processed=done, total=self.total if total is None else total, message=message)
+
+    # -- stopping -------------------------------------------------------------
+    def _read_control(self) -> None:
+        self._requested = (
+            Job.objects.filter(pk=self.job_id).values_list("requested", flat=True).first() or ""
+        )
+        self._requested_read_at = time.monotonic()
+
+    def checkpoint(self) -> None:
+        """Stop here if asked to: raises a `StopSlice` subclass, else returns at once."""
+        fresh = time.monotonic() - self._requested_read_at < 0.05
+        if not fresh:
+            self._read_control()
+        if self._requested == Job.Request.CANCEL:
+            raise Cancelled("Cancelled")
+        if self._requested == Job.Request.PAUSE:
+            raise PauseRequested("Paused")
+        if self.time_limit_exceeded():
+            raise TimeLimitExceeded(
+                f"Time limit exceeded: ran {self.run_seconds:.1f} s of running time, "
+                f"the limit is {self.time_limit:g} s."
+            )
+        now = time.monotonic()
+        if now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
+            self._last_preemption_check = now
+            from jobs.dispatch import preempting_job, yield_to_waiting
+
+            # Cheap check first; the decision itself is taken under the lock.
+            if preempting_job(self.priority) is not None and yield_to_waiting(self):
+                raise Preempted("Yielded to a higher-priority job")
+        if now > self._slice_deadline:
+            raise SliceDone("Slice finished")
+        self.stop_event.clear()  # a stop request was withdrawn (e.g. resumed before pausing)
+
+    # -- timeline -------------------------------------------------------------
+    def log(self, message: str, *, level: str = "info", **data: Any) -> None:
+        """Append a line to the job's event timeline (its own small transaction)."""
+        kind = JobEvent.Kind.ERROR if level in ("error", "critical") else JobEvent.Kind.LOG
+
+        def write() -> None:
+            JobEvent.objects.create(
+                job_id=self.job_id,
+                kind=kind,
+                message=message[:5000],
+                data={"level": level, **data} if data or level != "info" else None,
+            )
+            announce(self.job_id)
+
+        atomic_retry(write)
+
+
+class TimelineLogger:
+    """A logging-style facade over `JobContext.log` for code that expects a logger."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+        self._log = logging.getLogger(f"jobs.{ctx.kind.name}")
+
+    def _emit(self, level: str, message: str, *args: Any) -> None:
+        text = message % args if args else message
+        getattr(self._log, level)("job %s: %s", self._ctx.job_id, text)
+        self._ctx.log(text, level=level)
+
+    def debug(self, message: str, *args: Any) -> None:
+        self._log.debug("job %s: " + message, self._ctx.job_id, *args)
+
+    def info(self, message: str, *args: Any) -> None:
+        self._emit("info", message, *args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        self._emit("warning", message, *args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self._emit("error", message, *args)

@@ -1,0 +1,296 @@
+"""How changes reach pages: one relay per web process turns committed job changes into
+rendered HTML fragments and sends them to channel-layer groups.
+
+The relay wakes on PostgreSQL `LISTEN` (workers `NOTIFY` inside their transactions)
+or, on SQLite, polls the `JobChange` feed every CONVEYOR_RELAY_POLL_SECONDS. For each
+changed job it reads the committed row once, renders its fragments once and sends
+them to the groups allowed to see them: `job-<id>`, the owner's `user-<id>`, the
+owner's entity group, and `staff`. New notifications become toasts. The consumers
+(jobs/consumers.py) only forward what arrives in their groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection, connections
+from django.db.models import Max
+from django.template.loader import render_to_string
+
+from jobs.changes import CHANNEL
+from jobs.models import Job, JobChange, Notification
+
+log = logging.getLogger(__name__)
+
+STAFF_ROWS_GROUP = "rows-staff"
+Fragment = tuple[str, str]  # (group, html)
+
+# Apps add fragments for their kinds (e.g. a sheet's results table): fn(job) -> fragments.
+extra_renderers: list[Callable[[Job], Iterable[Fragment]]] = []
+
+
+def job_group(job_id: int) -> str:
+    return f"job-{job_id}"
+
+
+def user_group(user_id: int) -> str:
+    """Every page of the user: running-jobs badge, unread count, toasts."""
+    return f"user-{user_id}"
+
+
+def rows_group(user_id: int) -> str:
+    """Pages listing the user's jobs (dashboard, home)."""
+    return f"rows-{user_id}"
+
+
+def entity_group(owner_id: int | None, entity_key: str) -> str:
+    digest = hashlib.sha256(entity_key.encode()).hexdigest()[:24]
+    return f"entity-{owner_id or 0}-{digest}"
+
+
+# -- rendering (sync, in the relay's thread) -----------------------------------
+
+
+def running_count(user_id: int) -> int:
+    return Job.objects.filter(owner_id=user_id, status=Job.Status.RUNNING).count()
+
+
+def unread_count(user_id: int) -> int:
+    return Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
+
+
+def render_badges(user_id: int) -> str:
+    return render_to_string(
+        "jobs/_badges.html",
+        {
+            "nav_running_count": running_count(user_id),
+            "nav_unread_count": unread_count(user_id),
+            "oob": True,
+        },
+    )
+
+
+def job_page_fragment(job: Job) -> str:
+    """The job's own page: the live panel and the timeline."""
+    detail = render_to_string("jobs/job_detail.html#live", {"job": job, "oob": True})
+    context = {"job": job, "events": recent_events(job), "oob": True}
+    return detail + render_to_string("jobs/job_detail.html#timeline", context)
+
+
+ENTITY_LIVE_ID = "current-job-live"
+
+
+def entity_fragment(job: Job) -> str:
+    """The live panel of an entity's page (e.g. a sheet), whichever job is its latest."""
+    context = {"job": job, "oob": True, "live_id": ENTITY_LIVE_ID}
+    return render_to_string("jobs/job_detail.html#live", context)
+
+
+def job_fragments(job: Job) -> list[Fragment]:
+    """Everything a page may show of this job, for every group allowed to see it."""
+    row = render_to_string("jobs/_job_row.html", {"job": job, "oob": True})
+    fragments = [(job_group(job.pk), job_page_fragment(job)), (STAFF_ROWS_GROUP, row)]
+    if job.owner_id:
+        fragments.append((rows_group(job.owner_id), row))
+        if job.entity_key:
+            fragments.append((entity_group(job.owner_id, job.entity_key), entity_fragment(job)))
+    for renderer in extra_renderers:
+        fragments += list(renderer(job))
+    return fragments
+
+
+def recent_events(job: Job, limit: int = 50):
+    events = list(job.events.order_by("-id")[:limit])
+    events.reverse()
+    return events
+
+
+def deleted_job_fragments(job_id: int) -> list[Fragment]:
+    html = f'<tr id="job-row-{job_id}" hx-swap-oob="delete"></tr>'
+    return [(STAFF_ROWS_GROUP, html)]
+
+
+def toast_fragments(notifications: Iterable[Notification]) -> list[Fragment]:
+    return [
+        (user_group(n.user_id), render_to_string("jobs/_toast.html", {"notification": n}))
+        for n in notifications
+    ]
+
+
+def updates_for(
+    job_ids: set[int], since_notification: int, badges_sent: dict[int, str] | None = None
+) -> tuple[list[Fragment], int]:
+    """Fragments for changed jobs, badges of their owners, toasts of new notifications.
+
+    `badges_sent` remembers each user's last badges: most commits change progress, not
+    the counts, and need not send every open page of the user a badges frame.
+    """
+    jobs = {job.pk: job for job in Job.objects.filter(pk__in=job_ids).select_related("owner")}
+    fragments: list[Fragment] = []
+    owners: set[int] = set()
+    for job_id in sorted(job_ids):
+        job = jobs.get(job_id)
+        if job is None:
+            fragments += deleted_job_fragments(job_id)
+            continue
+        fragments += job_fragments(job)
+        if job.owner_id:
+            owners.add(job.owner_id)
+    new_notes = list(Notification.objects.filter(pk__gt=since_notification).order_by("pk"))
+    fragments += toast_fragments(new_notes)
+    owners |= {n.user_id for n in new_notes}
+    for uid in sorted(owners):
+        badges = render_badges(uid)
+        if badges_sent is None or badges_sent.get(uid) != badges:
+            fragments.append((user_group(uid), badges))
+            if badges_sent is not None:
+                badges_sent[uid] = badges
+    last = new_notes[-1].pk if new_notes else since_notification
+    return fragments, last
+
+
+# -- the relay (async, one per process) ----------------------------------------
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
+        self.last_change = 0
+        self.last_notification = 0
+        self.badges_sent: dict[int, str] = {}
+        self._starting: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._listened = False
+        self._ready: asyncio.Event | None = None
+
+    def running(self) -> bool:
+        loop = asyncio.get_running_loop()
+        return self.task is not None and not self.task.done() and self.loop is loop
+
+    async def ensure_started(self) -> None:
+        """Start the relay on the running event loop (idempotent).
+
+        The feed positions are read before the first consumer sends its snapshot, so
+        every change committed after that snapshot is relayed.
+        """
+        if self.running():
+            return
+        loop = asyncio.get_running_loop()
+        if self._starting is None or self._starting[0] is not loop:
+            self._starting = (loop, asyncio.Lock())
+        async with self._starting[1]:
+            if self.running():
+                return
+            await self._in_thread(self._start_positions)
+            self.badges_sent.clear()
+            self._listened = False
+            self._ready = asyncio.Event()
+            self.loop = loop
+            self.task = loop.create_task(self._run(), name="conveyor-live-relay")
+            # On PostgreSQL, wait until LISTEN is active: a NOTIFY before it is lost.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), timeout=5)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
+        await self._in_thread(_reset_connection)
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if connection.vendor == "postgresql":
+                    await self._listen()
+                else:
+                    await self._poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the relay must survive database restarts
+                log.exception("live relay failed; restarting in 1 s")
+                await self._in_thread(_reset_connection)
+                await asyncio.sleep(1)
+
+    def _start_positions(self) -> None:
+        self.last_change = JobChange.objects.aggregate(m=Max("pk"))["m"] or 0
+        self.last_notification = Notification.objects.aggregate(m=Max("pk"))["m"] or 0
+
+    async def publish(self, job_ids: set[int]) -> None:
+        fragments, self.last_notification = await self._in_thread(
+            updates_for, job_ids, self.last_notification, self.badges_sent
+        )
+        layer = get_channel_layer()
+        for group, html in fragments:
+            await layer.group_send(group, {"type": "live.fragment", "html": html})
+
+    # SQLite: poll the change feed.
+    def _read_changes(self) -> set[int]:
+        rows = list(
+            JobChange.objects.filter(pk__gt=self.last_change)
+            .order_by("pk")
+            .values_list("pk", "job_id")[:5000]
+        )
+        if rows:
+            self.last_change = rows[-1][0]
+        return {job_id for _, job_id in rows}
+
+    async def _poll(self) -> None:
+        interval = settings.CONVEYOR_RELAY_POLL_SECONDS
+        self._ready.set()
+        while True:
+            job_ids = await self._in_thread(self._read_changes)
+            if job_ids:
+                await self.publish(job_ids)
+            await asyncio.sleep(interval)
+
+    # PostgreSQL: LISTEN, coalescing bursts of notifications.
+    async def _listen(self) -> None:
+        import psycopg
+
+        conf = connection.settings_dict
+        aconn = await psycopg.AsyncConnection.connect(
+            dbname=conf["NAME"],
+            user=conf["USER"],
+            password=conf["PASSWORD"] or None,
+            host=conf["HOST"] or None,
+            port=conf["PORT"] or None,
+            autocommit=True,
+        )
+        async with aconn:
+            await aconn.execute(f"LISTEN {CHANNEL}")
+            if self._listened:
+                # Listening again after a lost connection: resync what may have changed.
+                await self.publish(await self._in_thread(_active_job_ids))
+            self._listened = True
+            self._ready.set()
+            while True:
+                pending = {int(n.payload) async for n in aconn.notifies(timeout=30, stop_after=1)}
+                if not pending:
+                    await aconn.execute("SELECT 1")  # keep-alive; raises if the server is gone
+                    continue
+                # Take what else has already arrived; publish without waiting for more.
+                pending |= {int(n.payload) async for n in aconn.notifies(timeout=0)}
+                await self.publish(pending)
+
+
+def _active_job_ids() -> set[int]:
+    return set(Job.objects.active().values_list("pk", flat=True))
+
+
+def _reset_connection() -> None:
+    connections["default"].close()
+
+
+relay = Relay()

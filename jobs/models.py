@@ -1,0 +1,359 @@
+"""Jobs, their event timeline, user notifications, and the worker presence table.
+
+The Job row is the source of truth for everything a user sees: status, progress,
+the handler's cursor and the lease that says which worker runs it now. State
+changes happen in `jobs.services` / `jobs.runner`, never by saving models ad hoc.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+
+class Priority(models.IntegerChoices):
+    HIGH = 10, "high"
+    NORMAL = 0, "normal"
+    LOW = -10, "low"
+
+
+def parse_priority(value: str | int | None) -> int:
+    """Accept 'high' / 'normal' / 'low' or an integer (higher runs first)."""
+    if value is None or value == "":
+        return Priority.NORMAL
+    if isinstance(value, bool):
+        raise ValueError("priority must be high, normal, low or an integer")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    names = {label: int(v) for v, label in Priority.choices}
+    if text in names:
+        return names[text]
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("priority must be high, normal, low or an integer") from None
+
+
+def priority_label(value: int) -> str:
+    names = {int(v): label for v, label in Priority.choices}
+    return names.get(value, str(value))
+
+
+class JobQuerySet(models.QuerySet):
+    def visible_to(self, user) -> JobQuerySet:
+        """Every page, API call, export and websocket scopes jobs through this."""
+        if not user or not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=Job.ACTIVE)
+
+    def runnable(self, now=None) -> JobQuerySet:
+        """Jobs a worker could start now: not leased, not in the broker, not waiting."""
+        now = now or timezone.now()
+        return self.filter(
+            status__in=[Job.Status.QUEUED, Job.Status.RETRYING, Job.Status.RUNNING],
+            lease_owner="",
+            dispatched_at__isnull=True,
+        ).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        PAUSED = "paused"
+        RETRYING = "retrying", "retry waiting"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Request(models.TextChoices):
+        NONE = "", "none"
+        PAUSE = "pause"
+        CANCEL = "cancel"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.PAUSED, Status.RETRYING)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    kind = models.CharField(max_length=100, db_index=True)
+    label = models.CharField(max_length=200, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="jobs",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    priority = models.IntegerField(default=Priority.NORMAL)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    total = models.BigIntegerField(null=True, blank=True)
+    processed = models.BigIntegerField(default=0, help_text="Units finished, failed ones included.")
+    failed = models.BigIntegerField(default=0)
+    message = models.CharField(max_length=500, blank=True)
+
+    entity_key = models.CharField(max_length=200, blank=True, db_index=True)
+    session_key = models.CharField(max_length=200, blank=True, db_index=True)
+
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Attempts that ended in a transient error or a lost worker."
+    )
+    max_attempts = models.PositiveIntegerField(default=5)
+    time_limit = models.FloatField(null=True, blank=True, help_text="Seconds of running time.")
+    run_seconds = models.FloatField(default=0.0, help_text="Running time used so far.")
+    cursor = models.JSONField(null=True, blank=True)
+    requested = models.CharField(max_length=8, choices=Request.choices, blank=True)
+
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    run_after = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-priority", "created_at"], name="job_dispatch_idx"),
+            models.Index(fields=["owner", "status"], name="job_owner_status_idx"),
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="job_lease_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "kind", "entity_key"],
+                condition=Q(status__in=["queued", "running", "paused", "retrying"])
+                & ~Q(entity_key=""),
+                name="job_unique_active_entity",
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "kind", "session_key"],
+                condition=Q(status__in=["queued", "running", "paused", "retrying"])
+                & ~Q(session_key=""),
+                name="job_unique_active_session",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job #{self.pk} {self.kind} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs:detail", args=[self.pk])
+
+    @property
+    def entity_url(self) -> str:
+        from jobs.kinds import entity_url
+
+        return entity_url(self.entity_key) if self.entity_key else ""
+
+    @property
+    def entity_name(self) -> str:
+        """What the job works on, in a word ("sheet" for "sheet:12")."""
+        return self.entity_key.partition(":")[0]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def percent(self) -> int | None:
+        if not self.total:
+            return 100 if self.status == self.Status.SUCCEEDED else None
+        return min(100, int(self.processed * 100 / self.total))
+
+    @property
+    def succeeded_count(self) -> int:
+        return self.processed - self.failed
+
+    @property
+    def priority_label(self) -> str:
+        return priority_label(self.priority)
+
+    @property
+    def title(self) -> str:
+        return self.label or f"{self.kind} #{self.pk}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+    @property
+    def rate(self) -> float | None:
+        """Units per second of running time (not wall time: pauses don't count)."""
+        if self.run_seconds < 0.5 or not self.processed:
+            return None
+        return self.processed / self.run_seconds
+
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.rate
+        if not rate or self.total is None or self.status != self.Status.RUNNING:
+            return None
+        return max(0.0, (self.total - self.processed) / rate)
+
+
+class JobEvent(models.Model):
+    """Append-only timeline of a job: transitions, log lines, throttled progress."""
+
+    class Kind(models.TextChoices):
+        STATE = "state"
+        LOG = "log"
+        PROGRESS = "progress"
+        ERROR = "error"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    status = models.CharField(max_length=16, blank=True, help_text="New status for state events.")
+    message = models.TextField(blank=True)
+    data = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["job", "id"], name="jobevent_job_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S} {self.kind} {self.status} {self.message}"[:120]
+
+
+class Notification(models.Model):
+    """One per terminal transition of a user's job; unread until seen."""
+
+    class Level(models.TextChoices):
+        SUCCESS = "success"
+        ERROR = "error"
+        INFO = "info"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_notifications"
+    )
+    job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="notifications")
+    level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
+    message = models.CharField(max_length=500)
+    url = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["user", "read_at"], name="notification_unread_idx")]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Worker(models.Model):
+    """A live django-q2 worker process, kept fresh by its heartbeat thread.
+
+    Dispatch sizes the broker queue by the workers seen here; `/healthz` and the
+    metrics page read it to tell whether a cluster is alive.
+    """
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="host:pid")
+    host = models.CharField(max_length=200)
+    pid = models.IntegerField()
+    cluster = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    current_job_id = models.BigIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobChange(models.Model):
+    """Change feed for the live relay on SQLite (PostgreSQL uses LISTEN/NOTIFY).
+
+    One row per committed change of a job; SQLite serialises writers, so ids appear
+    in commit order and the relay can read `id > last` without missing any.
+    """
+
+    job_id = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"change {self.pk} of job {self.job_id}"
+
+
+class DemoUnit(models.Model):
+    """One unit counted by the demo job kind (`jobs/demo.py`).
+
+    Deliberately without a unique constraint: tests count rows per unit to prove that
+    crash recovery records every unit exactly once.
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="demo_units")
+    number = models.IntegerField()
+    worker = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "number"], name="demounit_job_idx")]
+
+    def __str__(self) -> str:
+        return f"unit {self.number} of job {self.job_id}"
+
+
+class ApiToken(models.Model):
+    """A secret that lets a script call `/api/` as its user (`Authorization: Bearer ...`).
+
+    Only the sha256 digest of the secret is stored; `prefix` (its first characters) is
+    kept in clear so a listing can name the token and `conveyor_token revoke` find it.
+    Created and revoked through `jobs.auth`, never by saving rows ad hoc.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=16, db_index=True)
+    digest = models.CharField(max_length=64, unique=True, help_text="sha256 of the secret, hex.")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class FailedJob(Job):
+    """Failed jobs only: the admin's one-click list of failures (like django-q2's Failure)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed job"
+        verbose_name_plural = "failed jobs"

@@ -1,0 +1,141 @@
+"""Who rescues dead work: jobs whose worker died are put back to be resumed elsewhere.
+
+A running job holds a lease that its worker's heartbeat renews. When the lease
+expires (worker killed, machine lost) or the worker process is known dead (same host,
+pid gone: what a restarted cluster finds at start-up), the job is released to resume
+from its last checkpoint. Each loss counts as an attempt, so a "poison" job that kills
+every worker that runs it fails after its attempt limit instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import UTC, datetime, timedelta
+
+import psutil
+from django.utils import timezone
+
+from jobs.changes import announce
+from jobs.db import atomic_retry
+from jobs.dispatch import release_stale_dispatches
+from jobs.models import Job, JobEvent, Notification, Worker
+from jobs.services import notify_owner, record_event
+
+log = logging.getLogger(__name__)
+Status = Job.Status
+
+SCHEDULE_NAME = "conveyor maintenance"
+FORGET_WORKERS_AFTER = timedelta(minutes=10)
+
+
+def recover() -> list[int]:
+    """Recover every job whose lease expired; release stale dispatches."""
+    now = timezone.now()
+    expired = Job.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now).exclude(
+        lease_owner=""
+    )
+    recovered = [
+        job_id
+        for job_id, owner in expired.values_list("id", "lease_owner")
+        if recover_job(job_id, owner, f"its worker {owner} stopped renewing the lease")
+    ]
+    release_stale_dispatches()
+    Worker.objects.filter(last_seen_at__lt=now - FORGET_WORKERS_AFTER).delete()
+    return recovered
+
+
+def _process_alive(pid: int, started_at) -> bool:
+    try:
+        process = psutil.Process(pid)
+        created = datetime.fromtimestamp(process.create_time(), tz=UTC)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return False
+    # A pid reused by a newer process is not our worker.
+    return created <= started_at + timedelta(seconds=2)
+
+
+def recover_dead_local_workers() -> list[int]:
+    """At worker start-up: recover jobs leased by dead worker processes of this host."""
+    host = socket.gethostname()
+    recovered: list[int] = []
+    for worker in Worker.objects.filter(host=host):
+        if _process_alive(worker.pid, worker.started_at):
+            continue
+        for job_id in Job.objects.filter(lease_owner=worker.name).values_list("id", flat=True):
+            if recover_job(job_id, worker.name, f"its worker {worker.name} died"):
+                recovered.append(job_id)
+        worker.delete()
+    return recovered
+
+
+def recover_job(job_id: int, lost_owner: str, reason: str) -> bool:
+    """Put a job back to run again, or fail it once its attempts are used up."""
+
+    def write() -> bool:
+        job = Job.objects.filter(pk=job_id, lease_owner=lost_owner).first()
+        if job is None:
+            return False
+        attempt = job.attempts + 1
+        now = timezone.now()
+        common = {
+            "lease_owner": "",
+            "lease_expires_at": None,
+            "attempts": attempt,
+            "updated_at": now,
+        }
+        if job.requested:
+            # The user asked to stop it anyway: honour that instead of resuming.
+            status = Status.CANCELLED if job.requested == Job.Request.CANCEL else Status.PAUSED
+            finished = now if status == Status.CANCELLED else None
+            Job.objects.filter(pk=job_id, lease_owner=lost_owner).update(
+                **common, status=status, requested="", finished_at=finished, cancelled_at=finished
+            )
+            record_event(
+                job, JobEvent.Kind.STATE, f"{status.label.capitalize()} ({reason})", status=status
+            )
+        elif attempt >= job.max_attempts:
+            error = (
+                f"Gave up after {attempt} attempts: {reason} each time, without progress "
+                f"in between. The job may crash the worker that runs it."
+            )
+            Job.objects.filter(pk=job_id, lease_owner=lost_owner).update(
+                **common,
+                status=Status.FAILED,
+                error=error,
+                message=error[:500],
+                finished_at=now,
+                requested="",
+            )
+            record_event(job, JobEvent.Kind.STATE, error, status=Status.FAILED)
+            notify_owner(job, Notification.Level.ERROR, f"{job.title} failed: {error}"[:500])
+        else:
+            Job.objects.filter(pk=job_id, lease_owner=lost_owner).update(**common)
+            record_event(
+                job,
+                JobEvent.Kind.LOG,
+                f"Recovered: {reason}; resuming from the last checkpoint "
+                f"(attempt {attempt + 1} of {job.max_attempts})",
+            )
+        announce(job_id)
+        return True
+
+    recovered = atomic_retry(write)
+    if recovered:
+        log.warning("job %s recovered: %s", job_id, reason)
+    return recovered
+
+
+def ensure_schedule() -> None:
+    """The periodic backstop: maintenance every minute even when no worker is busy."""
+    from django_q.models import Schedule
+
+    Schedule.objects.get_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": "jobs.maintenance.run_periodic",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )

@@ -1,0 +1,94 @@
+"""Plain-dict views of jobs, events and notifications: what the JSON API returns and
+what `manage.py conveyor ... --json` prints, so the two cannot drift.
+
+Datetimes are ISO 8601 strings in UTC (or null); priority is "high" / "normal" /
+"low" when it has a name, else the integer. Nothing here queries beyond the row
+(callers `select_related("owner")` for lists).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from jobs.models import Job, JobEvent, Notification, Priority
+from jobs.redact import redact
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def priority_as_json(value: int) -> str | int:
+    try:
+        return Priority(value).label
+    except ValueError:
+        return value
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
+    """The job's public state; `detail=True` adds params, result and running budget."""
+    data: dict[str, Any] = {
+        "id": job.pk,
+        "kind": job.kind,
+        "label": job.label,
+        "title": job.title,
+        "owner": job.owner.get_username() if job.owner_id else None,
+        "status": job.status,
+        "active": job.is_active,
+        "requested": job.requested,
+        "priority": priority_as_json(job.priority),
+        "total": job.total,
+        "processed": job.processed,
+        "failed": job.failed,
+        "percent": job.percent,
+        "message": job.message,
+        "error": job.error,
+        "rate": _rounded(job.rate, 3),
+        "eta_seconds": _rounded(job.eta_seconds, 1),
+        "attempts": job.attempts,
+        "entity_key": job.entity_key,
+        "session_key": job.session_key,
+        "url": job.get_absolute_url(),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "cancelled_at": iso(job.cancelled_at),
+    }
+    if detail:
+        data.update(
+            params=redact(job.params),
+            result=job.result,
+            time_limit=job.time_limit,
+            run_seconds=round(job.run_seconds, 3),
+            max_attempts=job.max_attempts,
+        )
+    return data
+
+
+def event_as_dict(event: JobEvent) -> dict[str, Any]:
+    return {
+        "id": event.pk,
+        "at": iso(event.at),
+        "kind": event.kind,
+        "status": event.status,
+        "message": event.message,
+        "data": event.data,
+    }
+
+
+def notification_as_dict(notification: Notification) -> dict[str, Any]:
+    return {
+        "id": notification.pk,
+        "level": notification.level,
+        "message": notification.message,
+        "url": notification.url,
+        "job_id": notification.job_id,
+        "created_at": iso(notification.created_at),
+        "read_at": iso(notification.read_at),
+        "read": notification.read_at is not None,
+    }

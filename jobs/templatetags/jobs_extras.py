@@ -1,0 +1,39 @@
+"""Template filters for job pages: durations, rates and pretty JSON."""
+
+from __future__ import annotations
+
+import json
+
+from django import template
+
+from jobs.redact import redact
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    """1.5 -> '1.5 s', 75 -> '1 min 15 s', 3700 -> '1 h 1 min'."""
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@register.filter
+def per_second(rate: float | None) -> str:
+    if rate is None:
+        return "—"
+    return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.1f}/s"
+
+
+@register.filter
+def pretty_json(value) -> str:
+    """Indented JSON with secrets (API keys, passwords) masked."""
+    return json.dumps(redact(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)

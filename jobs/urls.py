@@ -1,0 +1,17 @@
+"""Pages of the jobs app."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from jobs import views
+
+app_name = "jobs"
+
+urlpatterns = [
+    path("", views.job_list, name="list"),
+    path("bulk/", views.job_bulk, name="bulk"),
+    path("notifications/", views.notifications, name="notifications"),
+    path("<int:job_id>/", views.job_detail, name="detail"),
+    path("<int:job_id>/<slug:action>/", views.job_action, name="action"),
+]

@@ -1,0 +1,213 @@
+"""Pages: home, the jobs dashboard, a job's live page, controls, notifications.
+
+Each page and its live fragments come from one template with named partials, so
+what the relay pushes over the websocket is exactly what the page renders. Every
+query goes through `Job.objects.visible_to(user)`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.dateparse import parse_date
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from jobs import live
+from jobs.kinds import all_kinds
+from jobs.models import Job, Notification
+from jobs.services import (
+    JobActionError,
+    job_cancel,
+    job_delete,
+    job_pause,
+    job_resume,
+    job_retry,
+    notifications_mark_read,
+)
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+STATUS_FILTERS = {
+    "active": list(Job.ACTIVE),
+    "running": [Job.Status.RUNNING],
+    "queued": [Job.Status.QUEUED, Job.Status.RETRYING],
+    "paused": [Job.Status.PAUSED],
+    "completed": [Job.Status.SUCCEEDED],
+    "failed": [Job.Status.FAILED],
+    "cancelled": [Job.Status.CANCELLED],
+}
+
+ACTIONS = {
+    "pause": lambda job, user: job_pause(job=job, by=user),
+    "resume": lambda job, user: job_resume(job=job, by=user),
+    "cancel": lambda job, user: job_cancel(job=job, by=user),
+    "retry": lambda job, user: job_retry(job=job, by=user),
+    "retry-failed": lambda job, user: job_retry(job=job, by=user, failed_rows=True),
+    "delete": lambda job, user: job_delete(job=job, by=user),
+}
+PAST_TENSE = {
+    "pause": "paused",
+    "resume": "resumed",
+    "cancel": "cancelled",
+    "retry": "queued again",
+    "retry-failed": "queued to retry failed rows",
+    "delete": "deleted",
+}
+
+
+@require_GET
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    jobs = Job.objects.filter(owner=request.user).select_related("owner")[:10]
+    return render(request, "home.html", {"jobs": jobs})
+
+
+def _parse_day(value: str, end: bool = False) -> datetime | None:
+    day = parse_date(value or "")
+    if day is None:
+        return None
+    return timezone.make_aware(datetime.combine(day, time.max if end else time.min))
+
+
+def filter_jobs(jobs: QuerySet[Job], params) -> QuerySet[Job]:
+    """Apply the dashboard's filters: status, kind, created date range, text."""
+    status = params.get("status", "")
+    if status in STATUS_FILTERS:
+        jobs = jobs.filter(status__in=STATUS_FILTERS[status])
+    if kind := params.get("kind", ""):
+        jobs = jobs.filter(kind=kind)
+    if start := _parse_day(params.get("from", "")):
+        jobs = jobs.filter(created_at__gte=start)
+    if end := _parse_day(params.get("to", ""), end=True):
+        jobs = jobs.filter(created_at__lte=end)
+    if text := params.get("q", "").strip()[:200]:
+        match = (
+            Q(label__icontains=text)
+            | Q(kind__icontains=text)
+            | Q(entity_key__icontains=text)
+            | Q(message__icontains=text)
+            | Q(error__icontains=text)
+        )
+        if text.lstrip("#").isdigit():
+            match |= Q(pk=int(text.lstrip("#")))
+        jobs = jobs.filter(match)
+    return jobs
+
+
+@require_GET
+@login_required
+def job_list(request: HtmxHttpRequest) -> HttpResponse:
+    all_users = request.user.is_staff and request.GET.get("all") == "1"
+    jobs = Job.objects.visible_to(request.user).select_related("owner")
+    if not all_users:
+        jobs = jobs.filter(owner=request.user)
+    jobs = filter_jobs(jobs, request.GET)
+    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "all_users": all_users,
+        "filters": request.GET,
+        "query": query.urlencode(),
+        "status_filters": STATUS_FILTERS,
+        "kinds": all_kinds(),
+    }
+    template = "jobs/job_list.html"
+    if request.htmx and not request.htmx.boosted:
+        template += "#table"
+    return render(request, template, context)
+
+
+@require_GET
+@login_required
+def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.visible_to(request.user).select_related("owner"), pk=job_id)
+    # An unread notification means it finished since the user last looked.
+    finished_while_away = job.is_terminal and bool(
+        notifications_mark_read(user=request.user, job=job)
+    )
+    context = {
+        "job": job,
+        "events": live.recent_events(job),
+        "finished_while_away": finished_while_away,
+    }
+    return render(request, "jobs/job_detail.html", context)
+
+
+@require_POST
+@login_required
+def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpResponse:
+    job = get_object_or_404(Job.objects.visible_to(request.user), pk=job_id)
+    if action not in ACTIONS:
+        return HttpResponse(f"Unknown action {action!r}.", status=400)
+    try:
+        ACTIONS[action](job, request.user)
+    except JobActionError as exc:
+        if request.htmx:
+            return HttpResponse(str(exc), status=409)
+        messages.error(request, str(exc))
+        return redirect(job)
+    if action == "delete":
+        messages.success(request, f"Job #{job_id} deleted.")
+        if request.htmx:
+            return HttpResponseClientRedirect("/jobs/")
+        return redirect("jobs:list")
+    if request.htmx:
+        job.refresh_from_db()
+        live_id = request.POST.get("live_id", "")[:100]
+        return render(request, "jobs/job_detail.html#live", {"job": job, "live_id": live_id})
+    messages.success(request, f"Job #{job_id} {PAST_TENSE[action]}.")
+    return redirect(job)
+
+
+@require_POST
+@login_required
+def job_bulk(request: HttpRequest) -> HttpResponse:
+    """Apply one action to the selected jobs; report how many changed and why others didn't."""
+    action = request.POST.get("action", "")
+    back = request.POST.get("next") or "/jobs/"
+    if not back.startswith("/") or back.startswith("//"):
+        back = "/jobs/"
+    if action not in ACTIONS:
+        messages.error(request, "Choose an action for the selected jobs.")
+        return redirect(back)
+    ids = [int(v) for v in request.POST.getlist("ids") if v.isdigit()][:500]
+    if not ids:
+        messages.error(request, "Select at least one job.")
+        return redirect(back)
+    changed, skipped = 0, []
+    for job in Job.objects.visible_to(request.user).filter(pk__in=ids):
+        try:
+            ACTIONS[action](job, request.user)
+            changed += 1
+        except JobActionError as exc:
+            skipped.append(str(exc))
+    messages.success(request, f"{changed} job{'s' if changed != 1 else ''} {PAST_TENSE[action]}.")
+    if skipped:
+        messages.warning(request, f"{len(skipped)} skipped: " + " ".join(skipped[:5]))
+    return redirect(back)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def notifications(request: HttpRequest) -> HttpResponse:
+    mine = Notification.objects.filter(user=request.user).select_related("job")
+    if request.method == "POST":
+        notifications_mark_read(user=request.user)
+        messages.success(request, "All notifications marked as read.")
+        return redirect("jobs:notifications")
+    page = Paginator(mine, 30).get_page(request.GET.get("page"))
+    return render(request, "jobs/notifications.html", {"page": page})

@@ -1,0 +1,133 @@
+"""Life inside a django-q2 worker process: its identity and its heartbeat thread.
+
+On `post_spawn` each worker process starts a daemon thread that, every
+CONVEYOR_HEARTBEAT_SECONDS, marks the worker alive, renews the lease of the job it
+runs (and tells that job to stop soon if it was cancelled, paused or ran out of
+time), and now and then runs recovery and dispatch. When the process dies the
+heartbeat stops with it, so its lease expires and the job is recovered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import QuerySet
+from django.dispatch import receiver
+from django.utils import timezone
+from django_q.signals import post_spawn
+
+from jobs.models import Job, Worker
+
+if TYPE_CHECKING:
+    from jobs.context import JobContext
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_EVERY_BEATS = 3
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_stale_after() -> timedelta:
+    return timedelta(seconds=max(5.0, settings.CONVEYOR_HEARTBEAT_SECONDS * 5))
+
+
+def alive_workers() -> QuerySet[Worker]:
+    return Worker.objects.filter(last_seen_at__gte=timezone.now() - worker_stale_after())
+
+
+class _Current:
+    """The job context this process is running now (one slice at a time)."""
+
+    ctx: JobContext | None = None
+    lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def running(ctx: JobContext) -> Iterator[None]:
+    with _Current.lock:
+        _Current.ctx = ctx
+    try:
+        yield
+    finally:
+        with _Current.lock:
+            _Current.ctx = None
+
+
+def beat(first: bool = False) -> None:
+    """One heartbeat: presence, lease renewal, stop signals; maintenance if due."""
+    now = timezone.now()
+    name = worker_name()
+    with _Current.lock:
+        ctx = _Current.ctx
+    Worker.objects.update_or_create(
+        name=name,
+        defaults={
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "cluster": f"{socket.gethostname()}:{os.getppid()}",
+            "last_seen_at": now,
+            "current_job_id": ctx.job_id if ctx else None,
+        },
+    )
+    if ctx is not None:
+        _renew_lease(ctx, now)
+    if first:
+        from jobs import recovery
+
+        recovery.recover_dead_local_workers()
+        recovery.ensure_schedule()
+
+
+def _renew_lease(ctx: JobContext, now) -> None:
+    expires = now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS)
+    Job.objects.filter(pk=ctx.job_id, lease_owner=ctx.worker).update(
+        lease_expires_at=expires, heartbeat_at=now
+    )
+    requested = Job.objects.filter(pk=ctx.job_id).values_list("requested", flat=True).first()
+    if requested or ctx.time_limit_exceeded():
+        ctx.stop_event.set()
+
+
+def maintain() -> None:
+    """Recover lost work and fill free capacity (also run by the periodic schedule)."""
+    from jobs import recovery
+    from jobs.dispatch import dispatch
+
+    recovery.recover()
+    dispatch()
+
+
+def _heartbeat_loop() -> None:
+    interval = settings.CONVEYOR_HEARTBEAT_SECONDS
+    beats = 0
+    while True:
+        try:
+            beat(first=beats == 0)
+            if beats % MAINTENANCE_EVERY_BEATS == 0:
+                maintain()
+        except Exception:  # noqa: BLE001 - the heartbeat must outlive DB hiccups
+            log.exception("heartbeat failed")
+            close_old_connections()
+            connection.close()
+        beats += 1
+        time.sleep(interval)
+
+
+@receiver(post_spawn)
+def start_heartbeat(sender, proc_name: str = "", **kwargs) -> None:
+    """Runs in each freshly spawned django-q2 worker process."""
+    thread = threading.Thread(target=_heartbeat_loop, name="conveyor-heartbeat", daemon=True)
+    thread.start()

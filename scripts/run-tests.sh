@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the whole suite on SQLite, then again on PostgreSQL when one is reachable.
+# With CI=true a missing PostgreSQL, Redis or Chromium is an error, not a skip.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+pytest_pass() {
+  local label=$1; shift
+  echo "=== tests on $label ==="
+  env "$@" "$PY" -m pytest "${PYTEST_ARGS[@]}"
+  local rc=$?
+  if [ $rc -eq 5 ]; then echo "(no tests collected on $label)"; rc=0; fi
+  return $rc
+}
+
+PYTEST_ARGS=("$@")
+ci=${CI:-false}
+
+pg_url=${TEST_POSTGRES_URL:-}
+if [ -z "$pg_url" ] && [[ "${DATABASE_URL:-}" == postgres* ]]; then pg_url=$DATABASE_URL; fi
+if [ -z "$pg_url" ] && "$PY" -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then
+  pg_url="postgres://postgres@127.0.0.1:5432/conveyor"
+fi
+if [ "$ci" = "true" ] && [ -z "$pg_url" ]; then
+  echo "CI=true but no PostgreSQL is reachable (set DATABASE_URL or start it on 127.0.0.1:5432)" >&2
+  exit 1
+fi
+
+status=0
+pytest_pass SQLite DATABASE_URL= || status=1
+if [ -n "$pg_url" ]; then
+  pytest_pass PostgreSQL DATABASE_URL="$pg_url" || status=1
+else
+  echo "=== PostgreSQL not reachable: skipped the PostgreSQL pass ==="
+fi
+exit $status

@@ -1,0 +1,118 @@
+"""Results out: CSV and XLSX downloads of a job's rows (input columns, outputs, error),
+streamed in chunks, and the optional write-back of output columns to a Google Sheet.
+
+Every cell a spreadsheet would run as a formula (`= + - @`, tab, CR first) is
+neutralised with a leading apostrophe, in both formats: exported data can come from
+anyone (the sheet's author, a website, a model) and must not execute on opening.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from openpyxl import Workbook
+
+from jobs.context import JobContext
+from jobs.errors import PermanentError
+from jobs.kinds import job_kind
+from jobs.models import Job
+from sheets.models import RowResult, Sheet, SheetRow
+
+CHUNK_ROWS = 2_000
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$")
+
+
+def neutralise(value: Any) -> str:
+    """The cell as text, made inert if a spreadsheet would evaluate it."""
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.match(text):
+        return "'" + text
+    return text
+
+
+def export_header(job: Job, sheet: Sheet) -> list[str]:
+    outputs = [c for c in job.params.get("output_columns", []) if c not in sheet.columns]
+    return [*sheet.columns, *outputs, "error"]
+
+
+def iter_export_rows(job: Job, sheet: Sheet) -> Iterator[list[str]]:
+    """The job's rows in order, chunk by chunk: two queries per CHUNK_ROWS rows."""
+    outputs = [c for c in job.params.get("output_columns", []) if c not in sheet.columns]
+    start = job.params.get("start_row", 1)
+    end = start + job.params.get("row_count", sheet.row_count)
+    for first in range(start, end, CHUNK_ROWS):
+        last = min(first + CHUNK_ROWS, end)
+        results = {
+            number: (out or {}, error)
+            for number, out, error in RowResult.objects.filter(
+                job=job, row_number__gte=first, row_number__lt=last
+            ).values_list("row_number", "outputs", "error")
+        }
+        rows = SheetRow.objects.filter(sheet=sheet, number__gte=first, number__lt=last)
+        for number, values in rows.order_by("number").values_list("number", "values"):
+            out, error = results.get(number, ({}, ""))
+            yield [*values, *(out.get(c, "") for c in outputs), error]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_chunks(job: Job, sheet: Sheet) -> Iterator[str]:
+    """CSV text with a BOM (so Excel reads UTF-8), neutralised, one line at a time."""
+    writer = csv.writer(_Echo())
+    yield "\ufeff" + writer.writerow([neutralise(v) for v in export_header(job, sheet)])
+    for row in iter_export_rows(job, sheet):
+        yield writer.writerow([neutralise(v) for v in row])
+
+
+def xlsx_file(job: Job, sheet: Sheet):
+    """A temporary file holding the XLSX (openpyxl's write-only mode streams rows)."""
+    workbook = Workbook(write_only=True)
+    worksheet = workbook.create_sheet(title="Results")
+    worksheet.append([neutralise(v) for v in export_header(job, sheet)])
+    for row in iter_export_rows(job, sheet):
+        worksheet.append([neutralise(v) for v in row])
+    handle = tempfile.TemporaryFile(prefix="conveyor-export-", suffix=".xlsx")  # noqa: SIM115 - closed by the response
+    workbook.save(handle)
+    handle.seek(0)
+    return handle
+
+
+# -- Google Sheets write-back, as a job of its own (it can be slow or fail) ------------
+
+WRITE_BACK = "sheets.write_back"
+
+
+@job_kind(WRITE_BACK, label="Write results back to Google Sheets", max_attempts=3)
+def write_back_job(ctx: JobContext) -> dict[str, Any]:
+    from sheets.google import write_back
+
+    source = Job.objects.filter(pk=ctx.params["job_id"]).first()
+    if source is None:
+        raise PermanentError("The job whose results should be written back was deleted.")
+    sheet = Sheet.objects.filter(pk=source.params["sheet_id"]).first()
+    if sheet is None or not sheet.google_id:
+        raise PermanentError("Only sheets imported from Google Sheets can be written back.")
+    outputs = [c for c in source.params.get("output_columns", []) if c not in sheet.columns]
+    columns: dict[str, list[str]] = {c: [] for c in outputs}
+    for row in iter_export_rows(source, sheet):
+        for offset, name in enumerate(outputs):
+            # Written RAW by write_back: Google Sheets stores formulas as text.
+            columns[name].append(str(row[len(sheet.columns) + offset]))
+    ctx.progress(0, total=1, message=f"Writing {len(outputs)} columns to Google Sheets")
+    cells = write_back(
+        sheet.google_id,
+        sheet.worksheet,
+        sheet.columns,
+        columns,
+        first_row=source.params.get("start_row", 1) + 1,
+    )
+    ctx.progress(1, total=1, message=f"Wrote {cells} cells")
+    return {"cells": cells, "columns": outputs}

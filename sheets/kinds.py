@@ -1,0 +1,197 @@
+"""The `sheets.process` job kind: its parameters (checked for users of the pages, API
+and CLI), its registration, and the handler that hands the rows to `sheets.pipeline`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+
+from jobs.context import JobContext
+from jobs.errors import PermanentError
+from jobs.kinds import entity_pages, job_kind
+from jobs.models import Job
+from sheets.models import RowResult, Sheet
+from sheets.pipeline import RowSource, run_in_batches, run_streaming
+from sheets.processors import OptionsError, get_processor
+from sheets.processors.base import UnknownProcessor
+
+KIND = "sheets.process"
+
+
+def entity_key(sheet: Sheet | int) -> str:
+    return f"sheet:{sheet if isinstance(sheet, int) else sheet.pk}"
+
+
+entity_pages["sheet"] = lambda ident: reverse("sheets:detail", args=[ident])
+
+
+# -- parameters -------------------------------------------------------------------
+
+
+class SheetParamsError(ValueError):
+    """Bad job parameters; `errors` maps a field (or option) name to its message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
+    """Check and normalise `{sheet_id, processor, options, columns, start_row, row_count}`.
+
+    Every problem is reported at once, keyed by field (or option) name.
+    """
+    sheet = Sheet.objects.visible_to(owner).filter(pk=_int(params.get("sheet_id"))).first()
+    if sheet is None:
+        raise SheetParamsError({"sheet_id": "No such sheet."})
+    errors: dict[str, str] = {}
+
+    def check(fn, *args):
+        try:
+            return fn(*args)
+        except SheetParamsError as exc:
+            errors.update(exc.errors)
+            return None
+
+    columns = check(_input_columns, sheet, params.get("columns")) or list(sheet.columns)
+    row_range = check(_row_range, sheet, params.get("start_row"), params.get("row_count"))
+    row_timeout = check(_row_timeout, params.get("row_timeout"))
+    processor = check(_processor, params.get("processor"))
+    options = check(_options, processor, params.get("options"), columns) if processor else None
+    if errors:
+        raise SheetParamsError(errors)
+    return {
+        "sheet_id": sheet.pk,
+        "processor": processor.name,
+        "options": options,
+        "columns": columns,
+        "start_row": row_range[0],
+        "row_count": row_range[1],
+        "output_columns": processor.output_columns(options, columns),
+        "row_timeout": row_timeout,
+    }
+
+
+def _processor(name: Any):
+    try:
+        return get_processor(str(name or ""))
+    except UnknownProcessor as exc:
+        raise SheetParamsError({"processor": str(exc)}) from None
+
+
+def _options(processor, raw: Any, columns: list[str]) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SheetParamsError({"options": "options must be an object"})
+    try:
+        return processor.validate_options(raw, columns)
+    except OptionsError as exc:
+        raise SheetParamsError(exc.errors) from None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _input_columns(sheet: Sheet, columns: Any) -> list[str]:
+    if columns in (None, "", []):
+        return list(sheet.columns)
+    if isinstance(columns, str):
+        columns = [c.strip() for c in columns.split(",") if c.strip()]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise SheetParamsError({"columns": "columns must be a list of column names"})
+    unknown = [c for c in columns if c not in sheet.columns]
+    if unknown:
+        raise SheetParamsError(
+            {
+                "columns": f"Not columns of this sheet: {', '.join(unknown)}. "
+                f"Columns are: {', '.join(sheet.columns)}."
+            }
+        )
+    return list(dict.fromkeys(columns))
+
+
+def _row_range(sheet: Sheet, start: Any, count: Any) -> tuple[int, int]:
+    first = 1 if start in (None, "") else _int(start)
+    if first is None or not 1 <= first <= sheet.row_count:
+        raise SheetParamsError({"start_row": f"Start row must be between 1 and {sheet.row_count}."})
+    available = sheet.row_count - first + 1
+    if count in (None, ""):
+        return first, available
+    rows = _int(count)
+    if rows is None or rows < 1:
+        raise SheetParamsError({"row_count": "Number of rows must be a positive whole number."})
+    return first, min(rows, available)
+
+
+def _row_timeout(value: Any) -> float:
+    if value in (None, ""):
+        return settings.CONVEYOR_ROW_TIME_LIMIT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise SheetParamsError(
+            {"row_timeout": "Row time limit must be a number of seconds."}
+        ) from None
+    if not 0 < seconds <= 3600:
+        raise SheetParamsError({"row_timeout": "Row time limit must be between 0 and 3600 s."})
+    return seconds
+
+
+# -- the kind -----------------------------------------------------------------------
+
+
+def _entity_key_for(params: dict[str, Any]) -> str:
+    return entity_key(params["sheet_id"])
+
+
+def _label_for(params: dict[str, Any]) -> str:
+    name = Sheet.objects.filter(pk=params["sheet_id"]).values_list("name", flat=True).first()
+    return f"{name or 'sheet'} · {get_processor(params['processor']).label}"
+
+
+def prepare_failed_rows_retry(job: Job) -> dict[str, Any]:
+    """A failed-rows pass: count the failed rows as not yet processed, then redo them."""
+    failed = RowResult.objects.filter(job=job, failed=True).count()
+    return {
+        "cursor": {"next": job.params["start_row"], "mode": "failed"},
+        "processed": max(0, (job.processed or 0) - failed),
+        "failed": 0,
+    }
+
+
+@job_kind(
+    KIND,
+    label="Process a sheet",
+    validate_params=validate_params,
+    retry_failed_rows=prepare_failed_rows_retry,
+    entity_key_for=_entity_key_for,
+    label_for=_label_for,
+)
+def process_sheet(ctx: JobContext) -> dict[str, Any]:
+    params = ctx.params
+    sheet = Sheet.objects.filter(pk=params["sheet_id"]).first()
+    if sheet is None:
+        raise PermanentError("The sheet was deleted.")
+    try:
+        processor = get_processor(params["processor"])
+        options = processor.validate_options(params["options"], params["columns"])
+    except (UnknownProcessor, OptionsError) as exc:
+        raise PermanentError(f"Cannot run processor {params['processor']!r}: {exc}") from None
+    if ctx.total is None:
+        ctx.progress(ctx.processed, total=params["row_count"], message="Starting")
+    source = RowSource(ctx, sheet, params)
+    run = run_streaming if processor.is_async else run_in_batches
+    run(ctx, source, processor, options, params["row_timeout"])
+    return {
+        "processed": ctx.processed,
+        "failed": ctx.failed,
+        "output_columns": params["output_columns"],
+    }

@@ -1,0 +1,234 @@
+"""How a sheet job moves rows: read them in order, run them through the processor,
+and commit their results with the job's cursor and counters (`ctx.commit`).
+
+Plain (CPU) processors go batch by batch. Async (I/O-bound) processors stream: up to
+`concurrency` rows stay in flight across batch boundaries and the finished leading
+rows are committed about once a second, so no batch waits for its slowest row.
+Either way only an unbroken run of finished rows from the cursor is committed: after
+a stop or a crash the cursor points at the first row without a stored result, and
+nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from django.db.models import Min
+from django.utils import timezone
+
+from jobs.context import JobContext
+from sheets.models import RowResult, Sheet, SheetRow
+from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, run_rows
+from sheets.processors.base import RowStream
+
+CPU_BATCH_ROWS = 1_000
+COMMIT_EVERY_SECONDS = 1.0
+COLLECT_WAIT_SECONDS = 0.2
+
+
+class RowSource:
+    """The rows a job still has to do, in order: its row range, or (on a failed-rows
+    pass) its failed rows; `take` reads the next ones and moves past them."""
+
+    def __init__(self, ctx: JobContext, sheet: Sheet, params: dict[str, Any]) -> None:
+        cursor = ctx.cursor or {}
+        self.job_id = ctx.job_id
+        self.sheet = sheet
+        self.columns = params["columns"]
+        self.mode = cursor.get("mode", "all")
+        self.next = cursor.get("next", params["start_row"])
+        self.end = params["start_row"] + params["row_count"]  # exclusive
+
+    def take(self, size: int) -> list[tuple[int, dict[str, str]]]:
+        if self.mode == "failed":
+            failed = RowResult.objects.filter(
+                job_id=self.job_id, failed=True, row_number__gte=self.next, row_number__lt=self.end
+            ).order_by("row_number")
+            numbers = list(failed.values_list("row_number", flat=True)[:size])
+        else:
+            numbers = list(range(self.next, min(self.next + size, self.end)))
+        if numbers:
+            self.next = numbers[-1] + 1
+        return load_rows(self.sheet, numbers, self.columns)
+
+    def rewind(self, number: int) -> None:
+        self.next = number
+
+
+def load_rows(sheet: Sheet, numbers: list[int], columns: list[str]) -> list[tuple[int, dict]]:
+    """`(number, {column: value})` for the input columns of these rows, one query."""
+    if not numbers:
+        return []
+    index = [sheet.columns.index(c) for c in columns]
+    rows = SheetRow.objects.filter(sheet=sheet, number__in=numbers).order_by("number")
+    return [
+        (
+            number,
+            {c: values[i] if i < len(values) else "" for c, i in zip(columns, index, strict=True)},
+        )
+        for number, values in rows.values_list("number", "values")
+    ]
+
+
+# -- storing outcomes ----------------------------------------------------------------
+
+
+def build_results(job_id: int, sheet: Sheet, outcomes: list[RowOutcome]) -> list[RowResult]:
+    now = timezone.now()
+    results = []
+    for outcome in outcomes:
+        outputs = dict(outcome.outputs or {})
+        key = str(outputs.pop(DEDUPE_KEY, "") or "")[:255]
+        results.append(
+            RowResult(
+                job_id=job_id,
+                sheet=sheet,
+                row_number=outcome.number,
+                outputs=outputs,
+                error=outcome.error,
+                failed=bool(outcome.error),
+                attempts=min(outcome.attempts, 32767),
+                duration=outcome.duration,
+                dedupe_key=key,
+                updated_at=now,
+            )
+        )
+    return results
+
+
+def mark_duplicates(job_id: int, results: list[RowResult]) -> None:
+    """Fill `duplicate_of` with the first earlier row sharing the dedupe key."""
+    keys = {r.dedupe_key for r in results if r.dedupe_key}
+    if not keys:
+        return
+    first = dict(
+        RowResult.objects.filter(job_id=job_id, dedupe_key__in=keys)
+        .values("dedupe_key")
+        .annotate(first=Min("row_number"))
+        .values_list("dedupe_key", "first")
+    )
+    for result in sorted(results, key=lambda r: r.row_number):
+        if not result.dedupe_key:
+            continue
+        earliest = first.get(result.dedupe_key)
+        if earliest is None or earliest > result.row_number:
+            first[result.dedupe_key] = result.row_number
+        elif earliest < result.row_number:
+            result.outputs["duplicate_of"] = earliest
+
+
+def store_results(job_id: int, results: list[RowResult]) -> None:
+    """Upsert: a row redone after a crash replaces its result, never duplicates it."""
+    mark_duplicates(job_id, results)
+    RowResult.objects.bulk_create(
+        results,
+        update_conflicts=True,
+        unique_fields=["job", "row_number"],
+        update_fields=[
+            "outputs",
+            "error",
+            "failed",
+            "attempts",
+            "duration",
+            "dedupe_key",
+            "updated_at",
+        ],
+    )
+
+
+def commit(ctx: JobContext, source: RowSource, done: list[RowOutcome], next_number: int) -> None:
+    """Results of `done` (finished rows in order) with the cursor and counters; checkpoint."""
+    results = build_results(ctx.job_id, source.sheet, done)
+    last = done[-1].number if done else next_number
+    ctx.commit(
+        cursor={"next": next_number, "mode": source.mode},
+        processed=ctx.processed + len(results),
+        failed=ctx.failed + sum(1 for r in results if r.failed),
+        message=f"Row {last} of {source.sheet.row_count}",
+        write=lambda: store_results(ctx.job_id, results),
+    )
+
+
+# -- the two ways of running --------------------------------------------------------------
+
+
+def finished_prefix(numbers: list[int], outcomes: list[RowOutcome]) -> list[RowOutcome]:
+    """Outcomes of the leading rows that all finished, in row order."""
+    by_number = {o.number: o for o in outcomes}
+    prefix = []
+    for number in numbers:
+        if number not in by_number:
+            break
+        prefix.append(by_number[number])
+    return prefix
+
+
+def run_in_batches(
+    ctx: JobContext,
+    source: RowSource,
+    processor: Processor,
+    options: dict[str, Any],
+    row_timeout: float,
+) -> None:
+    while rows := source.take(CPU_BATCH_ROWS):
+        numbers = [number for number, _ in rows]
+        outcomes = run_rows(
+            processor, options, rows, should_stop=ctx.stop_event.is_set, row_timeout=row_timeout
+        )
+        done = finished_prefix(numbers, outcomes)
+        next_number = numbers[len(done)] if len(done) < len(numbers) else source.next
+        source.rewind(next_number)
+        commit(ctx, source, done, next_number)  # raises if a stop is pending
+
+
+def run_streaming(
+    ctx: JobContext,
+    source: RowSource,
+    processor: Processor,
+    options: dict[str, Any],
+    row_timeout: float,
+) -> None:
+    """Keep the processor's `concurrency` busy; commit finished leading rows every second.
+
+    Near the end of the slice no new rows start and those in flight finish first, so a
+    slice boundary costs no requests; a stop request (cancel, pause, time limit)
+    cancels the rows in flight instead.
+    """
+    with RowStream(processor, options, row_timeout=row_timeout) as stream:
+        started: deque[int] = deque()  # row numbers in flight or finished, in order
+        finished: dict[int, RowOutcome] = {}
+        exhausted = False
+        last_commit = time.monotonic()
+        while True:
+            stopping = ctx.stop_event.is_set()
+            winding_down = stopping or ctx.slice_over()
+            if not winding_down and not exhausted and stream.in_flight < 2 * stream.concurrency:
+                rows = source.take(2 * stream.concurrency - stream.in_flight)
+                exhausted = not rows
+                for number, row in rows:
+                    started.append(number)
+                    stream.submit(number, row)
+            if stopping:
+                stream.cancel()
+            for outcome in stream.collect(timeout=COLLECT_WAIT_SECONDS):
+                finished[outcome.number] = outcome
+            idle = stream.in_flight == 0
+            due = time.monotonic() - last_commit >= COMMIT_EVERY_SECONDS
+            if not (due or idle):
+                continue
+            done = []
+            while started and started[0] in finished:
+                done.append(finished.pop(started.popleft()))
+            if done or idle:
+                next_number = started[0] if started else source.next
+                commit(ctx, source, done, next_number)  # raises to end the slice or stop
+                last_commit = time.monotonic()
+            if idle and exhausted and not started:
+                return
+            if stopping:  # the stop was withdrawn before it took effect: start again
+                source.rewind(started[0] if started else source.next)
+                started.clear()
+                finished.clear()
+                exhausted = False

@@ -1,0 +1,281 @@
+"""The `llm` processor: each row through an OpenAI-compatible chat completions API.
+
+Works with OpenAI, Ollama, vLLM, LM Studio and anything else serving
+`POST {base_url}/chat/completions`. The prompt is a template over the row's columns
+(`{column name}`; `{{` and `}}` for literal braces). With `categories` the answer must
+be one of them and goes to the `category` column (a default prompt is used when none is
+given); without, the answer goes to `answer`. `tokens` holds the request's total token
+count when the API reports it. Requests per minute are limited across workers (see
+`ratelimit.py`); 429, 5xx, timeouts and connection errors are retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from sheets.processors.base import Option, OptionsError, RowError, match_column, processor
+from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
+
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)
+ANSWER_WRAPPING = "\"'`*_ \t\n"
+TRAILING_PUNCTUATION = ".!?,;:" + ANSWER_WRAPPING
+
+NO_ENDPOINT_HELP = (
+    "No LLM endpoint is configured. Enter a base URL below, or set OPENAI_BASE_URL "
+    "(and OPENAI_API_KEY for a hosted API) in the server's environment. "
+    "A local OpenAI-compatible server works too: Ollama at http://127.0.0.1:11434/v1, "
+    "LM Studio at http://127.0.0.1:1234/v1, vLLM at http://127.0.0.1:8000/v1. "
+    "For OpenAI itself use https://api.openai.com/v1 with an API key."
+)
+
+OPTIONS = [
+    Option(
+        "prompt",
+        "Prompt",
+        "text",
+        default="",
+        help="Sent for each row; {column name} is replaced by the row's value. "
+        "Optional when categories are given.",
+    ),
+    Option(
+        "categories",
+        "Categories",
+        "str",
+        default="",
+        help="Comma-separated. The answer must be one of them (column 'category').",
+    ),
+    Option("model", "Model", "str", default=lambda: settings.CONVEYOR_LLM_MODEL, required=True),
+    Option(
+        "base_url",
+        "API base URL",
+        "url",
+        default=lambda: settings.CONVEYOR_LLM_BASE_URL,
+        help="e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1 (Ollama).",
+    ),
+    Option(
+        "api_key",
+        "API key",
+        "secret",
+        default="",
+        help="Leave empty to use the server's OPENAI_API_KEY (local servers need none).",
+    ),
+    Option("concurrency", "Requests at once", "int", default=4, min=1, max=64),
+    Option(
+        "rpm", "Requests per minute", "int", default=0, min=0, max=100_000, help="0: unlimited."
+    ),
+    Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
+    Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
+]
+
+
+# --- prompts -----------------------------------------------------------------
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a prompt template uses; ValueError for broken braces."""
+    names = [match[1].strip() for match in PLACEHOLDER.finditer(template) if match[1] is not None]
+    leftover = PLACEHOLDER.sub("", template)
+    if "{" in leftover or "}" in leftover:
+        raise ValueError("Unmatched { or } in the prompt; write {{ or }} for a literal brace.")
+    if "" in names:
+        raise ValueError("Empty {} in the prompt; put a column name inside the braces.")
+    return names
+
+
+def render_prompt(template: str, row: dict[str, str]) -> str:
+    """Fill `{column}` placeholders from the row: plain text substitution, nothing else."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match[0] in ("{{", "}}"):
+            return match[0][0]
+        column = match_column(match[1].strip(), list(row))
+        return row.get(column, "") if column else ""
+
+    return PLACEHOLDER.sub(replace, template)
+
+
+def parse_categories(text: str) -> list[str]:
+    names = [" ".join(part.split()) for part in re.split(r"[,\n]", text or "")]
+    unique: dict[str, str] = {}
+    for name in names:
+        if name:
+            unique.setdefault(name.casefold(), name)
+    return list(unique.values())
+
+
+def build_messages(row: dict[str, str], options: dict[str, Any]) -> list[dict[str, str]]:
+    categories = parse_categories(options["categories"])
+    if options["prompt"].strip():
+        question = render_prompt(options["prompt"], row)
+    else:
+        fields = "\n".join(f"{column}: {value}" for column, value in row.items() if value)
+        question = f"Which category fits this record?\n\n{fields}"
+    messages = [{"role": "user", "content": question}]
+    if categories:
+        system = (
+            "You sort records into categories. Reply with exactly one of these "
+            f"categories and nothing else: {', '.join(categories)}."
+        )
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
+def normalise_answer(text: str) -> str:
+    text = text.strip(ANSWER_WRAPPING).rstrip(TRAILING_PUNCTUATION).strip(ANSWER_WRAPPING)
+    return " ".join(text.split()).casefold()
+
+
+def match_category(answer: str, categories: list[str]) -> str:
+    wanted = normalise_answer(answer)
+    for category in categories:
+        if normalise_answer(category) == wanted:
+            return category
+    shown = " ".join(answer.split())
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise RowError(
+        f'the model answered "{shown}", which is not one of the categories '
+        f"({', '.join(categories)})"
+    )
+
+
+# --- options -----------------------------------------------------------------
+
+
+def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str, Any]:
+    errors: dict[str, str] = {}
+    if not options["base_url"]:
+        errors["base_url"] = NO_ENDPOINT_HELP
+    categories = parse_categories(options["categories"])
+    if len(categories) == 1:
+        errors["categories"] = "Give at least two categories, separated by commas."
+    if not options["prompt"].strip() and not categories:
+        errors["prompt"] = "Write a prompt, or give categories to choose from."
+    try:
+        fields = template_fields(options["prompt"])
+    except ValueError as exc:
+        errors["prompt"] = str(exc)
+        fields = []
+    unknown = [name for name in fields if input_columns and not match_column(name, input_columns)]
+    if unknown:
+        errors["prompt"] = (
+            f"The prompt uses {', '.join('{' + name + '}' for name in unknown)}, which "
+            f"{'is not a column' if len(unknown) == 1 else 'are not columns'}. "
+            f"Columns are: {', '.join(input_columns)}."
+        )
+    if errors:
+        raise OptionsError(errors)
+    return {**options, "categories": ", ".join(categories)}
+
+
+def llm_outputs(options: dict[str, Any], input_columns: list[str]) -> list[str]:
+    return ["category" if options.get("categories") else "answer", "tokens"]
+
+
+def llm_notice(options: dict[str, Any]) -> str:
+    base_url = options.get("base_url") or settings.CONVEYOR_LLM_BASE_URL
+    if not base_url:
+        return NO_ENDPOINT_HELP
+    model = options.get("model") or settings.CONVEYOR_LLM_MODEL
+    text = f"Each row is sent to {base_url} (model {model})."
+    if not (options.get("api_key") or settings.CONVEYOR_LLM_API_KEY):
+        text += (
+            " No API key is configured: fine for a local server; a hosted API needs one "
+            "(OPENAI_API_KEY in the environment, or the form)."
+        )
+    return text
+
+
+# --- the row function ----------------------------------------------------------
+
+
+@dataclass
+class ChatSession:
+    client: httpx.AsyncClient
+    url: str
+    limiter: RateLimiter | None
+
+
+@processor(
+    "llm",
+    label="LLM: categorise or transform",
+    description="Sends each row to an OpenAI-compatible chat model with your prompt; "
+    "optionally checks the answer against a fixed list of categories.",
+    options=OPTIONS,
+    outputs=llm_outputs,
+    validate=validate_llm,
+    notice=llm_notice,
+)
+async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession) -> dict:
+    body: dict[str, Any] = {
+        "model": options["model"],
+        "messages": build_messages(row, options),
+        "temperature": options["temperature"],
+    }
+    if options.get("max_tokens"):
+        body["max_tokens"] = options["max_tokens"]
+    attempts = settings.CONVEYOR_LLM_MAX_ATTEMPTS
+    response = await send_with_retries(
+        lambda: session.client.post(session.url, json=body),
+        attempts=attempts,
+        limiter=session.limiter,
+    )
+    if response.status_code >= 400:
+        after = f" after {attempts} attempts" if response.status_code in RETRY_STATUSES else ""
+        raise RowError(f"HTTP {response.status_code} from the API{after}: {api_message(response)}")
+    answer, tokens = parse_completion(response)
+    categories = parse_categories(options["categories"])
+    if categories:
+        return {"category": match_category(answer, categories), "tokens": tokens}
+    return {"answer": answer, "tokens": tokens}
+
+
+@llm.session
+async def chat_session(options: dict[str, Any]) -> AsyncIterator[ChatSession]:
+    base_url = (options.get("base_url") or settings.CONVEYOR_LLM_BASE_URL).rstrip("/")
+    api_key = options.get("api_key") or settings.CONVEYOR_LLM_API_KEY
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limiter = None
+    if options.get("rpm"):
+        key = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()[:16]
+        limiter = RateLimiter(options["rpm"], key=f"llm:{key}")
+    timeout = httpx.Timeout(settings.CONVEYOR_LLM_TIMEOUT, connect=10.0)
+    try:
+        async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
+            yield ChatSession(client, f"{base_url}/chat/completions", limiter)
+    finally:
+        if limiter is not None:
+            await limiter.aclose()
+
+
+def api_message(response: httpx.Response) -> str:
+    """The API's own error message (OpenAI, Ollama and vLLM shapes), else the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    error = data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("detail")
+    text = str(error) if error else response.text.strip() or response.reason_phrase
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def parse_completion(response: httpx.Response) -> tuple[str, int | str]:
+    try:
+        data = response.json()
+        content = data["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise RowError(f"unexpected response from the API: {response.text[:200]}") from None
+    if not isinstance(content, str) or not content.strip():
+        raise RowError("the API returned an empty answer")
+    usage = data.get("usage") or {}
+    tokens = usage.get("total_tokens")
+    return THINKING.sub("", content).strip(), tokens if isinstance(tokens, int) else ""

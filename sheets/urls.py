@@ -1,0 +1,22 @@
+"""Pages of the sheets app."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from sheets import views
+
+app_name = "sheets"
+
+urlpatterns = [
+    path("", views.sheet_list, name="list"),
+    path("upload/", views.upload, name="upload"),
+    path("sample/", views.sample, name="sample"),
+    path("<int:sheet_id>/", views.sheet_detail, name="detail"),
+    path("<int:sheet_id>/options/", views.options_form, name="options"),
+    path("<int:sheet_id>/start/", views.start, name="start"),
+    path("<int:sheet_id>/results/", views.results, name="results"),
+    path("jobs/<int:job_id>/export.csv", views.export_csv, name="export_csv"),
+    path("jobs/<int:job_id>/export.xlsx", views.export_xlsx, name="export_xlsx"),
+    path("jobs/<int:job_id>/write-back/", views.write_back, name="write_back"),
+]

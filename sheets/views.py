@@ -1,0 +1,356 @@
+"""Sheet pages: list and upload, a sheet's page (preview, start a job, its live job and
+results), options form fragments, results table fragments, exports, write-back.
+
+A sheet's page subscribes to the sheet's entity key, so it finds its running job
+after any navigation and follows whichever job is the sheet's latest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.paginator import Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from jobs.models import Job
+from jobs.services import job_submit, notifications_mark_read
+from sheets import export
+from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
+from sheets.kinds import KIND, SheetParamsError, entity_key
+from sheets.models import RowResult, Sheet
+from sheets.processors import all_processors, get_processor
+from sheets.processors.base import UnknownProcessor
+from sheets.services import sheet_job_submit
+from sheets.sources import SourceError
+
+SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
+RESULTS_PER_PAGE = 50
+PRIORITIES = ["high", "normal", "low"]
+
+
+def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
+    return get_object_or_404(Sheet.objects.visible_to(request.user), pk=sheet_id)
+
+
+def _sheet_jobs(sheet: Sheet):
+    return Job.objects.filter(kind=KIND, owner=sheet.owner_id, entity_key=entity_key(sheet))
+
+
+def _latest_jobs(sheets: list[Sheet]) -> dict[int, Job]:
+    keys = {entity_key(s): s.pk for s in sheets}
+    latest: dict[int, Job] = {}
+    for job in Job.objects.filter(kind=KIND, entity_key__in=keys).order_by("created_at", "id"):
+        latest[keys[job.entity_key]] = job
+    return latest
+
+
+# -- list and upload -------------------------------------------------------------------
+
+
+def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> HttpResponse:
+    sheets = Sheet.objects.filter(owner=request.user)
+    page = Paginator(sheets, 25).get_page(request.GET.get("page"))
+    latest = _latest_jobs(list(page.object_list))
+    rows = [(sheet, latest.get(sheet.pk)) for sheet in page.object_list]
+    context = {"page": page, "rows": rows, "error": error, "max_mb": _max_mb()}
+    return render(request, "sheets/sheet_list.html", context, status=status)
+
+
+def _max_mb() -> int:
+    return settings.CONVEYOR_MAX_UPLOAD_BYTES // (1024 * 1024)
+
+
+@require_GET
+@login_required
+def sheet_list(request: HttpRequest) -> HttpResponse:
+    return _render_list(request)
+
+
+@require_POST
+@login_required
+def upload(request: HttpRequest) -> HttpResponse:
+    """A file or a Google Sheet link in, a Sheet out, or a clear message and nothing made."""
+    declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    if declared > settings.CONVEYOR_MAX_UPLOAD_BYTES + 64 * 1024:
+        return _render_list(request, f"The file is larger than the {_max_mb()} MB limit.", 413)
+    file = request.FILES.get("file")
+    link = request.POST.get("google_url", "").strip()
+    worksheet = request.POST.get("worksheet", "").strip() or None
+    try:
+        if file is not None:
+            sheet = sheet_from_upload(upload=file, owner=request.user, worksheet=worksheet)
+        elif link:
+            sheet = sheet_from_google(url_or_id=link, owner=request.user, worksheet=worksheet)
+        else:
+            return _render_list(
+                request, "Choose a CSV or XLSX file, or paste a Google Sheet link.", 400
+            )
+    except SourceError as exc:
+        return _render_list(request, str(exc), 400)
+    messages.success(request, f"Imported {sheet.row_count} rows from {sheet.name}.")
+    return redirect(sheet)
+
+
+@require_POST
+@login_required
+def sample(request: HttpRequest) -> HttpResponse:
+    """Import the bundled sample sheet: a job is then one click away."""
+    upload = SimpleUploadedFile(SAMPLE.name, SAMPLE.read_bytes(), "text/csv")
+    sheet = sheet_from_upload(upload=upload, owner=request.user)
+    return redirect(f"{sheet.get_absolute_url()}?processor=clean")
+
+
+# -- a sheet's page --------------------------------------------------------------------
+
+
+def _option_fields(processor, sheet: Sheet, values: dict[str, Any], errors: dict[str, str]):
+    fields = []
+    for option in processor.options:
+        value = values.get(option.name, option.initial())
+        if option.type == "columns" and isinstance(value, str):
+            value = [c.strip() for c in value.split(",") if c.strip()]
+        if option.type == "secret":
+            value = ""  # never echo a secret back into the page
+        fields.append({"option": option, "value": value, "error": errors.get(option.name, "")})
+    return fields
+
+
+def _form_context(sheet: Sheet, job: Job | None, data: dict[str, Any], errors: dict[str, str]):
+    """The start form, prefilled from what was posted, else from the sheet's last job."""
+    previous = job.params if job is not None else {}
+    name = data.get("processor") or previous.get("processor") or "clean"
+    try:
+        processor = get_processor(name)
+    except UnknownProcessor:
+        processor = get_processor("clean")
+    same = previous.get("processor") == processor.name
+    values = data.get("options") or (previous.get("options", {}) if same else {})
+    return {
+        "processors": all_processors(),
+        "processor": processor,
+        "notice": processor.notice(values),
+        "option_fields": _option_fields(processor, sheet, values, errors),
+        "chosen_columns": data.get("columns") or previous.get("columns") or sheet.columns,
+        "start_row": data.get("start_row", previous.get("start_row", 1)),
+        "row_count": data.get("row_count", ""),
+        "priority": data.get("priority", "normal"),
+        "priorities": PRIORITIES,
+        "errors": errors,
+    }
+
+
+def _render_sheet(
+    request: HttpRequest,
+    sheet: Sheet,
+    data: dict | None = None,
+    errors: dict | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    job = _sheet_jobs(sheet).order_by("-created_at", "-id").first()
+    finished_while_away = False
+    if job is not None and job.is_terminal:
+        finished_while_away = bool(notifications_mark_read(user=request.user, job=job))
+    context = {
+        "sheet": sheet,
+        "job": job,
+        "live_id": "current-job-live",
+        "finished_while_away": finished_while_away,
+        "preview": preview_rows(sheet, limit=10),
+        **_form_context(
+            sheet, job, data or {"processor": request.GET.get("processor")}, errors or {}
+        ),
+        **(_results_context(request, sheet, job) if job is not None else {}),
+    }
+    return render(request, "sheets/sheet_detail.html", context, status=status)
+
+
+@require_GET
+@login_required
+def sheet_detail(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    return _render_sheet(request, _visible_sheet(request, sheet_id))
+
+
+@require_GET
+@login_required
+def options_form(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    sheet = _visible_sheet(request, sheet_id)
+    context = _form_context(sheet, None, {"processor": request.GET.get("processor", "")}, {})
+    return render(request, "sheets/sheet_detail.html#options", {"sheet": sheet, **context})
+
+
+def _posted_options(processor, post) -> dict[str, Any]:
+    """Option values from the form; empty fields fall back to the processor's defaults."""
+    options: dict[str, Any] = {}
+    for option in processor.options:
+        key = f"opt_{option.name}"
+        if option.type == "columns":
+            chosen = [c for c in post.getlist(key) if c]
+            if chosen:
+                options[option.name] = chosen
+        elif option.type == "bool":
+            if key in post:
+                options[option.name] = post.getlist(key)[-1]
+        elif (value := post.get(key, "")) != "":
+            options[option.name] = value
+    return options
+
+
+@require_POST
+@login_required
+def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    sheet = _visible_sheet(request, sheet_id)
+    post = request.POST
+    data: dict[str, Any] = {
+        "processor": post.get("processor", ""),
+        "columns": post.getlist("columns"),
+        "start_row": post.get("start_row", ""),
+        "row_count": post.get("row_count", ""),
+        "priority": post.get("priority", "normal"),
+    }
+    try:
+        data["options"] = _posted_options(get_processor(data["processor"]), post)
+        job = sheet_job_submit(
+            sheet=sheet,
+            owner=sheet.owner,
+            processor=data["processor"],
+            options=data["options"],
+            columns=data["columns"] or None,
+            start_row=data["start_row"],
+            row_count=data["row_count"],
+            row_timeout=post.get("row_timeout", ""),
+            priority=data["priority"],
+        )
+    except UnknownProcessor as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 400)
+    except SheetParamsError as exc:
+        return _render_sheet(request, sheet, data, exc.errors, 400)
+    except ValueError as exc:  # priority
+        return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
+    if getattr(job, "deduplicated", False):
+        messages.info(request, f"This sheet already has an active job (#{job.pk}); here it is.")
+        return redirect(sheet)
+    if post.get("mode") == "background":
+        messages.success(
+            request,
+            f"“{job.title}” is running in the background (job #{job.pk}). "
+            "You'll get a notification when it finishes.",
+        )
+        return redirect("sheets:list")
+    return redirect(sheet)
+
+
+# -- results, export, write-back -------------------------------------------------------
+
+
+def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, Any]:
+    errors_only = request.GET.get("errors") == "1"
+    order = request.GET.get("order") or ("latest" if job.is_active else "row")
+    results = RowResult.objects.filter(job=job)
+    if errors_only:
+        results = results.filter(failed=True)
+    results = (
+        results.order_by("-updated_at", "-row_number")
+        if order == "latest"
+        else results.order_by("row_number")
+    )
+    page = Paginator(results, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
+    numbers = [r.row_number for r in page.object_list]
+    inputs = dict(sheet.rows.filter(number__in=numbers).values_list("number", "values"))
+    columns = job.params.get("columns", sheet.columns)
+    index = [sheet.columns.index(c) for c in columns if c in sheet.columns]
+    outputs = job.params.get("output_columns", [])
+    table = [
+        {
+            "result": result,
+            "inputs": [
+                (inputs.get(result.row_number) or [""] * len(sheet.columns))[i] for i in index
+            ],
+            "outputs": [result.outputs.get(c, "") for c in outputs],
+        }
+        for result in page.object_list
+    ]
+    return {
+        "results_job": job,
+        "results_page": page,
+        "results_table": table,
+        "input_columns": columns,
+        "output_columns": outputs,
+        "errors_only": errors_only,
+        "order": order,
+    }
+
+
+@require_GET
+@login_required
+def results(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    sheet = _visible_sheet(request, sheet_id)
+    jobs = _sheet_jobs(sheet)
+    job = (
+        jobs.filter(pk=request.GET.get("job") or 0).first()
+        or jobs.order_by("-created_at", "-id").first()
+    )
+    if job is None:
+        return HttpResponse("", status=204)
+    context = {"sheet": sheet, **_results_context(request, sheet, job)}
+    return render(request, "sheets/sheet_detail.html#results", context)
+
+
+def _export_source(request: HttpRequest, job_id: int) -> tuple[Job, Sheet]:
+    job = get_object_or_404(Job.objects.visible_to(request.user).filter(kind=KIND), pk=job_id)
+    sheet = get_object_or_404(Sheet, pk=job.params.get("sheet_id"))
+    return job, sheet
+
+
+def _filename(sheet: Sheet, job: Job, extension: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(sheet.name).stem)[:60]
+    return f"{stem or 'sheet'}-job{job.pk}.{extension}"
+
+
+@require_GET
+@login_required
+def export_csv(request: HttpRequest, job_id: int) -> HttpResponse:
+    job, sheet = _export_source(request, job_id)
+    response = StreamingHttpResponse(
+        export.csv_chunks(job, sheet), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{_filename(sheet, job, "csv")}"'
+    return response
+
+
+@require_GET
+@login_required
+def export_xlsx(request: HttpRequest, job_id: int) -> HttpResponse:
+    job, sheet = _export_source(request, job_id)
+    return FileResponse(
+        export.xlsx_file(job, sheet),
+        as_attachment=True,
+        filename=_filename(sheet, job, "xlsx"),
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    )
+
+
+@require_POST
+@login_required
+def write_back(request: HttpRequest, job_id: int) -> HttpResponse:
+    job, sheet = _export_source(request, job_id)
+    if not sheet.google_id:
+        messages.error(request, "Only sheets imported from Google Sheets can be written back.")
+        return redirect(sheet)
+    if not job.is_terminal:
+        messages.error(request, "Wait for the job to finish before writing its results back.")
+        return redirect(sheet)
+    writer = job_submit(
+        kind=export.WRITE_BACK,
+        params={"job_id": job.pk},
+        owner=job.owner,
+        entity_key=f"write-back:{job.pk}",
+        label=f"Write back {sheet.name} (job #{job.pk})",
+    )
+    return redirect(writer)

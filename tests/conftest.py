@@ -1,0 +1,264 @@
+"""Shared fixtures: real services (a qcluster subprocess), users, and waiting helpers.
+
+Everything a fixture starts it also stops. Tests needing PostgreSQL, Redis or Chromium
+skip with a message when the service is missing, except with CI=true, where a missing
+service fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from django.conf import settings
+from django.db import connection
+
+pytest_plugins = ["tests.fakes.google_sheets", "tests.fakes.openai_api", "tests.fakes.website"]
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM = "/usr/bin/chromium"
+
+# Engine timings for tests: short leases and slices so recovery and preemption show
+# within seconds. The same values go to the worker subprocesses.
+FAST_ENGINE = {
+    "CONVEYOR_HEARTBEAT_SECONDS": "0.3",
+    "CONVEYOR_LEASE_SECONDS": "3",
+    "CONVEYOR_SLICE_SECONDS": "2",
+    "CONVEYOR_RETRY_BASE_SECONDS": "0.4",
+    "CONVEYOR_DISPATCH_STALE_SECONDS": "4",
+    "CONVEYOR_BROKER_POLL": "0.05",
+}
+
+
+def require(available: bool, what: str) -> None:
+    """Skip (or, in CI, fail) when a service the test needs is missing."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {what} is missing")
+    pytest.skip(f"{what} is not available here")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def shared_database_url() -> str:
+    """The URL of the test database, for subprocesses that must share it."""
+    conf = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{conf['NAME']}"
+    auth = conf["USER"] + (f":{conf['PASSWORD']}" if conf["PASSWORD"] else "")
+    return f"postgres://{auth}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **FAST_ENGINE}
+    env["DATABASE_URL"] = shared_database_url()
+    env["CONVEYOR_DATA_DIR"] = str(settings.DATA_DIR)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("REDIS_URL", "")
+    env.update(extra)
+    return env
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the leader (it stops its children), wait, then SIGKILL the whole group:
+    qcluster can hang on SIGTERM."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_engine_settings() -> None:
+    for name, value in FAST_ENGINE.items():
+        setattr(settings, name, float(value))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_leftover_connections(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Before the test database is dropped, end sessions other threads left open
+    (live relay threads, sync_to_async pools, killed subprocesses): PostgreSQL
+    refuses to drop a database in use."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def forget_old_test_logs() -> None:
+    """Drop subprocess logs of earlier test runs (their pid is gone)."""
+    folder = settings.DATA_DIR / "test-logs"
+    for run in folder.iterdir() if folder.exists() else []:
+        if run.name.isdigit() and not psutil.pid_exists(int(run.name)):
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def log_path(name: str) -> Path:
+    """A fresh log file for a subprocess, kept under var/test-logs/<test run pid>/."""
+    folder = settings.DATA_DIR / "test-logs" / str(os.getpid())
+    folder.mkdir(parents=True, exist_ok=True)
+    number = len(list(folder.iterdir())) + 1
+    return folder / f"{number:03d}-{name}.log"
+
+
+class Cluster:
+    """A real `manage.py qcluster` process tree on the test database."""
+
+    def __init__(self, workers: int = 2, **env: str) -> None:
+        self.workers = workers
+        self.env = env
+        self.log_path = log_path("qcluster")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> Cluster:
+        env = subprocess_env(CONVEYOR_WORKERS=str(self.workers), **self.env)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            wait_for(
+                lambda: len(self.worker_pids()) >= self.workers,
+                timeout=30,
+                what=f"{self.workers} workers of the cluster to report alive",
+            )
+        return self
+
+    def descendants(self) -> list[psutil.Process]:
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def worker_pids(self) -> list[int]:
+        """Pids of this cluster's worker processes that have reported in."""
+        from jobs.worker import alive_workers
+
+        mine = {p.pid for p in self.descendants()}
+        return [pid for pid in alive_workers().values_list("pid", flat=True) if pid in mine]
+
+    def kill_workers(self, pids: list[int] | None = None) -> list[int]:
+        """SIGKILL worker processes (the cluster's guard will start new ones)."""
+        pids = pids if pids is not None else self.worker_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return pids
+
+    def kill(self) -> None:
+        """SIGKILL the whole cluster: what a lost machine looks like."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process_group(self.proc)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def cluster_factory(transactional_db) -> Iterator[Callable[..., Cluster]]:
+    started: list[Cluster] = []
+
+    def make(workers: int = 2, start: bool = True, **env: str) -> Cluster:
+        cluster = Cluster(workers=workers, **env)
+        started.append(cluster)
+        return cluster.start() if start else cluster
+
+    yield make
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(cluster_factory) -> Cluster:
+    """A running two-worker cluster on the test database."""
+    return cluster_factory(workers=2)
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-password")
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_user(
+        "operator", password="operator-password", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    require(shutil.which(CHROMIUM) is not None, f"Chromium at {CHROMIUM}")
+    return CHROMIUM
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require(port_open("127.0.0.1", 6379), "Redis on 127.0.0.1:6379")
+    return "redis://127.0.0.1:6379/0"

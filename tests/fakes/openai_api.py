@@ -1,0 +1,257 @@
+"""A fake OpenAI-compatible API on 127.0.0.1 for the `llm` processor's tests.
+
+Serves `POST /v1/chat/completions` and `GET /v1/models` from a threading HTTP server,
+so slow answers do not hold each other up. Behaviour is set on the `FakeOpenAI` object:
+`latency` per request, `categories` to answer from (the first one named in the last
+user message; "Banana" when that message contains WRONG), `style` to reformat answers,
+`plan(marker, [statuses])` to fail requests whose messages contain `marker` with those
+statuses first (429s carry `retry_after`, a string or a function making one), `error_fraction` of random 500s, and
+`api_key` to require. It records every request (`calls`), the high-water mark of
+requests in flight and how many clients hung up before their answer (`dropped`).
+Use the `fake_openai` fixture; it stops the server after the test.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Call:
+    body: dict[str, Any]
+    started: float
+    status: int = 0
+    finished: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def user_message(self) -> str:
+        return next(m["content"] for m in reversed(self.body["messages"]) if m["role"] == "user")
+
+    @property
+    def system_message(self) -> str:
+        return " ".join(m["content"] for m in self.body["messages"] if m["role"] == "system")
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Clients hanging up mid-request are part of the tests, not errors to print."""
+
+    daemon_threads = True
+    request_queue_size = 128  # a batch opens many connections at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.latency: float | Callable[[Call], float] = 0.0
+        self.categories: list[str] = []
+        self.style: Callable[[str], str] = lambda answer: answer
+        self.retry_after: str | Callable[[], str] | None = "1"
+        self.error_fraction = 0.0
+        self.api_key: str | None = None
+        self.calls: list[Call] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.dropped = 0
+        self._plans: dict[str, list[int]] = {}
+        self._random = random.Random(1234)
+        self._lock = threading.Lock()
+        self._server: QuietServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control ----------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def plan(self, marker: str, statuses: list[int]) -> None:
+        """Requests mentioning `marker` get these statuses first, one per request."""
+        self._plans[marker] = list(statuses)
+
+    def start(self) -> FakeOpenAI:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = QuietServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- behaviour --------------------------------------------------------------
+    def answer(self, call: Call) -> str:
+        text = call.user_message
+        if "WRONG" in text:
+            return self.style("Banana")
+        if self.categories:
+            lowered = text.lower()
+            found = [c for c in self.categories if c.lower() in lowered]
+            return self.style(found[0] if found else self.categories[0])
+        return self.style(f"echo: {text}")
+
+    def status_for(self, call: Call) -> int:
+        with self._lock:
+            for marker, statuses in self._plans.items():
+                if statuses and marker in json.dumps(call.body["messages"]):
+                    return statuses.pop(0)
+            if self.error_fraction and self._random.random() < self.error_fraction:
+                return 500
+        return 200
+
+    def _enter(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _answered(self, call: Call, status: int) -> None:
+        """Recorded before the response is written, so a client holding it sees the call."""
+        with self._lock:
+            call.status = status
+            call.finished = time.monotonic()
+
+    def _leave(self, call: Call) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            if call.status == 0:
+                self.dropped += 1
+
+
+ERRORS = {
+    400: ("invalid_request_error", "Invalid value for 'temperature': must be at most 2."),
+    401: ("invalid_api_key", "Incorrect API key provided."),
+    429: ("rate_limit_exceeded", "Rate limit reached for requests."),
+    500: ("server_error", "The server had an error while processing your request."),
+    503: ("server_error", "The engine is currently overloaded."),
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeOpenAI
+    call: Call | None = None
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body wait 40 ms for a delayed ACK
+    timeout = 10
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") != "/v1/models":
+            return self._json(404, {"error": {"message": "Not found"}})
+        return self._json(200, {"object": "list", "data": [{"id": "fake-model"}]})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            return self._json(404, {"error": {"message": f"No route {self.path}"}})
+        call = self.call = Call(body=body, started=time.monotonic(), headers=dict(self.headers))
+        self.fake._enter(call)
+        try:
+            latency = self.fake.latency
+            if self._wait(latency(call) if callable(latency) else latency):
+                self._respond(call)
+        finally:
+            self.fake._leave(call)
+            self.call = None
+        return None
+
+    def _respond(self, call: Call) -> int:
+        fake = self.fake
+        if fake.api_key and self.headers.get("authorization") != f"Bearer {fake.api_key}":
+            return self._error(401)
+        status = fake.status_for(call)
+        if status != 200:
+            return self._error(status)
+        answer = fake.answer(call)
+        prompt_tokens = sum(len(m["content"].split()) for m in call.body["messages"])
+        completion_tokens = len(answer.split())
+        return self._json(
+            200,
+            {
+                "id": f"chatcmpl-{len(fake.calls)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": call.body.get("model", "fake-model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
+
+    def _error(self, status: int) -> int:
+        kind, message = ERRORS.get(status, ("error", f"HTTP {status}"))
+        headers = {}
+        retry_after = self.fake.retry_after
+        if status == 429 and retry_after is not None:
+            headers["Retry-After"] = retry_after() if callable(retry_after) else retry_after
+        return self._json(status, {"error": {"message": message, "type": kind}}, headers)
+
+    def _json(self, status: int, data: dict, headers: dict[str, str] | None = None) -> int:
+        payload = json.dumps(data).encode()
+        if self.call is not None:
+            self.fake._answered(self.call, status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+        return status
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds`, but notice a client hanging up: False when it did."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
+            if not readable:
+                continue
+            try:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    self.close_connection = True
+                    return False
+            except OSError:
+                self.close_connection = True
+                return False
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        return True
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()

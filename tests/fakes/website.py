@@ -1,0 +1,204 @@
+"""A small fake website on 127.0.0.1 for the `web` processor's tests.
+
+Pages: `/` (title, meta description, nav, script and main text), `/plain` (no main
+element), `/latin1` (ISO-8859-1 text declared in the header), `/redirect/N` (a chain of
+N relative redirects to `/`), `/loop/a` <-> `/loop/b`, `/to?url=...` (a redirect
+anywhere), `/slow` (answers after `slow_seconds`), `/huge` and `/huge-chunked` (bigger
+than any test cap, with and without Content-Length), `/flaky` (503 with Retry-After: 0
+for the first `flaky_failures` requests), `/missing` (404), `/data.json` and
+`/report.pdf`. `requests` lists the paths asked for; `dropped` counts clients that hung
+up while `/slow` was waiting. Use the `fake_site` fixture, or `FakeSite(host=...)`.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+MAIN_TEXT = "Acme makes the finest widgets. Our widgets are sturdy, cheap and blue."
+HOME = f"""<!doctype html>
+<html><head>
+  <title>
+    Acme   Widgets
+  </title>
+  <meta name="Description" content="  Widgets for every   occasion. ">
+  <style>body {{ color: blue; }}</style>
+  <script>window.tracking = "lots of script text that is not content";</script>
+</head><body>
+  <nav><a href="/">Home</a> <a href="/about">About us and a long menu</a></nav>
+  <main><h1>Acme</h1>
+    <p>{MAIN_TEXT}</p>
+    <script>var inline = 1;</script>
+  </main>
+</body></html>"""
+HOME_TEXT = f"Acme {MAIN_TEXT}"
+PLAIN = "<html><head><title>Plain page</title></head><body><p>Just a body.</p></body></html>"
+LATIN1 = "<html><head><title>Café déjà vu</title></head><body>Crème brûlée</body></html>"
+NOT_FOUND = "<html><head><title>Not Found</title></head><body>Nothing here.</body></html>"
+HUGE_BYTES = 3_000_000
+CHUNK = b"<p>" + b"x" * 65_000 + b"</p>\n"
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Clients hanging up mid-request are part of the tests, not errors to print."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class FakeSite:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.slow_seconds = 5.0
+        self.flaky_failures = 1
+        self.requests: list[str] = []
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._server: QuietServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def start(self) -> FakeSite:
+        handler = type("Handler", (_Handler,), {"site": self})
+        self._server = QuietServer((self.host, 0), handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def record(self, path: str) -> int:
+        with self._lock:
+            self.requests.append(path)
+            return sum(1 for seen in self.requests if seen == path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    site: FakeSite
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body wait 40 ms for a delayed ACK
+    timeout = 10
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path
+        times = self.site.record(path)
+        if path == "/":
+            return self._send(200, HOME)
+        if path == "/plain":
+            return self._send(200, PLAIN)
+        if path == "/latin1":
+            return self._send(200, LATIN1.encode("latin-1"), "text/html; charset=iso-8859-1")
+        if path.startswith("/redirect/"):
+            left = int(path.rsplit("/", 1)[1])
+            return self._redirect(f"/redirect/{left - 1}" if left > 1 else "/")
+        if path == "/loop/a":
+            return self._redirect("/loop/b")
+        if path == "/loop/b":
+            return self._redirect("/loop/a")
+        if path == "/to":
+            return self._redirect(parse_qs(parts.query)["url"][0])
+        if path == "/slow":
+            return self._slow()
+        if path == "/huge":
+            return self._huge(chunked=False)
+        if path == "/huge-chunked":
+            return self._huge(chunked=True)
+        if path == "/flaky" and times <= self.site.flaky_failures:
+            return self._send(503, "<title>Busy</title>", headers={"Retry-After": "0"})
+        if path == "/flaky":
+            return self._send(200, "<html><head><title>Recovered</title></head></html>")
+        if path == "/data.json":
+            return self._send(200, '{"title": "not html"}', "application/json")
+        if path == "/report.pdf":
+            return self._send(200, b"%PDF-1.4 fake", "application/pdf")
+        return self._send(404, NOT_FOUND)
+
+    def _send(
+        self,
+        status: int,
+        body: str | bytes,
+        content_type: str = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        payload = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _slow(self) -> None:
+        deadline = time.monotonic() + self.site.slow_seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
+            if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                with self.site._lock:
+                    self.site.dropped += 1
+                self.close_connection = True
+                return
+        self._send(200, PLAIN)
+
+    def _huge(self, chunked: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(HUGE_BYTES))
+        self.end_headers()
+        sent = 0
+        try:
+            while sent < HUGE_BYTES:
+                chunk = CHUNK[: HUGE_BYTES - sent]
+                frame = b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk
+                self.wfile.write(frame)
+                sent += len(chunk)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
+
+@pytest.fixture
+def fake_site() -> Iterator[FakeSite]:
+    site = FakeSite().start()
+    yield site
+    site.stop()

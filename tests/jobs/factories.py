@@ -1,0 +1,33 @@
+"""Small helpers to make and inspect jobs in tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from jobs.models import DemoUnit, Job
+from jobs.services import job_submit
+
+
+def submit_demo(owner=None, kind: str = "demo.count", **params) -> Job:
+    options = {
+        k: params.pop(k)
+        for k in ("priority", "time_limit", "entity_key", "session_key")
+        if k in params
+    }
+    return job_submit(kind=kind, params=params, owner=owner, **options)
+
+
+def status_of(job: Job) -> str:
+    return Job.objects.values_list("status", flat=True).get(pk=job.pk)
+
+
+def fresh(job: Job) -> Job:
+    return Job.objects.get(pk=job.pk)
+
+
+def unit_counts(job: Job) -> Counter:
+    return Counter(DemoUnit.objects.filter(job=job).values_list("number", flat=True))
+
+
+def messages(job: Job) -> list[str]:
+    return list(job.events.order_by("id").values_list("message", flat=True))

@@ -1,0 +1,136 @@
+"""Dispatch with a real two-worker cluster: capacity, priorities, preemption,
+concurrency caps, and pause / resume / cancel of running jobs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobs.models import DemoUnit, Job
+from jobs.services import job_cancel, job_pause, job_resume
+from tests.conftest import wait_for
+from tests.jobs.factories import fresh, messages, status_of, submit_demo, unit_counts
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+S = Job.Status
+
+
+def wait_status(job: Job, status: str, timeout: float = 20) -> Job:
+    wait_for(lambda: status_of(job) == status, timeout=timeout, what=f"job #{job.pk} {status}")
+    return fresh(job)
+
+
+def running_jobs() -> set[int]:
+    return set(
+        Job.objects.filter(status=S.RUNNING).exclude(lease_owner="").values_list("id", flat=True)
+    )
+
+
+def test_two_workers_run_two_jobs_and_the_third_waits(cluster, user):
+    a, b, c = (submit_demo(user, n=60, delay=0.05, batch=2) for _ in range(3))
+    wait_for(lambda: running_jobs() == {a.pk, b.pk}, timeout=20, what="the two oldest jobs running")
+    assert status_of(c) == S.QUEUED
+    c = wait_status(c, S.SUCCEEDED, timeout=60)
+    first_done = min(fresh(a).finished_at, fresh(b).finished_at)
+    c_first_unit = DemoUnit.objects.filter(job=c).order_by("started_at").first().started_at
+    assert c_first_unit >= first_done - timezone_slack(), (
+        "the third job started when a worker was free"
+    )
+    for job in (a, b, c):
+        assert wait_status(job, S.SUCCEEDED, timeout=30).processed == 60
+
+
+def timezone_slack():
+    from datetime import timedelta
+
+    return timedelta(milliseconds=300)
+
+
+def test_high_priority_job_starts_first_and_a_low_priority_job_yields_to_it(cluster, user):
+    low_a, low_b = (submit_demo(user, n=200, delay=0.05, priority="low") for _ in range(2))
+    wait_for(
+        lambda: running_jobs() == {low_a.pk, low_b.pk}, timeout=20, what="both low jobs running"
+    )
+    waiting_low = submit_demo(user, n=5, priority="low")
+    high = submit_demo(user, n=10, delay=0.02, priority="high")
+
+    high = wait_status(high, S.SUCCEEDED, timeout=20)
+    assert status_of(waiting_low) == S.QUEUED, "the high job went ahead of the older queued one"
+    yielded = [
+        job
+        for job in (low_a, low_b)
+        if f"Yielded to higher-priority job #{high.pk}" in messages(job)
+    ]
+    assert len(yielded) == 1, "exactly one running low-priority job gave up its worker"
+    assert S.QUEUED in list(yielded[0].events.values_list("status", flat=True))
+
+    for job in (low_a, low_b):
+        job_cancel(job=job)
+    wait_status(waiting_low, S.SUCCEEDED, timeout=30)
+    for job in (low_a, low_b):
+        counts = unit_counts(job)
+        assert all(n == 1 for n in counts.values()), "a yielded job resumes without redoing work"
+
+
+def test_a_kind_capped_at_one_never_runs_two_jobs_at_once(cluster, user):
+    jobs = [submit_demo(user, kind="demo.serial", n=12, delay=0.05) for _ in range(3)]
+    for job in jobs:
+        wait_status(job, S.SUCCEEDED, timeout=60)
+    intervals = sorted(
+        (
+            DemoUnit.objects.filter(job=job).order_by("started_at").first().started_at,
+            DemoUnit.objects.filter(job=job).order_by("-finished_at").first().finished_at,
+        )
+        for job in jobs
+    )
+    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        assert start >= end, f"jobs of a concurrency-1 kind overlapped: {intervals}"
+
+
+def test_running_jobs_pause_resume_and_cancel_within_two_seconds(cluster, user):
+    job = submit_demo(user, n=400, delay=0.05)
+    wait_for(lambda: fresh(job).processed >= 5, timeout=20, what="the job making progress")
+
+    asked = time.monotonic()
+    job_pause(job=job, by=user)
+    wait_status(job, S.PAUSED, timeout=2)
+    assert time.monotonic() - asked < 2
+    paused_at = fresh(job).processed
+    assert not fresh(job).lease_owner, "a paused job holds no worker"
+
+    job_resume(job=job, by=user)
+    wait_for(lambda: fresh(job).processed > paused_at, timeout=10, what="progress after resume")
+
+    asked = time.monotonic()
+    job_cancel(job=job, by=user)
+    job = wait_status(job, S.CANCELLED, timeout=2)
+    assert time.monotonic() - asked < 2
+    assert job.cancelled_at and "Cancelled" in messages(job)
+    stopped_at = job.processed
+    other = wait_status(submit_demo(user, n=3), S.SUCCEEDED)  # the cluster keeps working
+    assert other.processed == 3
+    assert fresh(job).processed == stopped_at and status_of(job) == S.CANCELLED
+
+
+def test_retrying_job_is_picked_up_again_after_its_backoff(cluster, user):
+    job = submit_demo(user, n=3, transient_failures=2)
+    job = wait_status(job, S.SUCCEEDED, timeout=30)
+    retries = job.events.filter(data__delay__isnull=False).count()
+    assert retries == 2
+    assert all("Transient error" in m for m in messages(job) if "retrying in" in m)
+
+
+def test_time_limit_counts_running_time_not_time_in_the_queue(cluster, user):
+    blockers = [submit_demo(user, n=40, delay=0.05) for _ in range(2)]
+    wait_for(
+        lambda: running_jobs() == {b.pk for b in blockers}, timeout=20, what="both workers busy"
+    )
+    patient = submit_demo(user, n=3, time_limit=1.0)  # waits ~2 s in the queue
+    slow = submit_demo(user, n=100, delay=0.05, time_limit=1.0)
+    patient = wait_status(patient, S.SUCCEEDED, timeout=30)
+    assert (patient.started_at - patient.created_at).total_seconds() > 1.0, "it did wait"
+    slow = wait_status(slow, S.FAILED, timeout=30)
+    assert slow.error.startswith("Time limit exceeded: ran 1.")
+    assert "the limit is 1 s" in slow.error and 0 < slow.processed < 100

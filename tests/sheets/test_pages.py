@@ -1,0 +1,218 @@
+"""Sheet pages: upload (and every way it can go wrong), the sample in two clicks, the
+start form, results, exports with formulas neutralised, escaping and permissions."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import openpyxl
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from jobs.models import Job
+from sheets.models import Sheet, SheetRow
+from tests.sheets.factories import make_sheet, run_to_end
+
+pytestmark = pytest.mark.django_db
+
+HX = {"HTTP_HX_REQUEST": "true"}
+DANGEROUS = ["=1+1", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tTAB", "-42", "+3.5", "plain"]
+
+
+@pytest.fixture
+def alice(client, user):
+    client.force_login(user)
+    return client
+
+
+def upload(client, content: bytes, name: str = "data.csv", **extra):
+    return client.post("/sheets/upload/", {"file": SimpleUploadedFile(name, content), **extra})
+
+
+def test_upload_imports_and_opens_the_sheet_page(alice, user):
+    response = upload(alice, b"name;email\nAda;ada@example.com\n")
+    sheet = Sheet.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/sheets/{sheet.pk}/"
+    page = alice.get(response["Location"]).content.decode()
+    assert "Start and watch" in page and "Run in background" in page
+    assert "delimiter “;”" in page and "ada@example.com" in page
+    assert f'ws-connect="/ws/live/?entity=sheet:{sheet.pk}"' in page
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        (b"", "empty.csv", "is empty"),
+        (b"name,email\n", "header.csv", "no data rows"),
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20,
+            "image.csv",
+            "is a PNG image, not a spreadsheet",
+        ),
+        (b"PK\x03\x04broken zip", "broken.xlsx", "damaged or invalid XLSX"),
+        (b"a,b\n1,2,3\n", "ragged.csv", "Row 2 has a value in column C"),
+        (b"a,a\n1,2\n", "dupe.csv", "repeats column names"),
+        (b"a,,c\n1,2,3\n", "blank.csv", "Column B has no name"),
+    ],
+)
+def test_bad_files_get_a_clear_400_and_leave_nothing(alice, content, name, message):
+    response = upload(alice, content, name)
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert 'role="alert"' in text and message in text.replace("&#x27;", "'")
+    assert not Sheet.objects.exists() and not SheetRow.objects.exists()
+
+
+def test_oversize_and_missing_uploads(alice, settings):
+    settings.CONVEYOR_MAX_UPLOAD_BYTES = 50
+    response = upload(alice, b"name\n" + b"x" * 100 + b"\n")
+    assert response.status_code in (400, 413)
+    assert "the largest file accepted is 50 bytes" in response.content.decode()
+    response = alice.post("/sheets/upload/", {})
+    assert response.status_code == 400 and "Choose a CSV or XLSX file" in response.content.decode()
+    assert not Sheet.objects.exists()
+
+
+def test_the_sample_sheet_starts_a_clean_job_in_two_clicks(alice, user):
+    first = alice.post("/sheets/sample/")
+    sheet = Sheet.objects.get()
+    page = alice.get(first["Location"])
+    assert page.context["processor"].name == "clean"
+    form = {"processor": "clean", "mode": "watch"}
+    form["columns"] = page.context["chosen_columns"]
+    second = alice.post(f"/sheets/{sheet.pk}/start/", form)
+    job = Job.objects.get()
+    assert second.status_code == 302 and second["Location"] == f"/sheets/{sheet.pk}/"
+    assert job.params["processor"] == "clean" and job.total == sheet.row_count == 30
+
+
+def test_run_in_background_returns_to_the_list(alice, user):
+    sheet = make_sheet(user, [["a"], ["1"]])
+    response = alice.post(
+        f"/sheets/{sheet.pk}/start/", {"processor": "clean", "mode": "background"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == "/sheets/"
+    assert "running in the background" in str(list(response.context["messages"])[0])
+
+
+def test_start_form_errors_are_shown_and_no_job_is_made(alice, user):
+    sheet = make_sheet(user, [["a", "b"], ["1", "2"]])
+    response = alice.post(
+        f"/sheets/{sheet.pk}/start/",
+        {"processor": "clean", "opt_case": "sideways", "start_row": "9", "priority": "urgent"},
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "Choose one of" in html
+    response = alice.post(f"/sheets/{sheet.pk}/start/", {"processor": "clean", "start_row": "9"})
+    assert "Start row must be between 1 and 1." in response.content.decode()
+    response = alice.post(
+        f"/sheets/{sheet.pk}/start/", {"processor": "clean", "priority": "urgent"}
+    )
+    assert "priority must be high, normal, low" in response.content.decode()
+    response = alice.post(f"/sheets/{sheet.pk}/start/", {"processor": "nope"})
+    assert response.status_code == 400 and "nope" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+def test_llm_form_says_plainly_when_no_endpoint_is_configured(alice, user, settings):
+    settings.CONVEYOR_LLM_BASE_URL = ""
+    sheet = make_sheet(user, [["a"], ["1"]])
+    html = alice.get(f"/sheets/{sheet.pk}/options/?processor=llm", **HX).content.decode()
+    assert 'id="processor-notice"' in html and "No LLM endpoint is configured" in html
+    assert "11434" in html and "OPENAI_BASE_URL" in html
+
+
+def test_sheet_pages_of_other_users_are_not_found(client, user, other_user):
+    sheet = make_sheet(user, [["a"], ["1"]])
+    client.force_login(user)
+    job = run_to_end(_start(client, sheet))
+    client.force_login(other_user)
+    for url in (
+        f"/sheets/{sheet.pk}/",
+        f"/sheets/{sheet.pk}/results/",
+        f"/sheets/{sheet.pk}/options/",
+        f"/sheets/jobs/{job.pk}/export.csv",
+        f"/sheets/jobs/{job.pk}/export.xlsx",
+    ):
+        assert client.get(url).status_code == 404, url
+    assert client.post(f"/sheets/{sheet.pk}/start/", {"processor": "clean"}).status_code == 404
+    assert Job.objects.count() == 1
+
+
+def _start(client, sheet) -> Job:
+    client.post(f"/sheets/{sheet.pk}/start/", {"processor": "clean", "mode": "watch"})
+    return Job.objects.latest("id")
+
+
+def test_results_table_filters_errors_and_escapes_cells(alice, user, fake_openai):
+    fake_openai.categories = ["Yes", "No"]
+    sheet = make_sheet(user, [["text"], ["<script>alert(1)</script> yes"], ["WRONG"], ["no"]])
+    alice.post(
+        f"/sheets/{sheet.pk}/start/",
+        {
+            "processor": "llm",
+            "opt_base_url": fake_openai.base_url,
+            "opt_api_key": "k",
+            "opt_categories": "Yes,No",
+        },
+    )
+    job = run_to_end(Job.objects.get())
+    assert job.failed == 1
+    html = alice.get(f"/sheets/{sheet.pk}/").content.decode()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    errors = alice.get(f"/sheets/{sheet.pk}/results/?job={job.pk}&errors=1", **HX).content.decode()
+    assert errors.count('class="row-failed"') == 1 and "Banana" in errors
+    everything = alice.get(f"/sheets/{sheet.pk}/results/?job={job.pk}", **HX).content.decode()
+    assert everything.count("data-row=") == 3
+
+
+def test_exports_neutralise_formulas_in_csv_and_xlsx(alice, user):
+    sheet = make_sheet(user, [["id", "value"], *[[str(i), v] for i, v in enumerate(DANGEROUS)]])
+    job = run_to_end(_start(alice, sheet))
+    response = alice.get(f"/sheets/jobs/{job.pk}/export.csv")
+    assert response["Content-Disposition"] == f'attachment; filename="data-job{job.pk}.csv"'
+    text = b"".join(response.streaming_content).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0][:4] == ["id", "value", "clean_id", "clean_value"]
+    assert [r[1] for r in rows[1:]] == [
+        "'=1+1",
+        "'+cmd|' /C calc'!A0",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tTAB",
+        "-42",
+        "+3.5",
+        "plain",
+    ]
+    assert rows[1][3] == "'=1+1", "outputs are neutralised too"
+
+    response = alice.get(f"/sheets/jobs/{job.pk}/export.xlsx")
+    workbook = openpyxl.load_workbook(io.BytesIO(b"".join(response.streaming_content)))
+    cells = [row[1] for row in workbook.active.iter_rows(min_row=2, values_only=True)]
+    assert cells[0] == "'=1+1" and cells[3] == "'@SUM(A1)" and cells[-1] == "plain"
+    formulas = [c for row in workbook.active.iter_rows() for c in row if c.data_type == "f"]
+    assert not formulas, "no cell is stored as a formula"
+
+
+def test_a_finished_job_shows_completed_while_away_once(alice, user):
+    sheet = make_sheet(user, [["a"], ["1"]])
+    run_to_end(_start(alice, sheet))
+    assert "Completed while you were away." in alice.get(f"/sheets/{sheet.pk}/").content.decode()
+    assert "while you were away" not in alice.get(f"/sheets/{sheet.pk}/").content.decode()
+
+
+def test_a_running_job_says_still_running_with_its_progress(alice, user):
+    sheet = make_sheet(user, [["a"], *[[str(i)] for i in range(10)]])
+    job = _start(alice, sheet)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, processed=7)
+    html = alice.get(f"/sheets/{sheet.pk}/").content.decode()
+    assert "Still running, 70%" in html and 'id="current-job-live"' in html
+
+
+def test_a_sheet_jobs_page_links_back_to_its_sheet(alice, user):
+    sheet = make_sheet(user, [["a"], ["1"]])
+    job = _start(alice, sheet)
+    html = alice.get(f"/jobs/{job.pk}/").content.decode()
+    assert f'href="/sheets/{sheet.pk}/">Open the sheet</a>' in html
