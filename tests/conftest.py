@@ -90,6 +90,7 @@ def shared_database_url() -> str:
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, **FAST_ENGINE}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own thread only
     env["DATABASE_URL"] = shared_database_url()
     env["CONVEYOR_DATA_DIR"] = str(settings.DATA_DIR)
     env["PYTHONUNBUFFERED"] = "1"

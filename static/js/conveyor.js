@@ -1,7 +1,11 @@
 // Conveyor's front-end glue around htmx and its ws extension:
 // - mark the page when the live socket is open (tests and the nav dot read it),
 // - toasts fade away by themselves,
-// - a job row pushed for a job this table doesn't show yet refreshes the table.
+// - a job row pushed for a job this table doesn't show yet refreshes the table, and
+//   so does every (re)opening of the socket: what changed while it was down shows;
+// - a pushed fragment keeps the page's own controls when they did not change (a
+//   button replaced under the pointer loses the click) and keeps rows ticked;
+// - a sheet page shows a job of its sheet started elsewhere.
 (function () {
   let refreshTimer = null;
 
@@ -41,12 +45,57 @@
     });
   });
 
-  document.addEventListener("htmx:wsOpen", () => { document.body.dataset.live = "open"; });
+  // Keep what the user is touching: unchanged controls stay the same elements, and a
+  // ticked row stays ticked when its job's row is pushed again.
+  document.addEventListener("htmx:oobBeforeSwap", (event) => {
+    const { target, fragment } = event.detail;
+    if (!target || !fragment) return;
+    const oldControls = target.querySelector(":scope > .controls");
+    const newControls = fragment.querySelector(".controls");
+    if (oldControls && newControls && oldControls.outerHTML === newControls.outerHTML) {
+      newControls.replaceWith(oldControls);
+    }
+    const oldBox = target.querySelector('input[name="ids"]');
+    const newBox = fragment.querySelector('input[name="ids"]');
+    if (oldBox && newBox) newBox.checked = oldBox.checked;
+  });
+
+  // A re-read jobs table keeps the rows the user ticked.
+  let tickedIds = null;
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const target = event.detail && event.detail.target;
+    if (!target || target.id !== "job-table") return;
+    tickedIds = Array.from(target.querySelectorAll('input[name="ids"]:checked'), (box) => box.value);
+  });
+  document.addEventListener("htmx:afterSwap", () => {
+    if (!tickedIds) return;
+    document.querySelectorAll('#job-table input[name="ids"]').forEach((box) => {
+      if (tickedIds.includes(box.value)) box.checked = true;
+    });
+    tickedIds = null;
+  });
+
+  document.addEventListener("htmx:wsOpen", () => {
+    document.body.dataset.live = "open";
+    refreshJobTable();
+  });
   document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });
+
+  // A sheet page without a job yet: one was started elsewhere (another tab, the API,
+  // the command line), so re-read the page's job part to show it live.
+  let sheetJobTimer = null;
+  function refreshSheetJob() {
+    if (!document.getElementById("sheet-job") || sheetJobTimer) return;
+    sheetJobTimer = setTimeout(() => {
+      sheetJobTimer = null;
+      htmx.ajax("GET", window.location.href, { target: "#sheet-job", select: "#sheet-job", swap: "outerHTML" });
+    }, 300);
+  }
 
   document.addEventListener("htmx:oobErrorNoTarget", (event) => {
     const target = (event.detail && event.detail.target) || "";
     if (target.startsWith("#job-row-")) refreshJobTable();
+    if (target === "#current-job-live") refreshSheetJob();
   });
 
   document.addEventListener("htmx:oobAfterSwap", () => {

@@ -113,7 +113,11 @@ async def test_progress_and_completion_arrive_live_with_a_toast(relay, user):
     assert any(f'id="job-{job.pk}-live"' in f for f in done)
     assert 'hx-swap-oob="beforeend:#toasts"' in frames[-1] and "finished" in frames[-1]
     unread = 'id="nav-unread-badge" class="badge badge-unread" title="Unread notifications" hx-swap-oob="true">1</span>'
-    frames += await receive_all_until(communicator, unread) if not any(unread in f for f in frames) else []
+    frames += (
+        await receive_all_until(communicator, unread)
+        if not any(unread in f for f in frames)
+        else []
+    )
     assert any(unread in f for f in frames), "the badge shows one unread notification"
     await communicator.disconnect()
 

@@ -4,7 +4,6 @@ data from a real cluster run, and a chart that updates live in a browser."""
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -241,75 +240,3 @@ def test_metrics_show_a_real_run_on_a_cluster(cluster, staff_user, staff_client,
     assert data["now"]["workers"] == 2 and data["now"]["queued"] == 0
     page = staff_client.get("/metrics/")
     assert page.status_code == 200 and b'id="chart-rows"' in page.content
-
-
-# -- in a browser ----------------------------------------------------------------------------
-
-ROWS_CHART_SUM = """() => {
-  const m = window.conveyorMetrics;
-  if (!m || !m.charts.rows) return -1;
-  return m.charts.rows.data[1].reduce((a, b) => a + (b || 0), 0);
-}"""
-
-
-def _in_thread(fn, *args, **kwargs):
-    """ORM calls from inside sync_playwright() (whose event loop forbids them here)."""
-
-    def call():
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(call).result()
-
-
-@pytest.mark.browser
-@pytest.mark.cluster
-@pytest.mark.django_db(transaction=True)
-def test_a_chart_updates_live_in_the_browser(chromium_path, cluster, staff_user):
-    from playwright.sync_api import sync_playwright
-
-    from tests.daphne import Daphne
-
-    client = Client()
-    client.force_login(staff_user)
-    session = client.cookies["sessionid"].value
-    web = Daphne().start()
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=chromium_path,
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
-            context = browser.new_context()
-            context.add_cookies(
-                [{"name": "sessionid", "value": session, "domain": "127.0.0.1", "path": "/"}]
-            )
-            page = context.new_page()
-            page.goto(f"{web.url}/metrics/?every=1")
-            page.wait_for_function(
-                "() => window.conveyorMetrics && window.conveyorMetrics.updates >= 1"
-            )
-            assert page.evaluate(ROWS_CHART_SUM) == 0
-            assert page.locator("#chart-rows canvas").count() == 1, "uPlot drew the chart"
-            page.wait_for_function(
-                "() => document.querySelector('[data-figure=workers]').textContent === '2'"
-            )
-
-            job = _in_thread(submit_demo, staff_user, n=30, batch=5)
-
-            page.wait_for_function(f"() => ({ROWS_CHART_SUM})() >= 30", timeout=30_000)
-            _in_thread(wait_for, lambda: status_of(job) == S.SUCCEEDED, timeout=30)
-            assert page.evaluate("() => window.conveyorMetrics.errors") == 0
-            browser.close()
-    finally:
-        web.stop()
