@@ -532,19 +532,26 @@ class FailedJobAdmin(JobAdmin):
 # -- notifications, workers, tokens ---------------------------------------------------
 
 
-class ReadFilter(admin.SimpleListFilter):
-    title = "read"
-    parameter_name = "read"
+def timestamp_set_filter(field: str, title: str, unset: str, set_: str) -> type:
+    """A list filter on whether a nullable timestamp (read_at, revoked_at) is set."""
 
-    def lookups(self, request, model_admin):
-        return [("no", "unread"), ("yes", "read")]
+    class TimestampSetFilter(admin.SimpleListFilter):
+        parameter_name = title
 
-    def queryset(self, request, queryset):
-        if self.value() == "no":
-            return queryset.filter(read_at__isnull=True)
-        if self.value() == "yes":
-            return queryset.filter(read_at__isnull=False)
-        return queryset
+        def lookups(self, request, model_admin):
+            return [("no", unset), ("yes", set_)]
+
+        def queryset(self, request, queryset):
+            if self.value() in ("no", "yes"):
+                return queryset.filter(**{f"{field}__isnull": self.value() == "no"})
+            return queryset
+
+    TimestampSetFilter.title = title
+    return TimestampSetFilter
+
+
+ReadFilter = timestamp_set_filter("read_at", "read", "unread", "read")
+RevokedFilter = timestamp_set_filter("revoked_at", "revoked", "active", "revoked")
 
 
 @admin.register(Notification)
@@ -625,21 +632,6 @@ class WorkerAdmin(admin.ModelAdmin):
             return "—"
         url = reverse("admin:jobs_job_change", args=[worker.current_job_id])
         return format_html('<a href="{}">#{}</a>', url, worker.current_job_id)
-
-
-class RevokedFilter(admin.SimpleListFilter):
-    title = "revoked"
-    parameter_name = "revoked"
-
-    def lookups(self, request, model_admin):
-        return [("no", "active"), ("yes", "revoked")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "no":
-            return queryset.filter(revoked_at__isnull=True)
-        if self.value() == "yes":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
 
 
 @admin.register(ApiToken)
