@@ -132,6 +132,10 @@ def updates_for(
     `badges_sent` remembers each user's last badges: most commits change progress, not
     the counts, and need not send every open page of the user a badges frame.
     """
+    # Notifications first: a job read afterwards shows at least the state its notification
+    # announces, so a page gets the job's final frame before (never after) its toast.
+    new_notes = list(Notification.objects.filter(pk__gt=since_notification).order_by("pk"))
+    job_ids = set(job_ids) | {n.job_id for n in new_notes if n.job_id}
     jobs = {job.pk: job for job in Job.objects.filter(pk__in=job_ids).select_related("owner")}
     fragments: list[Fragment] = []
     owners: set[int] = set()
@@ -143,7 +147,6 @@ def updates_for(
         fragments += job_fragments(job)
         if job.owner_id:
             owners.add(job.owner_id)
-    new_notes = list(Notification.objects.filter(pk__gt=since_notification).order_by("pk"))
     fragments += toast_fragments(new_notes)
     owners |= {n.user_id for n in new_notes}
     for uid in sorted(owners):

@@ -7,17 +7,18 @@
 //   button replaced under the pointer loses the click) and keeps rows ticked;
 // - a sheet page shows a job of its sheet started elsewhere.
 (function () {
-  let refreshTimer = null;
-
-  function refreshJobTable() {
-    const table = document.getElementById("job-table");
-    if (!table || refreshTimer) return;
-    refreshTimer = setTimeout(() => {
-      refreshTimer = null;
-      const url = table.dataset.refreshUrl || window.location.href;
-      htmx.ajax("GET", url, { target: "#job-table", select: "#job-table", swap: "outerHTML" });
+  // Re-read one part of the page (by id) from the server, at most once per 300 ms.
+  const rereading = {};
+  function reread(id) {
+    const part = document.getElementById(id);
+    if (!part || rereading[id]) return;
+    rereading[id] = setTimeout(() => {
+      delete rereading[id];
+      const url = part.dataset.refreshUrl || window.location.href;
+      htmx.ajax("GET", url, { target: "#" + id, select: "#" + id, swap: "outerHTML" });
     }, 300);
   }
+  const refreshJobTable = () => reread("job-table");
 
   // A sheet page: its job committed rows, so refresh the results table (at most 1/s).
   let resultsTimer = null;
@@ -81,21 +82,12 @@
   });
   document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });
 
-  // A sheet page without a job yet: one was started elsewhere (another tab, the API,
-  // the command line), so re-read the page's job part to show it live.
-  let sheetJobTimer = null;
-  function refreshSheetJob() {
-    if (!document.getElementById("sheet-job") || sheetJobTimer) return;
-    sheetJobTimer = setTimeout(() => {
-      sheetJobTimer = null;
-      htmx.ajax("GET", window.location.href, { target: "#sheet-job", select: "#sheet-job", swap: "outerHTML" });
-    }, 300);
-  }
-
   document.addEventListener("htmx:oobErrorNoTarget", (event) => {
     const target = (event.detail && event.detail.target) || "";
     if (target.startsWith("#job-row-")) refreshJobTable();
-    if (target === "#current-job-live") refreshSheetJob();
+    // A sheet page without a job yet: one was started elsewhere (another tab, the API,
+    // the command line), so re-read the page's job part to show it live.
+    if (target === "#current-job-live") reread("sheet-job");
   });
 
   document.addEventListener("htmx:oobAfterSwap", () => {
