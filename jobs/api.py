@@ -345,7 +345,9 @@ def running(request: HttpRequest) -> HttpResponse:
 def recent_completions(request: HttpRequest) -> HttpResponse:
     """Jobs that finished after `since` (default: an hour ago), oldest first.
 
-    Poll with `since` = the previous answer's `now`; at most CONVEYOR_API_MAX_PAGE_SIZE
+    Poll with `since` a few seconds before the previous answer's `now` and skip ids
+    already seen (`finished_at` is stamped just before the commit that makes a job
+    visible here, so an exact `now` can miss one); at most CONVEYOR_API_MAX_PAGE_SIZE
     jobs come back, and `more` says to ask again from the last one's `finished_at`.
     """
     params = query(request, {"since", "owner"})
