@@ -3,8 +3,7 @@
 // - toasts fade away by themselves,
 // - a job row pushed for a job this table doesn't show yet refreshes the table, and
 //   so does every (re)opening of the socket: what changed while it was down shows;
-// - a pushed fragment keeps the page's own controls when they did not change (a
-//   button replaced under the pointer loses the click) and keeps rows ticked;
+// - a pushed job row or live section is updated in place (the user may be clicking it);
 // - a sheet page shows a job of its sheet started elsewhere.
 (function () {
   // Re-read one part of the page (by id) from the server, at most once per 300 ms.
@@ -20,16 +19,22 @@
   }
   const refreshJobTable = () => reread("job-table");
 
-  // A sheet page: its job committed rows, so refresh the results table (at most 1/s).
+  // A sheet page: its job committed rows, so refresh the results table (at most 1/s),
+  // keeping the view the user chose (errors only, order, page) as it is at that moment.
   let resultsTimer = null;
   function refreshResults(signal) {
-    const results = document.getElementById("results");
-    if (!results || resultsTimer) return;
+    if (!document.getElementById("results") || resultsTimer) return;
     resultsTimer = setTimeout(() => {
       resultsTimer = null;
-      const params = new URLSearchParams({ job: signal.dataset.job || results.dataset.job });
-      if (results.dataset.errors) params.set("errors", "1");
-      htmx.ajax("GET", results.dataset.baseUrl + "?" + params, { target: "#results", swap: "outerHTML" });
+      const results = document.getElementById("results");
+      if (!results) return;
+      const view = results.dataset;
+      const job = signal.dataset.job || view.job;
+      const params = new URLSearchParams({ job: job });
+      if (view.errors) params.set("errors", "1");
+      if (view.order) params.set("order", view.order);
+      if (view.page && job === view.job) params.set("page", view.page);
+      htmx.ajax("GET", view.baseUrl + "?" + params, { target: "#results", swap: "outerHTML" });
     }, 1000);
   }
 
@@ -46,19 +51,42 @@
     });
   });
 
-  // Keep what the user is touching: unchanged controls stay the same elements, and a
-  // ticked row stays ticked when its job's row is pushed again.
+  // A pushed job row or live section updates the element in place instead of replacing
+  // it: a job can push many times a second, and a replaced box or button under the
+  // pointer would lose the click (and a ticked box its tick).
+  function syncAttributes(old, fresh) {
+    for (const { name } of Array.from(old.attributes)) {
+      if (!fresh.hasAttribute(name)) old.removeAttribute(name);
+    }
+    for (const { name, value } of Array.from(fresh.attributes)) {
+      if (old.getAttribute(name) !== value) old.setAttribute(name, value);
+    }
+  }
+
+  function morph(old, fresh) {
+    if (old.isEqualNode(fresh)) return;
+    syncAttributes(old, fresh);
+    const oldKids = Array.from(old.childNodes);
+    const newKids = Array.from(fresh.childNodes);
+    const sameShape = oldKids.length === newKids.length &&
+      oldKids.every((kid, i) => kid.nodeName === newKids[i].nodeName);
+    if (!sameShape) {
+      old.replaceChildren(...newKids);
+      return;
+    }
+    oldKids.forEach((kid, i) => {
+      if (kid.nodeType === Node.ELEMENT_NODE) morph(kid, newKids[i]);
+      else if (kid.nodeValue !== newKids[i].nodeValue) kid.nodeValue = newKids[i].nodeValue;
+    });
+  }
+
   document.addEventListener("htmx:oobBeforeSwap", (event) => {
     const { target, fragment } = event.detail;
-    if (!target || !fragment) return;
-    const oldControls = target.querySelector(":scope > .controls");
-    const newControls = fragment.querySelector(".controls");
-    if (oldControls && newControls && oldControls.outerHTML === newControls.outerHTML) {
-      newControls.replaceWith(oldControls);
-    }
-    const oldBox = target.querySelector('input[name="ids"]');
-    const newBox = fragment.querySelector('input[name="ids"]');
-    if (oldBox && newBox) newBox.checked = oldBox.checked;
+    const fresh = fragment && fragment.firstElementChild;
+    if (!target || !fresh || fresh.id !== target.id || !target.matches(".job-row, .live-job")) return;
+    morph(target, fresh);
+    htmx.process(target);
+    event.detail.shouldSwap = false;
   });
 
   // A re-read jobs table keeps the rows the user ticked.
