@@ -254,12 +254,6 @@ def staff_user(django_user_model):
 
 
 @pytest.fixture
-def chromium_path() -> str:
-    require(shutil.which(CHROMIUM) is not None, f"Chromium at {CHROMIUM}")
-    return CHROMIUM
-
-
-@pytest.fixture
 def redis_url() -> str:
     require(port_open("127.0.0.1", 6379), "Redis on 127.0.0.1:6379")
     return "redis://127.0.0.1:6379/0"

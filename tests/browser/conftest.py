@@ -8,6 +8,7 @@ is switched off for these tests only (DJANGO_ALLOW_ASYNC_UNSAFE).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -15,8 +16,6 @@ from django.test import Client
 
 from tests.conftest import CHROMIUM, require
 from tests.daphne import Daphne
-
-pytestmark = pytest.mark.browser
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -31,8 +30,6 @@ TIMEOUT_MS = 15_000
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator:
-    import shutil
-
     require(shutil.which(CHROMIUM) is not None, f"Chromium at {CHROMIUM}")
     try:
         from playwright.sync_api import sync_playwright
