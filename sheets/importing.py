@@ -238,28 +238,28 @@ def _store_rows(sheet: Sheet, batches: Iterable[list[list[str]]]) -> None:
         if connection.vendor == "postgresql":
             _copy_rows(cursor, sheet, numbered)
         else:
-            _insert_rows(cursor, connection, sheet, numbered)
+            _insert_rows(cursor, sheet, numbered)
+
+
+def _row_table(connection) -> str:
+    """The sheet-row table and its columns, quoted: `table ("sheet_id", ...)`."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c) for c in ("sheet_id", "number", "values"))
+    return f"{quote(SheetRow._meta.db_table)} ({columns})"
 
 
 def _copy_rows(cursor, sheet: Sheet, numbered: Iterator[tuple[int, list[str]]]) -> None:
     """COPY ... FROM STDIN; PostgreSQL parses each JSON text into the jsonb column."""
-    quote = cursor.db.ops.quote_name
-    columns = ", ".join(quote(c) for c in ("sheet_id", "number", "values"))
-    with cursor.copy(f"COPY {quote(SheetRow._meta.db_table)} ({columns}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {_row_table(cursor.db)} FROM STDIN") as copy:
         for number, values in numbered:
             copy.write_row((sheet.pk, number, json.dumps(values)))
 
 
-def _insert_rows(
-    cursor, connection, sheet: Sheet, numbered: Iterator[tuple[int, list[str]]]
-) -> None:
+def _insert_rows(cursor, sheet: Sheet, numbered: Iterator[tuple[int, list[str]]]) -> None:
     """executemany in batches; values are prepared by the JSONField itself."""
+    connection = cursor.db
     values_field = SheetRow._meta.get_field("values")
-    quote = connection.ops.quote_name
-    sql = (
-        f"INSERT INTO {quote(SheetRow._meta.db_table)} "
-        f"({quote('sheet_id')}, {quote('number')}, {quote('values')}) VALUES (%s, %s, %s)"
-    )
+    sql = f"INSERT INTO {_row_table(connection)} VALUES (%s, %s, %s)"
     while batch := list(itertools.islice(numbered, BATCH_ROWS)):
         cursor.executemany(
             sql,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from jobs.models import Job, Notification
-from jobs.services import job_submit
 from sheets.services import sheet_job_submit
 from tests.browser.conftest import wait_until_live
 from tests.daphne import Daphne
+from tests.jobs.factories import submit_demo
 from tests.sheets.factories import make_sheet
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -32,13 +32,14 @@ RECORD_BAR = """() => {
 
 
 def slow_count(user, n: int = 200, delay: float = 0.03, **params) -> Job:
-    return job_submit(
-        kind="demo.count", params={"n": n, "delay": delay, **params}, owner=user, label="Slow count"
+    return submit_demo(user, n=n, delay=delay, label="Slow count", **params)
+
+
+def wait_for_progress(page) -> None:
+    """The live bar shows some progress."""
+    page.wait_for_function(
+        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0"
     )
-
-
-def status_text(page) -> str:
-    return page.locator(f"{LIVE} .status").inner_text()
 
 
 def test_the_bar_moves_to_100_percent_without_a_reload(cluster, open_page, user):
@@ -61,9 +62,7 @@ def test_the_bar_moves_to_100_percent_without_a_reload(cluster, open_page, user)
 def test_leaving_and_coming_back_resumes_the_live_view(cluster, open_page, user):
     job = slow_count(user, n=250, delay=0.03)
     page = open_page(user, f"/jobs/{job.pk}/")
-    page.wait_for_function(
-        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0"
-    )
+    wait_for_progress(page)
 
     page.get_by_role("link", name="All jobs").first.click()
     row = page.locator(f"#job-row-{job.pk}")
@@ -129,9 +128,7 @@ def test_a_toast_on_another_page_when_a_job_finishes(cluster, open_page, user):
 def test_cancel_from_the_page_stops_the_job(cluster, open_page, user):
     job = slow_count(user, n=2000, delay=0.02)
     page = open_page(user, f"/jobs/{job.pk}/")
-    page.wait_for_function(
-        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0"
-    )
+    wait_for_progress(page)
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator(f"{LIVE} button", has_text="Cancel").click()
@@ -168,9 +165,7 @@ def test_bulk_cancel_of_rows_ticked_while_the_table_updates(cluster, open_page, 
 def test_the_page_recovers_when_the_web_server_restarts(cluster, open_page, web, user):
     job = slow_count(user, n=400, delay=0.03)
     page = open_page(user, f"/jobs/{job.pk}/")
-    page.wait_for_function(
-        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0"
-    )
+    wait_for_progress(page)
 
     web.stop()
     page.wait_for_selector("body[data-live='closed']", state="attached")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.models import Job
-from jobs.services import job_submit
 from tests.conftest import wait_for
+from tests.jobs.factories import submit_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +28,7 @@ def test_a_chart_updates_when_jobs_finish(cluster, open_page, staff_user):
     assert (page.evaluate(SUCCEEDED_ON_CHART), page.evaluate(ROWS_ON_CHART)) == (0, 0)
     assert page.locator("#chart-jobs canvas").count() == 1, "uPlot drew the chart"
 
-    jobs = [job_submit(kind="demo.count", params={"n": 5}, owner=staff_user) for _ in range(3)]
+    jobs = [submit_demo(staff_user, n=5) for _ in range(3)]
     wait_for(
         lambda: Job.objects.filter(pk__in=[j.pk for j in jobs], status="succeeded").count() == 3,
         timeout=30,

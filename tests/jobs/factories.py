@@ -11,7 +11,7 @@ from jobs.services import job_submit
 def submit_demo(owner=None, kind: str = "demo.count", **params) -> Job:
     options = {
         k: params.pop(k)
-        for k in ("priority", "time_limit", "entity_key", "session_key")
+        for k in ("priority", "time_limit", "entity_key", "session_key", "label")
         if k in params
     }
     return job_submit(kind=kind, params=params, owner=owner, **options)

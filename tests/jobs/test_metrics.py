@@ -1,5 +1,5 @@
 """The staff metrics page: per-bucket figures from stored timestamps, staff-only access,
-data from a real cluster run, and a chart that updates live in a browser."""
+and data from a real cluster run (the chart updating in a browser: tests/browser)."""
 
 from __future__ import annotations
 
