@@ -157,7 +157,9 @@ def test_bulk_cancel_of_rows_ticked_while_the_table_updates(cluster, open_page, 
     page.locator("#bulk-form button[value=cancel]").click()
 
     page.locator(".messages", has_text="2 jobs cancelled").wait_for()
+    # A running job stops at its next checkpoint: its row turns Cancelled live.
     for job in jobs:
+        page.locator(f"#job-row-{job.pk}[data-status=cancelled]").wait_for(timeout=5_000)
         assert Job.objects.get(pk=job.pk).status == S.CANCELLED
     assert Job.objects.get(pk=newcomer.pk).status != S.CANCELLED
 
