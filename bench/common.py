@@ -445,7 +445,7 @@ class Cluster(Service):
 
     def worker_pids(self) -> list[int]:
         """Worker processes of this cluster that have reported through their heartbeat."""
-        from jobs.worker import alive_workers
+        from jobs.engine.worker import alive_workers
 
         mine = {process.pid for process in self.descendants()}
         pids = [pid for pid in alive_workers().values_list("pid", flat=True) if pid in mine]

@@ -5,8 +5,8 @@ django-q2 task, on the same cluster, database and broker, measured in the same r
   no-op `async_task` calls, first enqueue -> last result saved.
 - time per slice: one job cut into many minimal slices (CONVEYOR_SLICE_SECONDS=0: one
   unit per slice) against a chain of no-op tasks, each enqueueing the next. A worker
-  goes from one slice to the next inside the same task (jobs.runner.run_slice asks
-  jobs.dispatch.next_for_free_worker), so the chain is the broker round trip that
+  goes from one slice to the next inside the same task (jobs.engine.runner.run_slice asks
+  jobs.engine.dispatch.next_for_free_worker), so the chain is the broker round trip that
   Conveyor's hand-over avoids.
 bench/README.md explains the method and how to read the ratios.
 """
@@ -127,8 +127,8 @@ def _broker_empty(broker) -> bool:
 
 def conveyor_batch(count: int, owner) -> Batch:
     """Submit `count` one-unit demo jobs; done when every one has succeeded."""
+    from jobs.engine.services import job_submit
     from jobs.models import Job
-    from jobs.services import job_submit
 
     watch = Stopwatch()
     ids = [job_submit(kind="demo.count", params={"n": 1}, owner=owner).pk for _ in range(count)]
@@ -184,8 +184,8 @@ def conveyor_slices(slices: int, owner) -> Batch:
     """
     from django_q.models import Task
 
+    from jobs.engine.services import job_submit
     from jobs.models import Job
-    from jobs.services import job_submit
 
     watch = Stopwatch()
     job = job_submit(kind="demo.count", params={"n": slices - 2}, owner=owner)

@@ -90,8 +90,8 @@ class LiveSite:
 
     def watch(self, commits: int, delay: float, clients: int = 1) -> Round:
         """Subscribe `clients` clients to a new entity key, run a demo job on it, measure."""
+        from jobs.engine.services import job_submit
         from jobs.models import DemoUnit
-        from jobs.services import job_submit
 
         key = f"bench-live-{uuid.uuid4().hex[:10]}"
         recorder = Recorder(

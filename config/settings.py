@@ -113,7 +113,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "jobs.context_processors.live_nav",
+                "jobs.web.context_processors.live_nav",
             ],
         },
     },
@@ -179,7 +179,7 @@ CACHES = {
 
 # --- Live updates (Channels) ------------------------------------------------
 # The relay inside each web process reads the database, so an in-process layer suffices.
-CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.channel_layer.RelayChannelLayer"}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "jobs.web.channel_layer.RelayChannelLayer"}}
 
 # --- Conveyor's own knobs (defaults documented in the README) ----------------
 CONVEYOR_PORT = env_int("CONVEYOR_PORT", 8000)

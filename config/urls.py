@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from jobs import health, views
+from jobs.web import health, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -14,8 +14,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/", include("jobs.api_urls")),
-    path("jobs/", include("jobs.urls")),
-    path("metrics/", include("jobs.metrics_urls")),
+    path("api/", include("jobs.api.urls")),
+    path("jobs/", include("jobs.web.urls")),
+    path("metrics/", include("jobs.web.metrics_urls")),
     path("sheets/", include("sheets.urls")),
 ]

@@ -1,9 +1,9 @@
 """The Django admin for operators: every job, its timeline, failures, notifications,
 workers and API tokens.
 
-Jobs are read-only here; the bulk actions change them only through `jobs.services`
+Jobs are read-only here; the bulk actions change them only through `jobs.engine.services`
 (the one way to change a job), report how many jobs changed and name the ones skipped
-and why. Secret parameters are masked (`jobs.redact`). Apps add links to a job's page
+and why. Secret parameters are masked (`jobs.engine.redact`). Apps add links to a job's page
 (e.g. its sheet and row results) through `job_links`, as sheets/admin.py does.
 django-q2's own admin (tasks, failures, schedules, queue) stays registered as it is.
 """
@@ -24,11 +24,10 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from jobs.auth import token_revoke
-from jobs.kinds import UnknownKind
-from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Worker
-from jobs.redact import redact
-from jobs.services import (
+from jobs.api.auth import token_revoke
+from jobs.engine.kinds import UnknownKind
+from jobs.engine.redact import redact
+from jobs.engine.services import (
     JobActionError,
     job_cancel,
     job_delete,
@@ -36,8 +35,9 @@ from jobs.services import (
     job_resume,
     job_retry,
 )
+from jobs.engine.worker import worker_stale_after
+from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Worker
 from jobs.templatetags.jobs_extras import duration, pretty_json
-from jobs.worker import worker_stale_after
 
 Link = tuple[str, str]  # (label, url)
 

@@ -1,8 +1,14 @@
-"""App config for the jobs engine: connects the worker-process hooks and the demo kind."""
+"""App config for the jobs engine: worker-process hooks, and every app's job kinds.
+
+Kinds are found like admin modules: each installed app's `kinds` module is imported
+(`autodiscover_modules`), so a new kind is one file in its own app (`jobs/kinds.py`
+holds the demo kind, `sheets/kinds.py` the sheet kinds).
+"""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
 
 
 class JobsConfig(AppConfig):
@@ -10,4 +16,6 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
-        from jobs import demo, worker  # noqa: F401  (registers the demo kind and hooks)
+        from jobs.engine import worker  # noqa: F401  (connects the worker-process hooks)
+
+        autodiscover_modules("kinds")

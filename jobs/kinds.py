@@ -1,129 +1,86 @@
-"""The registry of job kinds: what a module declares to have work run in the background.
+"""The demo job kind: counts to N, one batch at a time. A worked example of a kind.
 
-A kind is a name, a handler taking a `JobContext`, and its limits. Register one with
-the `@job_kind` decorator in any installed app's module imported at start-up (for
-example from `AppConfig.ready()`); see `jobs/demo.py` for a worked example.
+Parameters (all optional): `n` units (default 10), `batch` units per commit (1),
+`delay` seconds of work per unit (0), `fail_units` unit numbers that fail as row
+errors, `fail_at` unit number that fails the whole job, `transient_failures` number
+of attempts that raise a transient error first, `crash_at` unit number at which the
+worker process kills itself (a "poison" job).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import os
+import signal
+import time
 
-if TYPE_CHECKING:
-    from jobs.context import JobContext
-    from jobs.models import Job
+from django.utils import timezone
 
-
-@dataclass(frozen=True)
-class JobKind:
-    name: str
-    handler: Callable[[JobContext], Any]
-    label: str = ""
-    concurrency: int | None = None
-    time_limit: float | None = None
-    max_attempts: int | None = None
-    retry_failed_rows: Callable[[Job], Any] | None = None
-    validate_params: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
-    entity_key_for: Callable[[dict[str, Any]], str] | None = None
-    label_for: Callable[[dict[str, Any]], str] | None = None
-
-    def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
-        """Params checked by the kind (raises ValueError with a user-facing message)."""
-        if not isinstance(params, dict):
-            raise ValueError("params must be a JSON object")
-        return self.validate_params(params, owner) if self.validate_params else params
-
-    @property
-    def supports_failed_rows_retry(self) -> bool:
-        return self.retry_failed_rows is not None
+from jobs.engine.context import JobContext
+from jobs.engine.errors import PermanentError, TransientError
+from jobs.engine.kinds import job_kind
+from jobs.models import DemoUnit
 
 
-class UnknownKind(LookupError):
-    pass
+def _work(ctx: JobContext, seconds: float) -> None:
+    """Sleep in small steps so cancel/pause stop even a slow unit quickly."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if ctx.should_stop():
+            ctx.checkpoint()
+        time.sleep(min(left, 0.05))
 
 
-_registry: dict[str, JobKind] = {}
+def validate(params: dict, owner) -> dict:
+    n = params.get("n", 10)
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 10_000_000:
+        raise ValueError("n must be an integer between 0 and 10,000,000")
+    return params
 
 
-def job_kind(
-    name: str,
-    *,
-    label: str = "",
-    concurrency: int | None = None,
-    time_limit: float | None = None,
-    max_attempts: int | None = None,
-    retry_failed_rows: Callable[[Job], Any] | None = None,
-    validate_params: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
-    entity_key_for: Callable[[dict[str, Any]], str] | None = None,
-    label_for: Callable[[dict[str, Any]], str] | None = None,
-) -> Callable[[Callable[[JobContext], Any]], Callable[[JobContext], Any]]:
-    """Register `handler(ctx)` as the job kind `name`.
-
-    concurrency: at most this many jobs of the kind run at once (None: no cap).
-    time_limit: default seconds of running time per job (None: no limit).
-    max_attempts: consecutive failed attempts (transient errors or lost workers,
-        without progress in between) before the job fails.
-    retry_failed_rows: `prepare(job)` called inside the retry transaction to set the
-        job up to redo only its failed units; enables "retry failed rows".
-    validate_params: `validate(params, owner) -> params` for submissions from users
-        (API, CLI, pages); raises ValueError with a message the user sees.
-    entity_key_for, label_for: derive a job's entity key (what it works on, e.g.
-        "sheet:12", so that entity's page finds it) and its label from its params,
-        when the submitter gives none.
-    """
-    if concurrency is not None and concurrency < 1:
-        raise ValueError("concurrency must be at least 1")
-
-    def register(handler: Callable[[JobContext], Any]) -> Callable[[JobContext], Any]:
-        _registry[name] = JobKind(
-            name=name,
-            handler=handler,
-            label=label or name,
-            concurrency=concurrency,
-            time_limit=time_limit,
-            max_attempts=max_attempts,
-            retry_failed_rows=retry_failed_rows,
-            validate_params=validate_params,
-            entity_key_for=entity_key_for,
-            label_for=label_for,
+@job_kind("demo.count", label="Count to N", validate_params=validate)
+def count(ctx: JobContext) -> dict:
+    params = ctx.params
+    n = int(params.get("n", 10))
+    batch = max(1, int(params.get("batch", 1)))
+    delay = float(params.get("delay", 0))
+    fail_units = {int(u) for u in params.get("fail_units", [])}
+    if ctx.attempts < int(params.get("transient_failures", 0)):
+        raise TransientError(f"simulated transient failure on attempt {ctx.attempts + 1}")
+    start = int(ctx.cursor or 0)
+    if ctx.total != n:
+        ctx.progress(start, total=n, message="Counting")
+    failed = ctx.failed
+    for first in range(start, n, batch):
+        numbers = range(first, min(first + batch, n))
+        started = timezone.now()
+        for number in numbers:
+            if number == params.get("crash_at"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if number == params.get("fail_at"):
+                raise PermanentError(f"unit {number} is broken (fail_at)")
+            _work(ctx, delay)
+        failed += sum(1 for number in numbers if number in fail_units)
+        units = [
+            DemoUnit(
+                job_id=ctx.job_id,
+                number=number,
+                worker=ctx.worker,
+                started_at=started,
+                finished_at=timezone.now(),
+            )
+            for number in numbers
+        ]
+        ctx.commit(
+            cursor=numbers.stop,
+            processed=numbers.stop,
+            failed=failed,
+            message=f"Counted {numbers.stop} of {n}",
+            write=lambda units=units: DemoUnit.objects.bulk_create(units),
         )
-        return handler
-
-    return register
+    return {"counted": n, "failed_units": failed}
 
 
-def get_kind(name: str) -> JobKind:
-    try:
-        return _registry[name]
-    except KeyError:
-        raise UnknownKind(
-            f"Unknown job kind {name!r}: is the app that registers it installed here?"
-        ) from None
-
-
-def all_kinds() -> list[JobKind]:
-    return sorted(_registry.values(), key=lambda kind: kind.name)
-
-
-def capped_kinds() -> dict[str, int]:
-    return {k.name: k.concurrency for k in _registry.values() if k.concurrency}
-
-
-def submittable_kinds() -> list[str]:
-    """Kinds users may start through the API and CLI (operators choose them)."""
-    from django.conf import settings
-
-    return [name for name in settings.CONVEYOR_SUBMITTABLE_KINDS if name in _registry]
-
-
-# Pages of the things jobs work on, by entity-key prefix ("sheet:12" -> the sheet's page).
-entity_pages: dict[str, Callable[[str], str]] = {}
-
-
-def entity_url(entity_key: str) -> str:
-    """The page of a job's entity, when its app registered one ("" otherwise)."""
-    prefix, _, ident = entity_key.partition(":")
-    page = entity_pages.get(prefix)
-    return page(ident) if page and ident else ""
+# The same handler with a concurrency cap of 1, as a single-threaded tool would need.
+job_kind(
+    "demo.serial", label="Count to N (one at a time)", concurrency=1, validate_params=validate
+)(count)

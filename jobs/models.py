@@ -2,7 +2,7 @@
 
 The Job row is the source of truth for everything a user sees: status, progress,
 the handler's cursor and the lease that says which worker runs it now. State
-changes happen in `jobs.services` / `jobs.runner`, never by saving models ad hoc.
+changes happen in `jobs.engine.services` / `jobs.engine.runner`, never by saving models ad hoc.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ class Job(models.Model):
 
     @property
     def entity_url(self) -> str:
-        from jobs.kinds import entity_url
+        from jobs.engine.kinds import entity_url
 
         return entity_url(self.entity_key) if self.entity_key else ""
 
@@ -326,7 +326,7 @@ class ApiToken(models.Model):
 
     Only the sha256 digest of the secret is stored; `prefix` (its first characters) is
     kept in clear so a listing can name the token and `conveyor_token revoke` find it.
-    Created and revoked through `jobs.auth`, never by saving rows ad hoc.
+    Created and revoked through `jobs.api.auth`, never by saving rows ad hoc.
     """
 
     user = models.ForeignKey(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from jobs.engine.redact import redact
 from jobs.models import Job, JobEvent, Notification, Priority
-from jobs.redact import redact
 
 
 def iso(value: datetime | None) -> str | None:

@@ -17,8 +17,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.admin import Link, job_links, json_block
+from jobs.engine.redact import redact
 from jobs.models import Job
-from jobs.redact import redact
 from sheets.kinds import KIND, entity_key
 from sheets.models import RowResult, Sheet, SheetRow
 

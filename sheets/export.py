@@ -16,9 +16,9 @@ from typing import Any
 
 from openpyxl import Workbook
 
-from jobs.context import JobContext
-from jobs.errors import PermanentError
-from jobs.kinds import job_kind
+from jobs.engine.context import JobContext
+from jobs.engine.errors import PermanentError
+from jobs.engine.kinds import job_kind
 from jobs.models import Job
 from sheets.models import RowResult, Sheet, SheetRow
 

@@ -9,9 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 
-from jobs.context import JobContext
-from jobs.errors import PermanentError
-from jobs.kinds import entity_pages, job_kind
+from jobs.engine.context import JobContext
+from jobs.engine.errors import PermanentError
+from jobs.engine.kinds import entity_pages, job_kind
 from jobs.models import Job
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming

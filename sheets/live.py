@@ -1,12 +1,12 @@
 """Live updates of a sheet's page: when its job commits rows, tell the page to refresh
-its results table (the job's progress panel itself comes from jobs.live)."""
+its results table (the job's progress panel itself comes from jobs.web.live)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from jobs import live
 from jobs.models import Job
+from jobs.web import live
 from sheets.kinds import KIND
 
 

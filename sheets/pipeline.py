@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models import Min
 from django.utils import timezone
 
-from jobs.context import JobContext
+from jobs.engine.context import JobContext
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, run_rows
 from sheets.processors.base import RowStream

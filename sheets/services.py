@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.engine.services import job_submit
 from jobs.models import Job
-from jobs.services import job_submit
 from sheets.kinds import KIND, validate_params
 from sheets.models import Sheet
 

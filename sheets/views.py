@@ -19,8 +19,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from jobs.engine.services import job_submit, notifications_mark_read
 from jobs.models import Job
-from jobs.services import job_submit, notifications_mark_read
 from sheets import export
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
 from sheets.kinds import KIND, SheetParamsError, entity_key

@@ -189,7 +189,7 @@ class Cluster:
 
     def worker_pids(self) -> list[int]:
         """Pids of this cluster's worker processes that have reported in."""
-        from jobs.worker import alive_workers
+        from jobs.engine.worker import alive_workers
 
         mine = {p.pid for p in self.descendants()}
         return [pid for pid in alive_workers().values_list("pid", flat=True) if pid in mine]

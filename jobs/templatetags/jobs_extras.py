@@ -6,7 +6,7 @@ import json
 
 from django import template
 
-from jobs.redact import redact
+from jobs.engine.redact import redact
 
 register = template.Library()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from jobs.engine.services import job_submit
 from jobs.models import DemoUnit, Job
-from jobs.services import job_submit
 
 
 def submit_demo(owner=None, kind: str = "demo.count", **params) -> Job:

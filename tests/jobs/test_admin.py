@@ -13,9 +13,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from jobs.engine.redact import MASK, redact
+from jobs.engine.services import job_submit
 from jobs.models import Job, JobEvent, Notification
-from jobs.redact import MASK, redact
-from jobs.services import job_submit
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
 from tests.jobs.factories import fresh, status_of, submit_demo

@@ -12,8 +12,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from jobs.demo import count, validate
-from jobs.kinds import job_kind
+from jobs.engine.kinds import job_kind
+from jobs.kinds import count, validate
 from jobs.models import Job, Notification
 from tests.jobs.factories import fresh, status_of, submit_demo
 from tests.jobs.test_services import run_to_end

@@ -18,10 +18,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import OutputWrapper
 
-from jobs.cli import EXIT_BAD_INPUT, CliError, ProgressDisplay, wait_for_job
+from jobs.cli.base import EXIT_BAD_INPUT, CliError, ProgressDisplay, wait_for_job
+from jobs.engine.runner import run_one_slice
+from jobs.engine.services import job_cancel
 from jobs.models import Job
-from jobs.runner import run_one_slice
-from jobs.services import job_cancel
 from sheets.models import Sheet
 from tests.conftest import ROOT, subprocess_env, wait_for
 from tests.jobs.factories import fresh, submit_demo

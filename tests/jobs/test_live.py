@@ -13,10 +13,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from config.asgi import application
-from jobs import live
+from jobs.engine.runner import run_one_slice
+from jobs.engine.services import job_cancel
 from jobs.models import Job
-from jobs.runner import run_one_slice
-from jobs.services import job_cancel
+from jobs.web import live
 from tests.jobs.factories import submit_demo
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -198,7 +198,7 @@ async def test_a_deleted_job_disappears_from_staff_lists(relay, user, staff_user
     staff = await connect(staff_user, "?rows=all")
     await staff.receive_from(timeout=5)
     await sync_to_async(Job.objects.filter(pk=job.pk).delete)()
-    from jobs.changes import announce
+    from jobs.engine.journal import announce
 
     await sync_to_async(announce)(job.pk)
     frame = await receive_until(staff, f'id="job-row-{job.pk}"')

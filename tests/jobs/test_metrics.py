@@ -12,8 +12,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs.metrics import Buckets, metrics
 from jobs.models import DemoUnit, Job, Worker
+from jobs.web.metrics import Buckets, metrics
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
 from tests.conftest import wait_for

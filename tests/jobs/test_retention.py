@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from django.core.management import CommandError, call_command
 
-from jobs import maintenance
+from jobs.engine import maintenance
+from jobs.engine.recovery import SCHEDULE_NAME, ensure_schedule
+from jobs.engine.runner import run_one_slice
 from jobs.models import DemoUnit, Job, JobEvent, Notification
-from jobs.recovery import SCHEDULE_NAME, ensure_schedule
-from jobs.runner import run_one_slice
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
 from tests.jobs.factories import submit_demo
@@ -125,7 +125,7 @@ def test_the_periodic_schedule_prunes_with_the_setting(frozen, user):
     from django_q.models import Schedule
 
     schedule = Schedule.objects.get(name=SCHEDULE_NAME)
-    assert schedule.func == "jobs.maintenance.run_periodic" and schedule.repeats == -1
+    assert schedule.func == "jobs.engine.maintenance.run_periodic" and schedule.repeats == -1
     old = finished(user, at=CUTOFF - timedelta(seconds=1))
     young = finished(user, at=CUTOFF + timedelta(seconds=1))
 

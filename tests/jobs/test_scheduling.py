@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from jobs.engine.services import job_cancel, job_pause, job_resume
 from jobs.models import DemoUnit, Job
-from jobs.services import job_cancel, job_pause, job_resume
 from tests.conftest import wait_for
 from tests.jobs.factories import fresh, messages, status_of, submit_demo, unit_counts
 

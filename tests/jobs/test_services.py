@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from jobs.errors import backoff_seconds
-from jobs.kinds import UnknownKind
-from jobs.models import Job, JobEvent, Notification
-from jobs.runner import run_one_slice
-from jobs.services import (
+from jobs.engine.errors import backoff_seconds
+from jobs.engine.kinds import UnknownKind
+from jobs.engine.runner import run_one_slice
+from jobs.engine.services import (
     JobActionError,
     job_cancel,
     job_delete,
@@ -19,6 +18,7 @@ from jobs.services import (
     job_retry,
     job_submit,
 )
+from jobs.models import Job, JobEvent, Notification
 from tests.jobs.factories import fresh, messages, submit_demo, unit_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,7 +93,7 @@ def test_permanent_error_fails_with_message_and_traceback(user):
     job = run_to_end(submit_demo(user, n=5, fail_at=2))
     assert job.status == Job.Status.FAILED
     assert job.error == "unit 2 is broken (fail_at)"
-    assert "PermanentError" in job.traceback and "demo.py" in job.traceback
+    assert "PermanentError" in job.traceback and "jobs/kinds.py" in job.traceback
     assert job.processed == 2, "work before the failure is kept"
     note = Notification.objects.get(user=user)
     assert note.level == "error" and "unit 2 is broken" in note.message

@@ -156,7 +156,7 @@ def redis_queue(redis_url, monkeypatch):
 
     drop_keys()
     before = set(client.keys("*"))
-    monkeypatch.setattr("jobs.dispatch._broker", TestBroker())
+    monkeypatch.setattr("jobs.engine.dispatch._broker", TestBroker())
     yield url
     drop_keys()
     created = set(client.keys("*")) - before

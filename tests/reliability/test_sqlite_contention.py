@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
+from jobs.engine.services import job_pause, job_resume
 from jobs.models import Job, Notification
-from jobs.services import job_pause, job_resume
 from tests.conftest import wait_for
 from tests.jobs.factories import status_of, submit_demo
 

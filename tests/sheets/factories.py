@@ -7,8 +7,8 @@ import io
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from jobs.engine.runner import run_one_slice
 from jobs.models import Job
-from jobs.runner import run_one_slice
 from sheets.importing import sheet_from_upload
 from sheets.models import Sheet
 

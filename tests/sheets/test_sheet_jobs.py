@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
+from jobs.engine.services import job_cancel, job_retry
 from jobs.models import Job
-from jobs.services import job_cancel, job_retry
 from sheets import export
 from sheets.kinds import SheetParamsError
 from sheets.models import RowResult

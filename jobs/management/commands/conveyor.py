@@ -1,9 +1,9 @@
 """`manage.py conveyor`: submit sheet jobs, watch, list and control jobs, export results.
 
-Parsing and printing only; the work is done in `jobs.cli` through the same services as
+Parsing and printing only; the work is done in `jobs.cli.base` through the same services as
 the pages. Exit codes: 0 done, 1 the awaited job failed or was cancelled, 2 bad input
 or an action that does not apply to the job, 130 Ctrl-C. From the shell an error is one
-"Error: ..." line on stderr; through `call_command` it is raised as `jobs.cli.CliError`
+"Error: ..." line on stderr; through `call_command` it is raised as `jobs.cli.base.CliError`
 (`.code`, `.message`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from jobs import cli
+from jobs.cli import base as cli
 from jobs.models import Job
 from jobs.serializers import job_as_dict
 

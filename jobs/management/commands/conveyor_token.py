@@ -1,7 +1,7 @@
 """`manage.py conveyor_token create|list|revoke`: API tokens for scripts.
 
 The secret is printed once, at creation; afterwards only its prefix is known, which
-is enough to list and revoke it (see `jobs.auth`).
+is enough to list and revoke it (see `jobs.api.auth`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.auth import token_create, token_revoke, tokens_matching
+from jobs.api.auth import token_create, token_revoke, tokens_matching
 from jobs.models import ApiToken
 
 

@@ -1,6 +1,6 @@
 """`manage.py prune_jobs [--days N] [--dry-run]`: the retention sweep, on demand.
 
-The periodic schedule (jobs.maintenance.run_periodic) runs the same sweep every
+The periodic schedule (jobs.engine.maintenance.run_periodic) runs the same sweep every
 minute with CONVEYOR_RETENTION_DAYS; this command lets an operator run it now, with
 another age, or just count what it would delete.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.maintenance import prunable_jobs, prune_finished_jobs
+from jobs.engine.maintenance import prunable_jobs, prune_finished_jobs
 
 
 class Command(BaseCommand):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django_q import cluster
 from django_q.management.commands.qcluster import Command as DjangoQClusterCommand
 
-from jobs.cluster import ResilientSentinel
+from jobs.engine.cluster import ResilientSentinel
 
 
 class Command(DjangoQClusterCommand):

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.changes import announce
-from jobs.db import atomic_retry
+from jobs.engine.db import atomic_retry
+from jobs.engine.journal import announce
 from jobs.models import Job, JobEvent
 
 if TYPE_CHECKING:
-    from jobs.kinds import JobKind
+    from jobs.engine.kinds import JobKind
 
 _UNSET: Any = object()
 PROGRESS_EVENT_SECONDS = 5.0
@@ -194,7 +194,7 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
             self._last_preemption_check = now
-            from jobs.dispatch import preempting_job, yield_to_waiting
+            from jobs.engine.dispatch import preempting_job, yield_to_waiting
 
             # Cheap check first; the decision itself is taken under the lock.
             if preempting_job(self.priority) is not None and yield_to_waiting(self):

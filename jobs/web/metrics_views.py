@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from jobs.metrics import METHODS, WINDOWS, metrics
+from jobs.web.metrics import METHODS, WINDOWS, metrics
 
 # Seconds between refreshes of the charts, per window (`?every=N` overrides, >= 1).
 REFRESH_SECONDS = {"hour": 5, "day": 60}

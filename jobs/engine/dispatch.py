@@ -18,13 +18,13 @@ from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
-from jobs.changes import announce
-from jobs.context import JobContext, LeaseLost
-from jobs.db import atomic_retry, lock_scheduler
-from jobs.kinds import capped_kinds
+from jobs.engine.context import JobContext, LeaseLost
+from jobs.engine.db import atomic_retry, lock_scheduler
+from jobs.engine.journal import announce
+from jobs.engine.kinds import capped_kinds
+from jobs.engine.services import record_event
+from jobs.engine.worker import alive_workers
 from jobs.models import Job, JobEvent
-from jobs.services import record_event
-from jobs.worker import alive_workers
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _enqueue(job_ids: list[int]) -> None:
     for job_id in job_ids:
         try:
             async_task(
-                "jobs.runner.run_slice",
+                "jobs.engine.runner.run_slice",
                 job_id,
                 broker=broker,
                 task_name=f"job-{job_id}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from jobs import metrics_views
+from jobs.web import metrics_views
 
 app_name = "metrics"
 

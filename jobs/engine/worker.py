@@ -29,7 +29,7 @@ from django_q.signals import post_spawn
 from jobs.models import Job, Worker
 
 if TYPE_CHECKING:
-    from jobs.context import JobContext
+    from jobs.engine.context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def beat(first: bool = False) -> None:
     if ctx is not None:
         _renew_lease(ctx, now)
     if first:
-        from jobs import recovery
+        from jobs.engine import recovery
 
         recovery.recover_dead_local_workers()
         recovery.ensure_schedule()
@@ -103,8 +103,8 @@ def _renew_lease(ctx: JobContext, now) -> None:
 
 def maintain() -> None:
     """Recover lost work and fill free capacity (also run by the periodic schedule)."""
-    from jobs import recovery
-    from jobs.dispatch import dispatch
+    from jobs.engine import recovery
+    from jobs.engine.dispatch import dispatch
 
     recovery.recover()
     dispatch()

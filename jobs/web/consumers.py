@@ -19,8 +19,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from jobs import live
 from jobs.models import Job
+from jobs.web import live
 
 CLOSE_UNAUTHENTICATED = 4401
 MAX_MESSAGE_BYTES = 4096

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 import psutil
 from django.utils import timezone
 
-from jobs.changes import announce
-from jobs.db import atomic_retry
-from jobs.dispatch import release_stale_dispatches
+from jobs.engine.db import atomic_retry
+from jobs.engine.dispatch import release_stale_dispatches
+from jobs.engine.journal import announce
+from jobs.engine.services import notify_owner, record_event
 from jobs.models import Job, JobEvent, Notification, Worker
-from jobs.services import notify_owner, record_event
 
 log = logging.getLogger(__name__)
 Status = Job.Status
@@ -133,7 +133,7 @@ def ensure_schedule() -> None:
     Schedule.objects.get_or_create(
         name=SCHEDULE_NAME,
         defaults={
-            "func": "jobs.maintenance.run_periodic",
+            "func": "jobs.engine.maintenance.run_periodic",
             "schedule_type": Schedule.MINUTES,
             "minutes": 1,
             "repeats": -1,

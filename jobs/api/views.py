@@ -9,7 +9,7 @@ Decisions (tests/jobs/test_api.py shows each one in use):
   job is a 404, never a 403. Staff see all jobs and may filter with `?owner=name`
   (for anyone else that filter can only narrow their own jobs). Notifications are
   always the caller's own.
-- State changes go through `jobs.services`; an action that does not apply (cancel a
+- State changes go through `jobs.engine.services`; an action that does not apply (cancel a
   finished job, delete an active one) is a 409 with the service's message.
 - Errors are JSON: {"error": "...", "fields": {...}}. Bad bodies, fields, query
   parameters, dates, ids and page numbers are 400; bodies over
@@ -36,7 +36,8 @@ from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from jobs.api_input import (
+from jobs.api.auth import AuthError, authenticate
+from jobs.api.input import (
     MAX_BIGINT,
     MAX_TEXT,
     ApiError,
@@ -54,11 +55,8 @@ from jobs.api_input import (
     query_flag,
     text_field,
 )
-from jobs.auth import AuthError, authenticate
-from jobs.kinds import UnknownKind, get_kind, submittable_kinds
-from jobs.models import Job, Notification, parse_priority
-from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
-from jobs.services import (
+from jobs.engine.kinds import UnknownKind, get_kind, submittable_kinds
+from jobs.engine.services import (
     JobActionError,
     job_cancel,
     job_delete,
@@ -67,7 +65,9 @@ from jobs.services import (
     job_retry,
     job_submit,
 )
-from jobs.services import notifications_mark_read as mark_read
+from jobs.engine.services import notifications_mark_read as mark_read
+from jobs.models import Job, Notification, parse_priority
+from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
 
 View = Callable[..., HttpResponse]
 
@@ -92,7 +92,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
     """Method check, size cap, authentication and CSRF; ApiError becomes JSON.
 
     Views are csrf_exempt for Django's middleware because token requests carry no
-    CSRF token; `jobs.auth.authenticate` runs the same check for session requests.
+    CSRF token; `jobs.api.auth.authenticate` runs the same check for session requests.
     """
 
     def decorate(view: View) -> View:

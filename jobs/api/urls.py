@@ -1,10 +1,10 @@
-"""URLs of the JSON API, mounted at /api/ (see `jobs.api` for the conventions)."""
+"""URLs of the JSON API, mounted at /api/ (see `jobs.api.views` for the conventions)."""
 
 from __future__ import annotations
 
 from django.urls import path, re_path
 
-from jobs import api
+from jobs.api import views as api
 
 app_name = "api"
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from django.urls import path
 
-from jobs.consumers import LiveConsumer
+from jobs.web.consumers import LiveConsumer
 
 websocket_urlpatterns = [path("ws/live/", LiveConsumer.as_asgi())]

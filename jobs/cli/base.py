@@ -1,7 +1,7 @@
 """What `manage.py conveyor` does besides parsing: act as a user, find their jobs, import
 a file and submit a sheet job, wait for a job with a progress bar, export its results.
 
-Everything goes through the same functions as the pages and the API (`jobs.services`,
+Everything goes through the same functions as the pages and the API (`jobs.engine.services`,
 `sheets.services`, `sheets.importing`, `sheets.export`), with jobs scoped by
 `Job.objects.visible_to(user)`. Expected problems raise `CliError`; the command turns
 one into a single stderr line and its exit code (the EXIT_* values below).
@@ -22,8 +22,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import OutputWrapper
 from django.utils import timezone
 
+from jobs.engine.services import JobActionError, job_cancel, job_pause, job_resume, job_retry
 from jobs.models import Job, parse_priority
-from jobs.services import JobActionError, job_cancel, job_pause, job_resume, job_retry
 from sheets.export import csv_chunks, xlsx_file
 from sheets.importing import sheet_from_google, sheet_import
 from sheets.kinds import KIND as SHEET_KIND
@@ -128,7 +128,7 @@ ACTIONS = {"cancel": job_cancel, "pause": job_pause, "resume": job_resume}
 
 
 def apply_action(action: str, job: Job, user, *, failed_rows: bool = False) -> Job:
-    """Cancel, pause, resume or retry through `jobs.services`; "doesn't apply" is bad input."""
+    """Cancel, pause, resume or retry through `jobs.engine.services`; "doesn't apply" is bad input."""
     try:
         if action == "retry":
             return job_retry(job=job, by=user, failed_rows=failed_rows)

@@ -21,10 +21,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
-from jobs import live
-from jobs.kinds import all_kinds
-from jobs.models import Job, Notification
-from jobs.services import (
+from jobs.engine.kinds import all_kinds
+from jobs.engine.services import (
     JobActionError,
     job_cancel,
     job_delete,
@@ -33,6 +31,8 @@ from jobs.services import (
     job_retry,
     notifications_mark_read,
 )
+from jobs.models import Job, Notification
+from jobs.web import live
 
 
 class HtmxHttpRequest(HttpRequest):

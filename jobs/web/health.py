@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
-from jobs.worker import alive_workers
+from jobs.engine.worker import alive_workers
 
 
 def _check_database() -> dict:

@@ -24,7 +24,7 @@ from django.db import connection, connections
 from django.db.models import Max
 from django.template.loader import render_to_string
 
-from jobs.changes import CHANNEL
+from jobs.engine.journal import CHANNEL
 from jobs.models import Job, JobChange, Notification
 
 log = logging.getLogger(__name__)

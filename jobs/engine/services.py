@@ -14,9 +14,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.changes import announce
-from jobs.db import atomic_retry
-from jobs.kinds import get_kind
+from jobs.engine.db import atomic_retry
+from jobs.engine.journal import announce
+from jobs.engine.kinds import get_kind
 from jobs.models import Job, JobEvent, Notification, parse_priority
 
 Status = Job.Status
@@ -71,7 +71,7 @@ def notify_owner(job: Job, level: str, message: str) -> None:
 
 def request_dispatch() -> None:
     """Fill free worker capacity once the current transaction has committed."""
-    from jobs.dispatch import dispatch
+    from jobs.engine.dispatch import dispatch
 
     transaction.on_commit(dispatch)
 

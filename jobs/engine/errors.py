@@ -11,7 +11,7 @@ import random
 import httpx
 from django.conf import settings
 
-from jobs.db import is_locked_error
+from jobs.engine.db import is_locked_error
 
 
 class TransientError(Exception):

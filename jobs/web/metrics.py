@@ -18,8 +18,8 @@ from django.db.models import Case, Count, DateTimeField, F, Q, QuerySet, Value, 
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
+from jobs.engine.worker import alive_workers
 from jobs.models import Job
-from jobs.worker import alive_workers
 
 Status = Job.Status
 

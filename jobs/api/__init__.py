@@ -1,0 +1,1 @@
+"""The JSON API under /api/ (see `jobs.api.views` for its conventions)."""

@@ -1,0 +1,1 @@
+"""The pages: views, the live relay and its websocket consumer, health and metrics."""
