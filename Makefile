@@ -26,6 +26,8 @@ run: $(VENV)/.installed
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_imports.py
 	scripts/run-tests.sh
 
 lint: $(VENV)/.dev-installed

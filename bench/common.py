@@ -445,10 +445,10 @@ class Cluster(Service):
 
     def worker_pids(self) -> list[int]:
         """Worker processes of this cluster that have reported through their heartbeat."""
-        from jobs.engine.worker import alive_workers
+        from jobs.models import Worker
 
         mine = {process.pid for process in self.descendants()}
-        pids = [pid for pid in alive_workers().values_list("pid", flat=True) if pid in mine]
+        pids = [pid for pid in Worker.objects.alive().values_list("pid", flat=True) if pid in mine]
         self._seen_workers.update(pids)
         return pids
 

@@ -51,6 +51,7 @@ class Batch:
 
 def run(bench: Bench) -> None:
     owner = _owner()
+    _record_sql(bench, conveyor_sql(owner, bench.size(50, 10)), django_q2_sql())
     rounds = bench.size(3, 1)
     with bench.cluster("throughput"):
         _warm_up(bench, owner)
@@ -131,7 +132,7 @@ def conveyor_batch(count: int, owner) -> Batch:
     from jobs.models import Job
 
     watch = Stopwatch()
-    ids = [job_submit(kind="demo.count", params={"n": 1}, owner=owner).pk for _ in range(count)]
+    ids = [job_submit(kind="demo.count", params={"n": 1}, owner=owner)[0].pk for _ in range(count)]
     sent = watch.lap()
     ours = Job.objects.filter(pk__gte=ids[0], pk__lte=ids[-1])
     wait_for(
@@ -188,7 +189,7 @@ def conveyor_slices(slices: int, owner) -> Batch:
     from jobs.models import Job
 
     watch = Stopwatch()
-    job = job_submit(kind="demo.count", params={"n": slices - 2}, owner=owner)
+    job = job_submit(kind="demo.count", params={"n": slices - 2}, owner=owner)[0]
     sent = watch.lap()
     wait_for(
         lambda: Job.objects.filter(pk=job.pk, status__in=Job.TERMINAL).exists(),
@@ -211,6 +212,80 @@ def conveyor_slices(slices: int, owner) -> Batch:
     if ran != slices:
         raise RuntimeError(f"expected {slices} slices, counted {dict(results)}")
     return Batch(ran, seconds, sent)
+
+
+class SqlCounter:
+    """Statements and transactions run on the default connection inside a `with` block.
+
+    A transaction is a commit of an atomic block, or a statement run outside one
+    (autocommit). BEGIN and COMMIT themselves are not statements here.
+    """
+
+    def __init__(self) -> None:
+        self.statements = 0
+        self.transactions = 0
+
+    def __enter__(self) -> SqlCounter:
+        from django.db import connection
+
+        self._connection = connection
+        self._wrapper = connection.execute_wrapper(self._count)
+        self._wrapper.__enter__()
+        self._commit = connection.commit
+        connection.commit = self._counted_commit
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._connection.commit = self._commit
+        self._wrapper.__exit__(*exc)
+
+    def _counted_commit(self) -> None:
+        self.transactions += 1
+        self._commit()
+
+    def _count(self, execute, sql, params, many, context):
+        self.statements += 1
+        if not self._connection.in_atomic_block:
+            self.transactions += 1
+        return execute(sql, params, many, context)
+
+
+def conveyor_sql(owner, count: int) -> dict[str, float]:
+    """SQL per one-unit job, in-process: `count` submits, then one worker task running
+    them all (a worker settles a job and claims the next in one transaction)."""
+    from jobs.engine.runner import run_slice
+    from jobs.engine.services import job_submit
+
+    warm, _ = job_submit(kind="demo.count", params={"n": 1}, owner=owner)
+    run_slice(warm.pk)
+    with SqlCounter() as submit:
+        ids = [
+            job_submit(kind="demo.count", params={"n": 1}, owner=owner)[0].pk for _ in range(count)
+        ]
+    with SqlCounter() as running:
+        run_slice(ids[0])
+    return {
+        "statements": (submit.statements + running.statements) / count,
+        "transactions": (submit.transactions + running.transactions) / count,
+        "submit_statements": submit.statements / count,
+        "run_statements": running.statements / count,
+    }
+
+
+def django_q2_sql() -> dict[str, float]:
+    """SQL of one no-op django-q2 task in-process: enqueue, dequeue, run, save, ack."""
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.tasks import async_task
+
+    broker = get_broker()
+    with SqlCounter() as counted:
+        if isinstance(broker, ORM):  # the Redis broker's own work is not SQL
+            async_task("bench.tasks.noop", broker=broker)
+            for ack_id, _ in broker.dequeue() or []:
+                broker.acknowledge(ack_id)
+        async_task("bench.tasks.noop", sync=True)
+    return {"statements": counted.statements, "transactions": counted.transactions}
 
 
 # --- set-up and recording -------------------------------------------------------------
@@ -248,6 +323,24 @@ def _record_throughput(bench: Bench, tasks: list[Batch], jobs: list[Batch]) -> N
             "async_task calls, first enqueue to last result saved; median of "
             f"{len(jobs)} round(s). A job also claims a lease, commits its progress twice, "
             "writes events and a notification, announces changes and dispatches the next job."
+        ),
+    )
+
+
+def _record_sql(bench: Bench, ours: dict[str, float], theirs: dict[str, float]) -> None:
+    bench.detail("sql_per_job", ours)
+    bench.detail("django_q2_sql_per_task", theirs)
+    bench.figure(
+        "SQL per one-unit job",
+        ours["statements"],
+        "statements",
+        baseline=("a django-q2 no-op task", theirs["statements"], "statements"),
+        better="lower",
+        comment=f"{ours['transactions']:.1f} transactions (django-q2: {theirs['transactions']:g}); goal <= 15 in <= 3",
+        note=(
+            "counted in-process on the default connection: one-unit demo.count jobs submitted, "
+            "then run by one worker task (a worker settles a job and claims the next in one "
+            "transaction); django-q2: enqueue, dequeue, run (sync), save the result, ack."
         ),
     )
 

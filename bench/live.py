@@ -110,7 +110,7 @@ class LiveSite:
                 params={"n": commits, "batch": 1, "delay": delay},
                 owner=self.user,
                 entity_key=key,
-            )
+            )[0]
             wait_for(
                 lambda: _all_saw_the_end(recorder, clients, commits),
                 timeout=60 + commits * (delay + 0.5),

@@ -84,7 +84,7 @@ def submit(sheet, processor: str, options: dict | None = None, user=None):
 
     return sheet_job_submit(
         sheet=sheet, owner=user or owner(), processor=processor, options=options or {}
-    )
+    )[0]
 
 
 def wait_done(job_id: int, timeout: float, interval: float = 0.05):

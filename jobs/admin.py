@@ -1,16 +1,16 @@
 """The Django admin for operators: every job, its timeline, failures, notifications,
 workers and API tokens.
 
-Jobs are read-only here; the bulk actions change them only through `jobs.engine.services`
-(the one way to change a job), report how many jobs changed and name the ones skipped
-and why. Secret parameters are masked (`jobs.engine.redact`). Apps add links to a job's page
-(e.g. its sheet and row results) through `job_links`, as sheets/admin.py does.
+Jobs are read-only here; the bulk actions apply `jobs.engine.services.ACTIONS` (the one
+way to change a job), report how many jobs changed and name the ones skipped and why.
+Secret parameters are masked (`jobs.engine.redact`). A kind's app adds links to a job's
+page (e.g. its sheet and row results) through `jobs.extensions`.
 django-q2's own admin (tasks, failures, schedules, queue) stays registered as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -24,25 +24,13 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from jobs.api.auth import token_revoke
-from jobs.engine.kinds import UnknownKind
+from jobs import extensions
+from jobs.engine.errors import JobActionError, UnknownKind
 from jobs.engine.redact import redact
-from jobs.engine.services import (
-    JobActionError,
-    job_cancel,
-    job_delete,
-    job_pause,
-    job_resume,
-    job_retry,
-)
-from jobs.engine.worker import worker_stale_after
+from jobs.engine.services import ACTIONS
+from jobs.engine.tokens import token_revoke
 from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Worker
 from jobs.templatetags.jobs_extras import duration, pretty_json
-
-Link = tuple[str, str]  # (label, url)
-
-# Apps add links for their kinds to a job's admin page: fn(job) -> [(label, url), ...].
-job_links: list[Callable[[Job], Iterable[Link]]] = []
 
 TIMELINE_LIMIT = 200  # events shown on a job's page (newest), however long its life
 SKIPS_SHOWN = 10
@@ -381,9 +369,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="links")
     def links(self, job: Job) -> SafeString:
-        found: list[Link] = [("Live page", job.get_absolute_url())]
-        for provider in job_links:
-            found += list(provider(job))
+        found = [("Live page", job.get_absolute_url()), *extensions.admin_links(job)]
         return format_html_join(
             " · ", '<a href="{}">{}</a>', ((url, label) for label, url in found)
         )
@@ -399,7 +385,8 @@ class JobAdmin(admin.ModelAdmin):
         results, skipped = [], []
         for job in queryset.select_related(None).order_by("pk"):
             try:
-                results.append(change(job))
+                change(job)
+                results.append(job)
             except (JobActionError, UnknownKind) as exc:
                 skipped.append(str(exc))
         return results, skipped
@@ -416,50 +403,47 @@ class JobAdmin(admin.ModelAdmin):
             level = messages.WARNING
         self.message_user(request, text, level)
 
+    def _run_action(
+        self, request: HttpRequest, queryset: QuerySet[Job], name: str
+    ) -> tuple[list[Job], list[str]]:
+        action = ACTIONS[name]
+        return self._apply(request, queryset, lambda job: action.apply(job, request.user))
+
     @admin.action(description="Retry selected jobs (whole job)", permissions=["operate"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._apply(
-            request, queryset, lambda job: job_retry(job=job, by=request.user)
-        )
-        self._report(request, [f"{plural(len(changed))} queued again"], skipped)
+        changed, skipped = self._run_action(request, queryset, "retry")
+        self._report(request, [f"{plural(len(changed))} {ACTIONS['retry'].done}"], skipped)
 
     @admin.action(
         description="Retry only the failed rows of selected jobs", permissions=["operate"]
     )
     def retry_failed_rows(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._apply(
-            request, queryset, lambda job: job_retry(job=job, by=request.user, failed_rows=True)
-        )
-        self._report(request, [f"{plural(len(changed))} queued to retry failed rows"], skipped)
+        changed, skipped = self._run_action(request, queryset, "retry-failed")
+        self._report(request, [f"{plural(len(changed))} {ACTIONS['retry-failed'].done}"], skipped)
+
+    def _stopped(self, changed: list[Job], status: str, done: str, asked: str) -> list[str]:
+        """'2 jobs cancelled, 1 job asked to stop at the next checkpoint'."""
+        now = sum(1 for job in changed if job.status == status)
+        report = [f"{plural(now)} {done}"]
+        if len(changed) > now:
+            report.append(f"{plural(len(changed) - now)} asked to {asked} at the next checkpoint")
+        return report
 
     @admin.action(description="Cancel selected jobs", permissions=["operate"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._apply(
-            request, queryset, lambda job: job_cancel(job=job, by=request.user)
-        )
-        now = sum(1 for job in changed if job.status == Job.Status.CANCELLED)
-        done = [f"{plural(now)} cancelled"]
-        if len(changed) > now:
-            done.append(f"{plural(len(changed) - now)} asked to stop at the next checkpoint")
-        self._report(request, done, skipped)
+        changed, skipped = self._run_action(request, queryset, "cancel")
+        report = self._stopped(changed, Job.Status.CANCELLED, "cancelled", "stop")
+        self._report(request, report, skipped)
 
     @admin.action(description="Pause selected jobs", permissions=["operate"])
     def pause_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._apply(
-            request, queryset, lambda job: job_pause(job=job, by=request.user)
-        )
-        now = sum(1 for job in changed if job.status == Job.Status.PAUSED)
-        done = [f"{plural(now)} paused"]
-        if len(changed) > now:
-            done.append(f"{plural(len(changed) - now)} asked to pause at the next checkpoint")
-        self._report(request, done, skipped)
+        changed, skipped = self._run_action(request, queryset, "pause")
+        self._report(request, self._stopped(changed, Job.Status.PAUSED, "paused", "pause"), skipped)
 
     @admin.action(description="Resume selected jobs", permissions=["operate"])
     def resume_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._apply(
-            request, queryset, lambda job: job_resume(job=job, by=request.user)
-        )
-        self._report(request, [f"{plural(len(changed))} resumed"], skipped)
+        changed, skipped = self._run_action(request, queryset, "resume")
+        self._report(request, [f"{plural(len(changed))} {ACTIONS['resume'].done}"], skipped)
 
     @admin.action(
         description="Delete selected finished jobs (with their results)", permissions=["delete"]
@@ -468,9 +452,7 @@ class JobAdmin(admin.ModelAdmin):
         """Asks for confirmation first, like Django's own delete action."""
         if request.POST.get("post") != "yes":
             return self._confirm_delete(request, queryset)
-        deleted, skipped = self._apply(
-            request, queryset, lambda job: job_delete(job=job, by=request.user)
-        )
+        deleted, skipped = self._run_action(request, queryset, "delete")
         self._report(request, [f"{plural(len(deleted))} deleted"], skipped)
         return None
 
@@ -624,7 +606,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="alive", boolean=True)
     def is_alive(self, worker: Worker) -> bool:
-        return worker.last_seen_at >= timezone.now() - worker_stale_after()
+        return worker.is_alive
 
     @admin.display(description="running job")
     def current_job(self, worker: Worker) -> SafeString | str:

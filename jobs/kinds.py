@@ -1,4 +1,5 @@
-"""The demo job kind: counts to N, one batch at a time. A worked example of a kind.
+"""The jobs app's own kinds: the demo counter, a worked example of a kind (found at
+start-up like every app's `kinds` module). It counts to N, one batch at a time.
 
 Parameters (all optional): `n` units (default 10), `batch` units per commit (1),
 `delay` seconds of work per unit (0), `fail_units` unit numbers that fail as row
@@ -18,6 +19,7 @@ from django.utils import timezone
 from jobs.engine.context import JobContext
 from jobs.engine.errors import PermanentError, TransientError
 from jobs.engine.kinds import job_kind
+from jobs.extensions import UnitTable, extend_kind
 from jobs.models import DemoUnit
 
 
@@ -37,7 +39,11 @@ def validate(params: dict, owner) -> dict:
     return params
 
 
-@job_kind("demo.count", label="Count to N", validate_params=validate)
+def total(params: dict) -> int:
+    return int(params.get("n", 10))
+
+
+@job_kind("demo.count", label="Count to N", validate_params=validate, total_for=total)
 def count(ctx: JobContext) -> dict:
     params = ctx.params
     n = int(params.get("n", 10))
@@ -82,5 +88,12 @@ def count(ctx: JobContext) -> dict:
 
 # The same handler with a concurrency cap of 1, as a single-threaded tool would need.
 job_kind(
-    "demo.serial", label="Count to N (one at a time)", concurrency=1, validate_params=validate
+    "demo.serial",
+    label="Count to N (one at a time)",
+    concurrency=1,
+    validate_params=validate,
+    total_for=total,
 )(count)
+
+for name in ("demo.count", "demo.serial"):
+    extend_kind(name, unit_table=UnitTable("jobs.DemoUnit", "job", "finished_at"))

@@ -1,11 +1,13 @@
 """Jobs, their event timeline, user notifications, and the worker presence table.
 
 The Job row is the source of truth for everything a user sees: status, progress,
-the handler's cursor and the lease that says which worker runs it now. State
-changes happen in `jobs.engine.services` / `jobs.engine.runner`, never by saving models ad hoc.
+the handler's cursor and the lease that says which worker runs it now. Its state is
+written by `jobs.engine.transitions` only, never by saving models ad hoc.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
@@ -55,14 +57,21 @@ class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE)
 
-    def runnable(self, now=None) -> JobQuerySet:
-        """Jobs a worker could start now: not leased, not in the broker, not waiting."""
+    def claimable(self, now=None) -> JobQuerySet:
+        """Jobs a worker may take now: not leased, not waiting for a retry time.
+
+        A job already handed to the broker is claimable too: a worker that is free
+        first may run it, and the broker's task then finds nothing to do.
+        """
         now = now or timezone.now()
         return self.filter(
             status__in=[Job.Status.QUEUED, Job.Status.RETRYING, Job.Status.RUNNING],
             lease_owner="",
-            dispatched_at__isnull=True,
         ).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+
+    def runnable(self, now=None) -> JobQuerySet:
+        """Claimable jobs not yet handed to the broker: what dispatch may enqueue."""
+        return self.claimable(now).filter(dispatched_at__isnull=True)
 
 
 class Job(models.Model):
@@ -158,12 +167,6 @@ class Job(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("jobs:detail", args=[self.pk])
-
-    @property
-    def entity_url(self) -> str:
-        from jobs.engine.kinds import entity_url
-
-        return entity_url(self.entity_key) if self.entity_key else ""
 
     @property
     def entity_name(self) -> str:
@@ -268,6 +271,16 @@ class Notification(models.Model):
         return self.message
 
 
+def worker_stale_after() -> timedelta:
+    """A worker whose heartbeat is older than this is presumed gone."""
+    return timedelta(seconds=max(5.0, settings.CONVEYOR_HEARTBEAT_SECONDS * 5))
+
+
+class WorkerQuerySet(models.QuerySet):
+    def alive(self) -> WorkerQuerySet:
+        return self.filter(last_seen_at__gte=timezone.now() - worker_stale_after())
+
+
 class Worker(models.Model):
     """A live django-q2 worker process, kept fresh by its heartbeat thread.
 
@@ -283,8 +296,14 @@ class Worker(models.Model):
     last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     current_job_id = models.BigIntegerField(null=True, blank=True)
 
+    objects = WorkerQuerySet.as_manager()
+
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_alive(self) -> bool:
+        return self.last_seen_at >= timezone.now() - worker_stale_after()
 
 
 class JobChange(models.Model):

@@ -3,12 +3,10 @@
 Sheets come from imports and row results from jobs, so neither is added, edited or
 deleted here (a sheet's delete page would list every row). Row results list by job,
 sheet and row, filter to errors and search the error text; the queries never join
-the big tables. A sheet job's admin page gets links to its sheet and row results.
+the big tables. (A sheet job's admin links come from `sheets/plugin.py`.)
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from django.contrib import admin
 from django.http import HttpRequest
@@ -16,11 +14,11 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import Link, job_links, json_block
+from jobs.admin import json_block
 from jobs.engine.redact import redact
-from jobs.models import Job
-from sheets.kinds import KIND, entity_key
+from sheets.kinds import entity_key
 from sheets.models import RowResult, Sheet, SheetRow
+from sheets.plugin import row_results_url
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -47,34 +45,6 @@ def sheet_admin_link(sheet_id: int | None, name: str = "") -> SafeString | str:
         return "—"
     url = reverse("admin:sheets_sheet_change", args=[sheet_id])
     return format_html('<a href="{}">{}</a>', url, name or f"sheet #{sheet_id}")
-
-
-def row_results_url(*, job: int | None = None, sheet: int | None = None, errors: bool = False):
-    query = [f"job={job}"] if job else []
-    query += [f"sheet={sheet}"] if sheet else []
-    query += ["failed__exact=1"] if errors else []
-    return reverse("admin:sheets_rowresult_changelist") + "?" + "&".join(query)
-
-
-def sheet_job_links(job: Job) -> Iterable[Link]:
-    """Links on a sheet job's admin page: the sheet, its row results, the errors."""
-    if job.kind != KIND:
-        return []
-    sheet_id = (job.params or {}).get("sheet_id")
-    links: list[Link] = []
-    if isinstance(sheet_id, int) and Sheet.objects.filter(pk=sheet_id).exists():
-        links += [
-            ("Sheet (admin)", reverse("admin:sheets_sheet_change", args=[sheet_id])),
-            ("Sheet page", reverse("sheets:detail", args=[sheet_id]) + f"?job={job.pk}"),
-        ]
-    links += [
-        ("Row results", row_results_url(job=job.pk)),
-        (f"Failed rows ({job.failed:,})", row_results_url(job=job.pk, errors=True)),
-    ]
-    return links
-
-
-job_links.append(sheet_job_links)
 
 
 class IdFilter(admin.SimpleListFilter):

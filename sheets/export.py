@@ -1,5 +1,5 @@
 """Results out: CSV and XLSX downloads of a job's rows (input columns, outputs, error),
-streamed in chunks, and the optional write-back of output columns to a Google Sheet.
+streamed in chunks (the write-back to a Google Sheet is a job kind in `sheets/kinds.py`).
 
 Every cell a spreadsheet would run as a formula (`= + - @`, tab, CR first) is
 neutralised with a leading apostrophe, in both formats: exported data can come from
@@ -16,9 +16,6 @@ from typing import Any
 
 from openpyxl import Workbook
 
-from jobs.engine.context import JobContext
-from jobs.engine.errors import PermanentError
-from jobs.engine.kinds import job_kind
 from jobs.models import Job
 from sheets.models import RowResult, Sheet, SheetRow
 
@@ -83,36 +80,3 @@ def xlsx_file(job: Job, sheet: Sheet):
     workbook.save(handle)
     handle.seek(0)
     return handle
-
-
-# -- Google Sheets write-back, as a job of its own (it can be slow or fail) ------------
-
-WRITE_BACK = "sheets.write_back"
-
-
-@job_kind(WRITE_BACK, label="Write results back to Google Sheets", max_attempts=3)
-def write_back_job(ctx: JobContext) -> dict[str, Any]:
-    from sheets.google import write_back
-
-    source = Job.objects.filter(pk=ctx.params["job_id"]).first()
-    if source is None:
-        raise PermanentError("The job whose results should be written back was deleted.")
-    sheet = Sheet.objects.filter(pk=source.params["sheet_id"]).first()
-    if sheet is None or not sheet.google_id:
-        raise PermanentError("Only sheets imported from Google Sheets can be written back.")
-    outputs = [c for c in source.params.get("output_columns", []) if c not in sheet.columns]
-    columns: dict[str, list[str]] = {c: [] for c in outputs}
-    for row in iter_export_rows(source, sheet):
-        for offset, name in enumerate(outputs):
-            # Written RAW by write_back: Google Sheets stores formulas as text.
-            columns[name].append(str(row[len(sheet.columns) + offset]))
-    ctx.progress(0, total=1, message=f"Writing {len(outputs)} columns to Google Sheets")
-    cells = write_back(
-        sheet.google_id,
-        sheet.worksheet,
-        sheet.columns,
-        columns,
-        first_row=source.params.get("start_row", 1) + 1,
-    )
-    ctx.progress(1, total=1, message=f"Wrote {cells} cells")
-    return {"cells": cells, "columns": outputs}

@@ -1,5 +1,6 @@
-"""The `sheets.process` job kind: its parameters (checked for users of the pages, API
-and CLI), its registration, and the handler that hands the rows to `sheets.pipeline`.
+"""The sheet job kinds: `sheets.process` (its parameters, checked for users of the
+pages, API and CLI, and the handler that hands the rows to `sheets.pipeline`) and
+`sheets.write_back` (a finished job's outputs written to its Google Sheet).
 """
 
 from __future__ import annotations
@@ -7,25 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.urls import reverse
 
 from jobs.engine.context import JobContext
 from jobs.engine.errors import PermanentError
-from jobs.engine.kinds import entity_pages, job_kind
+from jobs.engine.kinds import job_kind
 from jobs.models import Job
+from sheets.export import iter_export_rows
+from sheets.google import write_back
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming
 from sheets.processors import OptionsError, get_processor
 from sheets.processors.base import UnknownProcessor
 
 KIND = "sheets.process"
+WRITE_BACK = "sheets.write_back"
 
 
 def entity_key(sheet: Sheet | int) -> str:
     return f"sheet:{sheet if isinstance(sheet, int) else sheet.pk}"
-
-
-entity_pages["sheet"] = lambda ident: reverse("sheets:detail", args=[ident])
 
 
 # -- parameters -------------------------------------------------------------------
@@ -174,6 +174,7 @@ def prepare_failed_rows_retry(job: Job) -> dict[str, Any]:
     retry_failed_rows=prepare_failed_rows_retry,
     entity_key_for=_entity_key_for,
     label_for=_label_for,
+    total_for=lambda params: params["row_count"],
 )
 def process_sheet(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
@@ -195,3 +196,32 @@ def process_sheet(ctx: JobContext) -> dict[str, Any]:
         "failed": ctx.failed,
         "output_columns": params["output_columns"],
     }
+
+
+# -- Google Sheets write-back, as a job of its own (it can be slow or fail) ------------
+
+
+@job_kind(WRITE_BACK, label="Write results back to Google Sheets", max_attempts=3)
+def write_back_job(ctx: JobContext) -> dict[str, Any]:
+    source = Job.objects.filter(pk=ctx.params["job_id"]).first()
+    if source is None:
+        raise PermanentError("The job whose results should be written back was deleted.")
+    sheet = Sheet.objects.filter(pk=source.params["sheet_id"]).first()
+    if sheet is None or not sheet.google_id:
+        raise PermanentError("Only sheets imported from Google Sheets can be written back.")
+    outputs = [c for c in source.params.get("output_columns", []) if c not in sheet.columns]
+    columns: dict[str, list[str]] = {c: [] for c in outputs}
+    for row in iter_export_rows(source, sheet):
+        for offset, name in enumerate(outputs):
+            # Written RAW by write_back: Google Sheets stores formulas as text.
+            columns[name].append(str(row[len(sheet.columns) + offset]))
+    ctx.progress(0, total=1, message=f"Writing {len(outputs)} columns to Google Sheets")
+    cells = write_back(
+        sheet.google_id,
+        sheet.worksheet,
+        sheet.columns,
+        columns,
+        first_row=source.params.get("start_row", 1) + 1,
+    )
+    ctx.progress(1, total=1, message=f"Wrote {cells} cells")
+    return {"cells": cells, "columns": outputs}

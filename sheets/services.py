@@ -1,12 +1,13 @@
-"""Starting work on a sheet: the one function pages, the CLI and scripts call."""
+"""Starting work on a sheet: the functions pages, the CLI and scripts call."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from jobs.engine.errors import JobActionError
 from jobs.engine.services import job_submit
 from jobs.models import Job
-from sheets.kinds import KIND, validate_params
+from sheets.kinds import KIND, WRITE_BACK, validate_params
 from sheets.models import Sheet
 
 
@@ -22,11 +23,11 @@ def sheet_job_submit(
     row_timeout: float | str | None = None,
     priority: str | int | None = None,
     session_key: str = "",
-) -> Job:
+) -> tuple[Job, bool]:
     """Validate and queue a `sheets.process` job (raises SheetParamsError, ValueError).
 
-    A sheet has at most one active job: if one is running, it is returned with
-    `deduplicated=True` instead of starting a second.
+    Returns `(job, created)`: a sheet has at most one active job, and while one is
+    active it is returned (`created` False) instead of starting a second.
     """
     params = validate_params(
         {
@@ -41,10 +42,21 @@ def sheet_job_submit(
         owner,
     )
     return job_submit(
-        kind=KIND,
-        params=params,
-        owner=owner,
-        priority=priority,
-        session_key=session_key,
-        total=params["row_count"],
+        kind=KIND, params=params, owner=owner, priority=priority, session_key=session_key
     )
+
+
+def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:
+    """Queue the write-back of a finished job's outputs to its Google Sheet."""
+    if not sheet.google_id:
+        raise JobActionError("Only sheets imported from Google Sheets can be written back.")
+    if not job.is_terminal:
+        raise JobActionError("Wait for the job to finish before writing its results back.")
+    writer, _ = job_submit(
+        kind=WRITE_BACK,
+        params={"job_id": job.pk},
+        owner=job.owner,
+        entity_key=f"write-back:{job.pk}",
+        label=f"Write back {sheet.name} (job #{job.pk})",
+    )
+    return writer

@@ -19,7 +19,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from jobs.engine.services import job_submit, notifications_mark_read
+from jobs.engine.errors import JobActionError
+from jobs.engine.services import notifications_mark_read
 from jobs.models import Job
 from sheets import export
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
@@ -27,7 +28,7 @@ from sheets.kinds import KIND, SheetParamsError, entity_key
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
-from sheets.services import sheet_job_submit
+from sheets.services import sheet_job_submit, sheet_write_back
 from sheets.sources import SourceError
 
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
@@ -216,7 +217,7 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
     }
     try:
         data["options"] = _posted_options(get_processor(data["processor"]), post)
-        job = sheet_job_submit(
+        job, created = sheet_job_submit(
             sheet=sheet,
             owner=sheet.owner,
             processor=data["processor"],
@@ -233,7 +234,7 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
         return _render_sheet(request, sheet, data, exc.errors, 400)
     except ValueError as exc:  # priority
         return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
-    if getattr(job, "deduplicated", False):
+    if not created:
         messages.info(request, f"This sheet already has an active job (#{job.pk}); here it is.")
         return redirect(sheet)
     if post.get("mode") == "background":
@@ -340,17 +341,9 @@ def export_xlsx(request: HttpRequest, job_id: int) -> HttpResponse:
 @login_required
 def write_back(request: HttpRequest, job_id: int) -> HttpResponse:
     job, sheet = _export_source(request, job_id)
-    if not sheet.google_id:
-        messages.error(request, "Only sheets imported from Google Sheets can be written back.")
+    try:
+        writer = sheet_write_back(job=job, sheet=sheet)
+    except JobActionError as exc:
+        messages.error(request, str(exc))
         return redirect(sheet)
-    if not job.is_terminal:
-        messages.error(request, "Wait for the job to finish before writing its results back.")
-        return redirect(sheet)
-    writer = job_submit(
-        kind=export.WRITE_BACK,
-        params={"job_id": job.pk},
-        owner=job.owner,
-        entity_key=f"write-back:{job.pk}",
-        label=f"Write back {sheet.name} (job #{job.pk})",
-    )
     return redirect(writer)

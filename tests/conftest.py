@@ -189,10 +189,10 @@ class Cluster:
 
     def worker_pids(self) -> list[int]:
         """Pids of this cluster's worker processes that have reported in."""
-        from jobs.engine.worker import alive_workers
+        from jobs.models import Worker
 
         mine = {p.pid for p in self.descendants()}
-        return [pid for pid in alive_workers().values_list("pid", flat=True) if pid in mine]
+        return [pid for pid in Worker.objects.alive().values_list("pid", flat=True) if pid in mine]
 
     def kill_workers(self, pids: list[int] | None = None) -> list[int]:
         """SIGKILL worker processes (the cluster's guard will start new ones)."""

@@ -9,8 +9,9 @@ Decisions (tests/jobs/test_api.py shows each one in use):
   job is a 404, never a 403. Staff see all jobs and may filter with `?owner=name`
   (for anyone else that filter can only narrow their own jobs). Notifications are
   always the caller's own.
-- State changes go through `jobs.engine.services`; an action that does not apply (cancel a
-  finished job, delete an active one) is a 409 with the service's message.
+- State changes go through `jobs.engine.services.ACTIONS`; an action that does not
+  apply (cancel a finished job, delete an active one, someone else's job without the
+  model permission) is a 409 with the service's message.
 - Errors are JSON: {"error": "...", "fields": {...}}. Bad bodies, fields, query
   parameters, dates, ids and page numbers are 400; bodies over
   CONVEYOR_API_MAX_BODY_BYTES are 413; unknown URLs are a JSON 404; a wrong method
@@ -28,14 +29,14 @@ from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from jobs import selectors
 from jobs.api.auth import AuthError, authenticate
 from jobs.api.input import (
     MAX_BIGINT,
@@ -55,16 +56,9 @@ from jobs.api.input import (
     query_flag,
     text_field,
 )
-from jobs.engine.kinds import UnknownKind, get_kind, submittable_kinds
-from jobs.engine.services import (
-    JobActionError,
-    job_cancel,
-    job_delete,
-    job_pause,
-    job_resume,
-    job_retry,
-    job_submit,
-)
+from jobs.engine.errors import JobActionError, UnknownKind
+from jobs.engine.kinds import get_kind, submittable_kinds
+from jobs.engine.services import ACTIONS, job_submit
 from jobs.engine.services import notifications_mark_read as mark_read
 from jobs.models import Job, Notification, parse_priority
 from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
@@ -134,7 +128,7 @@ def _auth_failed(exc: AuthError) -> JsonResponse:
 
 
 def visible_jobs(request: HttpRequest) -> QuerySet[Job]:
-    return Job.objects.visible_to(request.user).select_related("owner")
+    return selectors.visible_jobs(request.user)
 
 
 def visible_job(request: HttpRequest, job_id: str) -> Job:
@@ -146,35 +140,23 @@ def visible_job(request: HttpRequest, job_id: str) -> Job:
     return job
 
 
-def _owned_by(jobs: QuerySet[Job], username: str) -> QuerySet[Job]:
-    if not username:
-        return jobs
-    return jobs.filter(**{f"owner__{get_user_model().USERNAME_FIELD}": username})
-
-
 def _filtered(jobs: QuerySet[Job], params: dict[str, str]) -> QuerySet[Job]:
     statuses = [s.strip() for s in params.get("status", "").split(",") if s.strip()]
-    unknown = sorted(set(statuses) - set(Job.Status.values))
-    if unknown:
-        raise bad("status", f"unknown status {', '.join(unknown)}; use {', '.join(Job.Status)}")
-    if statuses:
-        jobs = jobs.filter(status__in=statuses)
-    if kind := params.get("kind", "").strip():
-        jobs = jobs.filter(kind=kind)
-    if text := params.get("q", "").strip():
-        if len(text) > MAX_TEXT:
-            raise bad("q", f"must be at most {MAX_TEXT} characters")
-        jobs = jobs.filter(
-            Q(label__icontains=text)
-            | Q(entity_key__icontains=text)
-            | Q(message__icontains=text)
-            | Q(error__icontains=text)
+    text = params.get("q", "").strip()
+    if len(text) > MAX_TEXT:
+        raise bad("q", f"must be at most {MAX_TEXT} characters")
+    try:
+        jobs = selectors.filter_jobs(
+            jobs,
+            statuses=statuses,
+            kind=params.get("kind", "").strip(),
+            text=text,
+            created_after=query_datetime(params, "created_after"),
+            created_before=query_datetime(params, "created_before"),
         )
-    if after := query_datetime(params, "created_after"):
-        jobs = jobs.filter(created_at__gte=after)
-    if before := query_datetime(params, "created_before"):
-        jobs = jobs.filter(created_at__lt=before)
-    return _owned_by(jobs, params.get("owner", "").strip())
+    except ValueError as exc:
+        raise bad("status", str(exc)) from None
+    return selectors.owned_by(jobs, params.get("owner", "").strip())
 
 
 # --- jobs -------------------------------------------------------------------
@@ -194,10 +176,9 @@ def _submit(request: HttpRequest) -> JsonResponse:
     data = json_object(request)
     only_fields(data, SUBMIT_FIELDS)
     kind, values = _submission(data, request.user)
-    job = job_submit(kind=kind, owner=request.user, **values)
-    deduplicated = bool(getattr(job, "deduplicated", False))
-    body = {**job_as_dict(job, detail=True), "deduplicated": deduplicated}
-    response = JsonResponse(body, status=200 if deduplicated else 201)
+    job, created = job_submit(kind=kind, owner=request.user, **values)
+    body = {**job_as_dict(job, detail=True), "deduplicated": not created}
+    response = JsonResponse(body, status=201 if created else 200)
     response["Location"] = reverse("api:job", args=[job.pk])
     return response
 
@@ -270,28 +251,27 @@ def job(request: HttpRequest, job_id: str) -> HttpResponse:
     query(request, set())
     found = visible_job(request, job_id)
     if request.method == "DELETE":
-        _act(lambda: job_delete(job=found, by=request.user))
+        _act(request, found, "delete")
         return HttpResponse(status=204)
-    events = list(found.events.order_by("-id")[:RECENT_EVENTS])[::-1]
+    events = selectors.recent_events(found, RECENT_EVENTS)
     body = job_as_dict(found, detail=True)
     body["events"] = [event_as_dict(event) for event in events]
     return JsonResponse(body)
 
 
-def _act(action: Callable[[], Any]) -> None:
+def _act(request: HttpRequest, job: Job, name: str) -> None:
+    """Apply an action of `ACTIONS`; one that does not apply (or is not the caller's to
+    apply) is a 409 with the service's message."""
+    action = ACTIONS[name]
     try:
-        action()
-    except JobActionError as exc:
-        raise ApiError(409, str(exc)) from None
-    except UnknownKind as exc:
+        selectors.check_may_act(request.user, job, action)
+        action.apply(job, request.user)
+    except (JobActionError, UnknownKind) as exc:
         raise ApiError(409, str(exc)) from None
 
 
-def _action_response(
-    request: HttpRequest, job_id: str, action: Callable[[Job], Any]
-) -> JsonResponse:
-    found = visible_job(request, job_id)
-    _act(lambda: action(found))
+def _action_response(request: HttpRequest, job_id: str, name: str) -> JsonResponse:
+    _act(request, visible_job(request, job_id), name)
     return JsonResponse(job_as_dict(visible_job(request, job_id), detail=True))
 
 
@@ -302,19 +282,19 @@ def _no_body(request: HttpRequest) -> None:
 @api_view("POST")
 def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
     _no_body(request)
-    return _action_response(request, job_id, lambda j: job_cancel(job=j, by=request.user))
+    return _action_response(request, job_id, "cancel")
 
 
 @api_view("POST")
 def job_pause_view(request: HttpRequest, job_id: str) -> HttpResponse:
     _no_body(request)
-    return _action_response(request, job_id, lambda j: job_pause(job=j, by=request.user))
+    return _action_response(request, job_id, "pause")
 
 
 @api_view("POST")
 def job_resume_view(request: HttpRequest, job_id: str) -> HttpResponse:
     _no_body(request)
-    return _action_response(request, job_id, lambda j: job_resume(job=j, by=request.user))
+    return _action_response(request, job_id, "resume")
 
 
 @api_view("POST")
@@ -322,17 +302,15 @@ def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
     """Body {"failed_rows": true} redoes only the failed rows (kinds that support it)."""
     data = json_object(request, required=False)
     only_fields(data, {"failed_rows"})
-    failed_rows = bool_field(data, "failed_rows")
-    return _action_response(
-        request, job_id, lambda j: job_retry(job=j, by=request.user, failed_rows=failed_rows)
-    )
+    name = "retry-failed" if bool_field(data, "failed_rows") else "retry"
+    return _action_response(request, job_id, name)
 
 
 @api_view("GET")
 def running(request: HttpRequest) -> HttpResponse:
     """Jobs in the running state (what the navigation badge counts), newest first."""
     params = query(request, {"kind", "owner"})
-    jobs = _owned_by(
+    jobs = selectors.owned_by(
         visible_jobs(request).filter(status=Job.Status.RUNNING), params.get("owner", "")
     )
     if kind := params.get("kind", "").strip():
@@ -353,7 +331,7 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
     params = query(request, {"since", "owner"})
     now = timezone.now()
     since = query_datetime(params, "since") or now - timedelta(hours=1)
-    jobs = _owned_by(visible_jobs(request), params.get("owner", "")).filter(
+    jobs = selectors.owned_by(visible_jobs(request), params.get("owner", "")).filter(
         status__in=Job.TERMINAL, finished_at__gt=since
     )
     limit = settings.CONVEYOR_API_MAX_PAGE_SIZE
@@ -387,12 +365,13 @@ def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
     check_text("key", key)
     if len(key) > MAX_TEXT:
         raise bad("key", f"must be at most {MAX_TEXT} characters")
-    owner = params.get("owner", "").strip()
-    jobs = visible_jobs(request).filter(**{field: key})
-    jobs = _owned_by(jobs, owner) if owner else jobs.filter(owner=request.user)
-    if kind := params.get("kind", "").strip():
-        jobs = jobs.filter(kind=kind)
-    found = jobs.active().first() or jobs.first()
+    found = selectors.job_with_key(
+        request.user,
+        field,
+        key,
+        kind=params.get("kind", "").strip(),
+        owner=params.get("owner", "").strip(),
+    )
     if found is None:
         raise ApiError(404, f"No job with {field.replace('_', ' ')} {key!r}.")
     return JsonResponse(job_as_dict(found, detail=True))

@@ -9,28 +9,24 @@ one into a single stderr line and its exit code (the EXIT_* values below).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
-import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import OutputWrapper
 from django.utils import timezone
 
-from jobs.engine.services import JobActionError, job_cancel, job_pause, job_resume, job_retry
-from jobs.models import Job, parse_priority
-from sheets.export import csv_chunks, xlsx_file
-from sheets.importing import sheet_from_google, sheet_import
-from sheets.kinds import KIND as SHEET_KIND
-from sheets.models import Sheet
-from sheets.processors import UnknownProcessor, get_processor
-from sheets.services import sheet_job_submit
-from sheets.sources import SourceError, open_upload
+from jobs import selectors
+from jobs.engine.errors import JobActionError
+from jobs.engine.services import ACTIONS
+from jobs.models import Job
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the awaited job failed or was cancelled
@@ -40,17 +36,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C while waiting; the job keeps running
 POLL_SECONDS = 0.5
 LOG_EVERY_SECONDS = 5.0
 BAR_WIDTH = 20
-GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
-# Where each sheet job parameter comes from on the command line, for error messages.
-PARAM_FLAGS = {
-    "processor": "--processor",
-    "columns": "--columns",
-    "start_row": "--start-row",
-    "row_count": "--rows",
-    "row_timeout": "--row-timeout",
-    "options": "--option",
-    "sheet_id": "PATH",
-}
 
 
 class CliError(Exception):
@@ -64,6 +49,33 @@ class CliError(Exception):
 
 def _plain(text: str) -> str:
     return text
+
+
+# -- verbs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A `manage.py conveyor NAME ...` subcommand.
+
+    `add_arguments(parser)` declares its arguments (`--user` and, with `json`, `--json`
+    are added for it); `handle(command, user, options)` runs it, printing through
+    `command.stdout` / `command.show(...)` and raising CliError for bad input.
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handle: Callable[[Any, Any, dict[str, Any]], None]
+    json: bool = True
+
+
+VERBS: dict[str, Verb] = {}
+
+
+def register_verb(verb: Verb) -> Verb:
+    VERBS[verb.name] = verb
+    return verb
 
 
 @contextlib.contextmanager
@@ -114,27 +126,24 @@ def list_jobs(user, *, status: str | None, kind: str | None, limit: int) -> list
         raise CliError(f"Unknown status {status!r}; one of: {', '.join(Job.Status.values)}.")
     if limit < 1:
         raise CliError("--limit must be at least 1.")
-    jobs = Job.objects.visible_to(user)
-    if status:
-        jobs = jobs.filter(status=status)
-    if kind:
-        jobs = jobs.filter(kind=kind)
+    jobs = selectors.filter_jobs(
+        selectors.visible_jobs(user), statuses=[status] if status else [], kind=kind or ""
+    )
     return list(jobs.order_by("-created_at", "-id")[:limit])
 
 
 # -- actions ------------------------------------------------------------------------------
 
-ACTIONS = {"cancel": job_cancel, "pause": job_pause, "resume": job_resume}
-
 
 def apply_action(action: str, job: Job, user, *, failed_rows: bool = False) -> Job:
-    """Cancel, pause, resume or retry through `jobs.engine.services`; "doesn't apply" is bad input."""
+    """An action of `ACTIONS` through the services; "doesn't apply" is bad input."""
+    name = "retry-failed" if action == "retry" and failed_rows else action
     try:
-        if action == "retry":
-            return job_retry(job=job, by=user, failed_rows=failed_rows)
-        return ACTIONS[action](job=job, by=user)
+        selectors.check_may_act(user, job, ACTIONS[name])
+        ACTIONS[name].apply(job, user)
     except JobActionError as exc:
         raise CliError(str(exc)) from None
+    return job
 
 
 def state_line(job: Job) -> str:
@@ -145,153 +154,6 @@ def state_line(job: Job) -> str:
             "(its worker acts on it at the next checkpoint)."
         )
     return f"Job #{job.pk} is {job.status}."
-
-
-# -- submitting a sheet ----------------------------------------------------------------
-
-
-def parse_options(pairs: Iterable[str]) -> dict[str, str]:
-    """`--option NAME=VALUE` pairs as strings; the processor parses and checks them."""
-    options: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise CliError(f"--option takes NAME=VALUE, not {pair!r}.")
-        options[name.strip()] = value
-    return options
-
-
-def check_processor(name: str) -> None:
-    try:
-        get_processor(name)
-    except UnknownProcessor as exc:
-        raise CliError(str(exc)) from None
-
-
-def check_priority(value: str | None) -> None:
-    try:
-        parse_priority(value)
-    except ValueError as exc:
-        raise CliError(f"Bad --priority {value!r}: {exc}.") from None
-
-
-def is_google_sheet(source: str) -> bool:
-    return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
-
-
-def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
-    """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id."""
-    path = Path(source)
-    try:
-        if path.is_file():
-            table = open_upload(path, path.name, worksheet=worksheet)
-            return sheet_import(table=table, owner=owner, name=path.name)
-        if not path.exists() and is_google_sheet(source):
-            return sheet_from_google(url_or_id=source, owner=owner, worksheet=worksheet)
-    except SourceError as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:
-        raise CliError(f"Cannot read {source}: {exc.strerror or exc}.") from None
-    if path.exists():
-        raise CliError(f"{source} is not a file.")
-    raise CliError(f"No such file: {source}")
-
-
-def params_message(errors: dict[str, str]) -> str:
-    """SheetParamsError fields named as the flags that set them."""
-    parts = [
-        f"{PARAM_FLAGS.get(field, f'--option {field}')}: {message.rstrip('.')}"
-        for field, message in errors.items()
-    ]
-    return "; ".join(parts) + "."
-
-
-def submit_sheet(
-    *,
-    source: str,
-    owner,
-    processor: str,
-    options: dict[str, str],
-    columns: str | None = None,
-    start_row: str | None = None,
-    row_count: str | None = None,
-    row_timeout: str | None = None,
-    worksheet: str | None = None,
-    priority: str | None = None,
-) -> Job:
-    """Import `source` and queue a `sheets.process` job on it.
-
-    Cheap checks come before the import; if the job's parameters are then refused
-    (columns, rows, options), the sheet imported for it is deleted again, so bad input
-    leaves nothing behind.
-    """
-    check_processor(processor)
-    check_priority(priority)
-    sheet = import_sheet(source, owner, worksheet)
-    try:
-        return sheet_job_submit(
-            sheet=sheet,
-            owner=owner,
-            processor=processor,
-            options=options,
-            columns=columns,
-            start_row=start_row,
-            row_count=row_count,
-            row_timeout=row_timeout,
-            priority=priority,
-        )
-    except ValueError as exc:  # SheetParamsError is one
-        sheet.delete()
-        errors = getattr(exc, "errors", None)
-        raise CliError(params_message(errors) if errors else str(exc)) from None
-
-
-# -- exporting ----------------------------------------------------------------------------
-
-
-def export_sheet(job: Job) -> Sheet:
-    if job.kind != SHEET_KIND:
-        raise CliError(f"Job #{job.pk} is a {job.kind} job; only {SHEET_KIND} jobs have rows.")
-    sheet = Sheet.objects.filter(pk=job.params.get("sheet_id")).first()
-    if sheet is None:
-        raise CliError(f"The sheet of job #{job.pk} was deleted; there is nothing to export.")
-    return sheet
-
-
-def export_format(fmt: str | None, target: str) -> str:
-    if fmt:
-        return fmt
-    return "xlsx" if target.lower().endswith(".xlsx") else "csv"
-
-
-def export_results(job: Job, fmt: str, target: str, stdout: OutputWrapper) -> int:
-    """Write the job's rows as CSV or XLSX to `target` ("-": stdout); return how many.
-
-    Uses `sheets.export`, so formulas are neutralised exactly as in the page's
-    downloads. On stdout the CSV has no byte-order mark (it is for pipes, not Excel).
-    """
-    sheet = export_sheet(job)
-    if target == "-":
-        if fmt != "csv":
-            raise CliError("Only CSV can go to standard output; give -o a file name for XLSX.")
-        for chunk in csv_chunks(job, sheet):
-            stdout.write(chunk.lstrip("\ufeff"), style_func=_plain, ending="")
-        stdout.flush()
-    else:
-        try:
-            _write_file(job, sheet, fmt, target)
-        except OSError as exc:
-            raise CliError(f"Cannot write {target}: {exc.strerror or exc}.") from None
-    return job.params.get("row_count", sheet.row_count)
-
-
-def _write_file(job: Job, sheet: Sheet, fmt: str, target: str) -> None:
-    if fmt == "csv":
-        with open(target, "w", encoding="utf-8", newline="") as handle:
-            handle.writelines(csv_chunks(job, sheet))
-        return
-    with xlsx_file(job, sheet) as workbook, open(target, "wb") as handle:
-        shutil.copyfileobj(workbook, handle)
 
 
 # -- showing jobs ---------------------------------------------------------------------------

@@ -15,14 +15,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.utils import timezone
 
+from jobs.engine import dispatch, transitions
 from jobs.engine.db import atomic_retry
-from jobs.engine.journal import announce
+from jobs.engine.errors import (
+    Cancelled,
+    PauseRequested,
+    Preempted,
+    SliceDone,
+    TimeLimitExceeded,
+)
+from jobs.engine.journal import announce, record_event
 from jobs.models import Job, JobEvent
 
 if TYPE_CHECKING:
@@ -33,38 +39,11 @@ PROGRESS_EVENT_SECONDS = 5.0
 PREEMPTION_CHECK_SECONDS = 1.0
 
 
-class StopSlice(Exception):
-    """Raised by `checkpoint()`: end this slice now; the runner decides what follows."""
-
-
-class Cancelled(StopSlice):
-    pass
-
-
-class PauseRequested(StopSlice):
-    pass
-
-
-class Preempted(StopSlice):
-    """The job was already released to a waiting higher-priority job."""
-
-
-class SliceDone(StopSlice):
-    pass
-
-
-class TimeLimitExceeded(StopSlice):
-    pass
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the job (it was presumed dead and recovered)."""
-
-
 class JobContext:
     def __init__(self, job: Job, kind: JobKind, worker: str) -> None:
         self.job_id: int = job.pk
         self.kind = kind
+        self.label: str = job.label
         self.params: dict[str, Any] = job.params or {}
         self.owner_id: int | None = job.owner_id
         self.priority: int = job.priority
@@ -84,7 +63,7 @@ class JobContext:
         self._slice_deadline = self._slice_started + settings.CONVEYOR_SLICE_SECONDS
         self._requested = job.requested
         self._requested_read_at = time.monotonic()
-        self._last_progress_event = 0.0
+        self._last_progress_event = time.monotonic()
         self._last_preemption_check = time.monotonic()
 
     # -- time -------------------------------------------------------------
@@ -133,38 +112,27 @@ class JobContext:
         progressed = processed is not None and processed > self.processed
         if progressed or cursor is not _UNSET:
             fields["attempts"] = 0
-        atomic_retry(lambda: self._commit(fields, write))
+        atomic_retry(lambda: self._commit({**fields, "run_seconds": self.run_seconds}, write))
         for name, value in fields.items():
             setattr(self, name, value)
         self.checkpoint()
 
     def _commit(self, fields: dict[str, Any], write: Callable[[], Any] | None) -> None:
-        now = timezone.now()
-        held = Job.objects.filter(pk=self.job_id, lease_owner=self.worker).update(
-            **fields,
-            run_seconds=self.run_seconds,
-            heartbeat_at=now,
-            lease_expires_at=now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS),
-            updated_at=now,
-        )
-        if not held:
-            raise LeaseLost(f"job {self.job_id} is no longer leased to {self.worker}")
-        if write is not None:
-            write()
+        """The batch's results and the job's progress, in the caller's transaction."""
+        progress = None
         if time.monotonic() - self._last_progress_event >= PROGRESS_EVENT_SECONDS:
             self._last_progress_event = time.monotonic()
-            JobEvent.objects.create(
-                job_id=self.job_id,
-                kind=JobEvent.Kind.PROGRESS,
-                message=fields.get("message", ""),
-                data={
-                    "processed": fields.get("processed", self.processed),
-                    "failed": fields.get("failed", self.failed),
-                    "total": fields.get("total", self.total),
-                },
-            )
-        announce(self.job_id)
-        self._read_control()
+            progress = {
+                "processed": fields.get("processed", self.processed),
+                "failed": fields.get("failed", self.failed),
+                "total": fields.get("total", self.total),
+            }
+        self._requested = transitions.commit_progress(
+            self.job_id, self.worker, fields, progress=progress
+        )
+        self._requested_read_at = time.monotonic()
+        if write is not None:
+            write()
 
     def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress (absolute units done) and checkpoint."""
@@ -194,10 +162,10 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
             self._last_preemption_check = now
-            from jobs.engine.dispatch import preempting_job, yield_to_waiting
-
             # Cheap check first; the decision itself is taken under the lock.
-            if preempting_job(self.priority) is not None and yield_to_waiting(self):
+            if dispatch.preempting_job(self.priority) is not None and dispatch.yield_to_waiting(
+                self.job_id, self.worker, self.priority, self.run_seconds
+            ):
                 raise Preempted("Yielded to a higher-priority job")
         if now > self._slice_deadline:
             raise SliceDone("Slice finished")
@@ -208,13 +176,10 @@ class JobContext:
         """Append a line to the job's event timeline (its own small transaction)."""
         kind = JobEvent.Kind.ERROR if level in ("error", "critical") else JobEvent.Kind.LOG
 
+        extra = {"level": level, **data} if data or level != "info" else None
+
         def write() -> None:
-            JobEvent.objects.create(
-                job_id=self.job_id,
-                kind=kind,
-                message=message[:5000],
-                data={"level": level, **data} if data or level != "info" else None,
-            )
+            record_event(self.job_id, kind, message, data=extra)
             announce(self.job_id)
 
         atomic_retry(write)

@@ -1,10 +1,15 @@
-"""What runs next: pick runnable jobs by priority then age and hand them to django-q2.
+"""What runs next: pick claimable jobs by priority then age and start them on workers.
 
-Priority lives in our Job table, not in the broker's FIFO: dispatch enqueues one
-`runner.run_slice(job_id)` task per picked job and never more tasks than there are
-free workers, so a high-priority job submitted later is the next one picked. Paused
-jobs and kinds at their concurrency cap are skipped. Runs after submit, after every
-slice, after resume/retry, and from each worker's heartbeat.
+Priority lives in our Job table, not in the broker's FIFO. Two ways a job reaches a
+worker:
+- `dispatch()` enqueues one `runner.run_slice(job_id)` django-q2 task per picked job,
+  never more than there are free workers, so a high-priority job submitted later is
+  the next one picked. It runs after submit, at the end of every task, after
+  resume/retry, and from each worker's heartbeat.
+- `pick_next()`: a worker that has just finished a slice claims the best job itself,
+  in the transaction that settled its last one: no broker round trip per job.
+Kinds at their concurrency cap are skipped; a job the broker still holds may be taken
+by whichever worker is free first (its task then finds nothing to do).
 """
 
 from __future__ import annotations
@@ -13,20 +18,23 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
-from jobs.engine.context import JobContext, LeaseLost
+from jobs.engine import transitions
 from jobs.engine.db import atomic_retry, lock_scheduler
-from jobs.engine.journal import announce
+from jobs.engine.errors import LeaseLost
+from jobs.engine.journal import Journal
 from jobs.engine.kinds import capped_kinds
-from jobs.engine.services import record_event
-from jobs.engine.worker import alive_workers
-from jobs.models import Job, JobEvent
+from jobs.models import Job, Worker
 
 log = logging.getLogger(__name__)
+
+TASK = "jobs.engine.runner.run_slice"
+CANDIDATES = 20  # runnable jobs read per pick; more only matter when kinds are capped
 
 _broker: Broker | None = None
 
@@ -52,29 +60,38 @@ def busy_slots() -> int:
 
 
 def free_capacity() -> int:
-    return alive_workers().count() - busy_slots()
+    """Alive workers minus busy slots, in one query (it runs after every submit)."""
+    alive, alive_params = Worker.objects.alive().values("pk").query.sql_with_params()
+    busy, busy_params = _occupying().values("pk").query.sql_with_params()
+    sql = f"SELECT (SELECT COUNT(*) FROM ({alive}) a) - (SELECT COUNT(*) FROM ({busy}) b)"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*alive_params, *busy_params])
+        return cursor.fetchone()[0]
 
 
-def _kind_load(kinds: list[str]) -> dict[str, int]:
-    rows = _occupying().filter(kind__in=kinds).values("kind").annotate(n=Count("id"))
+def _kind_load(kinds: list[str], leased_only: bool = False) -> dict[str, int]:
+    jobs = _occupying().exclude(lease_owner="") if leased_only else _occupying()
+    rows = jobs.filter(kind__in=kinds).values("kind").annotate(n=Count("id"))
     return {row["kind"]: row["n"] for row in rows}
+
+
+def _ordered(jobs):
+    return jobs.order_by("-priority", "created_at", "id")
 
 
 def _choose(limit: int) -> list[int]:
     """The best `limit` runnable jobs by priority then age, skipping kinds at their cap."""
     caps = capped_kinds()
-    load = _kind_load(list(caps))
+    load = _kind_load(list(caps)) if caps else {}
     picked: list[int] = []
-    candidates = Job.objects.runnable().order_by("-priority", "created_at", "id")
-    for job_id, kind in candidates.values_list("id", "kind")[: limit + 100]:
+    for job_id, kind in _ordered(Job.objects.runnable()).values_list("id", "kind")[: limit + 100]:
         if kind in caps and load.get(kind, 0) >= caps[kind]:
             continue
         picked.append(job_id)
         load[kind] = load.get(kind, 0) + 1
         if len(picked) == limit:
             break
-    if picked:
-        Job.objects.filter(id__in=picked).update(dispatched_at=timezone.now())
+    transitions.mark_dispatched(picked)
     return picked
 
 
@@ -85,27 +102,14 @@ def _pick() -> list[int]:
     return _choose(free) if free > 0 else []
 
 
-def next_for_free_worker() -> int | None:
-    """The job a worker that just finished a slice should run next, marked dispatched.
-
-    The worker runs it directly instead of going through the broker: that saves a
-    broker round trip (the ORM broker's poll) per slice and per short job.
-    """
-
-    def pick() -> list[int]:
-        lock_scheduler()
-        # A job already handed to the broker is waiting for a worker: leave this worker
-        # free to take it (e.g. the high-priority job this worker was preempted for).
-        if _occupying().filter(lease_owner="").exists():
-            return []
-        return _choose(1)
-
-    picked = atomic_retry(pick)
-    return picked[0] if picked else None
-
-
 def dispatch() -> list[int]:
-    """Enqueue tasks for the best runnable jobs up to the free worker capacity."""
+    """Enqueue tasks for the best runnable jobs up to the free worker capacity.
+
+    A cheap unlocked look first: with every worker busy (the usual case under load)
+    there is nothing to do, and the busy workers pick the new jobs up themselves.
+    """
+    if free_capacity() <= 0:
+        return []
     picked = atomic_retry(_pick)
     _enqueue(picked)
     return picked
@@ -116,16 +120,10 @@ def _enqueue(job_ids: list[int]) -> None:
     broker = _shared_broker()
     for job_id in job_ids:
         try:
-            async_task(
-                "jobs.engine.runner.run_slice",
-                job_id,
-                broker=broker,
-                task_name=f"job-{job_id}",
-                group="conveyor",
-            )
+            async_task(TASK, job_id, broker=broker, task_name=f"job-{job_id}", group="conveyor")
         except Exception:
             log.exception("could not enqueue job %s; it stays runnable", job_id)
-            Job.objects.filter(pk=job_id).update(dispatched_at=None)
+            transitions.clear_dispatch([job_id])
 
 
 def release_stale_dispatches() -> int:
@@ -136,7 +134,55 @@ def release_stale_dispatches() -> int:
     duplicate task finds the job taken and does nothing.
     """
     cutoff = timezone.now() - timedelta(seconds=settings.CONVEYOR_DISPATCH_STALE_SECONDS)
-    return Job.objects.filter(dispatched_at__lt=cutoff, lease_owner="").update(dispatched_at=None)
+    return transitions.release_stale_dispatches(cutoff)
+
+
+# -- claiming --------------------------------------------------------------------------
+
+
+def _below_cap(kind: str) -> bool:
+    """For a capped kind: may one more run? Decided under the scheduling lock, which the
+    caller's transaction then holds until its claim commits."""
+    cap = capped_kinds().get(kind)
+    if cap is None:
+        return True
+    lock_scheduler()
+    return _kind_load([kind], leased_only=True).get(kind, 0) < cap
+
+
+def claim(job_id: int, kind: str, worker: str, journal: Journal | None = None) -> Job | None:
+    """Claim a job for `worker` if it is claimable and its kind is below its cap."""
+    if not _below_cap(kind):
+        return None
+    return transitions.claim(job_id, worker, journal)
+
+
+def claim_dispatched(job_id: int, worker: str) -> Job | None:
+    """The broker task's claim. A job it cannot take (taken, paused, capped, not due)
+    loses its dispatch mark, so dispatch may hand it out again."""
+
+    def attempt() -> Job | None:
+        kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+        job = claim(job_id, kind, worker) if kind else None
+        if job is None:
+            transitions.clear_dispatch([job_id])
+        return job
+
+    return atomic_retry(attempt)
+
+
+def pick_next(worker: str, journal: Journal | None = None) -> Job | None:
+    """Claim the best claimable job for a worker that is free now (in the caller's
+    transaction, e.g. the one that settled its last job), or None."""
+    candidates = _ordered(Job.objects.claimable()).values_list("id", "kind")[:CANDIDATES]
+    for job_id, kind in candidates:
+        job = claim(job_id, kind, worker, journal)
+        if job is not None:
+            return job
+    return None
+
+
+# -- preemption ------------------------------------------------------------------------
 
 
 def preempting_job(priority: int) -> int | None:
@@ -146,47 +192,35 @@ def preempting_job(priority: int) -> int | None:
     its concurrency cap. With a free worker, dispatch starts that job anyway.
     """
     candidates = list(
-        Job.objects.runnable()
-        .filter(priority__gt=priority)
-        .order_by("-priority", "created_at", "id")
-        .values_list("id", "kind")[:50]
+        _ordered(Job.objects.runnable().filter(priority__gt=priority)).values_list("id", "kind")[
+            :50
+        ]
     )
     if not candidates or free_capacity() > 0:
         return None
     caps = capped_kinds()
-    load = _kind_load(list(caps))
+    load = _kind_load(list(caps)) if caps else {}
     for job_id, kind in candidates:
         if kind not in caps or load.get(kind, 0) < caps[kind]:
             return job_id
     return None
 
 
-def yield_to_waiting(ctx: JobContext) -> int | None:
+def yield_to_waiting(job_id: int, worker: str, priority: int, run_seconds: float) -> int | None:
     """Hand this worker to a waiting higher-priority job, if one should have it.
 
     Decided under the scheduling lock, in the transaction that releases this job and
     marks the winner dispatched, so two running jobs never both yield to one winner.
+    Raises LeaseLost if this worker no longer holds the job.
     """
 
     def decide() -> int | None:
         lock_scheduler()
-        winner = preempting_job(ctx.priority)
+        winner = preempting_job(priority)
         if winner is None:
             return None
-        now = timezone.now()
-        released = Job.objects.filter(pk=ctx.job_id, lease_owner=ctx.worker).update(
-            status=Job.Status.QUEUED,
-            lease_owner="",
-            lease_expires_at=None,
-            run_seconds=ctx.run_seconds,
-            updated_at=now,
-        )
-        if not released:
-            raise LeaseLost(f"job {ctx.job_id} is no longer leased to {ctx.worker}")
-        Job.objects.filter(pk=winner).update(dispatched_at=now)
-        message = f"Yielded to higher-priority job #{winner}"
-        record_event(ctx.job_id, JobEvent.Kind.STATE, message, status=Job.Status.QUEUED)
-        announce(ctx.job_id)
+        if not transitions.yield_to(job_id, worker, winner, run_seconds):
+            raise LeaseLost(f"job {job_id} is no longer leased to {worker}")
         return winner
 
     winner = atomic_retry(decide)

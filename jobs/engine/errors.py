@@ -1,7 +1,11 @@
-"""What handlers raise, and how the runner tells a transient failure from a permanent one.
+"""The engine's exceptions, in one place, and how the runner tells a transient failure
+from a permanent one.
 
-Transient failures (network errors, HTTP 429/5xx, "database is locked") are retried
-with exponential backoff and jitter; everything else fails the job with its message.
+Handlers raise `TransientError` (retried with exponential backoff and jitter, like
+network errors, HTTP 429/5xx and "database is locked") or `PermanentError` (the job
+fails at once with its message). `checkpoint()` raises the `StopSlice` family to end a
+slice; `LeaseLost` tells a worker that its job was recovered elsewhere. Front ends
+catch `JobActionError` (an action that does not apply) and `UnknownKind`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,42 @@ class TransientError(Exception):
 
 class PermanentError(Exception):
     """Raise from a handler to fail the job at once with this message."""
+
+
+class StopSlice(Exception):
+    """Raised by `checkpoint()`: end this slice now; the runner decides what follows."""
+
+
+class Cancelled(StopSlice):
+    pass
+
+
+class PauseRequested(StopSlice):
+    pass
+
+
+class Preempted(StopSlice):
+    """The job was already released to a waiting higher-priority job."""
+
+
+class SliceDone(StopSlice):
+    pass
+
+
+class TimeLimitExceeded(StopSlice):
+    pass
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job (it was presumed dead and recovered)."""
+
+
+class JobActionError(Exception):
+    """An action that does not apply to this job; the message is shown to the user."""
+
+
+class UnknownKind(LookupError):
+    pass
 
 
 def is_transient(exc: BaseException) -> bool:

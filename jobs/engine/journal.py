@@ -1,22 +1,120 @@
-"""Announce that a job changed, inside the transaction that changed it.
+"""What a transition leaves behind, written inside its transaction: timeline events,
+the owner's notification, and the announcement that the job changed.
 
-PostgreSQL: `pg_notify` (delivered only if the transaction commits). SQLite: a row
-in the `JobChange` feed that the relay polls. Either way the live relay learns of a
-change only once it is committed, so pages never show uncommitted work.
+Announcing is `pg_notify` on PostgreSQL (delivered only if the transaction commits) or
+a row in the `JobChange` feed that the SQLite relay polls: either way the live relay
+learns of a change only once it is committed, so pages never show uncommitted work.
+Each helper takes several jobs at once so that a transaction touching two jobs (one
+finishing, the next starting on the same worker) still costs one statement each.
 """
 
 from __future__ import annotations
 
-from django.db import connection
+from dataclasses import dataclass, field
+from typing import Any
 
-from jobs.models import JobChange
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from jobs.models import JobChange, JobEvent, Notification
 
 CHANNEL = "conveyor_jobs"
+MAX_MESSAGE = 5000
 
 
-def announce(job_id: int) -> None:
+@dataclass
+class Event:
+    """A timeline entry waiting to be written with its transition."""
+
+    job_id: int
+    kind: str
+    message: str = ""
+    status: str = ""
+    data: dict[str, Any] | None = None
+    at: Any = field(default_factory=timezone.now)
+
+    def row(self) -> JobEvent:
+        return JobEvent(
+            job_id=self.job_id,
+            at=self.at,
+            kind=self.kind,
+            status=self.status,
+            message=self.message[:MAX_MESSAGE],
+            data=self.data,
+        )
+
+
+def write_events(*events: Event) -> None:
+    """All events in one INSERT."""
+    rows = [event.row() for event in events]
+    if len(rows) == 1:
+        rows[0].save(force_insert=True)
+    elif rows:
+        JobEvent.objects.bulk_create(rows)
+
+
+def record_event(
+    job_id: int, kind: str, message: str = "", *, status: str = "", data: dict | None = None
+) -> None:
+    write_events(Event(job_id, kind, message, status, data))
+
+
+def notification(owner_id: int, job_id: int, level: str, message: str) -> Notification:
+    return Notification(
+        user_id=owner_id,
+        job_id=job_id,
+        level=level,
+        message=message[:500],
+        url=reverse("jobs:detail", args=[job_id]),
+    )
+
+
+def notify(owner_id: int | None, job_id: int, level: str, message: str) -> None:
+    """The owner's notification for a job that finished (none for ownerless jobs)."""
+    if owner_id:
+        notification(owner_id, job_id, level, message).save(force_insert=True)
+
+
+class Journal:
+    """Events, notifications and announcements collected during one transaction and
+    written at its end, one statement per table, however many jobs it touched."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.notifications: list[Notification] = []
+        self.job_ids: list[int] = []
+
+    def event(self, job_id: int, kind: str, message: str = "", status: str = "", **kw) -> None:
+        self.events.append(Event(job_id, kind, message, status, **kw))
+
+    def notify(self, owner_id: int | None, job_id: int, level: str, message: str) -> None:
+        if owner_id:
+            self.notifications.append(notification(owner_id, job_id, level, message))
+
+    def changed(self, *job_ids: int) -> None:
+        self.job_ids += [job_id for job_id in job_ids if job_id not in self.job_ids]
+
+    def flush(self) -> None:
+        write_events(*self.events)
+        if len(self.notifications) == 1:
+            self.notifications[0].save(force_insert=True)
+        elif self.notifications:
+            Notification.objects.bulk_create(self.notifications)
+        announce(*self.job_ids)
+        self.events, self.notifications, self.job_ids = [], [], []
+
+
+def announce(*job_ids: int) -> None:
+    """Tell the live relays these jobs changed, once the transaction commits."""
+    if not job_ids:
+        return
     if connection.vendor == "postgresql":
+        calls = ", ".join(["pg_notify(%s, %s)"] * len(job_ids))
+        params = [value for job_id in job_ids for value in (CHANNEL, str(job_id))]
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(job_id)])
+            cursor.execute(f"SELECT {calls}", params)
+    elif len(job_ids) == 1:
+        JobChange(job_id=job_ids[0]).save(force_insert=True)
     else:
-        JobChange.objects.create(job_id=job_id)
+        JobChange.objects.bulk_create([JobChange(job_id=job_id) for job_id in job_ids])

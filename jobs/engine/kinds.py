@@ -1,8 +1,8 @@
 """The registry of job kinds: what a module declares to have work run in the background.
 
 A kind is a name, a handler taking a `JobContext`, and its limits. Register one with
-the `@job_kind` decorator in any installed app's module imported at start-up (for
-example from `AppConfig.ready()`); see `jobs/demo.py` for a worked example.
+the `@job_kind` decorator in an installed app's `kinds` module, which is imported at
+start-up (`autodiscover_modules("kinds")`); `jobs/kinds.py` is a worked example.
 """
 
 from __future__ import annotations
@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from jobs.engine.errors import UnknownKind
 
 if TYPE_CHECKING:
     from jobs.engine.context import JobContext
@@ -28,6 +32,7 @@ class JobKind:
     validate_params: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
     entity_key_for: Callable[[dict[str, Any]], str] | None = None
     label_for: Callable[[dict[str, Any]], str] | None = None
+    total_for: Callable[[dict[str, Any]], int | None] | None = None
 
     def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
         """Params checked by the kind (raises ValueError with a user-facing message)."""
@@ -38,10 +43,6 @@ class JobKind:
     @property
     def supports_failed_rows_retry(self) -> bool:
         return self.retry_failed_rows is not None
-
-
-class UnknownKind(LookupError):
-    pass
 
 
 _registry: dict[str, JobKind] = {}
@@ -58,6 +59,7 @@ def job_kind(
     validate_params: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
     entity_key_for: Callable[[dict[str, Any]], str] | None = None,
     label_for: Callable[[dict[str, Any]], str] | None = None,
+    total_for: Callable[[dict[str, Any]], int | None] | None = None,
 ) -> Callable[[Callable[[JobContext], Any]], Callable[[JobContext], Any]]:
     """Register `handler(ctx)` as the job kind `name`.
 
@@ -72,6 +74,8 @@ def job_kind(
     entity_key_for, label_for: derive a job's entity key (what it works on, e.g.
         "sheet:12", so that entity's page finds it) and its label from its params,
         when the submitter gives none.
+    total_for: the job's total units from its params, when known before it runs: the
+        progress bar has its scale from the start and the handler need not commit it.
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -88,6 +92,7 @@ def job_kind(
             validate_params=validate_params,
             entity_key_for=entity_key_for,
             label_for=label_for,
+            total_for=total_for,
         )
         return handler
 
@@ -113,17 +118,4 @@ def capped_kinds() -> dict[str, int]:
 
 def submittable_kinds() -> list[str]:
     """Kinds users may start through the API and CLI (operators choose them)."""
-    from django.conf import settings
-
     return [name for name in settings.CONVEYOR_SUBMITTABLE_KINDS if name in _registry]
-
-
-# Pages of the things jobs work on, by entity-key prefix ("sheet:12" -> the sheet's page).
-entity_pages: dict[str, Callable[[str], str]] = {}
-
-
-def entity_url(entity_key: str) -> str:
-    """The page of a job's entity, when its app registered one ("" otherwise)."""
-    prefix, _, ident = entity_key.partition(":")
-    page = entity_pages.get(prefix)
-    return page(ident) if page and ident else ""

@@ -1,5 +1,6 @@
-"""Periodic upkeep run by a django-q2 schedule: recover lost work, dispatch, and prune
-finished jobs older than the retention setting.
+"""Periodic upkeep: recover lost work and fill free capacity (every few heartbeats of
+each worker, and every minute from a django-q2 schedule), and prune finished jobs older
+than the retention setting (from the schedule).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from jobs.engine import dispatch, recovery
 from jobs.engine.db import atomic_retry
 from jobs.models import Job, JobChange
 
@@ -60,10 +62,14 @@ def prune_change_feed() -> int:
     return deleted
 
 
+def maintain() -> None:
+    """Recover lost work and fill free capacity."""
+    recovery.recover()
+    dispatch.dispatch()
+
+
 def run_periodic() -> dict[str, int]:
     """The schedule's task: the worker heartbeat's maintenance plus pruning."""
-    from jobs.engine.worker import maintain
-
     maintain()
     return {
         "pruned_jobs": prune_finished_jobs(),

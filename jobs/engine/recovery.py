@@ -16,11 +16,10 @@ from datetime import UTC, datetime, timedelta
 import psutil
 from django.utils import timezone
 
+from jobs.engine import transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.dispatch import release_stale_dispatches
-from jobs.engine.journal import announce
-from jobs.engine.services import notify_owner, record_event
-from jobs.models import Job, JobEvent, Notification, Worker
+from jobs.models import Job, Worker
 
 log = logging.getLogger(__name__)
 Status = Job.Status
@@ -71,56 +70,7 @@ def recover_dead_local_workers() -> list[int]:
 
 def recover_job(job_id: int, lost_owner: str, reason: str) -> bool:
     """Put a job back to run again, or fail it once its attempts are used up."""
-
-    def write() -> bool:
-        job = Job.objects.filter(pk=job_id, lease_owner=lost_owner).first()
-        if job is None:
-            return False
-        attempt = job.attempts + 1
-        now = timezone.now()
-        common = {
-            "lease_owner": "",
-            "lease_expires_at": None,
-            "attempts": attempt,
-            "updated_at": now,
-        }
-        if job.requested:
-            # The user asked to stop it anyway: honour that instead of resuming.
-            status = Status.CANCELLED if job.requested == Job.Request.CANCEL else Status.PAUSED
-            finished = now if status == Status.CANCELLED else None
-            Job.objects.filter(pk=job_id, lease_owner=lost_owner).update(
-                **common, status=status, requested="", finished_at=finished, cancelled_at=finished
-            )
-            record_event(
-                job, JobEvent.Kind.STATE, f"{status.label.capitalize()} ({reason})", status=status
-            )
-        elif attempt >= job.max_attempts:
-            error = (
-                f"Gave up after {attempt} attempts: {reason} each time, without progress "
-                f"in between. The job may crash the worker that runs it."
-            )
-            Job.objects.filter(pk=job_id, lease_owner=lost_owner).update(
-                **common,
-                status=Status.FAILED,
-                error=error,
-                message=error[:500],
-                finished_at=now,
-                requested="",
-            )
-            record_event(job, JobEvent.Kind.STATE, error, status=Status.FAILED)
-            notify_owner(job, Notification.Level.ERROR, f"{job.title} failed: {error}"[:500])
-        else:
-            Job.objects.filter(pk=job_id, lease_owner=lost_owner).update(**common)
-            record_event(
-                job,
-                JobEvent.Kind.LOG,
-                f"Recovered: {reason}; resuming from the last checkpoint "
-                f"(attempt {attempt + 1} of {job.max_attempts})",
-            )
-        announce(job_id)
-        return True
-
-    recovered = atomic_retry(write)
+    recovered = atomic_retry(lambda: transitions.recover(job_id, lost_owner, reason))
     if recovered:
         log.warning("job %s recovered: %s", job_id, reason)
     return recovered

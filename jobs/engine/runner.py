@@ -1,9 +1,12 @@
 """How a slice runs: the django-q2 task claims the job's lease, runs its handler until
 the handler finishes or stops at a checkpoint, then settles the outcome.
 
-Every write after the claim is conditional on this worker still holding the lease,
-so a worker that was presumed dead (and whose job was recovered elsewhere) can never
-overwrite what its successor did.
+Settling and starting the next job are one transaction: the worker releases (or
+finishes) its job and claims the best claimable job itself (`dispatch.pick_next`), so
+a worker goes from job to job without a broker round trip, for up to the task's time
+budget. Every write after a claim is conditional on this worker still holding the
+lease (`jobs.engine.transitions`), so a worker that was presumed dead (and whose job
+was recovered elsewhere) can never overwrite what its successor did.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import logging
 import time
 import traceback
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -19,27 +23,39 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
-from jobs.engine import worker
-from jobs.engine.context import (
+from jobs.engine import dispatch, transitions, worker
+from jobs.engine.context import JobContext
+from jobs.engine.db import atomic_retry
+from jobs.engine.errors import (
     Cancelled,
-    JobContext,
     LeaseLost,
     PauseRequested,
     Preempted,
     SliceDone,
     TimeLimitExceeded,
+    UnknownKind,
+    backoff_seconds,
+    describe,
+    is_transient,
 )
-from jobs.engine.db import atomic_retry, lock_scheduler
-from jobs.engine.dispatch import dispatch
-from jobs.engine.dispatch import next_for_free_worker as dispatch_next
-from jobs.engine.errors import backoff_seconds, describe, is_transient
-from jobs.engine.journal import announce
-from jobs.engine.kinds import UnknownKind, capped_kinds, get_kind
-from jobs.engine.services import notify_owner, record_event
-from jobs.models import Job, JobEvent, Notification
+from jobs.engine.journal import Journal
+from jobs.engine.kinds import get_kind
+from jobs.models import Job, Notification
 
 log = logging.getLogger(__name__)
 Status = Job.Status
+
+
+@dataclass
+class Settlement:
+    """How a slice ended, to be written by `settle`: the job's new fields (none: it stays
+    running for a next slice), the timeline message and the owner's notification."""
+
+    outcome: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+    data: dict[str, Any] | None = None
+    notification: tuple[str, str] | None = None
 
 
 def run_slice(job_id: int) -> str:
@@ -47,209 +63,120 @@ def run_slice(job_id: int) -> str:
     this worker busy with the next best job's slices until the task's time budget is
     used (far below django-q2's timeout), and finally fill any other free capacity.
     """
+    name = worker.worker_name()
     budget_ends = time.monotonic() + settings.CONVEYOR_TASK_BUDGET_SECONDS
     outcomes = []
-    next_id: int | None = job_id
-    while next_id is not None:
-        outcome = run_one_slice(next_id)
-        if outcome == "not claimed":
-            break
-        outcomes.append(outcome)
-        next_id = dispatch_next() if time.monotonic() < budget_ends else None
-    dispatch()
+    job = dispatch.claim_dispatched(job_id, name)
+    while job is not None:
+        settlement = run_claimed(job, name)
+        more = time.monotonic() < budget_ends
+        job = atomic_retry(lambda s=settlement, j=job, m=more: settle(j.pk, name, s, then_next=m))
+        outcomes.append(settlement.outcome)
+    dispatch.dispatch()
     return ", ".join(outcomes) or "not claimed"
 
 
 def run_one_slice(job_id: int) -> str:
     """Claim `job_id` and run one slice of it in this process (tests drive jobs with it)."""
     name = worker.worker_name()
-    job = atomic_retry(lambda: _claim(job_id, name))
+    job = dispatch.claim_dispatched(job_id, name)
     if job is None:
         return "not claimed"
+    settlement = run_claimed(job, name)
+    atomic_retry(lambda: settle(job.pk, name, settlement))
+    return settlement.outcome
+
+
+def run_claimed(job: Job, name: str) -> Settlement:
+    """Run a slice of a job this worker holds; how it ended is returned, not yet stored."""
     try:
         kind = get_kind(job.kind)
     except UnknownKind as exc:
-        _settle_failed(job, name, str(exc))
-        return "failed"
+        return _failed(str(exc), "")
     ctx = JobContext(job, kind, name)
     with worker.running(ctx):
         return _run(ctx)
 
 
-def _claim(job_id: int, name: str) -> Job | None:
-    """Take the lease if the job is still runnable and its kind is below its cap."""
-    lock_scheduler()
-    now = timezone.now()
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None:
-        return None
-    runnable = (
-        job.status in (Status.QUEUED, Status.RETRYING, Status.RUNNING)
-        and not job.lease_owner
-        and (job.run_after is None or job.run_after <= now)
-    )
-    cap = capped_kinds().get(job.kind)
-    if runnable and cap is not None:
-        running = Job.objects.filter(kind=job.kind).exclude(lease_owner="").count()
-        runnable = running < cap
-    if not runnable:
-        if job.dispatched_at and not job.lease_owner:
-            Job.objects.filter(pk=job_id, lease_owner="").update(dispatched_at=None)
-        return None
-    previous = job.status
-    job.status = Status.RUNNING
-    job.lease_owner = name
-    job.lease_expires_at = now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS)
-    job.heartbeat_at = now
-    job.dispatched_at = None
-    job.run_after = None
-    job.started_at = job.started_at or now
-    job.updated_at = now
-    job.save(
-        update_fields=[
-            "status",
-            "lease_owner",
-            "lease_expires_at",
-            "heartbeat_at",
-            "dispatched_at",
-            "run_after",
-            "started_at",
-            "updated_at",
-        ]
-    )
-    if previous != Status.RUNNING:
-        verb = "Started" if previous == Status.QUEUED and not job.cursor else "Running again"
-        record_event(job, JobEvent.Kind.STATE, f"{verb} on {name}", status=Status.RUNNING)
-    announce(job.pk)
-    return job
+def settle(job_id: int, name: str, settlement: Settlement, then_next: bool = False) -> Job | None:
+    """Store how the slice ended and, with `then_next`, claim this worker's next job,
+    in one transaction (the caller's); their events and announcements go out together.
+    """
+    journal = Journal()
+    if settlement.outcome not in ("lease lost", "preempted"):  # else the job is not ours now
+        released = transitions.release(
+            job_id,
+            name,
+            settlement.fields,
+            settlement.message,
+            data=settlement.data,
+            notification=settlement.notification,
+            journal=journal,
+        )
+        if not released:
+            log.warning("job %s: lease lost before its slice was settled", job_id)
+    next_job = dispatch.pick_next(name, journal) if then_next else None
+    journal.flush()
+    return next_job
 
 
-def _run(ctx: JobContext) -> str:
+def _run(ctx: JobContext) -> Settlement:
     try:
         result = ctx.kind.handler(ctx)
     except LeaseLost:
         log.warning("job %s: lease lost; another worker has taken over", ctx.job_id)
-        return "lease lost"
+        return Settlement("lease lost")
     except SliceDone:
-        _settle(ctx, {}, None)
-        return "slice done"
+        return _with_time(ctx, Settlement("slice done"))
     except Preempted:
-        return "preempted"
+        return Settlement("preempted")
     except PauseRequested:
-        _settle(ctx, {"status": Status.PAUSED, "requested": ""}, "Paused")
-        return "paused"
+        return _with_time(ctx, Settlement("paused", transitions.paused_fields(), "Paused"))
     except Cancelled:
-        now = timezone.now()
-        fields = {
-            "status": Status.CANCELLED,
-            "requested": "",
-            "cancelled_at": now,
-            "finished_at": now,
-        }
-        _settle(ctx, fields, "Cancelled", notify=(Notification.Level.INFO, "was cancelled"))
-        return "cancelled"
+        fields = transitions.cancelled_fields(timezone.now())
+        note = (Notification.Level.INFO, "was cancelled")
+        return _with_time(ctx, Settlement("cancelled", fields, "Cancelled", notification=note))
     except TimeLimitExceeded as exc:
-        _fail(ctx, str(exc), "")
-        return "failed"
+        return _with_time(ctx, _failed(str(exc), ""))
     except Exception as exc:  # noqa: BLE001 - any handler error is the job's outcome
-        _on_error(ctx, exc, traceback.format_exc())
-        return "error"
-    return _succeed(ctx, result)
+        return _with_time(ctx, _on_error(ctx, exc, traceback.format_exc()))
+    return _with_time(ctx, _succeeded(ctx, result))
 
 
-def _settle(
-    ctx: JobContext,
-    fields: dict[str, Any],
-    message: str | None,
-    *,
-    data: dict[str, Any] | None = None,
-    notify: tuple[str, str] | None = None,
-) -> bool:
-    return _release(
-        ctx.job_id,
-        ctx.worker,
-        {**fields, "run_seconds": ctx.run_seconds},
-        message,
-        data=data,
-        notify=notify,
-    )
+def _with_time(ctx: JobContext, settlement: Settlement) -> Settlement:
+    settlement.fields["run_seconds"] = ctx.run_seconds
+    return settlement
 
 
-def _release(
-    job_id: int,
-    lease_owner: str,
-    fields: dict[str, Any],
-    message: str | None,
-    *,
-    data: dict[str, Any] | None = None,
-    notify: tuple[str, str] | None = None,
-) -> bool:
-    """Release the lease and apply `fields`, only if `lease_owner` still holds the job.
-
-    The new state, its event and the owner's notification commit together.
-    """
-
-    def write() -> bool:
-        now = timezone.now()
-        held = Job.objects.filter(pk=job_id, lease_owner=lease_owner).update(
-            **fields, lease_owner="", lease_expires_at=None, updated_at=now
-        )
-        if not held:
-            return False
-        if message is not None:
-            status = fields.get("status", "")
-            record_event(job_id, JobEvent.Kind.STATE, message, status=status, data=data)
-        if notify is not None:
-            job = Job.objects.get(pk=job_id)
-            notify_owner(job, notify[0], f"{job.title} {notify[1]}")
-        announce(job_id)
-        return True
-
-    return atomic_retry(write)
-
-
-def _succeed(ctx: JobContext, result: Any) -> str:
+def _succeeded(ctx: JobContext, result: Any) -> Settlement:
     try:
         json.dumps(result)
     except (TypeError, ValueError):
-        _fail(ctx, f"The handler returned a result that is not JSON: {type(result).__name__}", "")
-        return "failed"
-    now = timezone.now()
+        return _failed(
+            f"The handler returned a result that is not JSON: {type(result).__name__}", ""
+        )
     errors = f" with {ctx.failed} row errors" if ctx.failed else ""
     message = f"Succeeded{errors}"
-    fields = {"status": Status.SUCCEEDED, "result": result, "finished_at": now, "message": message}
-    verb = f"finished{errors}"
+    fields = transitions.succeeded_fields(result, message, timezone.now())
     level = Notification.Level.ERROR if ctx.failed else Notification.Level.SUCCESS
-    _settle(ctx, fields, message, notify=(level, verb))
-    return "succeeded"
+    return Settlement("succeeded", fields, message, notification=(level, f"finished{errors}"))
 
 
-def _failed_fields(error: str, tb: str) -> dict[str, Any]:
-    return {
-        "status": Status.FAILED,
-        "error": error,
-        "traceback": tb,
-        "finished_at": timezone.now(),
-        "message": error[:500],
-    }
+def _failed(error: str, tb: str) -> Settlement:
+    fields = transitions.failed_fields(error, tb, timezone.now())
+    note = (Notification.Level.ERROR, f"failed: {error}"[:400])
+    return Settlement("failed", fields, error, notification=note)
 
 
-def _fail(ctx: JobContext, error: str, tb: str) -> None:
-    fields = _failed_fields(error, tb)
-    _settle(ctx, fields, error, notify=(Notification.Level.ERROR, f"failed: {error}"[:400]))
-
-
-def _on_error(ctx: JobContext, exc: Exception, tb: str) -> None:
+def _on_error(ctx: JobContext, exc: Exception, tb: str) -> Settlement:
     """Retry transient errors with backoff until `max_attempts`; fail on anything else."""
     error = describe(exc)
     transient = is_transient(exc) or isinstance(exc, TimeoutException)
     if not transient:
-        _fail(ctx, error, tb)
-        return
+        return _failed(error, tb)
     attempt = ctx.attempts + 1
     if attempt >= ctx.max_attempts:
-        _fail(ctx, f"Gave up after {attempt} attempts: {error}", tb)
-        return
+        return _failed(f"Gave up after {attempt} attempts: {error}", tb)
     delay = backoff_seconds(attempt)
     fields = {
         "status": Status.RETRYING,
@@ -258,13 +185,8 @@ def _on_error(ctx: JobContext, exc: Exception, tb: str) -> None:
         "error": error,
         "traceback": tb,
     }
-    message = f"Transient error: {error}; retrying in {delay:.1f} s (attempt {attempt + 1} of {ctx.max_attempts})"
-    _settle(ctx, fields, message, data={"delay": delay, "attempt": attempt})
-
-
-def _settle_failed(job: Job, name: str, error: str) -> None:
-    """Fail a claimed job before its handler could start (e.g. unknown kind)."""
-    fields = _failed_fields(error, "")
-    _release(
-        job.pk, name, fields, error, notify=(Notification.Level.ERROR, f"failed: {error}"[:400])
+    message = (
+        f"Transient error: {error}; retrying in {delay:.1f} s "
+        f"(attempt {attempt + 1} of {ctx.max_attempts})"
     )
+    return Settlement("error", fields, message, data={"delay": delay, "attempt": attempt})

@@ -16,17 +16,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.db.models import QuerySet
 from django.dispatch import receiver
 from django.utils import timezone
 from django_q.signals import post_spawn
 
-from jobs.models import Job, Worker
+from jobs.engine import maintenance, recovery, transitions
+from jobs.models import Worker
 
 if TYPE_CHECKING:
     from jobs.engine.context import JobContext
@@ -38,14 +37,6 @@ MAINTENANCE_EVERY_BEATS = 3
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def worker_stale_after() -> timedelta:
-    return timedelta(seconds=max(5.0, settings.CONVEYOR_HEARTBEAT_SECONDS * 5))
-
-
-def alive_workers() -> QuerySet[Worker]:
-    return Worker.objects.filter(last_seen_at__gte=timezone.now() - worker_stale_after())
 
 
 class _Current:
@@ -83,31 +74,12 @@ def beat(first: bool = False) -> None:
         },
     )
     if ctx is not None:
-        _renew_lease(ctx, now)
+        requested = transitions.renew_lease(ctx.job_id, ctx.worker)
+        if requested or ctx.time_limit_exceeded():
+            ctx.stop_event.set()
     if first:
-        from jobs.engine import recovery
-
         recovery.recover_dead_local_workers()
         recovery.ensure_schedule()
-
-
-def _renew_lease(ctx: JobContext, now) -> None:
-    expires = now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS)
-    Job.objects.filter(pk=ctx.job_id, lease_owner=ctx.worker).update(
-        lease_expires_at=expires, heartbeat_at=now
-    )
-    requested = Job.objects.filter(pk=ctx.job_id).values_list("requested", flat=True).first()
-    if requested or ctx.time_limit_exceeded():
-        ctx.stop_event.set()
-
-
-def maintain() -> None:
-    """Recover lost work and fill free capacity (also run by the periodic schedule)."""
-    from jobs.engine import recovery
-    from jobs.engine.dispatch import dispatch
-
-    recovery.recover()
-    dispatch()
 
 
 def _heartbeat_loop() -> None:
@@ -117,7 +89,7 @@ def _heartbeat_loop() -> None:
         try:
             beat(first=beats == 0)
             if beats % MAINTENANCE_EVERY_BEATS == 0:
-                maintain()
+                maintenance.maintain()
         except Exception:  # noqa: BLE001 - the heartbeat must outlive DB hiccups
             log.exception("heartbeat failed")
             close_old_connections()

@@ -1,4 +1,4 @@
-"""Template filters for job pages: durations, rates and pretty JSON."""
+"""Template filters for job pages: durations, rates, pretty JSON, a job's entity page."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 from django import template
 
+from jobs import extensions
 from jobs.engine.redact import redact
 
 register = template.Library()
@@ -37,3 +38,9 @@ def per_second(rate: float | None) -> str:
 def pretty_json(value) -> str:
     """Indented JSON with secrets (API keys, passwords) masked."""
     return json.dumps(redact(value), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+@register.filter
+def entity_url(job) -> str:
+    """The page of what the job works on (e.g. its sheet), when its kind has one."""
+    return extensions.entity_url(job)

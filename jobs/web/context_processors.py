@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from jobs.models import Job, Notification
+from jobs import selectors
 
 
 def live_nav(request: HttpRequest) -> dict:
@@ -12,6 +12,6 @@ def live_nav(request: HttpRequest) -> dict:
     if user is None or not user.is_authenticated:
         return {}
     return {
-        "nav_running_count": Job.objects.filter(owner=user, status=Job.Status.RUNNING).count(),
-        "nav_unread_count": Notification.objects.filter(user=user, read_at__isnull=True).count(),
+        "nav_running_count": selectors.running_count(user.pk),
+        "nav_unread_count": selectors.unread_count(user.pk),
     }

@@ -12,7 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_q.brokers import get_broker
 
-from jobs.engine.worker import alive_workers
+from jobs.models import Worker
 
 
 def _check_database() -> dict:
@@ -35,7 +35,7 @@ def _check_broker() -> dict:
 
 def _check_workers() -> dict:
     try:
-        workers = list(alive_workers().values("name", "cluster", "last_seen_at"))
+        workers = list(Worker.objects.alive().values("name", "cluster", "last_seen_at"))
     except Exception as exc:  # noqa: BLE001
         return {"ok": False, "error": str(exc)}
     clusters = sorted({w["cluster"] for w in workers})

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from channels.layers import get_channel_layer
@@ -24,6 +24,7 @@ from django.db import connection, connections
 from django.db.models import Max
 from django.template.loader import render_to_string
 
+from jobs import extensions, selectors
 from jobs.engine.journal import CHANNEL
 from jobs.models import Job, JobChange, Notification
 
@@ -31,9 +32,6 @@ log = logging.getLogger(__name__)
 
 STAFF_ROWS_GROUP = "rows-staff"
 Fragment = tuple[str, str]  # (group, html)
-
-# Apps add fragments for their kinds (e.g. a sheet's results table): fn(job) -> fragments.
-extra_renderers: list[Callable[[Job], Iterable[Fragment]]] = []
 
 
 def job_group(job_id: int) -> str:
@@ -58,20 +56,12 @@ def entity_group(owner_id: int | None, entity_key: str) -> str:
 # -- rendering (sync, in the relay's thread) -----------------------------------
 
 
-def running_count(user_id: int) -> int:
-    return Job.objects.filter(owner_id=user_id, status=Job.Status.RUNNING).count()
-
-
-def unread_count(user_id: int) -> int:
-    return Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
-
-
 def render_badges(user_id: int) -> str:
     return render_to_string(
         "jobs/_badges.html",
         {
-            "nav_running_count": running_count(user_id),
-            "nav_unread_count": unread_count(user_id),
+            "nav_running_count": selectors.running_count(user_id),
+            "nav_unread_count": selectors.unread_count(user_id),
             "oob": True,
         },
     )
@@ -80,7 +70,7 @@ def render_badges(user_id: int) -> str:
 def job_page_fragment(job: Job) -> str:
     """The job's own page: the live panel and the timeline."""
     detail = render_to_string("jobs/job_detail.html#live", {"job": job, "oob": True})
-    context = {"job": job, "events": recent_events(job), "oob": True}
+    context = {"job": job, "events": selectors.recent_events(job), "oob": True}
     return detail + render_to_string("jobs/job_detail.html#timeline", context)
 
 
@@ -88,9 +78,11 @@ ENTITY_LIVE_ID = "current-job-live"
 
 
 def entity_fragment(job: Job) -> str:
-    """The live panel of an entity's page (e.g. a sheet), whichever job is its latest."""
+    """The live panel of an entity's page (e.g. a sheet), whichever job is its latest,
+    with what the job's kind adds for that page (e.g. a sheet's results signal)."""
     context = {"job": job, "oob": True, "live_id": ENTITY_LIVE_ID}
-    return render_to_string("jobs/job_detail.html#live", context)
+    html = render_to_string("jobs/job_detail.html#live", context)
+    return html + extensions.entity_fragment(job)
 
 
 def job_fragments(job: Job) -> list[Fragment]:
@@ -101,19 +93,11 @@ def job_fragments(job: Job) -> list[Fragment]:
         fragments.append((rows_group(job.owner_id), row))
         if job.entity_key:
             fragments.append((entity_group(job.owner_id, job.entity_key), entity_fragment(job)))
-    for renderer in extra_renderers:
-        fragments += list(renderer(job))
     return fragments
 
 
-def recent_events(job: Job, limit: int = 50):
-    events = list(job.events.order_by("-id")[:limit])
-    events.reverse()
-    return events
-
-
 def deleted_job_fragments(job_id: int) -> list[Fragment]:
-    html = f'<tr id="job-row-{job_id}" hx-swap-oob="delete"></tr>'
+    html = render_to_string("jobs/_job_row.html#deleted", {"job_id": job_id})
     return [(STAFF_ROWS_GROUP, html)]
 
 

@@ -18,26 +18,19 @@ from django.db.models import Case, Count, DateTimeField, F, Q, QuerySet, Value, 
 from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
-from jobs.engine.worker import alive_workers
-from jobs.models import Job
+from jobs.extensions import unit_tables
+from jobs.models import Job, Worker
 
 Status = Job.Status
 
 # window name -> (span, bucket size), both in seconds
 WINDOWS = {"hour": (3600, 60), "day": (86400, 900)}
 
-# Tables with one row per processed unit: (model label, job FK, time field, failed flag).
-# An app with its own unit table appends to this list.
-UNIT_TABLES: list[tuple[str, str, str, str | None]] = [
-    ("sheets.RowResult", "job", "updated_at", "failed"),
-    ("jobs.DemoUnit", "job", "finished_at", None),
-]
-
 METHODS = {
     "jobs": "Jobs submitted (created) and jobs finished, by outcome, per minute.",
     "rows": (
-        "Row results written per minute (a row's result counts when it is stored; a row "
-        "redone by a failed-rows retry counts again), plus the demo kind's units."
+        "Units stored per minute, from the unit tables the kinds register (a sheet row's "
+        "result counts when it is stored; a row redone by a failed-rows retry counts again)."
     ),
     "failure_rate": (
         "Failed jobs among jobs that finished as succeeded or failed, and failed rows "
@@ -146,12 +139,13 @@ def job_series(buckets: Buckets) -> dict[str, list]:
 
 
 def _unit_models():
-    for label, job_field, time_field, failed_field in UNIT_TABLES:
+    """The unit tables kinds registered (`jobs.extensions`), each once."""
+    for table in dict.fromkeys(unit_tables()):
         try:
-            model = apps.get_model(label)
+            model = apps.get_model(table.model)
         except LookupError:  # the app is not installed here
             continue
-        yield model, job_field, time_field, failed_field
+        yield model, table.job_field, table.time_field, table.failed_field
 
 
 def row_series(buckets: Buckets) -> dict[str, list]:
@@ -261,7 +255,9 @@ def current_figures(now: datetime | None = None) -> dict[str, Any]:
         .values_list("created_at", flat=True)
         .first()
     )
-    workers = list(alive_workers().order_by("cluster", "name").values("cluster", "host", "pid"))
+    workers = list(
+        Worker.objects.alive().order_by("cluster", "name").values("cluster", "host", "pid")
+    )
     clusters: dict[str, int] = {}
     for worker in workers:
         clusters[worker["cluster"]] = clusters.get(worker["cluster"], 0) + 1

@@ -2,17 +2,17 @@
 
 Each page and its live fragments come from one template with named partials, so
 what the relay pushes over the websocket is exactly what the page renders. Every
-query goes through `Job.objects.visible_to(user)`.
+query goes through `jobs.selectors`, every control through `ACTIONS`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -21,50 +21,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
+from jobs import selectors
+from jobs.engine.errors import JobActionError
 from jobs.engine.kinds import all_kinds
-from jobs.engine.services import (
-    JobActionError,
-    job_cancel,
-    job_delete,
-    job_pause,
-    job_resume,
-    job_retry,
-    notifications_mark_read,
-)
+from jobs.engine.services import ACTIONS, notifications_mark_read
 from jobs.models import Job, Notification
-from jobs.web import live
 
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
-
-
-STATUS_FILTERS = {
-    "active": list(Job.ACTIVE),
-    "running": [Job.Status.RUNNING],
-    "queued": [Job.Status.QUEUED, Job.Status.RETRYING],
-    "paused": [Job.Status.PAUSED],
-    "completed": [Job.Status.SUCCEEDED],
-    "failed": [Job.Status.FAILED],
-    "cancelled": [Job.Status.CANCELLED],
-}
-
-ACTIONS = {
-    "pause": lambda job, user: job_pause(job=job, by=user),
-    "resume": lambda job, user: job_resume(job=job, by=user),
-    "cancel": lambda job, user: job_cancel(job=job, by=user),
-    "retry": lambda job, user: job_retry(job=job, by=user),
-    "retry-failed": lambda job, user: job_retry(job=job, by=user, failed_rows=True),
-    "delete": lambda job, user: job_delete(job=job, by=user),
-}
-PAST_TENSE = {
-    "pause": "paused",
-    "resume": "resumed",
-    "cancel": "cancelled",
-    "retry": "queued again",
-    "retry-failed": "queued to retry failed rows",
-    "delete": "deleted",
-}
 
 
 @require_GET
@@ -74,43 +39,32 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", {"jobs": jobs})
 
 
-def _parse_day(value: str, end: bool = False) -> datetime | None:
+def _parse_day(value: str) -> datetime | None:
     day = parse_date(value or "")
     if day is None:
         return None
-    return timezone.make_aware(datetime.combine(day, time.max if end else time.min))
+    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 def filter_jobs(jobs: QuerySet[Job], params) -> QuerySet[Job]:
-    """Apply the dashboard's filters: status, kind, created date range, text."""
+    """The dashboard's filters: a status tab, kind, created date range (whole days), text."""
     status = params.get("status", "")
-    if status in STATUS_FILTERS:
-        jobs = jobs.filter(status__in=STATUS_FILTERS[status])
-    if kind := params.get("kind", ""):
-        jobs = jobs.filter(kind=kind)
-    if start := _parse_day(params.get("from", "")):
-        jobs = jobs.filter(created_at__gte=start)
-    if end := _parse_day(params.get("to", ""), end=True):
-        jobs = jobs.filter(created_at__lte=end)
-    if text := params.get("q", "").strip()[:200]:
-        match = (
-            Q(label__icontains=text)
-            | Q(kind__icontains=text)
-            | Q(entity_key__icontains=text)
-            | Q(message__icontains=text)
-            | Q(error__icontains=text)
-        )
-        if text.lstrip("#").isdigit():
-            match |= Q(pk=int(text.lstrip("#")))
-        jobs = jobs.filter(match)
-    return jobs
+    end = _parse_day(params.get("to", ""))
+    return selectors.filter_jobs(
+        jobs,
+        statuses=[status] if status in selectors.STATUS_GROUPS else [],
+        kind=params.get("kind", ""),
+        text=params.get("q", ""),
+        created_after=_parse_day(params.get("from", "")),
+        created_before=end + timedelta(days=1) if end else None,
+    )
 
 
 @require_GET
 @login_required
 def job_list(request: HtmxHttpRequest) -> HttpResponse:
     all_users = request.user.is_staff and request.GET.get("all") == "1"
-    jobs = Job.objects.visible_to(request.user).select_related("owner")
+    jobs = selectors.visible_jobs(request.user)
     if not all_users:
         jobs = jobs.filter(owner=request.user)
     jobs = filter_jobs(jobs, request.GET)
@@ -122,7 +76,8 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         "all_users": all_users,
         "filters": request.GET,
         "query": query.urlencode(),
-        "status_filters": STATUS_FILTERS,
+        "status_filters": selectors.STATUS_GROUPS,
+        "actions": ACTIONS.values(),
         "kinds": all_kinds(),
     }
     template = "jobs/job_list.html"
@@ -134,14 +89,14 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
-    job = get_object_or_404(Job.objects.visible_to(request.user).select_related("owner"), pk=job_id)
+    job = get_object_or_404(selectors.visible_jobs(request.user), pk=job_id)
     # An unread notification means it finished since the user last looked.
     finished_while_away = job.is_terminal and bool(
         notifications_mark_read(user=request.user, job=job)
     )
     context = {
         "job": job,
-        "events": live.recent_events(job),
+        "events": selectors.recent_events(job),
         "finished_while_away": finished_while_away,
     }
     return render(request, "jobs/job_detail.html", context)
@@ -154,7 +109,8 @@ def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespon
     if action not in ACTIONS:
         return HttpResponse(f"Unknown action {action!r}.", status=400)
     try:
-        ACTIONS[action](job, request.user)
+        selectors.check_may_act(request.user, job, ACTIONS[action])
+        ACTIONS[action].apply(job, request.user)
     except JobActionError as exc:
         if request.htmx:
             return HttpResponse(str(exc), status=409)
@@ -169,7 +125,7 @@ def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespon
         job.refresh_from_db()
         live_id = request.POST.get("live_id", "")[:100]
         return render(request, "jobs/job_detail.html#live", {"job": job, "live_id": live_id})
-    messages.success(request, f"Job #{job_id} {PAST_TENSE[action]}.")
+    messages.success(request, f"Job #{job_id} {ACTIONS[action].done}.")
     return redirect(job)
 
 
@@ -191,11 +147,12 @@ def job_bulk(request: HttpRequest) -> HttpResponse:
     changed, skipped = 0, []
     for job in Job.objects.visible_to(request.user).filter(pk__in=ids):
         try:
-            ACTIONS[action](job, request.user)
+            selectors.check_may_act(request.user, job, ACTIONS[action])
+            ACTIONS[action].apply(job, request.user)
             changed += 1
         except JobActionError as exc:
             skipped.append(str(exc))
-    messages.success(request, f"{changed} job{'s' if changed != 1 else ''} {PAST_TENSE[action]}.")
+    messages.success(request, f"{changed} job{'s' if changed != 1 else ''} {ACTIONS[action].done}.")
     if skipped:
         messages.warning(request, f"{len(skipped)} skipped: " + " ".join(skipped[:5]))
     return redirect(back)

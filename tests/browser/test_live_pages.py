@@ -92,7 +92,7 @@ def test_the_sheet_page_finds_its_running_job_live_and_after_a_reload(
         processor="llm",
         options={"base_url": fake_openai.base_url, "prompt": "Hi {name}", "concurrency": 1},
         columns=["name"],
-    )
+    )[0]
     page.locator("#current-job-live .status", has_text="Running").wait_for()
 
     page.reload()

@@ -14,7 +14,8 @@ def submit_demo(owner=None, kind: str = "demo.count", **params) -> Job:
         for k in ("priority", "time_limit", "entity_key", "session_key", "label")
         if k in params
     }
-    return job_submit(kind=kind, params=params, owner=owner, **options)
+    job, _ = job_submit(kind=kind, params=params, owner=owner, **options)
+    return job
 
 
 def status_of(job: Job) -> str:

@@ -75,7 +75,7 @@ def sheet_job_with_failed_rows(owner, failed_rows: list[int]) -> Job:
     sheet = make_sheet(
         owner, [["name", "email"]] + [[f"n{i}", f"n{i}@example.com"] for i in range(5)]
     )
-    job = run_to_end(sheet_job_submit(sheet=sheet, owner=owner, processor="clean"))
+    job = run_to_end(sheet_job_submit(sheet=sheet, owner=owner, processor="clean")[0])
     assert job.status == S.SUCCEEDED
     RowResult.objects.filter(job=job, row_number__in=failed_rows).update(
         failed=True, error="upstream said no"
@@ -214,7 +214,7 @@ def test_detail_shows_params_result_error_timeline_and_links_with_secrets_masked
     admin_client, user
 ):
     sheet = make_sheet(user, [["name", "email"], ["a", "a@example.com"], ["b", "b@example.com"]])
-    job = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean"))
+    job = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0])
     Job.objects.filter(pk=job.pk).update(
         status=S.FAILED,
         error="Processor crashed",
@@ -372,7 +372,7 @@ def test_actions_on_the_failed_jobs_list(admin_client, user):
 
 
 def test_a_job_of_an_unregistered_kind_is_skipped_not_a_crash(admin_client, user):
-    ghost = job_submit(kind="demo.count", owner=user)
+    ghost = job_submit(kind="demo.count", owner=user)[0]
     Job.objects.filter(pk=ghost.pk).update(kind="gone.kind", status=S.FAILED)
     message = act(admin_client, "retry_jobs", [ghost])
     assert message.startswith("0 jobs queued again; 1 skipped: ")

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from jobs.api.auth import token_create
+from jobs.engine.tokens import token_create
 from jobs.models import ApiToken, Job
 from tests.jobs.factories import submit_demo
 

@@ -390,7 +390,7 @@ def test_waiting_for_a_finished_job_prints_its_final_line(admin):
     job_cancel(job=job)
     log = io.StringIO()
     assert wait_for_job(job, OutputWrapper(log)).status == S.CANCELLED
-    assert log.getvalue() == f"Job #{job.pk} was cancelled: 0 done, 0 failed.\n"
+    assert log.getvalue() == f"Job #{job.pk} was cancelled: 0/3 done, 0 failed.\n"
 
 
 # -- the real command: exit codes, --wait, Ctrl-C ---------------------------------------------

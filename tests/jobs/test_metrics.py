@@ -99,7 +99,7 @@ def test_jobs_per_minute_by_outcome_and_failure_rate(user):
 def test_rows_per_minute_count_stored_results_and_units(user):
     now = timezone.now()
     sheet = make_sheet(user, [["email"]] + [[f"r{i}@example.com"] for i in range(6)])
-    sheet_job = sheet_job_submit(sheet=sheet, owner=user, processor="clean")
+    sheet_job = sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0]
     Job.objects.filter(pk=sheet_job.pk).update(
         status=S.SUCCEEDED, started_at=ago(now, 12), finished_at=ago(now, 5)
     )
@@ -224,7 +224,7 @@ def test_data_takes_a_fixed_number_of_queries(staff_client, user):
 @pytest.mark.django_db(transaction=True)
 def test_metrics_show_a_real_run_on_a_cluster(cluster, staff_user, staff_client, user):
     sheet = make_sheet(user, [["email"]] + [[f"p{i}@Example.com"] for i in range(25)])
-    sheet_job = sheet_job_submit(sheet=sheet, owner=user, processor="clean")
+    sheet_job = sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0]
     demo = submit_demo(user, n=40, batch=5)
     for job in (sheet_job, demo):
         wait_for(lambda j=job: status_of(j) == S.SUCCEEDED, timeout=60, what=f"job #{job.pk}")

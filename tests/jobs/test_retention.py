@@ -80,8 +80,8 @@ def test_prunes_exactly_the_finished_jobs_older_than_the_setting(frozen, user):
 
 def test_row_results_of_pruned_sheet_jobs_go_too(frozen, user):
     sheet = make_sheet(user, [["email"], ["a@example.com"], ["b@example.com"]])
-    old = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean"))
-    young = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean"))
+    old = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0])
+    young = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0])
     Job.objects.filter(pk=old.pk).update(finished_at=CUTOFF - timedelta(days=1))
     Job.objects.filter(pk=young.pk).update(finished_at=CUTOFF + timedelta(days=1))
     assert RowResult.objects.filter(job=old).count() == 2

@@ -52,9 +52,13 @@ def test_submit_rejects_unknown_kinds_and_priorities(user):
 
 
 def test_submitting_with_an_active_entity_key_returns_the_same_job(user, other_user):
-    first = submit_demo(user, n=3, entity_key="sheet:1")
-    again = submit_demo(user, n=3, entity_key="sheet:1")
-    assert again.pk == first.pk and again.deduplicated
+    first, created = job_submit(
+        kind="demo.count", params={"n": 3}, owner=user, entity_key="sheet:1"
+    )
+    again, again_created = job_submit(
+        kind="demo.count", params={"n": 3}, owner=user, entity_key="sheet:1"
+    )
+    assert created and again.pk == first.pk and not again_created
     # Another user's job with the same key is theirs, not a duplicate of mine.
     theirs = submit_demo(other_user, n=3, entity_key="sheet:1")
     assert theirs.pk != first.pk

@@ -212,7 +212,7 @@ def test_two_clusters_and_two_web_processes_survive_losing_a_cluster(
             wait_for(client.received, timeout=10, what="the badges snapshot on connect")
 
         sheets = [make_sheet(user, csv_rows(ROWS), name=f"part{i}.csv") for i in range(JOBS)]
-        jobs = [sheet_job_submit(sheet=s, owner=user, processor="clean") for s in sheets]
+        jobs = [sheet_job_submit(sheet=s, owner=user, processor="clean")[0] for s in sheets]
 
         victim, interrupted = wait_for(
             lambda: mid_job_victim(clusters), timeout=30, interval=0.02, what="a job mid-way"

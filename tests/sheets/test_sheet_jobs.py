@@ -56,7 +56,7 @@ def test_submit_validates_every_parameter(user, other_user):
 
 def test_clean_job_stores_one_result_per_row_with_matching_counters(user):
     sheet = make_sheet(user, contacts(25))
-    job = sheet_job_submit(sheet=sheet, owner=user, processor="clean", start_row=3, row_count=20)
+    job = sheet_job_submit(sheet=sheet, owner=user, processor="clean", start_row=3, row_count=20)[0]
     assert job.total == 20 and job.label == "data.csv · Clean and validate"
     job = run_to_end(job)
     assert job.status == Job.Status.SUCCEEDED
@@ -69,7 +69,7 @@ def test_clean_job_stores_one_result_per_row_with_matching_counters(user):
 
 def test_duplicates_point_at_the_first_row_with_the_same_key(user):
     sheet = make_sheet(user, contacts(20))
-    job = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean"))
+    job = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0])
     results = results_of(job)
     # Row n holds P{(n-1) % 7}: rows 1..7 are first occurrences, 8 repeats 1, 15 repeats 8's key.
     assert results[1].outputs.get("duplicate_of") in ("", None)
@@ -80,9 +80,9 @@ def test_duplicates_point_at_the_first_row_with_the_same_key(user):
 
 def test_the_same_sheet_gets_one_active_job(user):
     sheet = make_sheet(user, contacts(5))
-    first = sheet_job_submit(sheet=sheet, owner=user, processor="clean")
-    again = sheet_job_submit(sheet=sheet, owner=user, processor="clean")
-    assert again.pk == first.pk and again.deduplicated
+    first, created = sheet_job_submit(sheet=sheet, owner=user, processor="clean")
+    again, again_created = sheet_job_submit(sheet=sheet, owner=user, processor="clean")
+    assert created and again.pk == first.pk and not again_created
 
 
 def llm_options(fake, **extra) -> dict:
@@ -113,7 +113,7 @@ def test_row_errors_and_retrying_only_the_failed_rows(user, fake_openai):
     fake_openai.plan("Review 9:", [400])
     job = sheet_job_submit(
         sheet=sheet, owner=user, processor="llm", options=llm_options(fake_openai)
-    )
+    )[0]
     job = run_to_end(job)
     assert job.status == Job.Status.SUCCEEDED and job.message == "Succeeded with 2 row errors"
     assert (job.processed, job.failed) == (30, 2)
@@ -151,7 +151,7 @@ def test_three_llm_sheets_at_once_record_every_row_once_and_export_it(
     jobs = [
         sheet_job_submit(
             sheet=s, owner=user, processor="llm", options=llm_options(fake_openai, concurrency=8)
-        )
+        )[0]
         for s in sheets
     ]
     for job in jobs:
@@ -187,7 +187,7 @@ def test_cancel_stops_in_flight_requests_and_keeps_what_was_committed(cluster, u
     sheet = make_sheet(user, review_rows(400))
     job = sheet_job_submit(
         sheet=sheet, owner=user, processor="llm", options=llm_options(fake_openai, concurrency=4)
-    )
+    )[0]
     wait_for(lambda: Job.objects.get(pk=job.pk).processed >= 8, timeout=30, what="some rows done")
     wait_for(
         lambda: fake_openai.in_flight >= 2 and Job.objects.get(pk=job.pk).lease_owner,
@@ -208,7 +208,7 @@ def test_cancel_stops_in_flight_requests_and_keeps_what_was_committed(cluster, u
 def test_copy_processor_passes_the_chosen_columns_through(user):
     sheet = make_sheet(user, [["a", "b", "c"], ["1", "=2", "3"], ["4", "5", "6"]])
     job = run_to_end(
-        sheet_job_submit(sheet=sheet, owner=user, processor="copy", columns=["b", "c"])
+        sheet_job_submit(sheet=sheet, owner=user, processor="copy", columns=["b", "c"])[0]
     )
     assert job.params["output_columns"] == ["copy_b", "copy_c"]
     assert results_of(job)[1].outputs == {"copy_b": "=2", "copy_c": "3"}
@@ -222,7 +222,7 @@ def test_outputs_are_written_back_to_the_google_sheet(user, google_sheets, clien
     google_sheets.add_spreadsheet(sheet_id, "People", {"People": rows})
     sheet = sheet_from_google(url_or_id=sheet_id, owner=user)
     job = run_to_end(
-        sheet_job_submit(sheet=sheet, owner=user, processor="clean", columns=["email"])
+        sheet_job_submit(sheet=sheet, owner=user, processor="clean", columns=["email"])[0]
     )
     client.force_login(user)
     response = client.post(f"/sheets/jobs/{job.pk}/write-back/")

@@ -1,0 +1,64 @@
+"""The generic verbs of `manage.py conveyor`: status, list, cancel, pause, resume, retry.
+
+Apps register more (sheets: `submit`, `export`) in their own `cli` module.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from jobs.cli.base import (
+    Verb,
+    apply_action,
+    find_job,
+    jobs_table,
+    list_jobs,
+    register_verb,
+    state_line,
+    status_text,
+)
+from jobs.models import Job
+from jobs.serializers import job_as_dict
+
+
+def _job_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID")
+
+
+def _status(command: Any, user: Any, options: dict[str, Any]) -> None:
+    job = find_job(user, options["id"])
+    command.show(job, options, status_text(job))
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", metavar="S", help=", ".join(Job.Status.values))
+    parser.add_argument("--kind", metavar="K")
+    parser.add_argument("--limit", type=int, default=20, metavar="N")
+
+
+def _list(command: Any, user: Any, options: dict[str, Any]) -> None:
+    jobs = list_jobs(user, status=options["status"], kind=options["kind"], limit=options["limit"])
+    if options["json"]:
+        command.print_json([job_as_dict(job) for job in jobs])
+    else:
+        command.stdout.write(jobs_table(jobs))
+
+
+def _act(command: Any, user: Any, options: dict[str, Any]) -> None:
+    job = find_job(user, options["id"])
+    job = apply_action(options["action"], job, user, failed_rows=options.get("failed_rows", False))
+    command.show(job, options, state_line(job))
+
+
+def _retry_arguments(parser: argparse.ArgumentParser) -> None:
+    _job_id(parser)
+    parser.add_argument("--failed-rows", action="store_true", help="Only the failed rows.")
+
+
+register_verb(Verb("status", "Show a job.", _job_id, _status))
+register_verb(Verb("list", "List recent jobs.", _list_arguments, _list))
+register_verb(Verb("cancel", "Cancel a job.", _job_id, _act))
+register_verb(Verb("pause", "Pause a job.", _job_id, _act))
+register_verb(Verb("resume", "Resume a paused job.", _job_id, _act))
+register_verb(Verb("retry", "Run a finished job again.", _retry_arguments, _act))

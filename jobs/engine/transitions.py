@@ -1,0 +1,470 @@
+"""THE writer of job state: every change of a job's status, lease, dispatch mark or
+progress goes through a function here.
+
+Each function is one conditional UPDATE (or INSERT/DELETE) that applies only while the
+job is in a state the transition may leave (`TRANSITIONS`) and, for a worker's writes,
+only while that worker still holds the lease; it writes the transition's event and
+notification and announces the change, in the caller's transaction (callers wrap it in
+`atomic_retry`). The fields each outcome writes are defined once (`*_fields` below), so
+a cancelled job looks the same whoever cancelled it. Nothing else in the code base
+updates `Job` rows: runner, recovery, dispatch, services, admin, API and CLI ask here.
+
+Hot paths use `UPDATE ... RETURNING` (PostgreSQL, SQLite >= 3.35) so that one
+statement both checks the condition and reads what the caller needs next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Coalesce
+from django.db.models.sql import UpdateQuery
+from django.utils import timezone
+
+from jobs.engine.errors import LeaseLost
+from jobs.engine.journal import Journal
+from jobs.models import Job, JobEvent, Notification
+
+Status = Job.Status
+Request = Job.Request
+STATE = JobEvent.Kind.STATE
+LOG = JobEvent.Kind.LOG
+
+# Allowed transitions: new status -> statuses it may be entered from.
+# RUNNING -> RUNNING is a new slice of a job already started.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    Status.QUEUED: (
+        Status.RUNNING,
+        Status.PAUSED,
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.CANCELLED,
+    ),
+    Status.RUNNING: (Status.QUEUED, Status.RETRYING, Status.RUNNING),
+    Status.PAUSED: (Status.QUEUED, Status.RETRYING, Status.RUNNING),
+    Status.RETRYING: (Status.RUNNING,),
+    Status.SUCCEEDED: (Status.RUNNING,),
+    Status.FAILED: (Status.QUEUED, Status.RETRYING, Status.RUNNING),
+    Status.CANCELLED: (Status.QUEUED, Status.RETRYING, Status.RUNNING, Status.PAUSED),
+}
+CLAIMABLE = (Status.QUEUED, Status.RETRYING, Status.RUNNING)
+
+
+def by(user: Any) -> str:
+    return f" by {user.get_username()}" if user is not None else ""
+
+
+def lease_expiry(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS)
+
+
+# -- the fields each outcome writes ------------------------------------------------------
+
+
+def cancelled_fields(now: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.CANCELLED,
+        "requested": "",
+        "dispatched_at": None,
+        "run_after": None,
+        "cancelled_at": now,
+        "finished_at": now,
+    }
+
+
+def paused_fields() -> dict[str, Any]:
+    return {"status": Status.PAUSED, "requested": "", "dispatched_at": None}
+
+
+def failed_fields(error: str, tb: str, now: datetime) -> dict[str, Any]:
+    return {
+        "status": Status.FAILED,
+        "error": error,
+        "traceback": tb,
+        "finished_at": now,
+        "message": error[:500],
+        "requested": "",
+    }
+
+
+def succeeded_fields(result: Any, message: str, now: datetime) -> dict[str, Any]:
+    return {"status": Status.SUCCEEDED, "result": result, "finished_at": now, "message": message}
+
+
+def retry_fields() -> dict[str, Any]:
+    """A finished job queued again: a fresh attempt count and running-time budget."""
+    return {
+        "status": Status.QUEUED,
+        "error": "",
+        "traceback": "",
+        "result": None,
+        "attempts": 0,
+        "requested": "",
+        "run_after": None,
+        "dispatched_at": None,
+        "finished_at": None,
+        "cancelled_at": None,
+        "run_seconds": 0.0,
+    }
+
+
+def released_fields(now: datetime) -> dict[str, Any]:
+    return {"lease_owner": "", "lease_expires_at": None, "updated_at": now}
+
+
+# -- low-level writes ----------------------------------------------------------------
+
+
+def _rows(job_id: int, sources: Iterable[str] | None = None, *, owner: str | None = None):
+    rows = Job.objects.filter(pk=job_id)
+    if sources is not None:
+        rows = rows.filter(status__in=list(sources))
+    if owner is not None:
+        rows = rows.filter(lease_owner=owner)
+    return rows
+
+
+def _update(rows: QuerySet[Job], fields: dict[str, Any]) -> int:
+    fields.setdefault("updated_at", timezone.now())
+    return rows.update(**fields)
+
+
+def _update_returning(rows: QuerySet[Job], fields: dict[str, Any], returning: list[str]):
+    """`rows.update(**fields)` that also returns `returning` of each updated row, in one
+    statement. Returned values are raw database values: ask for plain columns only."""
+    fields.setdefault("updated_at", timezone.now())
+    query = rows.query.chain(UpdateQuery)
+    query.add_update_values(fields)
+    sql, params = query.get_compiler(rows.db).as_sql()
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(Job._meta.get_field(name).column) for name in returning)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {columns}", params)
+        return cursor.fetchall()
+
+
+@contextlib.contextmanager
+def _journal(journal: Journal | None) -> Iterator[Journal]:
+    """The caller's journal, or one of our own written when the transition is done."""
+    if journal is not None:
+        yield journal
+        return
+    own = Journal()
+    yield own
+    own.flush()
+
+
+# -- submit ----------------------------------------------------------------------------
+
+
+def create(jobs: list[Job], journal: Journal | None = None) -> list[Job]:
+    """Insert queued jobs with their "Queued" events; one statement per table."""
+    now = timezone.now()
+    for job in jobs:
+        job.status = Status.QUEUED
+        job.created_at = job.updated_at = now
+    if len(jobs) == 1:
+        jobs[0].save(force_insert=True)
+    else:
+        jobs = Job.objects.bulk_create(jobs)
+    with _journal(journal) as notes:
+        for job in jobs:
+            notes.event(job.pk, STATE, "Queued", Status.QUEUED, at=now)
+            notes.changed(job.pk)
+    return jobs
+
+
+# -- dispatch marks --------------------------------------------------------------------
+
+
+def mark_dispatched(job_ids: list[int]) -> None:
+    """The jobs were handed to the broker: not runnable again until a worker claims them
+    or the mark goes stale."""
+    if job_ids:
+        Job.objects.filter(pk__in=job_ids).update(dispatched_at=timezone.now())
+
+
+def clear_dispatch(job_ids: list[int]) -> None:
+    """The broker task was not sent (or found nothing to do): runnable again."""
+    Job.objects.filter(pk__in=job_ids, lease_owner="").exclude(dispatched_at=None).update(
+        dispatched_at=None
+    )
+
+
+def release_stale_dispatches(cutoff: datetime) -> int:
+    return Job.objects.filter(dispatched_at__lt=cutoff, lease_owner="").update(dispatched_at=None)
+
+
+# -- a worker's writes -------------------------------------------------------------------
+
+
+def _claim_rows(job_id: int, worker: str, statuses: tuple[str, ...], now: datetime) -> list[Job]:
+    """UPDATE ... RETURNING * of a claim: the job's whole row comes back in one statement."""
+    rows = Job.objects.claimable(now).filter(pk=job_id, status__in=statuses)
+    fields = {
+        "status": Status.RUNNING,
+        "lease_owner": worker,
+        "lease_expires_at": lease_expiry(now),
+        "heartbeat_at": now,
+        "dispatched_at": None,
+        "run_after": None,
+        "started_at": Coalesce(F("started_at"), Value(now)),
+        "updated_at": now,
+    }
+    query = rows.query.chain(UpdateQuery)
+    query.add_update_values(fields)
+    sql, params = query.get_compiler(rows.db).as_sql()
+    return list(Job.objects.raw(f"{sql} RETURNING *", params))
+
+
+def claim(job_id: int, worker: str, journal: Journal | None = None) -> Job | None:
+    """Take the lease of a claimable job: it becomes (or stays) running on `worker`.
+
+    Returns the job as stored after the claim, or None if it is not claimable (taken,
+    finished, paused, waiting for its retry time). A queued job is tried first (one
+    statement for a new job); a running one whose last slice ended is the second try,
+    so that the event can say which it was.
+    """
+    now = timezone.now()
+    found = _claim_rows(job_id, worker, (Status.QUEUED, Status.RETRYING), now)
+    if found:
+        job = found[0]
+        verb = "Started" if job.started_at == now else "Running again"
+        with _journal(journal) as notes:
+            notes.event(job.pk, STATE, f"{verb} on {worker}", Status.RUNNING, at=now)
+            notes.changed(job.pk)
+        return job
+    found = _claim_rows(job_id, worker, (Status.RUNNING,), now)
+    if not found:
+        return None
+    with _journal(journal) as notes:
+        notes.changed(job_id)
+    return found[0]
+
+
+def commit_progress(
+    job_id: int,
+    worker: str,
+    fields: dict[str, Any],
+    *,
+    progress: dict[str, Any] | None = None,
+) -> str:
+    """Store a batch's progress while `worker` holds the lease (renewing it).
+
+    `progress` (throttled by the caller) adds a progress event. Returns the pending
+    request ("", "pause", "cancel") read by the same statement; raises LeaseLost when
+    the worker no longer holds the job.
+    """
+    now = timezone.now()
+    fields = {**fields, "heartbeat_at": now, "lease_expires_at": lease_expiry(now)}
+    found = _update_returning(_rows(job_id, owner=worker), fields, ["requested"])
+    if not found:
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker}")
+    with _journal(None) as notes:
+        if progress is not None:
+            notes.event(job_id, JobEvent.Kind.PROGRESS, fields.get("message", ""), data=progress)
+        notes.changed(job_id)
+    return found[0][0] or ""
+
+
+def renew_lease(job_id: int, worker: str) -> str | None:
+    """The heartbeat's lease renewal; returns the pending request, None if not held."""
+    now = timezone.now()
+    fields = {"heartbeat_at": now, "lease_expires_at": lease_expiry(now), "updated_at": now}
+    found = _update_returning(_rows(job_id, owner=worker), fields, ["requested"])
+    return (found[0][0] or "") if found else None
+
+
+def release(
+    job_id: int,
+    worker: str,
+    fields: dict[str, Any],
+    message: str | None,
+    *,
+    data: dict[str, Any] | None = None,
+    notification: tuple[str, str] | None = None,
+    journal: Journal | None = None,
+) -> bool:
+    """End a slice: release the lease and apply `fields` (a new status, or none to stay
+    running for the next slice), only if `worker` still holds the job. The event and
+    the owner's notification ("<title> <text>") commit with it. False if the lease was
+    lost."""
+    now = timezone.now()
+    status = fields.get("status")
+    rows = _rows(job_id, TRANSITIONS[status] if status else None, owner=worker)
+    returning = ["owner_id", "label", "kind"]
+    found = _update_returning(rows, {**fields, **released_fields(now)}, returning)
+    if not found:
+        return False
+    with _journal(journal) as notes:
+        if message is not None:
+            notes.event(job_id, STATE, message, status or "", data=data, at=now)
+        if notification is not None:
+            owner_id, label, kind = found[0]
+            title = label or f"{kind} #{job_id}"
+            notes.notify(owner_id, job_id, notification[0], f"{title} {notification[1]}")
+        notes.changed(job_id)
+    return True
+
+
+def yield_to(job_id: int, worker: str, winner: int, run_seconds: float) -> bool:
+    """Hand this job's worker to `winner`: back to queued, the winner marked dispatched."""
+    rows = _rows(job_id, TRANSITIONS[Status.QUEUED], owner=worker)
+    now = timezone.now()
+    fields = {"status": Status.QUEUED, "run_seconds": run_seconds, **released_fields(now)}
+    if not _update(rows, fields):
+        return False
+    mark_dispatched([winner])
+    with _journal(None) as notes:
+        notes.event(job_id, STATE, f"Yielded to higher-priority job #{winner}", Status.QUEUED)
+        notes.changed(job_id)
+    return True
+
+
+# -- rescue ------------------------------------------------------------------------------
+
+
+def recover(job_id: int, lost_owner: str, reason: str) -> bool:
+    """Take a job back from a worker presumed dead: honour a pending pause or cancel,
+    fail it once its attempts are used up, else make it runnable again to resume from
+    its last checkpoint. Each loss counts as an attempt."""
+    job = Job.objects.filter(pk=job_id, lease_owner=lost_owner).first()
+    if job is None:
+        return False
+    now = timezone.now()
+    attempt = job.attempts + 1
+    common = {"attempts": attempt, **released_fields(now)}
+    rows = _rows(job_id, owner=lost_owner)
+    with _journal(None) as notes:
+        if job.requested:
+            cancel = job.requested == Request.CANCEL
+            fields = cancelled_fields(now) if cancel else paused_fields()
+            rows.update(**common, **fields)
+            status = fields["status"]
+            label = Status(status).label.capitalize()
+            notes.event(job_id, STATE, f"{label} ({reason})", status, at=now)
+        elif attempt >= job.max_attempts:
+            error = (
+                f"Gave up after {attempt} attempts: {reason} each time, without progress "
+                f"in between. The job may crash the worker that runs it."
+            )
+            rows.update(**common, **failed_fields(error, "", now))
+            notes.event(job_id, STATE, error, Status.FAILED, at=now)
+            notes.notify(
+                job.owner_id, job_id, Notification.Level.ERROR, f"{job.title} failed: {error}"
+            )
+        else:
+            rows.update(**common)
+            notes.event(
+                job_id,
+                LOG,
+                f"Recovered: {reason}; resuming from the last checkpoint "
+                f"(attempt {attempt + 1} of {job.max_attempts})",
+                at=now,
+            )
+        notes.changed(job_id)
+    return True
+
+
+# -- users' actions ------------------------------------------------------------------------
+
+
+def _stop(job: Job, fields: dict[str, Any], request: str) -> str:
+    """Stop a job now if no worker holds it, else ask its worker to at the next checkpoint.
+
+    Returns "now", "requested" or "" (not active). Both updates are conditional on the
+    lease, and a worker may claim or release the job between them, so the pair is
+    tried again until one applies or the job is plainly not active.
+    """
+    sources = TRANSITIONS[fields["status"]]
+    for _ in range(5):
+        if _update(_rows(job.pk, sources, owner=""), dict(fields)):
+            _apply(job, fields)
+            return "now"
+        running = Job.objects.filter(pk=job.pk, status=Status.RUNNING).exclude(lease_owner="")
+        if _update(running, {"requested": request}):
+            job.requested = request
+            return "requested"
+        job.refresh_from_db()
+        if not job.is_active:
+            return ""
+    return ""
+
+
+def pause(job: Job, who: Any = None) -> str:
+    """ "now" (paused), "requested" (its worker pauses at the next checkpoint) or ""."""
+    outcome = _stop(job, paused_fields(), Request.PAUSE)
+    with _journal(None) as notes:
+        if outcome == "now":
+            notes.event(job.pk, STATE, f"Paused{by(who)}", Status.PAUSED)
+        elif outcome == "requested":
+            notes.event(job.pk, LOG, f"Pause requested{by(who)}")
+        if outcome:
+            notes.changed(job.pk)
+    return outcome
+
+
+def cancel(job: Job, who: Any = None) -> str:
+    """ "now" (cancelled), "requested" (its worker stops at the next checkpoint) or ""."""
+    outcome = _stop(job, cancelled_fields(timezone.now()), Request.CANCEL)
+    with _journal(None) as notes:
+        if outcome == "now":
+            notes.event(job.pk, STATE, f"Cancelled{by(who)}", Status.CANCELLED)
+            notes.notify(
+                job.owner_id, job.pk, Notification.Level.INFO, f"{job.title} was cancelled"
+            )
+        elif outcome == "requested":
+            notes.event(job.pk, LOG, f"Cancel requested{by(who)}")
+        if outcome:
+            notes.changed(job.pk)
+    return outcome
+
+
+def resume(job: Job, who: Any = None) -> str:
+    """A paused job queued again ("resumed"), or a pending pause withdrawn ("withdrawn")."""
+    fields = {"status": Status.QUEUED}
+    with _journal(None) as notes:
+        if _update(_rows(job.pk, (Status.PAUSED,)), dict(fields)):
+            _apply(job, fields)
+            notes.event(job.pk, STATE, f"Resumed{by(who)}", Status.QUEUED)
+            outcome = "resumed"
+        elif _update(Job.objects.filter(pk=job.pk, requested=Request.PAUSE), {"requested": ""}):
+            job.requested = ""
+            notes.event(job.pk, LOG, f"Pause request withdrawn{by(who)}")
+            outcome = "withdrawn"
+        else:
+            return ""
+        notes.changed(job.pk)
+    return outcome
+
+
+def retry(job: Job, extra: dict[str, Any], what: str, who: Any = None) -> bool:
+    """Queue a finished job again with `retry_fields()` plus `extra` (cursor, counters)."""
+    fields = {**retry_fields(), **extra}
+    if not _update(_rows(job.pk, TRANSITIONS[Status.QUEUED]), dict(fields)):
+        return False
+    _apply(job, fields)
+    with _journal(None) as notes:
+        notes.event(job.pk, STATE, f"Retry ({what}){by(who)}", Status.QUEUED)
+        notes.changed(job.pk)
+    return True
+
+
+def delete(job: Job) -> bool:
+    """Delete a finished job with its events, results and notifications."""
+    deleted, _ = Job.objects.filter(pk=job.pk, status__in=Job.TERMINAL).delete()
+    if deleted:
+        with _journal(None) as notes:
+            notes.changed(job.pk)
+    return bool(deleted)
+
+
+def _apply(job: Job, fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        setattr(job, name, value)

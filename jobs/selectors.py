@@ -1,0 +1,140 @@
+"""The reads every front end shares: which jobs a user sees, the job-list filters, the
+badge counts, a job's recent events, and who may act on a job.
+
+Pages, the JSON API, the CLI and the live relay all read through these, so a filter
+or a permission means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
+
+from jobs.engine.errors import JobActionError
+from jobs.models import Job, JobEvent, Notification
+
+if TYPE_CHECKING:
+    from jobs.engine.services import Action
+
+Status = Job.Status
+
+# Names a user filters by (tabs, `?status=`): a group of statuses, or one status.
+STATUS_GROUPS: dict[str, list[str]] = {
+    "active": list(Job.ACTIVE),
+    "running": [Status.RUNNING],
+    "queued": [Status.QUEUED, Status.RETRYING],
+    "paused": [Status.PAUSED],
+    "completed": [Status.SUCCEEDED],
+    "failed": [Status.FAILED],
+    "cancelled": [Status.CANCELLED],
+}
+MAX_SEARCH = 200
+
+
+def visible_jobs(user: Any) -> QuerySet[Job]:
+    return Job.objects.visible_to(user).select_related("owner")
+
+
+def statuses_named(names: list[str]) -> list[str]:
+    """The statuses behind filter names ("queued" is queued and retry-waiting); raises
+    ValueError naming what is unknown."""
+    found: list[str] = []
+    unknown = []
+    for name in names:
+        if name in STATUS_GROUPS:
+            found += STATUS_GROUPS[name]
+        elif name in Status.values:
+            found.append(name)
+        else:
+            unknown.append(name)
+    if unknown:
+        known = sorted(set(STATUS_GROUPS) | set(Status.values))
+        raise ValueError(f"unknown status {', '.join(unknown)}; use {', '.join(known)}")
+    return list(dict.fromkeys(found))
+
+
+def filter_jobs(
+    jobs: QuerySet[Job],
+    *,
+    statuses: list[str] | None = None,
+    kind: str = "",
+    text: str = "",
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> QuerySet[Job]:
+    """The job-list filters: status names, kind, text (label, kind, key, message, error,
+    or #id), created in [created_after, created_before)."""
+    if statuses:
+        jobs = jobs.filter(status__in=statuses_named(statuses))
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    if created_after is not None:
+        jobs = jobs.filter(created_at__gte=created_after)
+    if created_before is not None:
+        jobs = jobs.filter(created_at__lt=created_before)
+    if text := text.strip()[:MAX_SEARCH]:
+        match = (
+            Q(label__icontains=text)
+            | Q(kind__icontains=text)
+            | Q(entity_key__icontains=text)
+            | Q(message__icontains=text)
+            | Q(error__icontains=text)
+        )
+        number = text.lstrip("#")
+        if number.isdigit() and len(number) < 19:
+            match |= Q(pk=int(number))
+        jobs = jobs.filter(match)
+    return jobs
+
+
+def owned_by(jobs: QuerySet[Job], username: str) -> QuerySet[Job]:
+    """Narrow to one owner's jobs by username ("": no narrowing)."""
+    if not username:
+        return jobs
+    return jobs.filter(**{f"owner__{get_user_model().USERNAME_FIELD}": username})
+
+
+def job_with_key(user: Any, field: str, key: str, *, kind: str = "", owner: str = "") -> Job | None:
+    """The user's active job with this entity or session key, else their latest one.
+
+    Keys belong to a user; staff look up someone else's with `owner`.
+    """
+    jobs = visible_jobs(user).filter(**{field: key})
+    jobs = owned_by(jobs, owner) if owner else jobs.filter(owner=user)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    return jobs.active().first() or jobs.first()
+
+
+def running_count(user_id: int) -> int:
+    """What the navigation badge counts: the user's running jobs."""
+    return Job.objects.filter(owner_id=user_id, status=Status.RUNNING).count()
+
+
+def unread_count(user_id: int) -> int:
+    return Notification.objects.filter(user_id=user_id, read_at__isnull=True).count()
+
+
+def recent_events(job: Job, limit: int = 50) -> list[JobEvent]:
+    """The newest `limit` events of a job, oldest first."""
+    events = list(job.events.order_by("-id")[:limit])
+    events.reverse()
+    return events
+
+
+def may_act(user: Any, job: Job, action: Action) -> bool:
+    """One rule for every front end: a user acts on their own jobs; acting on someone
+    else's needs the model permission (change, or delete for delete)."""
+    if job.owner_id is not None and job.owner_id == getattr(user, "pk", None):
+        return True
+    return bool(user.has_perm(f"jobs.{action.permission}_job"))
+
+
+def check_may_act(user: Any, job: Job, action: Action) -> None:
+    if not may_act(user, job, action):
+        raise JobActionError(
+            f"Job #{job.pk} belongs to another user; you may not {action.name} it."
+        )

@@ -1,0 +1,274 @@
+"""The sheet verbs of `manage.py conveyor`: `submit` (import a CSV/XLSX file, a Google
+Sheet or an imported sheet and start a job on it) and `export` (write a sheet job's
+results), registered with the command's verb registry.
+
+Everything goes through the same functions as the pages (`sheets.services`,
+`sheets.importing`, `sheets.export`); problems raise `CliError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import OutputWrapper
+
+from jobs.cli.base import (
+    EXIT_JOB_FAILED,
+    CliError,
+    Verb,
+    find_job,
+    register_verb,
+    wait_for_job,
+)
+from jobs.models import Job, parse_priority
+from jobs.serializers import job_as_dict
+from sheets.export import csv_chunks, xlsx_file
+from sheets.importing import sheet_from_google, sheet_import
+from sheets.kinds import KIND as SHEET_KIND
+from sheets.models import Sheet
+from sheets.processors import UnknownProcessor, get_processor
+from sheets.services import sheet_job_submit
+from sheets.sources import SourceError, open_upload
+
+GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
+# Where each sheet job parameter comes from on the command line, for error messages.
+PARAM_FLAGS = {
+    "processor": "--processor",
+    "columns": "--columns",
+    "start_row": "--start-row",
+    "row_count": "--rows",
+    "row_timeout": "--row-timeout",
+    "options": "--option",
+    "sheet_id": "PATH",
+}
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+# -- submitting a sheet ----------------------------------------------------------------
+
+
+def parse_options(pairs: Iterable[str]) -> dict[str, str]:
+    """`--option NAME=VALUE` pairs as strings; the processor parses and checks them."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--option takes NAME=VALUE, not {pair!r}.")
+        options[name.strip()] = value
+    return options
+
+
+def check_processor(name: str) -> None:
+    try:
+        get_processor(name)
+    except UnknownProcessor as exc:
+        raise CliError(str(exc)) from None
+
+
+def check_priority(value: str | None) -> None:
+    try:
+        parse_priority(value)
+    except ValueError as exc:
+        raise CliError(f"Bad --priority {value!r}: {exc}.") from None
+
+
+def is_google_sheet(source: str) -> bool:
+    return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
+
+
+def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
+    """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id."""
+    path = Path(source)
+    try:
+        if path.is_file():
+            table = open_upload(path, path.name, worksheet=worksheet)
+            return sheet_import(table=table, owner=owner, name=path.name)
+        if not path.exists() and is_google_sheet(source):
+            return sheet_from_google(url_or_id=source, owner=owner, worksheet=worksheet)
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"Cannot read {source}: {exc.strerror or exc}.") from None
+    if path.exists():
+        raise CliError(f"{source} is not a file.")
+    raise CliError(f"No such file: {source}")
+
+
+def params_message(errors: dict[str, str]) -> str:
+    """SheetParamsError fields named as the flags that set them."""
+    parts = [
+        f"{PARAM_FLAGS.get(field, f'--option {field}')}: {message.rstrip('.')}"
+        for field, message in errors.items()
+    ]
+    return "; ".join(parts) + "."
+
+
+def submit_sheet(
+    *,
+    source: str,
+    owner,
+    processor: str,
+    options: dict[str, str],
+    columns: str | None = None,
+    start_row: str | None = None,
+    row_count: str | None = None,
+    row_timeout: str | None = None,
+    worksheet: str | None = None,
+    priority: str | None = None,
+) -> Job:
+    """Import `source` and queue a `sheets.process` job on it.
+
+    Cheap checks come before the import; if the job's parameters are then refused
+    (columns, rows, options), the sheet imported for it is deleted again, so bad input
+    leaves nothing behind.
+    """
+    check_processor(processor)
+    check_priority(priority)
+    sheet = import_sheet(source, owner, worksheet)
+    try:
+        job, _ = sheet_job_submit(
+            sheet=sheet,
+            owner=owner,
+            processor=processor,
+            options=options,
+            columns=columns,
+            start_row=start_row,
+            row_count=row_count,
+            row_timeout=row_timeout,
+            priority=priority,
+        )
+        return job
+    except ValueError as exc:  # SheetParamsError is one
+        sheet.delete()
+        errors = getattr(exc, "errors", None)
+        raise CliError(params_message(errors) if errors else str(exc)) from None
+
+
+# -- exporting ----------------------------------------------------------------------------
+
+
+def export_sheet(job: Job) -> Sheet:
+    if job.kind != SHEET_KIND:
+        raise CliError(f"Job #{job.pk} is a {job.kind} job; only {SHEET_KIND} jobs have rows.")
+    sheet = Sheet.objects.filter(pk=job.params.get("sheet_id")).first()
+    if sheet is None:
+        raise CliError(f"The sheet of job #{job.pk} was deleted; there is nothing to export.")
+    return sheet
+
+
+def export_format(fmt: str | None, target: str) -> str:
+    if fmt:
+        return fmt
+    return "xlsx" if target.lower().endswith(".xlsx") else "csv"
+
+
+def export_results(job: Job, fmt: str, target: str, stdout: OutputWrapper) -> int:
+    """Write the job's rows as CSV or XLSX to `target` ("-": stdout); return how many.
+
+    Uses `sheets.export`, so formulas are neutralised exactly as in the page's
+    downloads. On stdout the CSV has no byte-order mark (it is for pipes, not Excel).
+    """
+    sheet = export_sheet(job)
+    if target == "-":
+        if fmt != "csv":
+            raise CliError("Only CSV can go to standard output; give -o a file name for XLSX.")
+        for chunk in csv_chunks(job, sheet):
+            stdout.write(chunk.lstrip("\ufeff"), style_func=_plain, ending="")
+        stdout.flush()
+    else:
+        try:
+            _write_file(job, sheet, fmt, target)
+        except OSError as exc:
+            raise CliError(f"Cannot write {target}: {exc.strerror or exc}.") from None
+    return job.params.get("row_count", sheet.row_count)
+
+
+def _write_file(job: Job, sheet: Sheet, fmt: str, target: str) -> None:
+    if fmt == "csv":
+        with open(target, "w", encoding="utf-8", newline="") as handle:
+            handle.writelines(csv_chunks(job, sheet))
+        return
+    with xlsx_file(job, sheet) as workbook, open(target, "wb") as handle:
+        shutil.copyfileobj(workbook, handle)
+
+
+# -- the verbs -------------------------------------------------------------------------------
+
+
+def _submit_arguments(submit: argparse.ArgumentParser) -> None:
+    submit.add_argument("path", metavar="PATH", help="CSV or XLSX file, or a Google Sheet URL/id.")
+    submit.add_argument("--processor", required=True, metavar="NAME")
+    submit.add_argument(
+        "--option", action="append", default=[], metavar="NAME=VALUE", help="Repeatable."
+    )
+    submit.add_argument("--columns", metavar="A,B", help="Input columns (default: all).")
+    submit.add_argument("--start-row", metavar="N", help="First data row (1 = under the header).")
+    submit.add_argument("--rows", metavar="N", help="How many rows (default: to the end).")
+    submit.add_argument("--row-timeout", metavar="SECONDS")
+    submit.add_argument("--worksheet", metavar="NAME", help="XLSX or Google worksheet.")
+    submit.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
+    submit.add_argument(
+        "--wait", action="store_true", help="Show progress on stderr until the job ends."
+    )
+
+
+def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
+    job = submit_sheet(
+        source=options["path"],
+        owner=user,
+        processor=options["processor"],
+        options=parse_options(options["option"]),
+        columns=options["columns"],
+        start_row=options["start_row"],
+        row_count=options["rows"],
+        row_timeout=options["row_timeout"],
+        worksheet=options["worksheet"],
+        priority=options["priority"],
+    )
+    if not options["wait"]:
+        command.show(job, options, str(job.pk))
+        return
+    if not options["json"]:
+        command.stdout.write(str(job.pk))
+        command.stdout.flush()
+    job = wait_for_job(job, command.stderr)
+    if options["json"]:
+        command.print_json(job_as_dict(job))
+    if job.status != Job.Status.SUCCEEDED:
+        raise CliError("", EXIT_JOB_FAILED)
+
+
+def _export_arguments(export: argparse.ArgumentParser) -> None:
+    export.add_argument("id", metavar="ID")
+    export.add_argument("--format", choices=["csv", "xlsx"], help="Default: from -o's suffix.")
+    export.add_argument("-o", "--output", required=True, metavar="FILE", help="'-': stdout (CSV).")
+
+
+def _export(command: Any, user: Any, options: dict[str, Any]) -> None:
+    job = find_job(user, options["id"])
+    target = options["output"]
+    fmt = export_format(options["format"], target)
+    rows = export_results(job, fmt, target, command.stdout)
+    if target != "-":
+        command.stdout.write(f"Wrote {rows:,} rows of job #{job.pk} to {target} ({fmt}).")
+
+
+register_verb(
+    Verb(
+        "submit",
+        "Import a CSV/XLSX file or Google Sheet and start a job on it; prints the job id.",
+        _submit_arguments,
+        _submit,
+    )
+)
+register_verb(
+    Verb("export", "Write a sheet job's results.", _export_arguments, _export, json=False)
+)

@@ -1,0 +1,65 @@
+"""What sheets plugs into jobs' front ends for the `sheets.process` kind, in one place:
+the sheet's page as the job's entity page, the live signal that refreshes the page's
+results table, links on the job's admin page, and RowResult as its unit table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from jobs.extensions import Link, UnitTable, extend_kind
+from jobs.models import Job
+from sheets.kinds import KIND
+from sheets.models import Sheet
+
+
+def sheet_id_of(job: Job) -> int | None:
+    """The sheet a job works on (from its params), if that is a valid id."""
+    sheet_id = (job.params or {}).get("sheet_id")
+    return sheet_id if isinstance(sheet_id, int) and not isinstance(sheet_id, bool) else None
+
+
+def sheet_page(job: Job) -> str:
+    sheet_id = sheet_id_of(job)
+    return reverse("sheets:detail", args=[sheet_id]) if sheet_id else ""
+
+
+def results_signal(job: Job) -> str:
+    """Tells the sheet's page that rows were committed, so it refreshes its results."""
+    context = {"job": job, "oob": True}
+    return render_to_string("sheets/sheet_detail.html#results_signal", context)
+
+
+def row_results_url(*, job: int | None = None, sheet: int | None = None, errors: bool = False):
+    query = [f"job={job}"] if job else []
+    query += [f"sheet={sheet}"] if sheet else []
+    query += ["failed__exact=1"] if errors else []
+    return reverse("admin:sheets_rowresult_changelist") + "?" + "&".join(query)
+
+
+def admin_links(job: Job) -> Iterable[Link]:
+    """Links on a sheet job's admin page: the sheet, its row results, the errors."""
+    sheet_id = sheet_id_of(job)
+    links: list[Link] = []
+    if sheet_id and Sheet.objects.filter(pk=sheet_id).exists():
+        links += [
+            ("Sheet (admin)", reverse("admin:sheets_sheet_change", args=[sheet_id])),
+            ("Sheet page", reverse("sheets:detail", args=[sheet_id]) + f"?job={job.pk}"),
+        ]
+    links += [
+        ("Row results", row_results_url(job=job.pk)),
+        (f"Failed rows ({job.failed:,})", row_results_url(job=job.pk, errors=True)),
+    ]
+    return links
+
+
+extend_kind(
+    KIND,
+    entity_url=sheet_page,
+    entity_fragment=results_signal,
+    admin_links=admin_links,
+    unit_table=UnitTable("sheets.RowResult", "job", "updated_at", "failed"),
+)
