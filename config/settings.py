@@ -61,6 +61,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Encrypts secrets users type (API keys in job options); defaults to SECRET_KEY.
+CONVEYOR_SECRETS_KEY = env_str("CONVEYOR_SECRETS_KEY")
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -193,11 +195,16 @@ CONVEYOR_MAX_ATTEMPTS = env_int("CONVEYOR_MAX_ATTEMPTS", 5)
 CONVEYOR_RETRY_BASE_SECONDS = env_float("CONVEYOR_RETRY_BASE_SECONDS", 2.0)
 CONVEYOR_RETRY_MAX_SECONDS = env_float("CONVEYOR_RETRY_MAX_SECONDS", 300.0)
 CONVEYOR_RETENTION_DAYS = env_int("CONVEYOR_RETENTION_DAYS", 30)
+# Most active (queued, running, paused, retry-waiting) jobs one user may have (staff: no
+# limit; 0: no limit). Jobs of equal priority run in turns across owners anyway.
+CONVEYOR_MAX_ACTIVE_JOBS = env_int("CONVEYOR_MAX_ACTIVE_JOBS", 1000)
 # Job kinds users may submit through the API / CLI by name (the demo kind is for tests).
 CONVEYOR_SUBMITTABLE_KINDS = env_list("CONVEYOR_SUBMITTABLE_KINDS", ["sheets.process"])
 # Longest one row may take in a sheet job (the form can lower it per job).
 CONVEYOR_ROW_TIME_LIMIT = env_float("CONVEYOR_ROW_TIME_LIMIT", 120.0)
 CONVEYOR_RELAY_POLL_SECONDS = env_float("CONVEYOR_RELAY_POLL_SECONDS", 0.1)
+# Live sockets one user may hold open per web process (0: no limit).
+CONVEYOR_MAX_SOCKETS_PER_USER = env_int("CONVEYOR_MAX_SOCKETS_PER_USER", 30)
 
 # --- Auth, i18n, static -----------------------------------------------------
 LOGIN_URL = "login"

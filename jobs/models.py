@@ -45,6 +45,13 @@ def priority_label(value: int) -> str:
     return names.get(value, str(value))
 
 
+class ReturnedIntegerField(models.IntegerField):
+    """An integer the database computes on insert (an expression) and hands back in the
+    INSERT's RETURNING clause, so reading it costs no extra query."""
+
+    db_returning = True
+
+
 class JobQuerySet(models.QuerySet):
     def visible_to(self, user) -> JobQuerySet:
         """Every page, API call, export and websocket scopes jobs through this."""
@@ -103,6 +110,11 @@ class Job(models.Model):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     priority = models.IntegerField(default=Priority.NORMAL)
+    turn = ReturnedIntegerField(
+        default=0,
+        help_text="Active jobs its owner had when it was submitted: among jobs of equal "
+        "priority, owners take turns (a user's tenth job waits behind others' first).",
+    )
     params = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -142,7 +154,9 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["status", "-priority", "created_at"], name="job_dispatch_idx"),
+            models.Index(
+                fields=["status", "-priority", "turn", "created_at"], name="job_turns_idx"
+            ),
             models.Index(fields=["owner", "status"], name="job_owner_status_idx"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created_idx"),
             models.Index(fields=["status", "lease_expires_at"], name="job_lease_idx"),

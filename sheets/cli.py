@@ -25,6 +25,7 @@ from jobs.cli.base import (
     register_verb,
     wait_for_job,
 )
+from jobs.engine.errors import QuotaExceeded
 from jobs.models import Job, parse_priority
 from jobs.serializers import job_as_dict
 from sheets.export import csv_chunks, xlsx_file
@@ -150,6 +151,9 @@ def submit_sheet(
         sheet.delete()
         errors = getattr(exc, "errors", None)
         raise CliError(params_message(errors) if errors else str(exc)) from None
+    except QuotaExceeded as exc:
+        sheet.delete()
+        raise CliError(str(exc)) from None
 
 
 # -- exporting ----------------------------------------------------------------------------

@@ -140,6 +140,8 @@ def store_results(job_id: int, results: list[RowResult]) -> None:
 
 def commit(ctx: JobContext, source: RowSource, done: list[RowOutcome], next_number: int) -> None:
     """Results of `done` (finished rows in order) with the cursor and counters; checkpoint."""
+    for outcome in done:
+        outcome.error = ctx.scrub(outcome.error)  # an upstream may echo the API key
     results = build_results(ctx.job_id, source.sheet, done)
     last = done[-1].number if done else next_number
     ctx.commit(

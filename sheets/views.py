@@ -19,7 +19,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from jobs.engine.errors import JobActionError
+from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import notifications_mark_read
 from jobs.models import Job
 from sheets import export
@@ -232,6 +232,8 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
         return _render_sheet(request, sheet, data, {"processor": str(exc)}, 400)
     except SheetParamsError as exc:
         return _render_sheet(request, sheet, data, exc.errors, 400)
+    except QuotaExceeded as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 429)
     except ValueError as exc:  # priority
         return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
     if not created:

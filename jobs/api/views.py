@@ -56,7 +56,7 @@ from jobs.api.input import (
     query_flag,
     text_field,
 )
-from jobs.engine.errors import JobActionError, UnknownKind
+from jobs.engine.errors import JobActionError, QuotaExceeded, UnknownKind
 from jobs.engine.kinds import get_kind, submittable_kinds
 from jobs.engine.services import ACTIONS, job_submit
 from jobs.engine.services import notifications_mark_read as mark_read
@@ -176,7 +176,10 @@ def _submit(request: HttpRequest) -> JsonResponse:
     data = json_object(request)
     only_fields(data, SUBMIT_FIELDS)
     kind, values = _submission(data, request.user)
-    job, created = job_submit(kind=kind, owner=request.user, **values)
+    try:
+        job, created = job_submit(kind=kind, owner=request.user, **values)
+    except QuotaExceeded as exc:
+        raise ApiError(429, str(exc)) from None
     body = {**job_as_dict(job, detail=True), "deduplicated": not created}
     response = JsonResponse(body, status=201 if created else 200)
     response["Location"] = reverse("api:job", args=[job.pk])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from jobs.engine import dispatch, transitions
+from jobs.engine import dispatch, secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
     Cancelled,
@@ -44,7 +44,8 @@ class JobContext:
         self.job_id: int = job.pk
         self.kind = kind
         self.label: str = job.label
-        self.params: dict[str, Any] = job.params or {}
+        self.params: dict[str, Any] = secrets.unseal(job.params or {})
+        self.secrets: set[str] = secrets.secrets_in(self.params)
         self.owner_id: int | None = job.owner_id
         self.priority: int = job.priority
         self.cursor: Any = job.cursor
@@ -171,10 +172,15 @@ class JobContext:
             raise SliceDone("Slice finished")
         self.stop_event.clear()  # a stop request was withdrawn (e.g. resumed before pausing)
 
+    def scrub(self, text: str) -> str:
+        """`text` with this job's secrets and the server's keys masked."""
+        return secrets.scrub(text, self.secrets)
+
     # -- timeline -------------------------------------------------------------
     def log(self, message: str, *, level: str = "info", **data: Any) -> None:
         """Append a line to the job's event timeline (its own small transaction)."""
         kind = JobEvent.Kind.ERROR if level in ("error", "critical") else JobEvent.Kind.LOG
+        message = self.scrub(message)
 
         extra = {"level": level, **data} if data or level != "info" else None
 
@@ -193,7 +199,7 @@ class TimelineLogger:
         self._log = logging.getLogger(f"jobs.{ctx.kind.name}")
 
     def _emit(self, level: str, message: str, *args: Any) -> None:
-        text = message % args if args else message
+        text = self._ctx.scrub(message % args if args else message)
         getattr(self._log, level)("job %s: %s", self._ctx.job_id, text)
         self._ctx.log(text, level=level)
 

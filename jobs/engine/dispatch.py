@@ -1,4 +1,5 @@
-"""What runs next: pick claimable jobs by priority then age and start them on workers.
+"""What runs next: pick claimable jobs by priority, owners' turns, then age, and start
+them on workers.
 
 Priority lives in our Job table, not in the broker's FIFO. Two ways a job reaches a
 worker:
@@ -76,7 +77,8 @@ def _kind_load(kinds: list[str], leased_only: bool = False) -> dict[str, int]:
 
 
 def _ordered(jobs):
-    return jobs.order_by("-priority", "created_at", "id")
+    """Priority first; among equal priorities owners take turns (`Job.turn`), then age."""
+    return jobs.order_by("-priority", "turn", "created_at", "id")
 
 
 def _choose(limit: int) -> list[int]:

@@ -58,6 +58,10 @@ class JobActionError(Exception):
     """An action that does not apply to this job; the message is shown to the user."""
 
 
+class QuotaExceeded(JobActionError):
+    """The owner has as many active jobs as allowed (CONVEYOR_MAX_ACTIVE_JOBS)."""
+
+
 class UnknownKind(LookupError):
     pass
 

@@ -144,7 +144,17 @@ def _run(ctx: JobContext) -> Settlement:
 
 
 def _with_time(ctx: JobContext, settlement: Settlement) -> Settlement:
+    """The settlement with the running time, and the job's secrets scrubbed from every
+    text it stores (an upstream error may echo an API key)."""
     settlement.fields["run_seconds"] = ctx.run_seconds
+    for name in ("error", "traceback", "message"):
+        if settlement.fields.get(name):
+            settlement.fields[name] = ctx.scrub(settlement.fields[name])
+    if settlement.message:
+        settlement.message = ctx.scrub(settlement.message)
+    if settlement.notification:
+        level, text = settlement.notification
+        settlement.notification = (level, ctx.scrub(text))
     return settlement
 
 

@@ -17,9 +17,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.engine import dispatch, transitions
+from jobs.engine import dispatch, secrets, transitions
 from jobs.engine.db import atomic_retry
-from jobs.engine.errors import JobActionError
+from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.journal import announce
 from jobs.engine.kinds import JobKind, get_kind
 from jobs.models import Job, Notification, parse_priority
@@ -51,7 +51,7 @@ class Submission:
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
-        params = self.params or {}
+        params = secrets.seal(self.params or {})
         entity_key = self.entity_key or _derived(job_kind.entity_key_for, params, "")
         label = self.label or _derived(job_kind.label_for, params, "")
         total = self.total if self.total is not None else _derived(job_kind.total_for, params)
@@ -107,6 +107,7 @@ def job_submit(
         if existing is not None:
             return existing, False
         transitions.create([job])
+        _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
         request_dispatch()
         return job, True
 
@@ -128,10 +129,26 @@ def job_submit_many(submissions: list[Submission]) -> list[Job]:
 
     def create() -> list[Job]:
         created = transitions.create(jobs)
+        for job in created:
+            _check_quota(job)
         request_dispatch()
         return created
 
     return atomic_retry(create) if jobs else []
+
+
+def _check_quota(job: Job) -> None:
+    """Refuse (rolling the submit back) a job beyond its owner's active-jobs limit.
+
+    Staff and ownerless (system) jobs have no limit; 0 turns the limit off.
+    """
+    limit = settings.CONVEYOR_MAX_ACTIVE_JOBS
+    if not limit or job.owner is None or job.owner.is_staff or job.turn < limit:
+        return
+    raise QuotaExceeded(
+        f"You have {job.turn} active jobs, the most allowed (CONVEYOR_MAX_ACTIVE_JOBS="
+        f"{limit}). Wait for some to finish, or cancel some, and submit again."
+    )
 
 
 def _active_with_key(job: Job) -> Job | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, QuerySet, Value
+from django.db.models import Count, F, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
@@ -163,15 +163,36 @@ def _journal(journal: Journal | None) -> Iterator[Journal]:
 # -- submit ----------------------------------------------------------------------------
 
 
+def _active_of(owner_id: int | None) -> QuerySet[Job]:
+    return Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE).order_by()
+
+
+def _turn(owner_id: int | None) -> Coalesce:
+    """The owner's active jobs, counted by the INSERT itself (and returned by it)."""
+    count = _active_of(owner_id).values("owner_id").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(count[:1]), Value(0))
+
+
 def create(jobs: list[Job], journal: Journal | None = None) -> list[Job]:
-    """Insert queued jobs with their "Queued" events; one statement per table."""
+    """Insert queued jobs with their "Queued" events; one statement per table.
+
+    Each job's `turn` is the number of active jobs its owner already has: computed in
+    the INSERT for one job, counted once per owner for many.
+    """
     now = timezone.now()
     for job in jobs:
         job.status = Status.QUEUED
         job.created_at = job.updated_at = now
     if len(jobs) == 1:
+        jobs[0].turn = _turn(jobs[0].owner_id)
         jobs[0].save(force_insert=True)
     else:
+        taken: dict[int | None, int] = {}
+        for job in jobs:
+            if job.owner_id not in taken:
+                taken[job.owner_id] = _active_of(job.owner_id).count()
+            job.turn = taken[job.owner_id]
+            taken[job.owner_id] += 1
         jobs = Job.objects.bulk_create(jobs)
     with _journal(journal) as notes:
         for job in jobs:

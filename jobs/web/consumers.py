@@ -1,6 +1,7 @@
 """The websocket at /ws/live/: authenticated users subscribe to jobs they may see.
 
-On connect the user joins their own group (badges, toasts) and the subscriptions
+On connect (a logged-in session, within the user's socket limit: `socket_guard`, which
+also closes the socket soon after logout) the user joins their own group (badges, toasts) and the subscriptions
 named in the query string (`?job=12`, `?entity=sheet:3`, `?rows=1` for pages listing
 the user's jobs, `?rows=all` for staff listing everyone's); each
 subscription first gets a snapshot rendered from the database, then the relay's
@@ -21,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from jobs.models import Job
 from jobs.web import live
+from jobs.web.socket_guard import CLOSE_TOO_MANY, guard
 
 CLOSE_UNAUTHENTICATED = 4401
 MAX_MESSAGE_BYTES = 4096
@@ -38,10 +40,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.groups_joined = set()
         user = self.scope.get("user")
         await self.accept()
-        if user is None or not user.is_authenticated:
+        session = self.scope.get("session")
+        if user is None or not user.is_authenticated or not getattr(session, "session_key", ""):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.user = user
+        self.user_id = user.pk
+        self.session_key = session.session_key
+        if not guard.admit(self):
+            await self._error("too many live connections for this user; close some tabs")
+            await self.close(code=CLOSE_TOO_MANY)
+            return
         await live.relay.ensure_started()
         await self._join(live.user_group(user.pk))
         await self.send(text_data=await database_sync_to_async(live.render_badges)(user.pk))
@@ -55,6 +64,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._subscribe_or_report({"entity": value})
 
     async def disconnect(self, code: int) -> None:
+        guard.leave(self)
         for group in getattr(self, "groups_joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
 

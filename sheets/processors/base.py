@@ -121,6 +121,8 @@ class Option:
         if self.type == "columns":
             return parse_columns(raw, input_columns)
         text = str(raw) if self.type == "text" else str(raw).strip()
+        if self.type == "secret" and any(ch.isspace() or not ch.isprintable() for ch in text):
+            raise ValueError("A key is one line of visible characters, without spaces.")
         if self.type == "choice" and text not in self.choices:
             raise ValueError(f"Choose one of: {', '.join(self.choices)}.")
         if self.type == "url":

@@ -64,6 +64,7 @@ class FakeOpenAI:
         self.retry_after: str | Callable[[], str] | None = "1"
         self.error_fraction = 0.0
         self.api_key: str | None = None
+        self.echo_key = False  # a 401 quotes the key it was sent
         self.calls: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -181,7 +182,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, call: Call) -> int:
         fake = self.fake
-        if fake.api_key and self.headers.get("authorization") != f"Bearer {fake.api_key}":
+        sent = self.headers.get("authorization", "")
+        if fake.api_key and sent != f"Bearer {fake.api_key}":
+            if fake.echo_key:  # as OpenAI does: "Incorrect API key provided: sk-..."
+                error = {"message": f"Incorrect API key provided: {sent.removeprefix('Bearer ')}"}
+                return self._json(401, {"error": error})
             return self._error(401)
         status = fake.status_for(call)
         if status != 200:
