@@ -165,6 +165,8 @@ Q_CLUSTER = {
     "poll": env_float("CONVEYOR_BROKER_POLL", 0.05),
     "guard_cycle": 0.5,
     "label": "Task queue (django-q2)",
+    # A worker whose memory grew past this is replaced after its current task.
+    "max_rss": env_int("CONVEYOR_WORKER_MAX_RSS_MB", 1024) * 1024,
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -226,10 +228,25 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
+# LOG_FORMAT=json: one JSON object per line (for log shippers); default plain text.
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs every enqueue and task at INFO; Conveyor's own timeline has the story.
     "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},

@@ -196,7 +196,17 @@ class JobAdmin(admin.ModelAdmin):
         (None, {"fields": ["id", "title", "kind", "status_badge", "owner", "priority_display"]}),
         (
             "Progress",
-            {"fields": ["progress", "message", "attempts_display", "run_time", "links"]},
+            {
+                "fields": [
+                    "progress",
+                    "message",
+                    "attempts_display",
+                    "run_time",
+                    "cpu_seconds",
+                    "peak_rss_mb",
+                    "links",
+                ]
+            },
         ),
         (
             "Times",
@@ -242,6 +252,8 @@ class JobAdmin(admin.ModelAdmin):
         "message",
         "attempts_display",
         "run_time",
+        "cpu_seconds",
+        "peak_rss_mb",
         "links",
         "created_at_exact",
         "started_at_exact",
@@ -582,7 +594,15 @@ class WorkerAdmin(admin.ModelAdmin):
     """Worker processes as their heartbeats report them; stale rows are cleaned up by
     recovery after a few minutes."""
 
-    list_display = ["name", "cluster", "is_alive", "current_job", "started_at", "last_seen_at"]
+    list_display = [
+        "name",
+        "cluster",
+        "is_alive",
+        "current_job",
+        "rss_mb",
+        "started_at",
+        "last_seen_at",
+    ]
     list_filter = ["host", "cluster"]
     search_fields = ["name", "cluster"]
     readonly_fields = [
@@ -592,6 +612,7 @@ class WorkerAdmin(admin.ModelAdmin):
         "cluster",
         "is_alive",
         "current_job",
+        "rss_mb",
         "started_at",
         "last_seen_at",
     ]

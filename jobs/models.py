@@ -134,6 +134,10 @@ class Job(models.Model):
     max_attempts = models.PositiveIntegerField(default=5)
     time_limit = models.FloatField(null=True, blank=True, help_text="Seconds of running time.")
     run_seconds = models.FloatField(default=0.0, help_text="Running time used so far.")
+    cpu_seconds = models.FloatField(default=0.0, help_text="CPU time its workers spent on it.")
+    peak_rss_mb = models.FloatField(
+        null=True, blank=True, help_text="Highest memory (RSS) of a worker while running it."
+    )
     cursor = models.JSONField(null=True, blank=True)
     requested = models.CharField(max_length=8, choices=Request.choices, blank=True)
 
@@ -309,6 +313,7 @@ class Worker(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
     current_job_id = models.BigIntegerField(null=True, blank=True)
+    rss_mb = models.FloatField(null=True, blank=True, help_text="Memory (RSS) at the last beat.")
 
     objects = WorkerQuerySet.as_manager()
 

@@ -51,6 +51,8 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "rate": _rounded(job.rate, 3),
         "eta_seconds": _rounded(job.eta_seconds, 1),
         "attempts": job.attempts,
+        "cpu_seconds": round(job.cpu_seconds, 3),
+        "peak_rss_mb": job.peak_rss_mb,
         "entity_key": job.entity_key,
         "session_key": job.session_key,
         "url": job.get_absolute_url(),

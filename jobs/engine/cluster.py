@@ -1,4 +1,4 @@
-"""A django-q2 cluster that survives workers killed while idle.
+"""A django-q2 cluster that survives workers killed while idle, and stops gracefully.
 
 An idle django-q2 worker waits for tasks inside `task_queue.get()`, holding the
 queue's read lock. If that worker is killed (OOM killer, SIGKILL), the lock stays
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -49,6 +51,15 @@ def watch_task_queue(sentinel: Sentinel) -> None:
 
 
 class ResilientSentinel(Sentinel):
+    """django-q2's sentinel, plus a watchdog for the task queue's lock and a graceful stop:
+    workers are told to end their slices (SIGUSR1) before the sentinel waits for them."""
+
+    def stop(self) -> None:
+        for process in list(self.pool):
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.kill(process.pid, signal.SIGUSR1)
+        super().stop()
+
     def spawn_cluster(self) -> None:
         super().spawn_cluster()
         if getattr(self, "_queue_watchdog", None) is None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import psutil
 from django.conf import settings
 
 from jobs.engine import dispatch, secrets, transitions
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from jobs.engine.kinds import JobKind
 
 _UNSET: Any = object()
+_PROCESS = psutil.Process()
 PROGRESS_EVENT_SECONDS = 5.0
 PREEMPTION_CHECK_SECONDS = 1.0
 
@@ -60,6 +62,9 @@ class JobContext:
         self.stop_event = threading.Event()
         self.logger = TimelineLogger(self)
         self._run_seconds_before = job.run_seconds
+        self._cpu_seconds_before = job.cpu_seconds
+        self._peak_rss_mb = job.peak_rss_mb or 0.0
+        self._cpu_started = time.process_time()
         self._slice_started = time.monotonic()
         self._slice_deadline = self._slice_started + settings.CONVEYOR_SLICE_SECONDS
         self._requested = job.requested
@@ -73,12 +78,32 @@ class JobContext:
         """Running time of the job so far, this slice included (queue time excluded)."""
         return self._run_seconds_before + (time.monotonic() - self._slice_started)
 
+    def usage(self) -> dict[str, float]:
+        """Running time, CPU time and peak memory so far, as stored on the job.
+
+        CPU is this worker process's (all its threads, e.g. a processor's event loop);
+        memory is the process's RSS, sampled at each commit.
+        """
+        rss_mb = _PROCESS.memory_info().rss / (1024 * 1024)
+        self._peak_rss_mb = max(self._peak_rss_mb, rss_mb)
+        cpu = self._cpu_seconds_before + (time.process_time() - self._cpu_started)
+        return {
+            "run_seconds": self.run_seconds,
+            "cpu_seconds": round(cpu, 3),
+            "peak_rss_mb": round(self._peak_rss_mb, 1),
+        }
+
     def time_limit_exceeded(self) -> bool:
         return self.time_limit is not None and self.run_seconds > self.time_limit
 
     def slice_over(self) -> bool:
         """The slice has used its time: reach a checkpoint soon, without hurrying work."""
         return time.monotonic() > self._slice_deadline
+
+    def end_slice_now(self) -> None:
+        """End this slice at its next checkpoint (the worker is stopping). In-flight work
+        is not cancelled: `should_stop()` turns true and streams wind down."""
+        self._slice_deadline = time.monotonic()
 
     def should_stop(self) -> bool:
         """Cheap test for long I/O: True when the job should reach a checkpoint soon."""
@@ -113,7 +138,7 @@ class JobContext:
         progressed = processed is not None and processed > self.processed
         if progressed or cursor is not _UNSET:
             fields["attempts"] = 0
-        atomic_retry(lambda: self._commit({**fields, "run_seconds": self.run_seconds}, write))
+        atomic_retry(lambda: self._commit({**fields, **self.usage()}, write))
         for name, value in fields.items():
             setattr(self, name, value)
         self.checkpoint()

@@ -64,15 +64,19 @@ def run_slice(job_id: int) -> str:
     used (far below django-q2's timeout), and finally fill any other free capacity.
     """
     name = worker.worker_name()
+    if worker.stopping():  # a task prefetched before the cluster was told to stop
+        transitions.clear_dispatch([job_id])
+        return "worker stopping"
     budget_ends = time.monotonic() + settings.CONVEYOR_TASK_BUDGET_SECONDS
     outcomes = []
     job = dispatch.claim_dispatched(job_id, name)
     while job is not None:
         settlement = run_claimed(job, name)
-        more = time.monotonic() < budget_ends
+        more = time.monotonic() < budget_ends and not worker.stopping()
         job = atomic_retry(lambda s=settlement, j=job, m=more: settle(j.pk, name, s, then_next=m))
         outcomes.append(settlement.outcome)
-    dispatch.dispatch()
+    if not worker.stopping():
+        dispatch.dispatch()
     return ", ".join(outcomes) or "not claimed"
 
 
@@ -127,6 +131,10 @@ def _run(ctx: JobContext) -> Settlement:
         log.warning("job %s: lease lost; another worker has taken over", ctx.job_id)
         return Settlement("lease lost")
     except SliceDone:
+        if worker.stopping():  # back to the queue, for whichever worker is up next
+            fields = {"status": Status.QUEUED}
+            requeued = Settlement("requeued", fields, "Requeued: its worker is stopping")
+            return _with_time(ctx, requeued)
         return _with_time(ctx, Settlement("slice done"))
     except Preempted:
         return Settlement("preempted")
@@ -144,9 +152,9 @@ def _run(ctx: JobContext) -> Settlement:
 
 
 def _with_time(ctx: JobContext, settlement: Settlement) -> Settlement:
-    """The settlement with the running time, and the job's secrets scrubbed from every
-    text it stores (an upstream error may echo an API key)."""
-    settlement.fields["run_seconds"] = ctx.run_seconds
+    """The settlement with the job's running time, CPU and memory, and its secrets
+    scrubbed from every text it stores (an upstream error may echo an API key)."""
+    settlement.fields.update(ctx.usage())
     for name in ("error", "traceback", "message"):
         if settlement.fields.get(name):
             settlement.fields[name] = ctx.scrub(settlement.fields[name])

@@ -1,10 +1,16 @@
-"""Life inside a django-q2 worker process: its identity and its heartbeat thread.
+"""Life inside a django-q2 worker process: its identity, its heartbeat thread, and how it
+stops.
 
 On `post_spawn` each worker process starts a daemon thread that, every
 CONVEYOR_HEARTBEAT_SECONDS, marks the worker alive, renews the lease of the job it
 runs (and tells that job to stop soon if it was cancelled, paused or ran out of
 time), and now and then runs recovery and dispatch. When the process dies the
 heartbeat stops with it, so its lease expires and the job is recovered.
+
+Stopping is graceful: on SIGTERM (or SIGUSR1, which the cluster's sentinel sends its
+workers when the cluster is asked to stop) the job in hand ends its slice at once
+(in-flight work may finish for STOP_GRACE_SECONDS, then it is cancelled), commits what
+is done and goes back to the queue unleased; the worker takes no new job.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import psutil
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.dispatch import receiver
@@ -33,6 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAINTENANCE_EVERY_BEATS = 3
+STOP_GRACE_SECONDS = 5.0
+
+_stopping = threading.Event()
+_PROCESS = psutil.Process()
 
 
 def worker_name() -> str:
@@ -46,10 +58,33 @@ class _Current:
     lock = threading.Lock()
 
 
+def stopping() -> bool:
+    """This worker process was asked to stop: finish the slice in hand, take no more."""
+    return _stopping.is_set()
+
+
+def begin_stop(signum: int | None = None, frame: object = None) -> None:
+    """Signal handler: end the current slice now (gracefully, then forcefully)."""
+    _stopping.set()
+    with _Current.lock:
+        ctx = _Current.ctx
+    if ctx is not None:
+        _wind_down(ctx)
+
+
+def _wind_down(ctx: JobContext) -> None:
+    ctx.end_slice_now()
+    timer = threading.Timer(STOP_GRACE_SECONDS, ctx.stop_event.set)
+    timer.daemon = True
+    timer.start()
+
+
 @contextlib.contextmanager
 def running(ctx: JobContext) -> Iterator[None]:
     with _Current.lock:
         _Current.ctx = ctx
+    if stopping():
+        _wind_down(ctx)
     try:
         yield
     finally:
@@ -71,6 +106,7 @@ def beat(first: bool = False) -> None:
             "cluster": f"{socket.gethostname()}:{os.getppid()}",
             "last_seen_at": now,
             "current_job_id": ctx.job_id if ctx else None,
+            "rss_mb": round(_PROCESS.memory_info().rss / (1024 * 1024), 1),
         },
     )
     if ctx is not None:
@@ -101,5 +137,7 @@ def _heartbeat_loop() -> None:
 @receiver(post_spawn)
 def start_heartbeat(sender, proc_name: str = "", **kwargs) -> None:
     """Runs in each freshly spawned django-q2 worker process."""
+    signal.signal(signal.SIGTERM, begin_stop)
+    signal.signal(signal.SIGUSR1, begin_stop)
     thread = threading.Thread(target=_heartbeat_loop, name="conveyor-heartbeat", daemon=True)
     thread.start()
