@@ -134,6 +134,9 @@ class Job(models.Model):
     max_attempts = models.PositiveIntegerField(default=5)
     time_limit = models.FloatField(null=True, blank=True, help_text="Seconds of running time.")
     run_seconds = models.FloatField(default=0.0, help_text="Running time used so far.")
+    run_seconds_at_retry = models.FloatField(
+        default=0.0, help_text="Running time before the last retry: the time limit counts from it."
+    )
     cpu_seconds = models.FloatField(default=0.0, help_text="CPU time its workers spent on it.")
     peak_rss_mb = models.FloatField(
         null=True, blank=True, help_text="Highest memory (RSS) of a worker while running it."

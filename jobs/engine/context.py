@@ -62,6 +62,7 @@ class JobContext:
         self.stop_event = threading.Event()
         self.logger = TimelineLogger(self)
         self._run_seconds_before = job.run_seconds
+        self._budget_from = job.run_seconds_at_retry
         self._cpu_seconds_before = job.cpu_seconds
         self._peak_rss_mb = job.peak_rss_mb or 0.0
         self._cpu_started = time.process_time()
@@ -93,8 +94,12 @@ class JobContext:
             "peak_rss_mb": round(self._peak_rss_mb, 1),
         }
 
+    def budget_used(self) -> float:
+        """Running time counted against the time limit: since the last retry."""
+        return self.run_seconds - self._budget_from
+
     def time_limit_exceeded(self) -> bool:
-        return self.time_limit is not None and self.run_seconds > self.time_limit
+        return self.time_limit is not None and self.budget_used() > self.time_limit
 
     def slice_over(self) -> bool:
         """The slice has used its time: reach a checkpoint soon, without hurrying work."""
@@ -182,7 +187,7 @@ class JobContext:
             raise PauseRequested("Paused")
         if self.time_limit_exceeded():
             raise TimeLimitExceeded(
-                f"Time limit exceeded: ran {self.run_seconds:.1f} s of running time, "
+                f"Time limit exceeded: ran {self.budget_used():.1f} s of running time, "
                 f"the limit is {self.time_limit:g} s."
             )
         now = time.monotonic()

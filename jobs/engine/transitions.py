@@ -98,7 +98,9 @@ def succeeded_fields(result: Any, message: str, now: datetime) -> dict[str, Any]
 
 
 def retry_fields() -> dict[str, Any]:
-    """A finished job queued again: a fresh attempt count and running-time budget."""
+    """A finished job queued again: a fresh attempt count and running-time budget (the
+    running time itself goes on, so rate and ETA stay true; a rerun from the start
+    resets it with the counters)."""
     return {
         "status": Status.QUEUED,
         "error": "",
@@ -110,7 +112,6 @@ def retry_fields() -> dict[str, Any]:
         "dispatched_at": None,
         "finished_at": None,
         "cancelled_at": None,
-        "run_seconds": 0.0,
     }
 
 
@@ -468,6 +469,9 @@ def resume(job: Job, who: Any = None) -> str:
 def retry(job: Job, extra: dict[str, Any], what: str, who: Any = None) -> bool:
     """Queue a finished job again with `retry_fields()` plus `extra` (cursor, counters)."""
     fields = {**retry_fields(), **extra}
+    if fields.get("processed") == 0:  # run again from the start: a new clock too
+        fields["run_seconds"] = 0.0
+    fields["run_seconds_at_retry"] = fields.get("run_seconds", job.run_seconds)
     if not _update(_rows(job.pk, TRANSITIONS[Status.QUEUED]), dict(fields)):
         return False
     _apply(job, fields)

@@ -13,10 +13,11 @@ from django.test.utils import CaptureQueriesContext
 
 from jobs.engine import transitions
 from jobs.engine.runner import run_one_slice, run_slice
-from jobs.engine.services import job_cancel, job_submit
+from jobs.engine.services import job_cancel, job_retry, job_submit
 from jobs.models import Job
 from tests.conftest import ROOT
 from tests.jobs.factories import fresh, submit_demo
+from tests.jobs.test_services import run_to_end
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = Job.Status
@@ -108,3 +109,16 @@ def test_a_one_unit_job_costs_at_most_15_statements(user):
     per_job = submit_statements + run_statements / len(jobs)
     print(f"statements per job: submit {submit_statements}, run {run_statements / len(jobs)}")
     assert per_job <= 15, (submit_statements, run_statements)
+
+
+def test_a_retry_keeps_rate_and_eta_true_and_a_rerun_starts_a_new_clock(user):
+    failed = run_to_end(submit_demo(user, n=40, delay=0.05, time_limit=0.6))
+    rate_before = failed.rate
+    job_retry(job=failed)
+    resumed = fresh(failed)
+    assert resumed.rate == rate_before and resumed.run_seconds > 0.5
+    Job.objects.filter(pk=resumed.pk).update(time_limit=None)
+    done = run_to_end(resumed)
+    job_retry(job=done)
+    rerun = fresh(done)
+    assert (rerun.processed, rerun.run_seconds, rerun.rate) == (0, 0.0, None)
