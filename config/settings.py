@@ -149,7 +149,8 @@ REDIS_URL = env_str("REDIS_URL")
 
 # --- Background work (django-q2) ------------------------------------------
 # Slices stay far below `timeout`, which stays below `retry` (django-q/#183).
-CONVEYOR_WORKERS = env_int("CONVEYOR_WORKERS", 2)
+# Three by default: three sheets run at once (an idle 3-worker cluster is ~150 MB PSS).
+CONVEYOR_WORKERS = env_int("CONVEYOR_WORKERS", 3)
 Q_CLUSTER = {
     "name": env_str("CONVEYOR_QUEUE", "conveyor"),
     "workers": CONVEYOR_WORKERS,
