@@ -205,7 +205,9 @@ CONVEYOR_MAX_ACTIVE_JOBS = env_int("CONVEYOR_MAX_ACTIVE_JOBS", 1000)
 CONVEYOR_SUBMITTABLE_KINDS = env_list("CONVEYOR_SUBMITTABLE_KINDS", ["sheets.process"])
 # Longest one row may take in a sheet job (the form can lower it per job).
 CONVEYOR_ROW_TIME_LIMIT = env_float("CONVEYOR_ROW_TIME_LIMIT", 120.0)
-CONVEYOR_RELAY_POLL_SECONDS = env_float("CONVEYOR_RELAY_POLL_SECONDS", 0.1)
+# SQLite only: how often each web process asks SQLite whether anything was committed
+# (a microsecond-cheap PRAGMA; the change feed is read only when something was).
+CONVEYOR_RELAY_POLL_SECONDS = env_float("CONVEYOR_RELAY_POLL_SECONDS", 0.01)
 # Live sockets one user may hold open per web process (0: no limit).
 CONVEYOR_MAX_SOCKETS_PER_USER = env_int("CONVEYOR_MAX_SOCKETS_PER_USER", 30)
 

@@ -2,7 +2,8 @@
 rendered HTML fragments and sends them to channel-layer groups.
 
 The relay wakes on PostgreSQL `LISTEN` (workers `NOTIFY` inside their transactions)
-or, on SQLite, polls the `JobChange` feed every CONVEYOR_RELAY_POLL_SECONDS. For each
+or, on SQLite, reads the `JobChange` feed when `PRAGMA data_version` (checked every
+CONVEYOR_RELAY_POLL_SECONDS) says something was committed. For each
 changed job it reads the committed row once, renders its fragments once and sends
 them to the groups allowed to see them: `job-<id>`, the owner's `user-<id>`, the
 owner's entity group, and `staff`. New notifications become toasts. The consumers
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -234,13 +236,24 @@ class Relay:
         return {job_id for _, job_id in rows}
 
     async def _poll(self) -> None:
+        """Read the feed when SQLite says another connection committed something.
+
+        `PRAGMA data_version` on a connection of our own changes whenever any other
+        connection commits; asking it costs microseconds, so it is asked often (on the
+        event loop) and the feed is read only after a commit: low latency, little CPU.
+        """
         interval = settings.CONVEYOR_RELAY_POLL_SECONDS
-        self._ready.set()
-        while True:
-            job_ids = await self._in_thread(self._read_changes)
-            if job_ids:
-                await self.publish(job_ids)
-            await asyncio.sleep(interval)
+        with contextlib.closing(sqlite3.connect(connection.settings_dict["NAME"])) as watch:
+            self._ready.set()
+            seen = None
+            while True:
+                version = watch.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen = version
+                    job_ids = await self._in_thread(self._read_changes)
+                    if job_ids:
+                        await self.publish(job_ids)
+                await asyncio.sleep(interval)
 
     # PostgreSQL: LISTEN, coalescing bursts of notifications.
     async def _listen(self) -> None:
