@@ -220,7 +220,7 @@ class JobAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Keys", {"fields": ["entity_key", "session_key"]}),
+        ("Keys", {"fields": ["entity_key", "session_key", "dependencies"]}),
         ("Parameters and result", {"fields": ["params_json", "result_json"]}),
         ("Error", {"fields": ["error_display", "traceback_display"]}),
         (
@@ -262,6 +262,7 @@ class JobAdmin(admin.ModelAdmin):
         "duration_display",
         "entity_key",
         "session_key",
+        "dependencies",
         "params_json",
         "result_json",
         "error_display",
@@ -377,6 +378,22 @@ class JobAdmin(admin.ModelAdmin):
         return format_html(
             '<pre style="margin:0;white-space:pre;overflow:auto;max-height:40em">{}</pre>',
             job.traceback,
+        )
+
+    @admin.display(description="pipeline")
+    def dependencies(self, job: Job) -> SafeString | str:
+        """The jobs it waits for, and those waiting for it."""
+        upstream = [(link.depends_on_id, "waits for") for link in job.upstream_links.all()]
+        downstream = [(link.job_id, "then") for link in job.downstream_links.all()]
+        if not upstream and not downstream:
+            return "—"
+        return format_html_join(
+            " · ",
+            '{} <a href="{}">#{}</a>',
+            (
+                (word, reverse("admin:jobs_job_change", args=[other]), other)
+                for other, word in upstream + downstream
+            ),
         )
 
     @admin.display(description="links")

@@ -74,6 +74,7 @@ class JobQuerySet(models.QuerySet):
         return self.filter(
             status__in=[Job.Status.QUEUED, Job.Status.RETRYING, Job.Status.RUNNING],
             lease_owner="",
+            upstream_pending=0,
         ).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
 
     def runnable(self, now=None) -> JobQuerySet:
@@ -148,6 +149,12 @@ class Job(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     run_after = models.DateTimeField(null=True, blank=True)
+    upstream_pending = models.PositiveIntegerField(
+        default=0, help_text="Jobs it waits for (`after`) that have not succeeded yet."
+    )
+    has_dependents = models.BooleanField(
+        default=False, help_text="Other jobs wait for this one: settle them when it ends."
+    )
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -240,6 +247,22 @@ class Job(models.Model):
         if not rate or self.total is None or self.status != self.Status.RUNNING:
             return None
         return max(0.0, (self.total - self.processed) / rate)
+
+
+class JobDependency(models.Model):
+    """`job` runs only after `depends_on` succeeded (and is cancelled if it does not)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="upstream_links")
+    depends_on = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="downstream_links")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "depends_on"], name="jobdependency_unique")
+        ]
+        indexes = [models.Index(fields=["depends_on", "job"], name="jobdependency_up_idx")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} after job {self.depends_on_id}"
 
 
 class JobEvent(models.Model):

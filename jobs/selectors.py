@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
-from jobs.models import Job, JobEvent, Notification
+from jobs.models import Job, JobDependency, JobEvent, Notification
 
 if TYPE_CHECKING:
     from jobs.engine.services import Action
@@ -35,7 +35,29 @@ MAX_SEARCH = 200
 
 
 def visible_jobs(user: Any) -> QuerySet[Job]:
-    return Job.objects.visible_to(user).select_related("owner")
+    upstream = JobDependency.objects.select_related("depends_on").only(
+        "job_id", "depends_on__id", "depends_on__status"
+    )
+    return (
+        Job.objects.visible_to(user)
+        .select_related("owner")
+        .prefetch_related(Prefetch("upstream_links", queryset=upstream))
+    )
+
+
+def dependencies(user: Any, job: Job) -> dict[str, list[Job]]:
+    """The jobs it waits for and the jobs waiting for it, those the user may see."""
+    visible = Job.objects.visible_to(user)
+    return {
+        "upstream": list(visible.filter(downstream_links__job=job).order_by("pk")),
+        "downstream": list(visible.filter(upstream_links__depends_on=job).order_by("pk")),
+    }
+
+
+def missing_jobs(user: Any, ids: list[int]) -> list[int]:
+    """Those of `ids` the user may not see (or that do not exist)."""
+    found = set(Job.objects.visible_to(user).filter(pk__in=ids).values_list("pk", flat=True))
+    return [job_id for job_id in ids if job_id not in found]
 
 
 def statuses_named(names: list[str]) -> list[str]:

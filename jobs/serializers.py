@@ -61,6 +61,7 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "finished_at": iso(job.finished_at),
         "cancelled_at": iso(job.cancelled_at),
     }
+    data.update(_dependencies(job))
     if detail:
         data.update(
             params=redact(job.params),
@@ -70,6 +71,18 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
             max_attempts=job.max_attempts,
         )
     return data
+
+
+def _dependencies(job: Job) -> dict[str, list[int]]:
+    """The jobs it waits for: all of them, and those that have not succeeded yet
+    (from `upstream_links`, prefetched by `selectors.visible_jobs` for lists)."""
+    links = list(job.upstream_links.all())
+    return {
+        "depends_on": [link.depends_on_id for link in links],
+        "waiting_for": [
+            link.depends_on_id for link in links if link.depends_on.status != Job.Status.SUCCEEDED
+        ],
+    }
 
 
 def event_as_dict(event: JobEvent) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.management.base import OutputWrapper
 
+from jobs import selectors
 from jobs.cli.base import (
     EXIT_JOB_FAILED,
     CliError,
@@ -25,7 +26,7 @@ from jobs.cli.base import (
     register_verb,
     wait_for_job,
 )
-from jobs.engine.errors import QuotaExceeded
+from jobs.engine.errors import JobActionError
 from jobs.models import Job, parse_priority
 from jobs.serializers import job_as_dict
 from sheets.export import csv_chunks, xlsx_file
@@ -81,6 +82,19 @@ def check_priority(value: str | None) -> None:
         raise CliError(f"Bad --priority {value!r}: {exc}.") from None
 
 
+def parse_after(value: str | None, user: Any) -> list[int]:
+    """`--after 12,13`: jobs the new one waits for, which the user must be able to see."""
+    if not value:
+        return []
+    try:
+        ids = [int(part.strip().lstrip("#")) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(f"--after takes job ids separated by commas, not {value!r}.") from None
+    if missing := selectors.missing_jobs(user, ids):
+        raise CliError(f"--after: no job {', '.join(f'#{i}' for i in missing)}.")
+    return ids
+
+
 def is_google_sheet(source: str) -> bool:
     return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
 
@@ -124,6 +138,7 @@ def submit_sheet(
     row_timeout: str | None = None,
     worksheet: str | None = None,
     priority: str | None = None,
+    after: str | None = None,
 ) -> Job:
     """Import `source` and queue a `sheets.process` job on it.
 
@@ -133,6 +148,7 @@ def submit_sheet(
     """
     check_processor(processor)
     check_priority(priority)
+    upstream = parse_after(after, owner)
     sheet = import_sheet(source, owner, worksheet)
     try:
         job, _ = sheet_job_submit(
@@ -145,13 +161,14 @@ def submit_sheet(
             row_count=row_count,
             row_timeout=row_timeout,
             priority=priority,
+            after=upstream,
         )
         return job
     except ValueError as exc:  # SheetParamsError is one
         sheet.delete()
         errors = getattr(exc, "errors", None)
         raise CliError(params_message(errors) if errors else str(exc)) from None
-    except QuotaExceeded as exc:
+    except JobActionError as exc:  # a quota, or `--after` naming a failed job
         sheet.delete()
         raise CliError(str(exc)) from None
 
@@ -219,6 +236,7 @@ def _submit_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument("--row-timeout", metavar="SECONDS")
     submit.add_argument("--worksheet", metavar="NAME", help="XLSX or Google worksheet.")
     submit.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
+    submit.add_argument("--after", metavar="ID[,ID]", help="Start once these jobs succeeded.")
     submit.add_argument(
         "--wait", action="store_true", help="Show progress on stderr until the job ends."
     )
@@ -236,6 +254,7 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
         row_timeout=options["row_timeout"],
         worksheet=options["worksheet"],
         priority=options["priority"],
+        after=options["after"],
     )
     if not options["wait"]:
         command.show(job, options, str(job.pk))

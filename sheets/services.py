@@ -23,11 +23,13 @@ def sheet_job_submit(
     row_timeout: float | str | None = None,
     priority: str | int | None = None,
     session_key: str = "",
+    after: list[int] | tuple[int, ...] = (),
 ) -> tuple[Job, bool]:
     """Validate and queue a `sheets.process` job (raises SheetParamsError, ValueError).
 
     Returns `(job, created)`: a sheet has at most one active job, and while one is
-    active it is returned (`created` False) instead of starting a second.
+    active it is returned (`created` False) instead of starting a second. `after`: jobs
+    it waits for (see `job_submit`).
     """
     params = validate_params(
         {
@@ -42,7 +44,12 @@ def sheet_job_submit(
         owner,
     )
     return job_submit(
-        kind=KIND, params=params, owner=owner, priority=priority, session_key=session_key
+        kind=KIND,
+        params=params,
+        owner=owner,
+        priority=priority,
+        session_key=session_key,
+        after=after,
     )
 
 

@@ -19,6 +19,9 @@ Decisions (tests/jobs/test_api.py shows each one in use):
 - Dates are ISO 8601 in UTC. `created_after` is inclusive, `created_before`
   exclusive; a bare date means its midnight (server time zone).
 - Every URL ends with a slash.
+- `POST /api/jobs/` takes `"after": [ids]`: the job waits for those jobs (ones the
+  caller can see; others are a 400) and runs once they all succeeded; the job JSON
+  lists `depends_on` (all) and `waiting_for` (not yet succeeded).
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ SUBMIT_FIELDS = {
     "session_key",
     "label",
     "time_limit",
+    "after",
 }
+MAX_AFTER = 50
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -180,6 +185,8 @@ def _submit(request: HttpRequest) -> JsonResponse:
         job, created = job_submit(kind=kind, owner=request.user, **values)
     except QuotaExceeded as exc:
         raise ApiError(429, str(exc)) from None
+    except JobActionError as exc:  # e.g. `after` names a job that failed
+        raise bad("after", str(exc)) from None
     body = {**job_as_dict(job, detail=True), "deduplicated": not created}
     response = JsonResponse(body, status=201 if created else 200)
     response["Location"] = reverse("api:job", args=[job.pk])
@@ -204,6 +211,7 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
         "session_key": checked(text_field, data, "session_key"),
         "label": checked(text_field, data, "label"),
         "time_limit": checked(positive_number, data, "time_limit", maximum=MAX_TIME_LIMIT),
+        "after": checked(_after, data.get("after"), user),
     }
     if kind:
         values["params"] = checked(_clean_params, kind, data.get("params"), user)
@@ -211,6 +219,21 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
         summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
         raise ApiError(400, f"Invalid job: {summary}", errors)
     return kind, values
+
+
+def _after(value: Any, user: Any) -> list[int]:
+    """Ids of jobs to wait for: jobs the caller can see."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_AFTER:
+        raise bad("after", f"must be a list of at most {MAX_AFTER} job ids")
+    if not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_BIGINT for i in value
+    ):
+        raise bad("after", "must hold positive integer job ids")
+    if missing := selectors.missing_jobs(user, value):
+        raise bad("after", f"no job {', '.join(f'#{i}' for i in missing)}")
+    return value
 
 
 def _submittable_kind(kind: Any) -> str:

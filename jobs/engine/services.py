@@ -22,7 +22,7 @@ from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.journal import announce
 from jobs.engine.kinds import JobKind, get_kind
-from jobs.models import Job, Notification, parse_priority
+from jobs.models import Job, JobDependency, Notification, parse_priority
 
 Status = Job.Status
 
@@ -48,6 +48,7 @@ class Submission:
     label: str = ""
     time_limit: float | None = None
     total: int | None = None
+    after: tuple[int, ...] = ()
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
@@ -84,11 +85,15 @@ def job_submit(
     label: str = "",
     time_limit: float | None = None,
     total: int | None = None,
+    after: list[int] | tuple[int, ...] = (),
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
     `created` is False when an active job of the same owner and kind already holds
     the entity or session key: that job is returned instead of starting a duplicate.
+    `after`: ids of jobs this one waits for (it runs once they all succeeded and is
+    cancelled if one fails or is cancelled); the caller checks the user may see them.
+    Raises JobActionError for an unknown, failed or cancelled one.
     """
     job = Submission(
         kind=kind,
@@ -101,12 +106,13 @@ def job_submit(
         time_limit=time_limit,
         total=total,
     ).build()
+    upstream = sorted(set(after))
 
     def create() -> tuple[Job, bool]:
         existing = _active_with_key(job)
         if existing is not None:
             return existing, False
-        transitions.create([job])
+        transitions.create([job], after=upstream)
         _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
         request_dispatch()
         return job, True
@@ -227,7 +233,23 @@ def job_retry(*, job: Job, by=None, failed_rows: bool = False) -> Job:
 
 
 def _retry_extra(job: Job, kind: JobKind, failed_rows: bool) -> dict[str, Any]:
-    """What a retry resets besides the common fields: where the handler starts again."""
+    """What a retry resets besides the common fields: where the handler starts again,
+    and how many of the jobs it waits for have still to succeed."""
+    return {**_resume_point(job, kind, failed_rows), "upstream_pending": _pending_upstream(job)}
+
+
+def _pending_upstream(job: Job) -> int:
+    upstream = JobDependency.objects.filter(job=job).exclude(depends_on__status=Status.SUCCEEDED)
+    pending = list(upstream.values_list("depends_on_id", "depends_on__status"))
+    for upstream_id, status in pending:
+        if status in (Status.FAILED, Status.CANCELLED):
+            raise JobActionError(
+                f"Job #{job.pk} waits for job #{upstream_id}, which {status}: retry that first."
+            )
+    return len(pending)
+
+
+def _resume_point(job: Job, kind: JobKind, failed_rows: bool) -> dict[str, Any]:
     if failed_rows:
         if not job.failed:
             raise JobActionError(f"Job #{job.pk} has no failed rows to retry.")

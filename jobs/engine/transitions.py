@@ -27,9 +27,9 @@ from django.db.models.functions import Coalesce
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
-from jobs.engine.errors import LeaseLost
+from jobs.engine.errors import JobActionError, LeaseLost
 from jobs.engine.journal import Journal
-from jobs.models import Job, JobEvent, Notification
+from jobs.models import Job, JobDependency, JobEvent, Notification
 
 Status = Job.Status
 Request = Job.Request
@@ -174,19 +174,27 @@ def _turn(owner_id: int | None) -> Coalesce:
     return Coalesce(Subquery(count[:1]), Value(0))
 
 
-def create(jobs: list[Job], journal: Journal | None = None) -> list[Job]:
+def create(
+    jobs: list[Job], journal: Journal | None = None, *, after: list[int] | None = None
+) -> list[Job]:
     """Insert queued jobs with their "Queued" events; one statement per table.
 
     Each job's `turn` is the number of active jobs its owner already has: computed in
-    the INSERT for one job, counted once per owner for many.
+    the INSERT for one job, counted once per owner for many. `after` (one job only):
+    the jobs it waits for; it becomes runnable once all of them succeeded.
     """
     now = timezone.now()
     for job in jobs:
         job.status = Status.QUEUED
         job.created_at = job.updated_at = now
+    if after:
+        jobs[0].upstream_pending = _mark_upstream(after)
     if len(jobs) == 1:
         jobs[0].turn = _turn(jobs[0].owner_id)
         jobs[0].save(force_insert=True)
+        if after:
+            links = [JobDependency(job=jobs[0], depends_on_id=up) for up in after]
+            JobDependency.objects.bulk_create(links)
     else:
         taken: dict[int | None, int] = {}
         for job in jobs:
@@ -200,6 +208,54 @@ def create(jobs: list[Job], journal: Journal | None = None) -> list[Job]:
             notes.event(job.pk, STATE, "Queued", Status.QUEUED, at=now)
             notes.changed(job.pk)
     return jobs
+
+
+def _mark_upstream(after: list[int]) -> int:
+    """Flag the jobs a new job waits for, and count those that have not succeeded yet.
+
+    One UPDATE ... RETURNING: it takes the rows' locks, so an upstream job finishing at
+    the same moment either sees the flag (and settles the new job) or has already
+    committed the status this returns.
+    """
+    found = dict(
+        _update_returning(
+            Job.objects.filter(pk__in=after), {"has_dependents": True}, ["id", "status"]
+        )
+    )
+    for upstream in after:
+        status = found.get(upstream)
+        if status is None:
+            raise JobActionError(f"There is no job #{upstream} to wait for.")
+        if status in (Status.FAILED, Status.CANCELLED):
+            raise JobActionError(f"Job #{upstream} is {status}: a job cannot wait for it.")
+    return sum(1 for status in found.values() if status != Status.SUCCEEDED)
+
+
+def settle_dependents(upstream: int, status: str, notes: Journal) -> None:
+    """An upstream job ended: its waiting jobs take one step towards runnable if it
+    succeeded, else they are cancelled (and theirs after them) with the reason."""
+    now = timezone.now()
+    waiting = Job.objects.filter(
+        pk__in=JobDependency.objects.filter(depends_on_id=upstream).values("job_id"),
+        status__in=Job.ACTIVE,
+    )
+    if status == Status.SUCCEEDED:
+        ids = list(waiting.values_list("pk", flat=True))
+        waiting.update(upstream_pending=F("upstream_pending") - 1, updated_at=now)
+        for job_id in ids:
+            notes.event(job_id, LOG, f"Job #{upstream}, which it waits for, succeeded")
+            notes.changed(job_id)
+        return
+    error = f"Cancelled: job #{upstream}, which it waits for, {status}."
+    fields = {**cancelled_fields(now), "error": error, "message": error}
+    rows = waiting.filter(status__in=TRANSITIONS[Status.CANCELLED], lease_owner="")
+    found = _update_returning(rows, fields, ["id", "owner_id", "label", "kind", "has_dependents"])
+    for job_id, owner_id, label, kind, has_dependents in found:
+        notes.event(job_id, STATE, error, Status.CANCELLED, at=now)
+        notes.notify(owner_id, job_id, Notification.Level.ERROR, f"{label or kind} {error}")
+        notes.changed(job_id)
+        if has_dependents:
+            settle_dependents(job_id, Status.CANCELLED, notes)
 
 
 # -- dispatch marks --------------------------------------------------------------------
@@ -320,18 +376,20 @@ def release(
     now = timezone.now()
     status = fields.get("status")
     rows = _rows(job_id, TRANSITIONS[status] if status else None, owner=worker)
-    returning = ["owner_id", "label", "kind"]
+    returning = ["owner_id", "label", "kind", "has_dependents"]
     found = _update_returning(rows, {**fields, **released_fields(now)}, returning)
     if not found:
         return False
+    owner_id, label, kind, has_dependents = found[0]
     with _journal(journal) as notes:
         if message is not None:
             notes.event(job_id, STATE, message, status or "", data=data, at=now)
         if notification is not None:
-            owner_id, label, kind = found[0]
             title = label or f"{kind} #{job_id}"
             notes.notify(owner_id, job_id, notification[0], f"{title} {notification[1]}")
         notes.changed(job_id)
+        if has_dependents and status in Job.TERMINAL:
+            settle_dependents(job_id, status, notes)
     return True
 
 
@@ -381,6 +439,7 @@ def recover(job_id: int, lost_owner: str, reason: str) -> bool:
             notes.notify(
                 job.owner_id, job_id, Notification.Level.ERROR, f"{job.title} failed: {error}"
             )
+            status = Status.FAILED
         else:
             rows.update(**common)
             notes.event(
@@ -390,7 +449,10 @@ def recover(job_id: int, lost_owner: str, reason: str) -> bool:
                 f"(attempt {attempt + 1} of {job.max_attempts})",
                 at=now,
             )
+            status = Status.RUNNING
         notes.changed(job_id)
+        if job.has_dependents and status in Job.TERMINAL:
+            settle_dependents(job_id, status, notes)
     return True
 
 
@@ -441,6 +503,8 @@ def cancel(job: Job, who: Any = None) -> str:
             notes.notify(
                 job.owner_id, job.pk, Notification.Level.INFO, f"{job.title} was cancelled"
             )
+            if Job.objects.filter(pk=job.pk, has_dependents=True).exists():
+                settle_dependents(job.pk, Status.CANCELLED, notes)
         elif outcome == "requested":
             notes.event(job.pk, LOG, f"Cancel requested{by(who)}")
         if outcome:

@@ -98,6 +98,7 @@ def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
         "job": job,
         "events": selectors.recent_events(job),
         "finished_while_away": finished_while_away,
+        **selectors.dependencies(request.user, job),
     }
     return render(request, "jobs/job_detail.html", context)
 
