@@ -127,15 +127,27 @@ def recover_job(job_id: int, lost_owner: str, reason: str) -> bool:
 
 
 def ensure_schedule() -> None:
-    """The periodic backstop: maintenance every minute even when no worker is busy."""
+    """The periodic backstop: maintenance every minute even when no worker is busy.
+
+    Every worker calls this at start-up, often several at once. django-q2's
+    Schedule.name is not unique, so get_or_create would race and create two rows;
+    the check and the insert run under the scheduler lock instead (an advisory lock
+    on PostgreSQL; SQLite's IMMEDIATE transactions already serialise writers).
+    """
     from django_q.models import Schedule
 
-    Schedule.objects.get_or_create(
-        name=SCHEDULE_NAME,
-        defaults={
-            "func": "jobs.maintenance.run_periodic",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
+    from jobs.db import lock_scheduler
+
+    def create_once() -> None:
+        lock_scheduler()
+        if Schedule.objects.filter(name=SCHEDULE_NAME).exists():
+            return
+        Schedule.objects.create(
+            name=SCHEDULE_NAME,
+            func="jobs.maintenance.run_periodic",
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+            repeats=-1,
+        )
+
+    atomic_retry(create_once)
