@@ -21,7 +21,7 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py conveyor_setup
-	$(BIN)/honcho start -f Procfile
+	$(BIN)/python scripts/supervise.py
 
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

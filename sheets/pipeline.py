@@ -19,6 +19,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from jobs.engine.context import JobContext
+from jobs.engine.errors import Cancelled, Preempted, SliceDone, StopSlice
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, run_rows
 from sheets.processors.base import RowStream
@@ -194,43 +195,55 @@ def run_streaming(
 ) -> None:
     """Keep the processor's `concurrency` busy; commit finished leading rows every second.
 
-    Near the end of the slice no new rows start and those in flight finish first, so a
-    slice boundary costs no requests; a stop request (cancel, pause, time limit)
-    cancels the rows in flight instead.
+    A successful answer is paid for, so it is never thrown away: when the slice ends,
+    the job is paused or out of time, or a higher-priority job waits, no new rows start
+    and the rows in flight finish and are committed before the slice stops. A commit's
+    checkpoint that says "stop" while rows are in flight is held until they are done.
+    Only a cancel aborts the requests in flight (those rows are simply not counted).
     """
     with RowStream(processor, options, row_timeout=row_timeout) as stream:
         started: deque[int] = deque()  # row numbers in flight or finished, in order
         finished: dict[int, RowOutcome] = {}
-        exhausted = False
+        exhausted = yielding = False
+        held: StopSlice | None = None  # a stop the checkpoint asked for, rows still in flight
         last_commit = time.monotonic()
         while True:
-            stopping = ctx.stop_event.is_set()
-            winding_down = stopping or ctx.slice_over()
+            asked = ctx.stop_event.is_set()  # cancel, pause or time limit: the commit says which
+            urgent = asked and (held is None or isinstance(held, SliceDone))
+            winding_down = held is not None or yielding or ctx.should_stop()
             if not winding_down and not exhausted and stream.in_flight < 2 * stream.concurrency:
                 rows = source.take(2 * stream.concurrency - stream.in_flight)
                 exhausted = not rows
                 for number, row in rows:
                     started.append(number)
                     stream.submit(number, row)
-            if stopping:
-                stream.cancel()
             for outcome in stream.collect(timeout=COLLECT_WAIT_SECONDS):
                 finished[outcome.number] = outcome
             idle = stream.in_flight == 0
             due = time.monotonic() - last_commit >= COMMIT_EVERY_SECONDS
-            if not (due or idle):
-                continue
+            if not idle and not urgent:  # else commit now
+                ready = bool(started) and started[0] in finished
+                if yielding or not due or not (ready or asked):
+                    continue
+                if not asked and ctx.higher_priority_waiting():
+                    yielding = True  # its checkpoint would hand the job over mid-flight
+                    continue
             done = []
             while started and started[0] in finished:
                 done.append(finished.pop(started.popleft()))
-            if done or idle:
-                next_number = started[0] if started else source.next
-                commit(ctx, source, done, next_number)  # raises to end the slice or stop
-                last_commit = time.monotonic()
+            try:
+                commit(ctx, source, done, started[0] if started else source.next)
+            except Cancelled:
+                stream.cancel()
+                raise
+            except StopSlice as stop:
+                if idle or isinstance(stop, Preempted):
+                    raise
+                if isinstance(stop, SliceDone):
+                    ctx.stop_event.clear()  # nothing was requested: a new request sets it again
+                held = stop  # stop at the first commit once the rows in flight are done
+            else:
+                held, yielding = None, False  # nothing to stop for (any more): carry on
+            last_commit = time.monotonic()
             if idle and exhausted and not started:
                 return
-            if stopping:  # the stop was withdrawn before it took effect: start again
-                source.rewind(started[0] if started else source.next)
-                started.clear()
-                finished.clear()
-                exhausted = False

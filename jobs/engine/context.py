@@ -105,6 +105,11 @@ class JobContext:
         """The slice has used its time: reach a checkpoint soon, without hurrying work."""
         return time.monotonic() > self._slice_deadline
 
+    def higher_priority_waiting(self) -> bool:
+        """Would a checkpoint now hand this job's worker to a waiting job? (A cheap look;
+        streams use it to let work in flight finish before that checkpoint.)"""
+        return dispatch.preempting_job(self.priority) is not None
+
     def end_slice_now(self) -> None:
         """End this slice at its next checkpoint (the worker is stopping). In-flight work
         is not cancelled: `should_stop()` turns true and streams wind down."""

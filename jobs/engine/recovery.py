@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import psutil
 from django.utils import timezone
+from django_q.models import Schedule
 
 from jobs.engine import transitions
-from jobs.engine.db import atomic_retry
+from jobs.engine.db import atomic_retry, lock_scheduler
 from jobs.engine.dispatch import release_stale_dispatches
 from jobs.models import Job, Worker
 
@@ -77,15 +78,24 @@ def recover_job(job_id: int, lost_owner: str, reason: str) -> bool:
 
 
 def ensure_schedule() -> None:
-    """The periodic backstop: maintenance every minute even when no worker is busy."""
-    from django_q.models import Schedule
+    """The periodic backstop: maintenance every minute even when no worker is busy.
 
-    Schedule.objects.get_or_create(
-        name=SCHEDULE_NAME,
-        defaults={
-            "func": "jobs.engine.maintenance.run_periodic",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
+    Every worker calls this at start-up, often several at once. django-q2's
+    Schedule.name is not unique, so get_or_create would race and create two rows;
+    the check and the insert run under the scheduler lock instead (an advisory lock
+    on PostgreSQL; SQLite's IMMEDIATE transactions already serialise writers).
+    """
+
+    def create_once() -> None:
+        lock_scheduler()
+        if Schedule.objects.filter(name=SCHEDULE_NAME).exists():
+            return
+        Schedule.objects.create(
+            name=SCHEDULE_NAME,
+            func="jobs.engine.maintenance.run_periodic",
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+            repeats=-1,
+        )
+
+    atomic_retry(create_once)

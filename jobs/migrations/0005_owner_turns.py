@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0004_maintenance_task_path'),
+        ('jobs', '0004_one_maintenance_schedule'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

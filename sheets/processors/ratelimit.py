@@ -3,9 +3,10 @@
 `RateLimiter` spaces requests with the `limits` library: in Redis when `REDIS_URL` is
 set, so every worker on every machine shares one limit; otherwise in this process's
 memory (then each worker process keeps its own count). Rows wait for a free slot rather
-than fail, and the wait does not count against the row's timeout. `send_with_retries` retries HTTP 429/5xx, timeouts and connection errors
-with exponential backoff and jitter, honouring Retry-After, and counts each attempt
-for the row's `RowOutcome.attempts`.
+than fail, and the wait does not count against the row's timeout. `send_with_retries`
+retries failed requests only (HTTP 429/5xx, timeouts and connection errors) with
+exponential backoff and jitter, honouring Retry-After; the backoff does not count against
+the row's timeout either. Each attempt counts in the row's `RowOutcome.attempts`.
 """
 
 from __future__ import annotations
@@ -146,13 +147,21 @@ async def send_with_retries(
                 raise RowError(
                     f"{describe_http_error(exc)}; gave up after {attempts} attempts"
                 ) from exc
-            await asyncio.sleep(backoff_seconds(attempt))
+            await _back_off(backoff_seconds(attempt))
             continue
         if response.status_code not in retry_statuses or attempt == attempts:
             return response
         await response.aclose()
-        await asyncio.sleep(_retry_delay(response, attempt))
+        await _back_off(_retry_delay(response, attempt))
     raise AssertionError("unreachable: attempts must be at least 1")
+
+
+async def _back_off(seconds: float) -> None:
+    """Wait before a retry. Like a rate-limit wait, this is not the row's processing
+    time: were it counted, the row could time out during its next request, abandoning
+    an answer that may already be paid for."""
+    extend_row_deadline(seconds)
+    await asyncio.sleep(seconds)
 
 
 def _retry_delay(response: httpx.Response, attempt: int) -> float:

@@ -5,8 +5,9 @@ so slow answers do not hold each other up. Behaviour is set on the `FakeOpenAI` 
 `latency` per request, `categories` to answer from (the first one named in the last
 user message; "Banana" when that message contains WRONG), `style` to reformat answers,
 `plan(marker, [statuses])` to fail requests whose messages contain `marker` with those
-statuses first (429s carry `retry_after`, a string or a function making one), `error_fraction` of random 500s, and
-`api_key` to require. It records every request (`calls`), the high-water mark of
+statuses first (429s carry `retry_after`, a string or a function making one),
+`rate_limit_every` to answer 429 to every n-th request, `error_fraction` of random 500s,
+and `api_key` to require. It records every request (`calls`), the high-water mark of
 requests in flight and how many clients hung up before their answer (`dropped`).
 Use the `fake_openai` fixture; it stops the server after the test.
 """
@@ -35,6 +36,7 @@ class Call:
     status: int = 0
     finished: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    number: int = 0  # 1 for the first request the server received
 
     @property
     def user_message(self) -> str:
@@ -63,6 +65,7 @@ class FakeOpenAI:
         self.style: Callable[[str], str] = lambda answer: answer
         self.retry_after: str | Callable[[], str] | None = "1"
         self.error_fraction = 0.0
+        self.rate_limit_every = 0
         self.api_key: str | None = None
         self.echo_key = False  # a 401 quotes the key it was sent
         self.calls: list[Call] = []
@@ -117,6 +120,8 @@ class FakeOpenAI:
             for marker, statuses in self._plans.items():
                 if statuses and marker in json.dumps(call.body["messages"]):
                     return statuses.pop(0)
+            if self.rate_limit_every and call.number % self.rate_limit_every == 0:
+                return 429
             if self.error_fraction and self._random.random() < self.error_fraction:
                 return 500
         return 200
@@ -124,6 +129,7 @@ class FakeOpenAI:
     def _enter(self, call: Call) -> None:
         with self._lock:
             self.calls.append(call)
+            call.number = len(self.calls)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 

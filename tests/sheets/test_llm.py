@@ -278,6 +278,17 @@ def test_waiting_for_a_rate_limit_slot_does_not_count_against_the_row_timeout(fa
     assert [o.error for o in outcomes.values()] == [""] * 6
 
 
+def test_waiting_out_429s_does_not_count_against_the_row_timeout(fake_openai):
+    fake_openai.retry_after = "0.4"
+    fake_openai.plan("Apple", [429, 429])
+    fake_openai.latency = 0.1  # three requests fit in the timeout; their backoffs would not
+    options = options_for(fake_openai, prompt="Hi {name}")
+    [outcome] = run(options, PRODUCE[:1], row_timeout=0.5).values()
+    assert (outcome.error, outcome.attempts) == ("", 3)
+    assert [c.status for c in fake_openai.calls] == [429, 429, 200]
+    assert fake_openai.dropped == 0
+
+
 def test_requests_per_minute_are_shared_through_redis(fake_openai, settings, redis_url):
     settings.REDIS_URL = redis_url
     options = options_for(fake_openai, prompt="Hi {name}", rpm="240", concurrency="6")
