@@ -177,8 +177,8 @@ def django_q2_chain(length: int) -> Batch:
 def conveyor_slices(slices: int, owner) -> Batch:
     """One demo job run as `slices` minimal slices; the cluster must have a zero slice time.
 
-    Every commit then ends its slice: the first slice only records the total, each next
-    one counts one unit, and the last one finds nothing left and finishes the job. The
+    Every commit then ends its slice: each slice counts one unit (the total is known at
+    submit), and the last one finds nothing left and finishes the job. The
     slices are counted from django-q2's saved `run_slice` results (fewer than its
     `save_limit`, so none is pruned): a task reports the outcome of each slice it ran,
     comma-separated, as a worker goes on with the next slice without the broker.
@@ -189,7 +189,7 @@ def conveyor_slices(slices: int, owner) -> Batch:
     from jobs.models import Job
 
     watch = Stopwatch()
-    job = job_submit(kind="demo.count", params={"n": slices - 2}, owner=owner)[0]
+    job = job_submit(kind="demo.count", params={"n": slices - 1}, owner=owner)[0]
     sent = watch.lap()
     wait_for(
         lambda: Job.objects.filter(pk=job.pk, status__in=Job.TERMINAL).exists(),

@@ -12,6 +12,7 @@ the committed cursor, so a crash loses at most the batch in flight.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
 
 _UNSET: Any = object()
 _PROCESS = psutil.Process()
+
+
+def _cpu_time() -> float:
+    """This process's CPU seconds, all threads (os.times: far cheaper than process_time)."""
+    times = os.times()
+    return times.user + times.system
+
+
 PROGRESS_EVENT_SECONDS = 5.0
 PREEMPTION_CHECK_SECONDS = 1.0
 
@@ -65,7 +74,7 @@ class JobContext:
         self._budget_from = job.run_seconds_at_retry
         self._cpu_seconds_before = job.cpu_seconds
         self._peak_rss_mb = job.peak_rss_mb or 0.0
-        self._cpu_started = time.process_time()
+        self._cpu_started = _cpu_time()
         self._slice_started = time.monotonic()
         self._slice_deadline = self._slice_started + settings.CONVEYOR_SLICE_SECONDS
         self._requested = job.requested
@@ -87,7 +96,7 @@ class JobContext:
         """
         rss_mb = _PROCESS.memory_info().rss / (1024 * 1024)
         self._peak_rss_mb = max(self._peak_rss_mb, rss_mb)
-        cpu = self._cpu_seconds_before + (time.process_time() - self._cpu_started)
+        cpu = self._cpu_seconds_before + (_cpu_time() - self._cpu_started)
         return {
             "run_seconds": self.run_seconds,
             "cpu_seconds": round(cpu, 3),

@@ -15,6 +15,7 @@ by whichever worker is free first (its task then finds nothing to do).
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
 
@@ -173,11 +174,38 @@ def claim_dispatched(job_id: int, worker: str) -> Job | None:
     return atomic_retry(attempt)
 
 
+@functools.cache
+def _candidates_sql(vendor: str) -> tuple[str, list[str]]:
+    """`_ordered(Job.objects.claimable())` ids and kinds, compiled once (a hot path)."""
+    sample = timezone.now()
+    jobs = _ordered(Job.objects.claimable(sample)).values_list("id", "kind")[:CANDIDATES]
+    sql, params = jobs.query.sql_with_params()
+    prepared = _prepared_time(sample)
+    compiled = [NOW if value in (sample, prepared) else value for value in params]
+    if NOW not in compiled:
+        raise RuntimeError("could not find the current time in the claimable query")
+    return sql, compiled
+
+
+NOW = object()  # where the current time goes in a compiled query's parameters
+
+
+def _prepared_time(value):
+    return Job._meta.get_field("run_after").get_db_prep_value(value, connection)
+
+
+def _claimable_candidates() -> list[tuple[int, str]]:
+    sql, params = _candidates_sql(connection.vendor)
+    now = _prepared_time(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now if value is NOW else value for value in params])
+        return cursor.fetchall()
+
+
 def pick_next(worker: str, journal: Journal | None = None) -> Job | None:
     """Claim the best claimable job for a worker that is free now (in the caller's
     transaction, e.g. the one that settled its last job), or None."""
-    candidates = _ordered(Job.objects.claimable()).values_list("id", "kind")[:CANDIDATES]
-    for job_id, kind in candidates:
+    for job_id, kind in _claimable_candidates():
         job = claim(job_id, kind, worker, journal)
         if job is not None:
             return job

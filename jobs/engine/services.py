@@ -32,6 +32,14 @@ def request_dispatch() -> None:
     transaction.on_commit(dispatch.dispatch)
 
 
+def dispatch_if_free() -> None:
+    """After a submit: look for a free worker inside the submit's transaction (one query;
+    with all busy, as under load, they take the new job themselves) and dispatch after
+    the commit only if there is one. Keeps a submit to one transaction."""
+    if dispatch.free_capacity() > 0:
+        transaction.on_commit(dispatch.dispatch)
+
+
 # -- submitting ---------------------------------------------------------------------------
 
 
@@ -114,7 +122,7 @@ def job_submit(
             return existing, False
         transitions.create([job], after=upstream)
         _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
-        request_dispatch()
+        dispatch_if_free()
         return job, True
 
     try:
@@ -137,7 +145,7 @@ def job_submit_many(submissions: list[Submission]) -> list[Job]:
         created = transitions.create(jobs)
         for job in created:
             _check_quota(job)
-        request_dispatch()
+        dispatch_if_free()
         return created
 
     return atomic_retry(create) if jobs else []

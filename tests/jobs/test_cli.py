@@ -198,7 +198,10 @@ def bad_inputs(tmp: Path, people: Path) -> list[tuple[list[str], str]]:
         ([str(empty), *clean], "“empty.csv” is empty."),
         ([str(header_only), *clean], "no data rows"),
         ([str(pdf), *clean], "a PDF document"),
-        ([str(people), "--processor", "nope"], "Available processors: clean, copy, llm, plugin.length, web."),
+        (
+            [str(people), "--processor", "nope"],
+            "Available processors: clean, copy, llm, plugin.length, web.",
+        ),
         ([str(people), *clean, "--option", "case=weird"], "--option case: Choose one of: keep,"),
         ([str(people), *clean, "--option", "colour=red"], "--option colour: Unknown option."),
         ([str(people), *clean, "--option", "case"], "--option takes NAME=VALUE, not 'case'."),
