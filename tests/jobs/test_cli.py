@@ -23,9 +23,10 @@ from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel
 from jobs.models import Job
 from sheets.models import Sheet
-from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.conftest import subprocess_env
 from tests.jobs.factories import fresh, submit_demo
 from tests.sheets.make_files import write_csv, write_xlsx
+from tests.support.processes import ROOT, wait_for
 
 pytest_plugins = ["tests.fakes.google_sheets"]
 

@@ -16,9 +16,9 @@ from jobs.models import DemoUnit, Job, Worker
 from jobs.web.metrics import Buckets, metrics
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
-from tests.conftest import wait_for
 from tests.jobs.factories import status_of, submit_demo
 from tests.sheets.factories import make_sheet
+from tests.support.processes import wait_for
 
 S = Job.Status
 DATA = "/metrics/data/"

@@ -9,8 +9,8 @@ import pytest
 
 from jobs.engine.services import job_cancel, job_pause, job_resume
 from jobs.models import DemoUnit, Job
-from tests.conftest import wait_for
 from tests.jobs.factories import fresh, messages, status_of, submit_demo, unit_counts
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -15,8 +15,8 @@ from jobs.engine import transitions
 from jobs.engine.runner import run_one_slice, run_slice
 from jobs.engine.services import job_cancel, job_submit
 from jobs.models import Job
-from tests.conftest import ROOT
 from tests.jobs.factories import fresh, submit_demo
+from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = Job.Status
