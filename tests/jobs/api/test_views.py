@@ -16,7 +16,7 @@ from jobs.engine.kinds import job_kind
 from jobs.kinds import count, validate
 from jobs.models import Job, Notification
 from tests.jobs.factories import fresh, status_of, submit_demo
-from tests.jobs.test_services import run_to_end
+from tests.jobs.engine.test_services import run_to_end
 
 pytestmark = pytest.mark.django_db
 
