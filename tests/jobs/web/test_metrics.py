@@ -1,4 +1,4 @@
-"""The staff metrics page: per-bucket figures from stored timestamps, staff-only access,
+"""jobs/web/metrics.py and metrics_views.py, the staff metrics page: per-bucket figures from stored timestamps, staff-only access,
 and data from a real cluster run (the chart updating in a browser: tests/browser)."""
 
 from __future__ import annotations
