@@ -14,8 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import processes
+from tests.support.processes import (  # noqa: F401 - re-exported for the benchmarks
+    ROOT,
+    free_port,
+    log_tail,
+    port_open,
+    spawn,
+    stop_process_group,
+)
+
 RESULTS_DIR = ROOT / "bench" / "results"
 LOG_DIR = RESULTS_DIR / "logs"
 
@@ -46,15 +53,11 @@ class BenchTimeout(TimeoutError):
 def wait_for(
     predicate: Callable[[], T], timeout: float, *, interval: float = 0.02, what: str = ""
 ) -> T:
-    """Poll `predicate` until it returns something truthy; raise BenchTimeout after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchTimeout(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(interval)
+    """Poll `predicate` until it returns something truthy; raise BenchTimeout after `timeout`.
+
+    The shared `tests.support.processes.wait_for`, with a finer default interval (a wait
+    is often part of what is timed) and the benchmarks' own exception."""
+    return processes.wait_for(predicate, timeout, interval, what, error=BenchTimeout)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -157,20 +160,6 @@ class RssSampler:
 
 
 # --- services and variants -------------------------------------------------------
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def postgres_reachable(url: str) -> str:
@@ -330,23 +319,6 @@ def workspace(variant: Variant, workers: int) -> Iterator[Workspace]:
 # --- processes and clusters -------------------------------------------------------------------
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the leader, wait `grace`, then SIGKILL the group (qcluster can hang).
-
-    Only the leader gets SIGTERM: django-q2's sentinel then stops its pusher, workers
-    and monitor in order. Signalled all at once, the children inherit the leader's
-    handler and the cluster typically hangs until the SIGKILL.
-    """
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
 class Service:
     """A subprocess of the repository (own process group) on the workspace's database.
 
@@ -384,15 +356,7 @@ class Service:
 
     def start(self, timeout: float = 60.0) -> Service:
         """Start the process and wait until `ready()` (or fail if it exits first)."""
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = spawn(self.argv, log_path=self.log_path, env=self.env)
         wait_for(
             lambda: self.proc.poll() is not None or self.ready(),
             timeout,
@@ -404,12 +368,7 @@ class Service:
         return self
 
     def descendants(self) -> list[psutil.Process]:
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
+        return processes.descendants(self.proc)
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop the process group; calling it again does nothing."""
@@ -418,9 +377,7 @@ class Service:
             self._stopped = True
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Service:
         return self

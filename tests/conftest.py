@@ -1,4 +1,5 @@
-"""Shared fixtures: real services (a qcluster subprocess), users, and waiting helpers.
+"""Shared fixtures: real services (a qcluster subprocess) and users. Process, port and
+waiting helpers are in tests/support/processes.py (bench/ uses them too).
 
 Everything a fixture starts it also stops. Tests needing PostgreSQL, Redis or Chromium
 skip with a message when the service is missing, except with CI=true, where a missing
@@ -9,24 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.support.processes import (
+    descendants,
+    forget_dead_runs,
+    numbered_log_path,
+    port_open,
+    read_log,
+    spawn,
+    stop_process_group,
+    wait_for,
+)
+
 pytest_plugins = ["tests.fakes.google_sheets", "tests.fakes.openai_api", "tests.fakes.website"]
 
-ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -51,34 +58,6 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available here")
 
 
-def port_open(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Poll `predicate` until it returns something truthy, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        time.sleep(interval)
-
-
 def shared_database_url() -> str:
     """The URL of the test database, for subprocesses that must share it."""
     conf = connection.settings_dict
@@ -97,19 +76,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.setdefault("REDIS_URL", "")
     env.update(extra)
     return env
-
-
-def stop_process_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the leader (it stops its children), wait, then SIGKILL the whole group:
-    qcluster can hang on SIGTERM."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -136,18 +102,12 @@ def close_leftover_connections(django_db_setup, django_db_blocker) -> Iterator[N
 @pytest.fixture(scope="session", autouse=True)
 def forget_old_test_logs() -> None:
     """Drop subprocess logs of earlier test runs (their pid is gone)."""
-    folder = settings.DATA_DIR / "test-logs"
-    for run in folder.iterdir() if folder.exists() else []:
-        if run.name.isdigit() and not psutil.pid_exists(int(run.name)):
-            shutil.rmtree(run, ignore_errors=True)
+    forget_dead_runs(settings.DATA_DIR / "test-logs")
 
 
 def log_path(name: str) -> Path:
     """A fresh log file for a subprocess, kept under var/test-logs/<test run pid>/."""
-    folder = settings.DATA_DIR / "test-logs" / str(os.getpid())
-    folder.mkdir(parents=True, exist_ok=True)
-    number = len(list(folder.iterdir())) + 1
-    return folder / f"{number:03d}-{name}.log"
+    return numbered_log_path(settings.DATA_DIR / "test-logs" / str(os.getpid()), name)
 
 
 class Cluster:
@@ -160,17 +120,12 @@ class Cluster:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> Cluster:
-        env = subprocess_env(CONVEYOR_WORKERS=str(self.workers), **self.env)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path=self.log_path,
+            env=subprocess_env(CONVEYOR_WORKERS=str(self.workers), **self.env),
+            append=True,
         )
-        log.close()
         if wait:
             wait_for(
                 lambda: len(self.worker_pids()) >= self.workers,
@@ -180,12 +135,7 @@ class Cluster:
         return self
 
     def descendants(self) -> list[psutil.Process]:
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
+        return descendants(self.proc)
 
     def worker_pids(self) -> list[int]:
         """Pids of this cluster's worker processes that have reported in."""
@@ -213,7 +163,7 @@ class Cluster:
             stop_process_group(self.proc)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
 
 @pytest.fixture

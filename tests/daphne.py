@@ -7,7 +7,8 @@ import subprocess
 import sys
 import urllib.request
 
-from tests.conftest import ROOT, free_port, log_path, stop_process_group, subprocess_env, wait_for
+from tests.conftest import log_path, subprocess_env
+from tests.support.processes import free_port, read_log, spawn, stop_process_group, wait_for
 
 # Straight to 127.0.0.1, whatever http_proxy says.
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -25,17 +26,13 @@ class Daphne:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Daphne:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
             + ["config.asgi:application"],
-            cwd=ROOT,
+            log_path=self.log_path,
             env=subprocess_env(**self.env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            append=True,
         )
-        log.close()
         wait_for(self._answers, timeout=30, interval=0.1, what=f"daphne on port {self.port}")
         return self
 
@@ -53,4 +50,4 @@ class Daphne:
             stop_process_group(self.proc)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)

@@ -12,7 +12,7 @@ from django.db import connection
 from django.templatetags.static import static
 from django_q.tasks import async_task, result
 
-from tests.conftest import ROOT, wait_for
+from tests.support.processes import ROOT, wait_for
 
 SETTINGS_PROBE = """
 import json, django

@@ -16,9 +16,10 @@ import psutil
 import pytest
 
 from jobs.models import Worker
-from tests.conftest import ROOT, free_port, log_path, subprocess_env, wait_for
+from tests.conftest import log_path, subprocess_env
 from tests.daphne import NO_PROXY
 from tests.jobs.factories import fresh, submit_demo
+from tests.support.processes import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

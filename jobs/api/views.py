@@ -1,7 +1,7 @@
 """The JSON API under /api/: what scripts, the CLI and pages use to list, read, submit
 and control jobs, find the job of a session or entity key, and read notifications.
 
-Decisions (tests/jobs/test_api.py shows each one in use):
+Decisions (tests/jobs/api/test_views.py shows each one in use):
 - Auth: the browser session (unsafe methods then need the CSRF token, as any page
   form) or `Authorization: Bearer <token>` (tokens from `manage.py conveyor_token`).
   No valid credentials, or an inactive user: 401.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.models import Job
-from tests.conftest import wait_for
 from tests.jobs.factories import submit_demo
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 from openpyxl.utils import column_index_from_string
+
+from tests.fakes.server import FakeHandler, FakeServer
 
 SERVICE_ACCOUNT_EMAIL = "conveyor-test@fake-project.iam.gserviceaccount.com"
 # google-auth signs for Google's token endpoint whatever token_uri says.
@@ -99,38 +101,28 @@ class ApiError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-class FakeGoogleSheets:
+class FakeGoogleSheets(FakeServer):
     """The server and its state. Add spreadsheets, then assert on `requests` and `values`."""
 
+    server_class = ThreadingHTTPServer
+    # A short poll interval makes shutdown() return in milliseconds, not 0.5 s.
+    poll_interval = 0.02
+    join_timeout = 10.0
+
     def __init__(self) -> None:
+        super().__init__()
         self.spreadsheets: dict[str, FakeSpreadsheet] = {}
         self.forbidden: set[str] = set()
         self.requests: list[tuple[str, str]] = []  # (method, path) of API calls
         self.tokens_issued = 0
         self.access_token = secrets.token_urlsafe(24)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.fake = self  # type: ignore[attr-defined]
-        # A short poll interval makes shutdown() return in milliseconds, not 0.5 s.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
 
     service_account_email = SERVICE_ACCOUNT_EMAIL
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeGoogleSheets:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        return self.origin
 
     # --- set-up and inspection, for tests -------------------------------------
 
@@ -308,11 +300,8 @@ class FakeGoogleSheets:
             )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-        pass
+class _Handler(FakeHandler):
+    fake: FakeGoogleSheets
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib's name
         self._handle("GET")
@@ -324,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("PUT")
 
     def _handle(self, method: str) -> None:
-        fake: FakeGoogleSheets = self.server.fake
+        fake = self.fake
         parts = urlsplit(self.path)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
@@ -353,11 +342,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+FakeGoogleSheets.handler = _Handler
+
+
 @pytest.fixture
 def google_sheets(settings) -> Iterator[FakeGoogleSheets]:
     """A running fake Google Sheets API, with Conveyor's settings pointing at it."""
-    fake = FakeGoogleSheets().start()
-    settings.CONVEYOR_GOOGLE_API_URL = fake.url
-    settings.CONVEYOR_GOOGLE_CREDENTIALS = json.dumps(fake.service_account_info())
-    yield fake
-    fake.stop()
+    with FakeGoogleSheets() as fake:
+        settings.CONVEYOR_GOOGLE_API_URL = fake.url
+        settings.CONVEYOR_GOOGLE_CREDENTIALS = json.dumps(fake.service_account_info())
+        yield fake

@@ -18,15 +18,15 @@ import json
 import random
 import select
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.fakes.server import FakeHandler, FakeServer, QuietServer
 
 
 @dataclass
@@ -47,19 +47,15 @@ class Call:
         return " ".join(m["content"] for m in self.body["messages"] if m["role"] == "system")
 
 
-class QuietServer(ThreadingHTTPServer):
-    """Clients hanging up mid-request are part of the tests, not errors to print."""
-
-    daemon_threads = True
+class BusyServer(QuietServer):
     request_queue_size = 128  # a batch opens many connections at once
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
+class FakeOpenAI(FakeServer):
+    server_class = BusyServer
 
-class FakeOpenAI:
     def __init__(self) -> None:
+        super().__init__()
         self.latency: float | Callable[[Call], float] = 0.0
         self.categories: list[str] = []
         self.style: Callable[[str], str] = lambda answer: answer
@@ -75,34 +71,15 @@ class FakeOpenAI:
         self._plans: dict[str, list[int]] = {}
         self._random = random.Random(1234)
         self._lock = threading.Lock()
-        self._server: QuietServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- control ----------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return f"{self.origin}/v1"
 
     def plan(self, marker: str, statuses: list[int]) -> None:
         """Requests mentioning `marker` get these statuses first, one per request."""
         self._plans[marker] = list(statuses)
-
-    def start(self) -> FakeOpenAI:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = QuietServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     # -- behaviour --------------------------------------------------------------
     def answer(self, call: Call) -> str:
@@ -155,15 +132,12 @@ ERRORS = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     fake: FakeOpenAI
     call: Call | None = None
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else headers and body wait 40 ms for a delayed ACK
     timeout = 10
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") != "/v1/models":
@@ -261,8 +235,10 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
 
+FakeOpenAI.handler = _Handler
+
+
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
+    with FakeOpenAI() as server:
+        yield server

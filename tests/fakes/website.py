@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import select
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fakes.server import FakeHandler, FakeServer
 
 MAIN_TEXT = "Acme makes the finest widgets. Our widgets are sturdy, cheap and blue."
 HOME = f"""<!doctype html>
@@ -48,50 +47,17 @@ HUGE_BYTES = 3_000_000
 CHUNK = b"<p>" + b"x" * 65_000 + b"</p>\n"
 
 
-class QuietServer(ThreadingHTTPServer):
-    """Clients hanging up mid-request are part of the tests, not errors to print."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class FakeSite:
+class FakeSite(FakeServer):
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
+        super().__init__(host)
         self.slow_seconds = 5.0
         self.flaky_failures = 1
         self.requests: list[str] = []
         self.dropped = 0
         self._lock = threading.Lock()
-        self._server: QuietServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.server_address[1]
 
     def url(self, path: str = "/") -> str:
-        return f"http://{self.host}:{self.port}{path}"
-
-    def start(self) -> FakeSite:
-        handler = type("Handler", (_Handler,), {"site": self})
-        self._server = QuietServer((self.host, 0), handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        return f"{self.origin}{path}"
 
     def record(self, path: str) -> int:
         with self._lock:
@@ -99,19 +65,16 @@ class FakeSite:
             return sum(1 for seen in self.requests if seen == path)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    site: FakeSite
+class _Handler(FakeHandler):
+    fake: FakeSite
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else headers and body wait 40 ms for a delayed ACK
     timeout = 10
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         path = parts.path
-        times = self.site.record(path)
+        times = self.fake.record(path)
         if path == "/":
             return self._send(200, HOME)
         if path == "/plain":
@@ -133,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._huge(chunked=False)
         if path == "/huge-chunked":
             return self._huge(chunked=True)
-        if path == "/flaky" and times <= self.site.flaky_failures:
+        if path == "/flaky" and times <= self.fake.flaky_failures:
             return self._send(503, "<title>Busy</title>", headers={"Retry-After": "0"})
         if path == "/flaky":
             return self._send(200, "<html><head><title>Recovered</title></head></html>")
@@ -166,12 +129,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _slow(self) -> None:
-        deadline = time.monotonic() + self.site.slow_seconds
+        deadline = time.monotonic() + self.fake.slow_seconds
         while (left := deadline - time.monotonic()) > 0:
             readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
             if readable and not self.connection.recv(1, socket.MSG_PEEK):
-                with self.site._lock:
-                    self.site.dropped += 1
+                with self.fake._lock:
+                    self.fake.dropped += 1
                 self.close_connection = True
                 return
         self._send(200, PLAIN)
@@ -197,8 +160,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+FakeSite.handler = _Handler
+
+
 @pytest.fixture
 def fake_site() -> Iterator[FakeSite]:
-    site = FakeSite().start()
-    yield site
-    site.stop()
+    with FakeSite() as site:
+        yield site

@@ -15,8 +15,8 @@ from jobs.engine.services import job_submit
 from jobs.models import Job
 from sheets.processors import get_processor
 from sheets.services import sheet_job_submit
-from tests.conftest import wait_for
 from tests.sheets.factories import make_sheet, run_to_end
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,9 +13,9 @@ from django.test import Client
 from jobs.engine.tokens import token_create
 from jobs.models import Worker
 from jobs.serializers import job_as_dict
-from tests.conftest import ROOT, subprocess_env, wait_for
-from tests.jobs.factories import fresh, submit_demo
-from tests.jobs.test_services import run_to_end
+from tests.conftest import subprocess_env
+from tests.jobs.factories import fresh, run_to_end, submit_demo
+from tests.support.processes import ROOT, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

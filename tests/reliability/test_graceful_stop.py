@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from jobs.models import Job
-from tests.conftest import wait_for
 from tests.jobs.factories import fresh, messages, submit_demo, unit_counts
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

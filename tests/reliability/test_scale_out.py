@@ -23,10 +23,10 @@ from django_q.models import OrmQ
 from jobs.models import Job
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
-from tests.conftest import wait_for
 from tests.daphne import Daphne
 from tests.jobs.factories import messages
 from tests.sheets.factories import make_sheet
+from tests.support.processes import wait_for
 
 pytestmark = [
     pytest.mark.cluster,

@@ -8,8 +8,8 @@ from django.db import connection
 
 from jobs.engine.services import job_pause, job_resume
 from jobs.models import Job, Notification
-from tests.conftest import wait_for
 from tests.jobs.factories import status_of, submit_demo
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job
-from tests.conftest import wait_for
 from tests.jobs.factories import fresh, messages, status_of, submit_demo, unit_counts
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from sheets.processors import OptionsError, get_processor, run_rows
-from tests.conftest import free_port, wait_for
+from tests.support.processes import free_port, wait_for
 
 NEVER = lambda: False  # noqa: E731
 LLM = get_processor("llm")

@@ -13,9 +13,9 @@ from jobs.engine.services import job_pause, job_resume
 from jobs.models import Job
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
-from tests.conftest import wait_for
 from tests.sheets.factories import make_sheet
 from tests.sheets.test_sheet_jobs import CATEGORIES, llm_options, review_rows
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -16,8 +16,8 @@ from sheets import export
 from sheets.kinds import SheetParamsError
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
-from tests.conftest import wait_for
 from tests.sheets.factories import make_sheet, run_to_end
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from sheets.processors import OptionsError, get_processor, run_rows
-from tests.conftest import free_port, wait_for
 from tests.fakes.website import HOME_TEXT, FakeSite
+from tests.support.processes import free_port, wait_for
 
 NEVER = lambda: False  # noqa: E731
 WEB = get_processor("web")

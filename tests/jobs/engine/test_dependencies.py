@@ -12,9 +12,8 @@ from jobs.engine.errors import JobActionError
 from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel, job_retry, job_submit
 from jobs.models import Job
-from tests.conftest import wait_for
-from tests.jobs.factories import fresh, submit_demo
-from tests.jobs.test_services import run_to_end
+from tests.jobs.factories import fresh, run_to_end, submit_demo
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 S = Job.Status

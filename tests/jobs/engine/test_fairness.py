@@ -9,8 +9,8 @@ from django.test import Client
 from jobs.engine.errors import QuotaExceeded
 from jobs.engine.services import Submission, job_submit, job_submit_many
 from jobs.models import Job
-from tests.conftest import wait_for
 from tests.jobs.factories import fresh, submit_demo
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,8 +12,8 @@ from django_q.tasks import async_task
 
 from jobs.engine.recovery import SCHEDULE_NAME
 from jobs.models import Job
-from tests.conftest import wait_for
 from tests.jobs.factories import fresh, submit_demo
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,31 +1,28 @@
-"""Dispatch with a real two-worker cluster: capacity, priorities, preemption,
-concurrency caps, and pause / resume / cancel of running jobs."""
+"""jobs/engine/dispatch.py with a real two-worker cluster: what runs next. Capacity (a
+job waits for a free worker), priorities and preemption (a running low-priority job
+yields to a waiting high-priority one), concurrency caps per kind, and a retrying job
+picked up again once its backoff has passed."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from jobs.engine.services import job_cancel, job_pause, job_resume
+from jobs.engine.services import job_cancel
 from jobs.models import DemoUnit, Job
-from tests.conftest import wait_for
-from tests.jobs.factories import fresh, messages, status_of, submit_demo, unit_counts
+from tests.jobs.factories import (
+    fresh,
+    messages,
+    running_jobs,
+    status_of,
+    submit_demo,
+    unit_counts,
+    wait_status,
+)
+from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 S = Job.Status
-
-
-def wait_status(job: Job, status: str, timeout: float = 20) -> Job:
-    wait_for(lambda: status_of(job) == status, timeout=timeout, what=f"job #{job.pk} {status}")
-    return fresh(job)
-
-
-def running_jobs() -> set[int]:
-    return set(
-        Job.objects.filter(status=S.RUNNING).exclude(lease_owner="").values_list("id", flat=True)
-    )
 
 
 def test_two_workers_run_two_jobs_and_the_third_waits(cluster, user):
@@ -89,48 +86,9 @@ def test_a_kind_capped_at_one_never_runs_two_jobs_at_once(cluster, user):
         assert start >= end, f"jobs of a concurrency-1 kind overlapped: {intervals}"
 
 
-def test_running_jobs_pause_resume_and_cancel_within_two_seconds(cluster, user):
-    job = submit_demo(user, n=400, delay=0.05)
-    wait_for(lambda: fresh(job).processed >= 5, timeout=20, what="the job making progress")
-
-    asked = time.monotonic()
-    job_pause(job=job, by=user)
-    wait_status(job, S.PAUSED, timeout=2)
-    assert time.monotonic() - asked < 2
-    paused_at = fresh(job).processed
-    assert not fresh(job).lease_owner, "a paused job holds no worker"
-
-    job_resume(job=job, by=user)
-    wait_for(lambda: fresh(job).processed > paused_at, timeout=10, what="progress after resume")
-
-    asked = time.monotonic()
-    job_cancel(job=job, by=user)
-    job = wait_status(job, S.CANCELLED, timeout=2)
-    assert time.monotonic() - asked < 2
-    assert job.cancelled_at and "Cancelled" in messages(job)
-    stopped_at = job.processed
-    other = wait_status(submit_demo(user, n=3), S.SUCCEEDED)  # the cluster keeps working
-    assert other.processed == 3
-    assert fresh(job).processed == stopped_at and status_of(job) == S.CANCELLED
-
-
 def test_retrying_job_is_picked_up_again_after_its_backoff(cluster, user):
     job = submit_demo(user, n=3, transient_failures=2)
     job = wait_status(job, S.SUCCEEDED, timeout=30)
     retries = job.events.filter(data__delay__isnull=False).count()
     assert retries == 2
     assert all("Transient error" in m for m in messages(job) if "retrying in" in m)
-
-
-def test_time_limit_counts_running_time_not_time_in_the_queue(cluster, user):
-    blockers = [submit_demo(user, n=40, delay=0.05) for _ in range(2)]
-    wait_for(
-        lambda: running_jobs() == {b.pk for b in blockers}, timeout=20, what="both workers busy"
-    )
-    patient = submit_demo(user, n=3, time_limit=1.0)  # waits ~2 s in the queue
-    slow = submit_demo(user, n=100, delay=0.05, time_limit=1.0)
-    patient = wait_status(patient, S.SUCCEEDED, timeout=30)
-    assert (patient.started_at - patient.created_at).total_seconds() > 1.0, "it did wait"
-    slow = wait_status(slow, S.FAILED, timeout=30)
-    assert slow.error.startswith("Time limit exceeded: ran 1.")
-    assert "the limit is 1 s" in slow.error and 0 < slow.processed < 100

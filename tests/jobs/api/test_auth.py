@@ -1,4 +1,5 @@
-"""API tokens (jobs/auth.py, `manage.py conveyor_token`): created once and stored only
+"""jobs/api/auth.py and the tokens behind it (jobs/engine/tokens.py, managed with
+`manage.py conveyor_token`): API tokens are created once and stored only
 hashed, they let a script call /api/ as their user without CSRF, until revoked."""
 
 from __future__ import annotations

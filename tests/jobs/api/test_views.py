@@ -1,4 +1,4 @@
-"""The JSON API under /api/ (jobs/api.py): every endpoint for its owner, for another
+"""jobs/api/views.py and input.py, the JSON API under /api/: every endpoint for its owner, for another
 user (404), for staff (everything), anonymously (401), with CSRF on session writes,
 and with bad input of every sort (a clear 4xx, never a 500, never a half-made job)."""
 
@@ -15,8 +15,7 @@ from django.utils import timezone
 from jobs.engine.kinds import job_kind
 from jobs.kinds import count, validate
 from jobs.models import Job, Notification
-from tests.jobs.factories import fresh, status_of, submit_demo
-from tests.jobs.test_services import run_to_end
+from tests.jobs.factories import fresh, run_to_end, status_of, submit_demo
 
 pytestmark = pytest.mark.django_db
 

@@ -1,6 +1,6 @@
-"""Retention: finished jobs older than the setting go, with their events, row results,
-notifications and units; nothing younger, nothing active. The `prune_jobs` command and
-the periodic schedule do the same sweep."""
+"""jobs/engine/maintenance.py, retention: finished jobs older than the setting go, with
+their events, row results, notifications and units; nothing younger, nothing active.
+The periodic schedule (`run_periodic`) and the `prune_jobs` command do the same sweep."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""`manage.py conveyor`: in-process through call_command for what it prints and changes,
+"""jobs/cli/verbs.py and the verbs apps register (sheets: submit, export) through
+`manage.py conveyor`: in-process through call_command for what they print and change,
 and as a real subprocess for exit codes, one-line errors, Ctrl-C and `--wait` against
-a real cluster."""
+a real cluster. Progress display and waiting alone: test_base.py."""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from pathlib import Path
 import openpyxl
 import pytest
 from django.core.management import call_command
-from django.core.management.base import OutputWrapper
 
-from jobs.cli.base import EXIT_BAD_INPUT, CliError, ProgressDisplay, wait_for_job
+from jobs.cli.base import EXIT_BAD_INPUT, CliError
 from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel
 from jobs.models import Job
 from sheets.models import Sheet
-from tests.conftest import ROOT, subprocess_env, wait_for
+from tests.conftest import subprocess_env
 from tests.jobs.factories import fresh, submit_demo
 from tests.sheets.make_files import write_csv, write_xlsx
+from tests.support.processes import ROOT, wait_for
 
 pytest_plugins = ["tests.fakes.google_sheets"]
 
@@ -105,11 +106,6 @@ def run_in_process(job_id: int) -> Job:
 @pytest.fixture
 def people(tmp_path) -> Path:
     return write_csv(tmp_path / "people.csv", PEOPLE)
-
-
-@pytest.fixture
-def admin(staff_user):
-    return staff_user
 
 
 @pytest.fixture
@@ -343,57 +339,6 @@ def test_export_refuses_jobs_without_rows_and_unwritable_targets(admin, people, 
     missing_dir = tmp_path / "no" / "x.csv"
     result = conveyor("export", job_id, "-o", str(missing_dir))
     assert result.code == EXIT_BAD_INPUT and result.err.startswith(f"Cannot write {missing_dir}")
-
-
-# -- progress display ------------------------------------------------------------------------
-
-
-class FakeTerminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def job_at(processed: int, status: str = S.RUNNING) -> Job:
-    return Job(pk=5, kind="demo.count", status=status, total=10, processed=processed, failed=1)
-
-
-def test_on_a_terminal_progress_is_redrawn_in_place():
-    screen = FakeTerminal()
-    display = ProgressDisplay(OutputWrapper(screen))
-    display.show(job_at(2))
-    display.show(job_at(2))  # unchanged: not redrawn
-    display.show(job_at(5))
-    display.end(job_at(10, S.SUCCEEDED))
-    drawn = screen.getvalue()
-    assert drawn.count("\r") == 3 and drawn.count("\x1b[K") == 3 and drawn.endswith("\n")
-    assert "Job #5 running   [####................]  20%  2/10 done, 1 failed" in drawn
-    assert "[####################] 100%" in drawn
-
-
-def test_in_a_log_progress_is_one_line_per_status_change_or_interval():
-    log = io.StringIO()
-    display = ProgressDisplay(OutputWrapper(log), log_every=60)
-    display.show(job_at(0, S.QUEUED))
-    for done in (1, 2, 3):
-        display.show(job_at(done))  # only the first running line: the rest within 60 s
-    display.end(job_at(10, S.SUCCEEDED))
-    lines = log.getvalue().splitlines()
-    assert [line.split()[2] for line in lines] == ["queued", "running"]
-    assert "\r" not in log.getvalue()
-    quick = io.StringIO()
-    display = ProgressDisplay(OutputWrapper(quick), log_every=0)
-    for done in (1, 2, 3):
-        display.show(job_at(done))
-    assert len(quick.getvalue().splitlines()) == 3
-
-
-@pytest.mark.django_db
-def test_waiting_for_a_finished_job_prints_its_final_line(admin):
-    job = submit_demo(admin, n=3)
-    job_cancel(job=job)
-    log = io.StringIO()
-    assert wait_for_job(job, OutputWrapper(log)).status == S.CANCELLED
-    assert log.getvalue() == f"Job #{job.pk} was cancelled: 0/3 done, 0 failed.\n"
 
 
 # -- the real command: exit codes, --wait, Ctrl-C ---------------------------------------------

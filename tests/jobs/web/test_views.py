@@ -1,5 +1,5 @@
-"""The job pages: detail, controls, dashboard filters and bulk actions, notifications,
-escaping and permissions."""
+"""jobs/web/views.py, the job pages: detail, controls, dashboard filters and bulk
+actions, notifications, escaping and permissions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The staff metrics page: per-bucket figures from stored timestamps, staff-only access,
+"""jobs/web/metrics.py and metrics_views.py, the staff metrics page: per-bucket figures from stored timestamps, staff-only access,
 and data from a real cluster run (the chart updating in a browser: tests/browser)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from jobs.models import DemoUnit, Job, Worker
 from jobs.web.metrics import Buckets, metrics
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
-from tests.conftest import wait_for
 from tests.jobs.factories import status_of, submit_demo
 from tests.sheets.factories import make_sheet
+from tests.support.processes import wait_for
 
 S = Job.Status
 DATA = "/metrics/data/"

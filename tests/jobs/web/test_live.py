@@ -1,5 +1,6 @@
-"""The websocket at /ws/live/ against the real relay and database: authentication,
-snapshots, live fragments, isolation between users, bad messages."""
+"""jobs/web/live.py (the relay) and jobs/web/consumers.py (the websocket at /ws/live/),
+against the real database: authentication, snapshots, live fragments, isolation between
+users, bad messages."""
 
 from __future__ import annotations
 

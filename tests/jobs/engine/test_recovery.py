@@ -13,7 +13,7 @@ from django.db import connection
 from django_q.models import Schedule
 
 from jobs.engine.recovery import SCHEDULE_NAME, ensure_schedule
-from tests.conftest import wait_for
+from tests.support.processes import wait_for
 
 cleanup = importlib.import_module("jobs.migrations.0004_one_maintenance_schedule")
 
