@@ -236,6 +236,13 @@ CONVEYOR_MAX_UNZIPPED_BYTES = env_int("CONVEYOR_MAX_UNZIPPED_BYTES", 1024 * 1024
 CONVEYOR_MAX_ROWS = env_int("CONVEYOR_MAX_ROWS", 1_000_000)
 CONVEYOR_MAX_COLUMNS = env_int("CONVEYOR_MAX_COLUMNS", 200)
 CONVEYOR_MAX_CELL_CHARS = env_int("CONVEYOR_MAX_CELL_CHARS", 32_767)
+# Request bodies (config/body_limit.py, before Django reads them): uploads may carry
+# CONVEYOR_MAX_UPLOAD_BYTES plus a multipart allowance, anything else this many bytes.
+CONVEYOR_MAX_REQUEST_BYTES = env_int("CONVEYOR_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
+# Uploads past this size stream to a temporary file instead of memory; form fields
+# (not files) may hold this much in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CONVEYOR_MAX_REQUEST_BYTES
 CONVEYOR_GOOGLE_CREDENTIALS = env_str("CONVEYOR_GOOGLE_CREDENTIALS")
 CONVEYOR_GOOGLE_API_URL = env_str("CONVEYOR_GOOGLE_API_URL", "https://sheets.googleapis.com")
 
