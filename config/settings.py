@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -82,6 +83,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    "axes",
     # jobs before django_q: its `qcluster` command (resilient sentinel) takes precedence.
     "jobs",
     "sheets",
@@ -98,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -206,6 +210,21 @@ LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Login throttling (django-axes) for /login/ and /admin/login/: after this many failed
+# logins for one username from one address, that pair is locked out (the right password
+# too) for the cool-off. Staff unlock in the admin (Access attempts) or with
+# `manage.py axes_reset` / `axes_reset_username NAME`.
+CONVEYOR_LOGIN_FAILURE_LIMIT = env_int("CONVEYOR_LOGIN_FAILURE_LIMIT", 10)
+CONVEYOR_LOGIN_COOLOFF_MINUTES = env_float("CONVEYOR_LOGIN_COOLOFF_MINUTES", 15.0)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = CONVEYOR_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=CONVEYOR_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -225,7 +244,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs every enqueue and task at INFO; Conveyor's own timeline has the story.
-    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},
+    # django-axes logs every failed login at INFO; lockouts are WARNING.
+    "loggers": {
+        "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+        "axes": {"level": env_str("AXES_LOG_LEVEL", "WARNING")},
+    },
 }
 
 # --- Sheets: sources ---
