@@ -15,6 +15,8 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 
+from config.private_files import private_dir, private_sqlite, write_private
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -47,8 +49,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-DATA_DIR = Path(env_str("CONVEYOR_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Private: 0700, its secrets 0600 (config/private_files.py).
+DATA_DIR = private_dir(Path(env_str("CONVEYOR_DATA_DIR", str(BASE_DIR / "var"))))
 
 
 def _secret_key() -> str:
@@ -57,8 +59,8 @@ def _secret_key() -> str:
         return key
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(50))
+    path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -161,6 +163,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so worker subprocesses started by tests share it; one per
     # test run so parallel runs in one checkout don't collide.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_sqlite(Path(DATABASES["default"]["NAME"]))
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_conveyor_{os.getpid()}"}
 # django-q2 calls close_old_connections() around every broker operation and task;
