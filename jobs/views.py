@@ -75,7 +75,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _parse_day(value: str, end: bool = False) -> datetime | None:
-    day = parse_date(value or "")
+    try:
+        day = parse_date(value or "")
+    except ValueError:  # well formed, no such day (2024-13-45)
+        return None
     if day is None:
         return None
     return timezone.make_aware(datetime.combine(day, time.max if end else time.min))
@@ -86,13 +89,13 @@ def filter_jobs(jobs: QuerySet[Job], params) -> QuerySet[Job]:
     status = params.get("status", "")
     if status in STATUS_FILTERS:
         jobs = jobs.filter(status__in=STATUS_FILTERS[status])
-    if kind := params.get("kind", ""):
+    if kind := params.get("kind", "").replace("\x00", ""):  # PostgreSQL refuses NUL
         jobs = jobs.filter(kind=kind)
     if start := _parse_day(params.get("from", "")):
         jobs = jobs.filter(created_at__gte=start)
     if end := _parse_day(params.get("to", ""), end=True):
         jobs = jobs.filter(created_at__lte=end)
-    if text := params.get("q", "").strip()[:200]:
+    if text := params.get("q", "").replace("\x00", "").strip()[:200]:
         match = (
             Q(label__icontains=text)
             | Q(kind__icontains=text)
@@ -100,7 +103,7 @@ def filter_jobs(jobs: QuerySet[Job], params) -> QuerySet[Job]:
             | Q(message__icontains=text)
             | Q(error__icontains=text)
         )
-        if text.lstrip("#").isdigit():
+        if text.lstrip("#").isdecimal():
             match |= Q(pk=int(text.lstrip("#")))
         jobs = jobs.filter(match)
     return jobs

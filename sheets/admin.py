@@ -87,11 +87,11 @@ class IdFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         value = self.value()
-        return [(value, f"#{value}")] if value and value.isdigit() else []
+        return [(value, f"#{value}")] if value and value.isdecimal() else []
 
     def queryset(self, request, queryset):
         value = self.value()
-        if value and value.isdigit():
+        if value and value.isdecimal():
             return queryset.filter(**{f"{self.field}_id": int(value)})
         return queryset
 

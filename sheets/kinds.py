@@ -25,7 +25,12 @@ def entity_key(sheet: Sheet | int) -> str:
     return f"sheet:{sheet if isinstance(sheet, int) else sheet.pk}"
 
 
-entity_pages["sheet"] = lambda ident: reverse("sheets:detail", args=[ident])
+def sheet_page(ident: str) -> str:
+    """A sheet's page; none for a key naming no sheet id (API users choose keys freely)."""
+    return reverse("sheets:detail", args=[ident]) if ident.isascii() and ident.isdigit() else ""
+
+
+entity_pages["sheet"] = sheet_page
 
 
 # -- parameters -------------------------------------------------------------------

@@ -292,9 +292,9 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
 def results(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = _visible_sheet(request, sheet_id)
     jobs = _sheet_jobs(sheet)
-    job = (
-        jobs.filter(pk=request.GET.get("job") or 0).first()
-        or jobs.order_by("-created_at", "-id").first()
+    asked = request.GET.get("job", "")
+    job = (jobs.filter(pk=int(asked)).first() if asked.isascii() and asked.isdigit() else None) or (
+        jobs.order_by("-created_at", "-id").first()
     )
     if job is None:
         return HttpResponse("", status=204)
