@@ -19,7 +19,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from jobs.models import Job
+from jobs.models import Job, parse_priority
 from jobs.services import job_submit, notifications_mark_read
 from sheets import export
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
@@ -202,6 +202,17 @@ def _posted_options(processor, post) -> dict[str, Any]:
     return options
 
 
+def _staff_only_priority(request: HttpRequest, value: str) -> bool:
+    """An integer priority outside high/normal/low: only staff may jump the queue."""
+    if request.user.is_staff or value in PRIORITIES:
+        return False
+    try:
+        parse_priority(value)
+    except ValueError:
+        return False  # not a priority at all: the service says so
+    return True
+
+
 @require_POST
 @login_required
 def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
@@ -212,8 +223,11 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
         "columns": post.getlist("columns"),
         "start_row": post.get("start_row", ""),
         "row_count": post.get("row_count", ""),
-        "priority": post.get("priority", "normal"),
+        "priority": post.get("priority", "").strip().lower() or "normal",
     }
+    if _staff_only_priority(request, data["priority"]):
+        errors = {"priority": "Choose high, normal or low (other priorities are for staff)."}
+        return _render_sheet(request, sheet, data, errors, 400)
     try:
         data["options"] = _posted_options(get_processor(data["processor"]), post)
         job = sheet_job_submit(
