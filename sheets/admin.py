@@ -16,14 +16,14 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import Link, job_links, json_block
+from jobs.admin import FilterLookupsOnly, Link, job_links, json_block
 from jobs.models import Job
 from jobs.redact import redact
 from sheets.kinds import KIND, entity_key
 from sheets.models import RowResult, Sheet, SheetRow
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(FilterLookupsOnly, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
