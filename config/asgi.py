@@ -1,12 +1,14 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
 `get_asgi_application()` runs before the routing import so the app registry is
-ready when consumers (and the models they use) are imported.
+ready when consumers (and the models they use) are imported. Request bodies are
+bounded before Django reads them (config/body_limit.py), inside daphne too.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -17,11 +19,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from config.body_limit import BodyLimitMiddleware, guard_daphne  # noqa: E402
 from jobs.web.routing import websocket_urlpatterns  # noqa: E402
+
+if "daphne.http_protocol" in sys.modules:  # served by daphne (its CLI or runserver)
+    guard_daphne()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
+
+from config.private_files import private_dir, private_sqlite, write_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -45,8 +49,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-DATA_DIR = Path(env_str("CONVEYOR_DATA_DIR", str(BASE_DIR / "var")))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Private: 0700, its secrets 0600 (config/private_files.py).
+DATA_DIR = private_dir(Path(env_str("CONVEYOR_DATA_DIR", str(BASE_DIR / "var"))))
 
 
 def _secret_key() -> str:
@@ -55,8 +59,8 @@ def _secret_key() -> str:
         return key
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(50))
+    path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -71,6 +75,27 @@ SECURE_PROXY_SSL_HEADER = (
 )
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# HSTS once the site is served over TLS (browsers then refuse plain HTTP for a year);
+# Django sends it on HTTPS requests only.
+SERVED_OVER_TLS = env_bool("BEHIND_TLS_PROXY") or SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if SERVED_OVER_TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+# Content-Security-Policy (django-csp): scripts only from our own files (no inline script,
+# no eval), no plugins, no framing. Styles allow inline `style=` attributes: progress
+# bars and the admin's job pages set widths and colours that way (docs/security.md).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],  # CSP 3: 'self' covers the page's own ws:/wss: origin
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -84,6 +109,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    "axes",
     # jobs before django_q: its `qcluster` command (resilient sentinel) takes precedence.
     "jobs",
     "sheets",
@@ -92,6 +118,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +127,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -136,6 +165,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so worker subprocesses started by tests share it; one per
     # test run so parallel runs in one checkout don't collide.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        private_sqlite(Path(DATABASES["default"]["NAME"]))
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_conveyor_{os.getpid()}"}
 # django-q2 calls close_old_connections() around every broker operation and task;
@@ -218,6 +249,21 @@ LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# Login throttling (django-axes) for /login/ and /admin/login/: after this many failed
+# logins for one username from one address, that pair is locked out (the right password
+# too) for the cool-off. Staff unlock in the admin (Access attempts) or with
+# `manage.py axes_reset` / `axes_reset_username NAME`.
+CONVEYOR_LOGIN_FAILURE_LIMIT = env_int("CONVEYOR_LOGIN_FAILURE_LIMIT", 10)
+CONVEYOR_LOGIN_COOLOFF_MINUTES = env_float("CONVEYOR_LOGIN_COOLOFF_MINUTES", 15.0)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = CONVEYOR_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=CONVEYOR_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -252,7 +298,11 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs every enqueue and task at INFO; Conveyor's own timeline has the story.
-    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},
+    # django-axes logs every failed login at INFO; lockouts are WARNING.
+    "loggers": {
+        "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+        "axes": {"level": env_str("AXES_LOG_LEVEL", "WARNING")},
+    },
 }
 
 # --- Sheets: sources ---
@@ -263,6 +313,13 @@ CONVEYOR_MAX_UNZIPPED_BYTES = env_int("CONVEYOR_MAX_UNZIPPED_BYTES", 1024 * 1024
 CONVEYOR_MAX_ROWS = env_int("CONVEYOR_MAX_ROWS", 1_000_000)
 CONVEYOR_MAX_COLUMNS = env_int("CONVEYOR_MAX_COLUMNS", 200)
 CONVEYOR_MAX_CELL_CHARS = env_int("CONVEYOR_MAX_CELL_CHARS", 32_767)
+# Request bodies (config/body_limit.py, before Django reads them): uploads may carry
+# CONVEYOR_MAX_UPLOAD_BYTES plus a multipart allowance, anything else this many bytes.
+CONVEYOR_MAX_REQUEST_BYTES = env_int("CONVEYOR_MAX_REQUEST_BYTES", 2 * 1024 * 1024)
+# Uploads past this size stream to a temporary file instead of memory; form fields
+# (not files) may hold this much in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CONVEYOR_MAX_REQUEST_BYTES
 CONVEYOR_GOOGLE_CREDENTIALS = env_str("CONVEYOR_GOOGLE_CREDENTIALS")
 CONVEYOR_GOOGLE_API_URL = env_str("CONVEYOR_GOOGLE_API_URL", "https://sheets.googleapis.com")
 

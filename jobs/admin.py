@@ -147,11 +147,37 @@ class JobEventInline(admin.TabularInline):
         return json_block(redact(event.data)) if event.data else "—"
 
 
+# -- lookups ------------------------------------------------------------------------
+
+
+class FilterLookupsOnly:
+    """URL lookups only on the fields the list filters offer (plus `extra_lookups`), with
+    plain comparisons: Django otherwise lets any staff user filter on a local field with
+    any lookup (`?params__options__api_key__regex=^sk-a`), an oracle that reads a masked
+    value one character at a time. Anything else is Django's DisallowedModelAdminLookup,
+    a 400 "Bad request"."""
+
+    extra_lookups: tuple[str, ...] = ()
+    plain_parts = frozenset({"exact", "in", "isnull", "gt", "gte", "lt", "lte", "id", "pk"})
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        field, *rest = lookup.split("__")
+        offered = set(self.extra_lookups)
+        for item in self.get_list_filter(request) if request else self.list_filter:
+            if isinstance(item, type) and issubclass(item, admin.SimpleListFilter):
+                offered.add(item.parameter_name)
+            else:
+                offered.add(item if isinstance(item, str) else item[0])
+        if field not in offered or not self.plain_parts.issuperset(rest):
+            return False
+        return super().lookup_allowed(lookup, value, request)
+
+
 # -- jobs -------------------------------------------------------------------------
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
     list_display = [
         "id",
         "title",
@@ -174,6 +200,7 @@ class JobAdmin(admin.ModelAdmin):
         ("finished_at", admin.DateFieldListFilter),
     ]
     search_fields = ["entity_key", "session_key", "owner__username", "label", "error"]
+    extra_lookups = ("entity_key",)  # a sheet's admin page links to its jobs
     search_help_text = "Job id (12 or #12), entity or session key, owner, label or error text."
     list_select_related = ["owner"]
     list_per_page = 50

@@ -91,13 +91,13 @@ def filter_jobs(
     or #id), created in [created_after, created_before)."""
     if statuses:
         jobs = jobs.filter(status__in=statuses_named(statuses))
-    if kind:
+    if kind := kind.replace("\x00", ""):  # PostgreSQL refuses NUL characters
         jobs = jobs.filter(kind=kind)
     if created_after is not None:
         jobs = jobs.filter(created_at__gte=created_after)
     if created_before is not None:
         jobs = jobs.filter(created_at__lt=created_before)
-    if text := text.strip()[:MAX_SEARCH]:
+    if text := text.replace("\x00", "").strip()[:MAX_SEARCH]:
         match = (
             Q(label__icontains=text)
             | Q(kind__icontains=text)
@@ -106,7 +106,7 @@ def filter_jobs(
             | Q(error__icontains=text)
         )
         number = text.lstrip("#")
-        if number.isdigit() and len(number) < 19:
+        if number.isdecimal() and len(number) < 19:
             match |= Q(pk=int(number))
         jobs = jobs.filter(match)
     return jobs

@@ -14,14 +14,14 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import json_block
+from jobs.admin import FilterLookupsOnly, json_block
 from jobs.engine.redact import redact
 from sheets.kinds import entity_key
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.plugin import row_results_url
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(FilterLookupsOnly, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -57,11 +57,11 @@ class IdFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         value = self.value()
-        return [(value, f"#{value}")] if value and value.isdigit() else []
+        return [(value, f"#{value}")] if value and value.isdecimal() else []
 
     def queryset(self, request, queryset):
         value = self.value()
-        if value and value.isdigit():
+        if value and value.isdecimal():
             return queryset.filter(**{f"{self.field}_id": int(value)})
         return queryset
 

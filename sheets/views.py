@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import notifications_mark_read
-from jobs.models import Job
+from jobs.models import Job, parse_priority
 from sheets import export
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
 from sheets.kinds import KIND, SheetParamsError, entity_key
@@ -203,6 +203,17 @@ def _posted_options(processor, post) -> dict[str, Any]:
     return options
 
 
+def _staff_only_priority(request: HttpRequest, value: str) -> bool:
+    """An integer priority outside high/normal/low: only staff may jump the queue."""
+    if request.user.is_staff or value in PRIORITIES:
+        return False
+    try:
+        parse_priority(value)
+    except ValueError:
+        return False  # not a priority at all: the service says so
+    return True
+
+
 @require_POST
 @login_required
 def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
@@ -213,8 +224,11 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
         "columns": post.getlist("columns"),
         "start_row": post.get("start_row", ""),
         "row_count": post.get("row_count", ""),
-        "priority": post.get("priority", "normal"),
+        "priority": post.get("priority", "").strip().lower() or "normal",
     }
+    if _staff_only_priority(request, data["priority"]):
+        errors = {"priority": "Choose high, normal or low (other priorities are for staff)."}
+        return _render_sheet(request, sheet, data, errors, 400)
     try:
         data["options"] = _posted_options(get_processor(data["processor"]), post)
         job, created = sheet_job_submit(
@@ -295,9 +309,9 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
 def results(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = _visible_sheet(request, sheet_id)
     jobs = _sheet_jobs(sheet)
-    job = (
-        jobs.filter(pk=request.GET.get("job") or 0).first()
-        or jobs.order_by("-created_at", "-id").first()
+    asked = request.GET.get("job", "")
+    job = (jobs.filter(pk=int(asked)).first() if asked.isascii() and asked.isdigit() else None) or (
+        jobs.order_by("-created_at", "-id").first()
     )
     if job is None:
         return HttpResponse("", status=204)

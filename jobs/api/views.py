@@ -63,7 +63,7 @@ from jobs.engine.errors import JobActionError, QuotaExceeded, UnknownKind
 from jobs.engine.kinds import get_kind, submittable_kinds
 from jobs.engine.services import ACTIONS, job_submit
 from jobs.engine.services import notifications_mark_read as mark_read
-from jobs.models import Job, Notification, parse_priority
+from jobs.models import Job, Notification, Priority, parse_priority
 from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
 
 View = Callable[..., HttpResponse]
@@ -206,7 +206,7 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
 
     kind = checked(_submittable_kind, data.get("kind"))
     values = {
-        "priority": checked(_priority, data.get("priority")),
+        "priority": checked(_priority, data.get("priority"), user),
         "entity_key": checked(text_field, data, "entity_key"),
         "session_key": checked(text_field, data, "session_key"),
         "label": checked(text_field, data, "label"),
@@ -249,11 +249,14 @@ def _submittable_kind(kind: Any) -> str:
     return kind
 
 
-def _priority(value: Any) -> int:
+def _priority(value: Any, user: Any) -> int:
+    """high / normal / low for everyone; any integer for staff (who may jump the queue)."""
     try:
         priority = parse_priority(value)
     except (ValueError, TypeError):
         raise bad("priority", "must be high, normal, low or an integer") from None
+    if not user.is_staff and priority not in Priority.values:
+        raise bad("priority", "must be high, normal or low (other values are for staff)")
     if abs(priority) > MAX_PRIORITY:
         raise bad("priority", f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
     return priority

@@ -21,7 +21,7 @@ def _window(request: HttpRequest) -> str:
 
 def _every(request: HttpRequest, window: str) -> int:
     value = request.GET.get("every", "")
-    if value.isdigit():
+    if value.isdecimal():
         return max(1, min(3600, int(value)))
     return REFRESH_SECONDS[window]
 

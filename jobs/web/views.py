@@ -40,7 +40,10 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _parse_day(value: str) -> datetime | None:
-    day = parse_date(value or "")
+    try:
+        day = parse_date(value or "")
+    except ValueError:  # well formed, no such day (2024-13-45)
+        return None
     if day is None:
         return None
     return timezone.make_aware(datetime.combine(day, time.min))

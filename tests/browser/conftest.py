@@ -16,6 +16,7 @@ from django.test import Client
 
 from tests.conftest import CHROMIUM, require
 from tests.daphne import Daphne
+from tests.support.processes import wait_for
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -79,3 +80,9 @@ def open_page(chromium, web) -> Iterator[Callable]:
 def wait_until_live(page) -> None:
     """The websocket is open: pushes from now on reach the page."""
     page.wait_for_selector("body[data-live='open']", state="attached")
+
+
+def wait_for_js(page, expression: str, timeout: float = TIMEOUT_MS / 1000) -> None:
+    """Poll a JavaScript expression from the test until it is truthy. Playwright's own
+    `wait_for_function` evaluates strings inside the page, which the CSP (no eval) refuses."""
+    wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout=timeout, what=expression)

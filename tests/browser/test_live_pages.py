@@ -7,7 +7,7 @@ import pytest
 
 from jobs.models import Job, Notification
 from sheets.services import sheet_job_submit
-from tests.browser.conftest import wait_until_live
+from tests.browser.conftest import wait_for_js, wait_until_live
 from tests.daphne import Daphne
 from tests.jobs.factories import submit_demo
 from tests.sheets.factories import make_sheet
@@ -37,8 +37,9 @@ def slow_count(user, n: int = 200, delay: float = 0.03, **params) -> Job:
 
 def wait_for_progress(page) -> None:
     """The live bar shows some progress."""
-    page.wait_for_function(
-        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0"
+    wait_for_js(
+        page,
+        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0",
     )
 
 
@@ -48,7 +49,7 @@ def test_the_bar_moves_to_100_percent_without_a_reload(cluster, open_page, user)
     page.evaluate("window.sameDocument = true")
     page.evaluate(RECORD_BAR)
 
-    page.wait_for_function("window.barValues.includes(100)")
+    wait_for_js(page, "window.barValues.includes(100)")
     page.locator(f"{LIVE} .status", has_text="Succeeded").wait_for()
 
     values = page.evaluate("window.barValues")
@@ -72,7 +73,7 @@ def test_leaving_and_coming_back_resumes_the_live_view(cluster, open_page, user)
     wait_until_live(page)
     if Job.objects.get(pk=job.pk).status == S.RUNNING:
         page.evaluate(RECORD_BAR)
-        page.wait_for_function("window.barValues.includes(100)")
+        wait_for_js(page, "window.barValues.includes(100)")
     page.locator(f"{LIVE} .status", has_text="Succeeded").wait_for()
     assert Job.objects.get(pk=job.pk).status == S.SUCCEEDED
 
@@ -115,9 +116,10 @@ def test_a_toast_on_another_page_when_a_job_finishes(cluster, open_page, user):
     toast.wait_for()
     assert toast.locator("a").get_attribute("href") == f"/jobs/{job.pk}/"
     assert Notification.objects.filter(user=user, read_at__isnull=True).count() == 1
-    page.wait_for_function(
+    wait_for_js(
+        page,
         "document.querySelector('#nav-unread-badge') && "
-        "document.querySelector('#nav-unread-badge').textContent.trim() === '1'"
+        "document.querySelector('#nav-unread-badge').textContent.trim() === '1'",
     )
 
     failing = slow_count(user, n=10, delay=0.01, fail_at=3)
@@ -150,9 +152,10 @@ def test_bulk_cancel_of_rows_ticked_while_the_table_updates(cluster, open_page, 
     page.locator(f"#job-row-{newcomer.pk}").wait_for()
     for job in jobs:
         shown = page.locator(f"#job-row-{job.pk} .progress-cell .muted").inner_text()
-        page.wait_for_function(
+        wait_for_js(
+            page,
             f"document.querySelector('#job-row-{job.pk} .progress-cell .muted').textContent"
-            f" !== {shown!r}"
+            f" !== {shown!r}",
         )
     page.locator("#bulk-form button[value=cancel]").click()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.models import Job
+from tests.browser.conftest import wait_for_js
 from tests.jobs.factories import submit_demo
 from tests.support.processes import wait_for
 
@@ -24,7 +25,7 @@ ROWS_ON_CHART = """() => {
 
 def test_a_chart_updates_when_jobs_finish(cluster, open_page, staff_user):
     page = open_page(staff_user, "/metrics/?every=1")
-    page.wait_for_function("window.conveyorMetrics && window.conveyorMetrics.updates >= 1")
+    wait_for_js(page, "window.conveyorMetrics && window.conveyorMetrics.updates >= 1")
     assert (page.evaluate(SUCCEEDED_ON_CHART), page.evaluate(ROWS_ON_CHART)) == (0, 0)
     assert page.locator("#chart-jobs canvas").count() == 1, "uPlot drew the chart"
 
@@ -34,8 +35,6 @@ def test_a_chart_updates_when_jobs_finish(cluster, open_page, staff_user):
         timeout=30,
         what="the three jobs to succeed",
     )
-    page.wait_for_function(f"({SUCCEEDED_ON_CHART})() === 3 && ({ROWS_ON_CHART})() === 15")
-    page.wait_for_function(
-        "document.querySelector('[data-figure=workers]').textContent.trim() === '2'"
-    )
+    wait_for_js(page, f"({SUCCEEDED_ON_CHART})() === 3 && ({ROWS_ON_CHART})() === 15")
+    wait_for_js(page, "document.querySelector('[data-figure=workers]').textContent.trim() === '2'")
     assert page.evaluate("window.conveyorMetrics.errors") == 0

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from config.private_files import write_private
+
 
 class Command(BaseCommand):
     help = (
@@ -27,8 +29,8 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
             saved = {"username": username, "password": password}
-            path.write_text(json.dumps(saved))
-            path.chmod(0o600)
+            write_private(path, json.dumps(saved))
+        path.chmod(0o600)  # a file written before it was made private
         port = settings.CONVEYOR_PORT
         self.stdout.write(
             self.style.SUCCESS(

@@ -264,8 +264,8 @@ def test_create_submits_a_queued_job_of_mine(user, alice):
     assert data["deduplicated"] is False and data["params"] == {"n": 5}
 
 
-def test_create_accepts_integer_priorities_and_omitted_fields(alice):
-    data = post(alice, "/api/jobs/", {"kind": "demo.count", "priority": 7}).json()
+def test_create_accepts_integer_priorities_from_staff_and_omitted_fields(staff):
+    data = post(staff, "/api/jobs/", {"kind": "demo.count", "priority": 7}).json()
     assert data["priority"] == 7 and data["params"] == {}
 
 
