@@ -338,6 +338,11 @@ CONVEYOR_HTTP_RETRY_MAX_SECONDS = env_float("CONVEYOR_HTTP_RETRY_MAX_SECONDS", 3
 CONVEYOR_WEB_ALLOW_PRIVATE = env_bool("CONVEYOR_WEB_ALLOW_PRIVATE", False)
 CONVEYOR_WEB_ALLOWED_NETWORKS = env_list("CONVEYOR_WEB_ALLOWED_NETWORKS", [])
 CONVEYOR_WEB_MAX_ATTEMPTS = env_int("CONVEYOR_WEB_MAX_ATTEMPTS", 3)
+# Ceiling of the `max_bytes` a user may ask `web` to read per page.
+CONVEYOR_WEB_MAX_BYTES = env_int("CONVEYOR_WEB_MAX_BYTES", 10_000_000)
+# Longest output value a processor may store per cell (an LLM answer, a page text...);
+# beyond it the row fails with a message saying so.
+CONVEYOR_MAX_OUTPUT_CHARS = env_int("CONVEYOR_MAX_OUTPUT_CHARS", 32_767)
 CONVEYOR_WEB_USER_AGENT = env_str("CONVEYOR_WEB_USER_AGENT", "Conveyor/0.1 (page facts)")
 # clean: region for phone numbers written without +country.
 CONVEYOR_PHONE_REGION = env_str("CONVEYOR_PHONE_REGION", "US")

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Min
 from django.utils import timezone
 
@@ -76,10 +77,26 @@ def load_rows(sheet: Sheet, numbers: list[int], columns: list[str]) -> list[tupl
 # -- storing outcomes ----------------------------------------------------------------
 
 
+def bounded(outcome: RowOutcome) -> RowOutcome:
+    """The outcome, or a row error if an output is larger than a cell may hold
+    (CONVEYOR_MAX_OUTPUT_CHARS): a 30 MB answer is not stored, and says so."""
+    limit = settings.CONVEYOR_MAX_OUTPUT_CHARS
+    for name, value in (outcome.outputs or {}).items():
+        size = len(value) if isinstance(value, str) else len(str(value))
+        if size > limit:
+            outcome.outputs = None
+            outcome.error = (
+                f"output {name!r} holds {size:,} characters; the most stored is {limit:,} "
+                "(CONVEYOR_MAX_OUTPUT_CHARS)"
+            )
+            break
+    return outcome
+
+
 def build_results(job_id: int, sheet: Sheet, outcomes: list[RowOutcome]) -> list[RowResult]:
     now = timezone.now()
     results = []
-    for outcome in outcomes:
+    for outcome in map(bounded, outcomes):
         outputs = dict(outcome.outputs or {})
         key = str(outputs.pop(DEDUPE_KEY, "") or "")[:255]
         results.append(

@@ -245,6 +245,11 @@ async def page_result(response: httpx.Response, url: str, max_bytes: int) -> dic
 
 
 def validate_web(options: dict[str, Any], input_columns: list[str]) -> dict[str, Any]:
+    ceiling = settings.CONVEYOR_WEB_MAX_BYTES
+    if options["max_bytes"] > ceiling:
+        raise OptionsError(
+            {"max_bytes": f"Must be at most {ceiling:,} bytes (CONVEYOR_WEB_MAX_BYTES)."}
+        )
     name = options["url_column"]
     if not name:
         if not input_columns:

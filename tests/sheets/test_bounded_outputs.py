@@ -1,0 +1,38 @@
+"""Every size a user can set has a ceiling, and outputs are bounded: an over-long
+answer becomes a row error that says so, and `web` refuses a huge `max_bytes`."""
+
+from __future__ import annotations
+
+import pytest
+
+from sheets.kinds import SheetParamsError
+from sheets.services import sheet_job_submit
+from tests.jobs.factories import run_to_end
+from tests.sheets.factories import make_sheet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_an_answer_longer_than_a_cell_is_a_row_error_that_says_so(user, settings, fake_openai):
+    settings.CONVEYOR_LLM_API_KEY = ""
+    settings.CONVEYOR_MAX_OUTPUT_CHARS = 1000
+    fake_openai.style = lambda answer: "x" * 5000 if "Long" in answer else answer
+    fake_openai.categories = []
+    sheet = make_sheet(user, [["name"], ["Short"], ["Long"]])
+    options = {"base_url": fake_openai.base_url, "prompt": "Repeat {name}"}
+    job, _ = sheet_job_submit(sheet=sheet, owner=user, processor="llm", options=options)
+    job = run_to_end(job)
+    results = {r.row_number: r for r in job.row_results.all()}
+    assert job.failed == 1 and not results[1].failed
+    assert "holds 5,000 characters; the most stored is 1,000" in results[2].error
+    assert results[2].outputs == {}
+
+
+def test_web_refuses_a_max_bytes_above_the_ceiling(user, settings):
+    settings.CONVEYOR_WEB_MAX_BYTES = 1_000_000
+    sheet = make_sheet(user, [["url"], ["example.com"]])
+    with pytest.raises(SheetParamsError) as refused:
+        sheet_job_submit(
+            sheet=sheet, owner=user, processor="web", options={"max_bytes": "1200000000"}
+        )
+    assert "at most 1,000,000 bytes" in refused.value.errors["max_bytes"]
