@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -48,6 +49,7 @@ class Submission:
     label: str = ""
     time_limit: float | None = None
     total: int | None = None
+    run_after: datetime | None = None
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
@@ -66,6 +68,7 @@ class Submission:
             time_limit=self.time_limit if self.time_limit is not None else job_kind.time_limit,
             max_attempts=job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS,
             total=total,
+            run_after=self.run_after,
         )
 
 
@@ -84,11 +87,13 @@ def job_submit(
     label: str = "",
     time_limit: float | None = None,
     total: int | None = None,
+    run_after: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
     `created` is False when an active job of the same owner and kind already holds
     the entity or session key: that job is returned instead of starting a duplicate.
+    `run_after`: not claimed before then (a worker's heartbeat dispatches it when due).
     """
     job = Submission(
         kind=kind,
@@ -100,6 +105,7 @@ def job_submit(
         label=label,
         time_limit=time_limit,
         total=total,
+        run_after=run_after,
     ).build()
 
     def create() -> tuple[Job, bool]:
