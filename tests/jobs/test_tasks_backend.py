@@ -69,7 +69,7 @@ def test_the_default_backend_is_conveyors_and_supports_the_whole_api():
     assert default_task_backend.alias == "default"
     assert backend.supports_defer and backend.supports_priority
     assert backend.supports_get_result and backend.supports_async_task
-    assert backend.queues == {"default"} and list(backend.check()) == []
+    assert backend.queues == {"default", "serial"} and list(backend.check()) == []
 
 
 def test_enqueue_returns_a_ready_result_that_get_result_reads_back():
@@ -300,10 +300,15 @@ def test_tasks_show_where_jobs_do(user, staff_user):
     for path in ("/jobs/", f"/jobs/{result.id}/", f"/api/jobs/{result.id}/"):
         page = client.get(path)
         assert page.status_code == 200 and "tests.plugin_app.tasks.add" in page.content.decode()
+    assert user.job_notifications.get(job_id=result.id).message.startswith(
+        "tests.plugin_app.tasks.add finished"
+    )
     client.force_login(staff_user)
     listed = client.get("/admin/jobs/job/?q=plugin_app.tasks.add").content.decode()
     assert f'href="/admin/jobs/job/{result.id}/change/' in listed
     assert "tests.plugin_app.tasks.add" in client.get("/jobs/?all=1").content.decode()
+    metrics = client.get("/metrics/prometheus").content.decode()
+    assert 'conveyor_jobs{kind="tasks.default",status="succeeded"} 1.0' in metrics
 
 
 # -- real clusters ----------------------------------------------------------------------------
@@ -370,6 +375,17 @@ def test_with_one_worker_a_later_higher_priority_task_starts_before_earlier_ones
     started = Job.objects.filter(pk__in=ids).order_by("started_at", "id")
     expected = [int(result.id) for result in (high, normal, *low)]
     assert list(started.values_list("pk", flat=True)) == expected
+
+
+@pytest.mark.cluster
+def test_a_queues_cap_holds_across_workers(cluster):
+    results = [tasks.nap.using(queue_name="serial").enqueue(0.3) for _ in range(3)]
+    assert {job_of(result).kind for result in results} == {"tasks.serial"}
+    wait_for(lambda: finished(*results), timeout=60, what="the serial tasks to end")
+    assert {result.status for result in results} == {SUCCESSFUL}
+    spans = sorted((result.started_at, result.finished_at) for result in results)
+    for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= next_start, "the serial queue ran two tasks at once on two workers"
 
 
 @pytest.mark.cluster

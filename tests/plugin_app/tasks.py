@@ -39,6 +39,12 @@ def fail_unless_exists(path: str) -> str:
 
 
 @task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task
 async def async_add(a: int, b: int) -> int:
     await asyncio.sleep(0)
     return a + b
