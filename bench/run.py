@@ -57,6 +57,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "bench.engine",
         "jobs/s and per-slice overhead vs plain django-q2 tasks on the same cluster",
     ),
+    "tasks": Benchmark(
+        "bench.tasks_backend",
+        "no-op Django @task via Conveyor's Tasks backend vs django-q2 async_task, same cluster",
+    ),
     "rows": Benchmark(
         "bench.rows",
         "rows/s of a no-op sheet job vs a django-q2 task per row and vs bulk insert",

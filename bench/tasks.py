@@ -1,4 +1,5 @@
-"""django-q2 task functions for the baselines: what plain django-q2 does with no Conveyor.
+"""django-q2 task functions for the baselines: what plain django-q2 does with no Conveyor,
+and the no-op Django task (`django_noop`) that Conveyor's Tasks backend runs against them.
 
 Workers import these by dotted path (`bench.tasks.noop`); the repository root is on their
 `sys.path` because `manage.py qcluster` runs from it.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
+
+from jobs.tasks_compat import task
 
 _broker: Broker | None = None
 
@@ -22,6 +25,11 @@ def shared_broker() -> Broker:
 
 def noop(*args: object) -> None:
     """A task that does nothing: what is left is django-q2's own cost per task."""
+
+
+@task
+def django_noop(*args: object) -> None:
+    """The same no-op as a Django task: run as a Conveyor job by jobs.tasks_backend."""
 
 
 def relay(remaining: int, prefix: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -204,6 +205,16 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# --- Django Tasks: `@task` functions run as Conveyor jobs (jobs/tasks_backend.py) ----
+TASKS = {"default": {"BACKEND": "jobs.tasks_backend.ConveyorBackend"}}
+# Queues, comma-separated, each "name" or "name:cap" (most of its tasks running at once).
+CONVEYOR_TASK_QUEUES: dict[str, int | None] = {
+    name.strip(): int(cap) if cap.strip() else None
+    for name, _, cap in (q.partition(":") for q in env_list("CONVEYOR_TASK_QUEUES", ["default"]))
+}
+if find_spec("django.tasks") is None:  # Django 5.2: the django-tasks backport
+    INSTALLED_APPS.append("django_tasks")
 
 CACHES = {
     "default": (

@@ -16,6 +16,8 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
+        from jobs import tasks_backend
         from jobs.engine import worker  # noqa: F401  (connects the worker-process hooks)
 
         autodiscover_modules("kinds")
+        tasks_backend.register_kinds()  # Django Tasks: one kind per queue

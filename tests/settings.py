@@ -1,7 +1,10 @@
 """Settings for the test suite: the project's own, plus an app that plugs a kind and a
-processor in from outside jobs/ and sheets/ (tests/plugin_app)."""
+processor in from outside jobs/ and sheets/ (tests/plugin_app), and a capped queue of
+Django tasks."""
 
 from config.settings import *  # noqa: F403
 from config.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.plugin_app"]
+# Django Tasks: a second queue, one task at a time (tests/jobs/test_tasks_backend.py).
+CONVEYOR_TASK_QUEUES = {"default": None, "serial": 1}

@@ -12,6 +12,7 @@ the committed cursor, so a crash loses at most the batch in flight.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -76,7 +77,10 @@ class JobContext:
         self._peak_rss_mb = job.peak_rss_mb or 0.0
         self._cpu_started = _cpu_time()
         self._slice_started = time.monotonic()
-        self._slice_deadline = self._slice_started + settings.CONVEYOR_SLICE_SECONDS
+        # A handler that cannot resume is not cut into slices: it runs until it ends
+        # or is stopped (end_slice_now still ends it when its worker stops).
+        slice_seconds = settings.CONVEYOR_SLICE_SECONDS if kind.resumable else math.inf
+        self._slice_deadline = self._slice_started + slice_seconds
         self._requested = job.requested
         self._requested_read_at = time.monotonic()
         self._last_progress_event = time.monotonic()
@@ -205,7 +209,7 @@ class JobContext:
                 f"the limit is {self.time_limit:g} s."
             )
         now = time.monotonic()
-        if now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
+        if self.kind.resumable and now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
             self._last_preemption_check = now
             # Cheap check first; the decision itself is taken under the lock.
             if dispatch.preempting_job(self.priority) is not None and dispatch.yield_to_waiting(

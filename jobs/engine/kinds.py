@@ -33,6 +33,7 @@ class JobKind:
     entity_key_for: Callable[[dict[str, Any]], str] | None = None
     label_for: Callable[[dict[str, Any]], str] | None = None
     total_for: Callable[[dict[str, Any]], int | None] | None = None
+    resumable: bool = True
 
     def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
         """Params checked by the kind (raises ValueError with a user-facing message)."""
@@ -60,6 +61,7 @@ def job_kind(
     entity_key_for: Callable[[dict[str, Any]], str] | None = None,
     label_for: Callable[[dict[str, Any]], str] | None = None,
     total_for: Callable[[dict[str, Any]], int | None] | None = None,
+    resumable: bool = True,
 ) -> Callable[[Callable[[JobContext], Any]], Callable[[JobContext], Any]]:
     """Register `handler(ctx)` as the job kind `name`.
 
@@ -76,6 +78,10 @@ def job_kind(
         when the submitter gives none.
     total_for: the job's total units from its params, when known before it runs: the
         progress bar has its scale from the start and the handler need not commit it.
+    resumable: False for a handler that cannot resume from its cursor (a Django task
+        runs its function from the start each time): its checkpoints never end the
+        slice for fairness nor yield to a higher-priority job; it stops only when
+        cancelled or paused, at its time limit, or when its worker stops.
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -93,6 +99,7 @@ def job_kind(
             entity_key_for=entity_key_for,
             label_for=label_for,
             total_for=total_for,
+            resumable=resumable,
         )
         return handler
 

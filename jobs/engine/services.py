@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -57,6 +58,7 @@ class Submission:
     time_limit: float | None = None
     total: int | None = None
     after: tuple[int, ...] = ()
+    run_after: datetime | None = None
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
@@ -75,6 +77,7 @@ class Submission:
             time_limit=self.time_limit if self.time_limit is not None else job_kind.time_limit,
             max_attempts=job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS,
             total=total,
+            run_after=self.run_after,
         )
 
 
@@ -94,6 +97,7 @@ def job_submit(
     time_limit: float | None = None,
     total: int | None = None,
     after: list[int] | tuple[int, ...] = (),
+    run_after: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
@@ -102,6 +106,7 @@ def job_submit(
     `after`: ids of jobs this one waits for (it runs once they all succeeded and is
     cancelled if one fails or is cancelled); the caller checks the user may see them.
     Raises JobActionError for an unknown, failed or cancelled one.
+    `run_after`: not claimed before then (a worker's heartbeat dispatches it when due).
     """
     job = Submission(
         kind=kind,
@@ -113,6 +118,7 @@ def job_submit(
         label=label,
         time_limit=time_limit,
         total=total,
+        run_after=run_after,
     ).build()
     upstream = sorted(set(after))
 
