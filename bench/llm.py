@@ -34,7 +34,10 @@ def run(bench: Bench) -> None:
 
     rows = bench.size(600, 160)
     varying_rows = bench.size(400, 120)
+    from django.conf import settings
+
     fake = openai_api.FakeOpenAI().start()
+    settings.CONVEYOR_LLM_ALLOWED_BASE_URLS = [fake.base_url]  # what an operator would list
     try:
         fake.latency = LATENCY
         fake.categories = CATEGORIES
@@ -48,7 +51,9 @@ def run(bench: Bench) -> None:
             "model": "fake-model",
         }
         bench.say(f"{JOBS} workers, so that the {JOBS} jobs run at once")
-        with bench.cluster("llm", workers=JOBS):
+        # The workers check the options again when a job starts.
+        allowed = {"CONVEYOR_LLM_ALLOWED_BASE_URLS": fake.base_url}
+        with bench.cluster("llm", workers=JOBS, **allowed):
             _run_all(warm, options, timeout=60)  # workers import httpx and connect
             fake.calls.clear()
             seconds, jobs = _run_all(sheets, options, timeout=60 + rows / 5)

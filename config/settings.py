@@ -339,6 +339,9 @@ CONVEYOR_GOOGLE_API_URL = env_str("CONVEYOR_GOOGLE_API_URL", "https://sheets.goo
 # override the URL, model and key per job.
 CONVEYOR_LLM_BASE_URL = env_str("OPENAI_BASE_URL")
 CONVEYOR_LLM_API_KEY = env_str("OPENAI_API_KEY")
+# Base URLs a user may type besides OPENAI_BASE_URL (comma-separated, exact). Only
+# OPENAI_BASE_URL ever gets OPENAI_API_KEY: a typed URL gets the key typed with it.
+CONVEYOR_LLM_ALLOWED_BASE_URLS = env_list("CONVEYOR_LLM_ALLOWED_BASE_URLS", [])
 CONVEYOR_LLM_MODEL = env_str("CONVEYOR_LLM_MODEL", "gpt-4o-mini")
 CONVEYOR_LLM_TIMEOUT = env_float("CONVEYOR_LLM_TIMEOUT", 60.0)
 CONVEYOR_LLM_MAX_ATTEMPTS = env_int("CONVEYOR_LLM_MAX_ATTEMPTS", 5)

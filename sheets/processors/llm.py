@@ -7,6 +7,10 @@ be one of them and goes to the `category` column (a default prompt is used when 
 given); without, the answer goes to `answer`. `tokens` holds the request's total token
 count when the API reports it. Requests per minute are limited across workers (see
 `ratelimit.py`); 429, 5xx, timeouts and connection errors are retried.
+
+The server's key (OPENAI_API_KEY) goes only to the server's endpoint (OPENAI_BASE_URL);
+a user may type another base URL only if the operator listed it in
+CONVEYOR_LLM_ALLOWED_BASE_URLS, and it gets only the key typed with it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -29,8 +34,9 @@ ANSWER_WRAPPING = "\"'`*_ \t\n"
 TRAILING_PUNCTUATION = ".!?,;:" + ANSWER_WRAPPING
 
 NO_ENDPOINT_HELP = (
-    "No LLM endpoint is configured. Enter a base URL below, or set OPENAI_BASE_URL "
-    "(and OPENAI_API_KEY for a hosted API) in the server's environment. "
+    "No LLM endpoint is configured. Set OPENAI_BASE_URL (and OPENAI_API_KEY for a hosted "
+    "API) in the server's environment, or list endpoints users may type below in "
+    "CONVEYOR_LLM_ALLOWED_BASE_URLS. "
     "A local OpenAI-compatible server works too: Ollama at http://127.0.0.1:11434/v1, "
     "LM Studio at http://127.0.0.1:1234/v1, vLLM at http://127.0.0.1:8000/v1. "
     "For OpenAI itself use https://api.openai.com/v1 with an API key."
@@ -65,7 +71,8 @@ OPTIONS = [
         "API key",
         "secret",
         default="",
-        help="Leave empty to use the server's OPENAI_API_KEY (local servers need none).",
+        help="Leave empty to use the server's key (sent only to the server's own base URL; "
+        "local servers need none).",
     ),
     Option("concurrency", "Requests at once", "int", default=4, min=1, max=64),
     Option(
@@ -149,10 +156,49 @@ def match_category(answer: str, categories: list[str]) -> str:
 # --- options -----------------------------------------------------------------
 
 
+# --- endpoints -----------------------------------------------------------------
+
+
+def endpoint(url: str) -> str:
+    """A base URL in one spelling (scheme, host, port, path), "" if it is not a plain
+    http(s) URL: user:password@ and odd ports could make one URL look like another."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return ""
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return ""
+    return f"{parts.scheme}://{parts.hostname}:{port}{parts.path.rstrip('/')}"
+
+
+def is_server_endpoint(url: str) -> bool:
+    server = endpoint(settings.CONVEYOR_LLM_BASE_URL)
+    return bool(server) and endpoint(url) == server
+
+
+def allowed_endpoints() -> list[str]:
+    return [
+        u for u in [settings.CONVEYOR_LLM_BASE_URL, *settings.CONVEYOR_LLM_ALLOWED_BASE_URLS] if u
+    ]
+
+
+def endpoint_error(url: str) -> str:
+    if endpoint(url) and endpoint(url) in {endpoint(u) for u in allowed_endpoints()}:
+        return ""
+    allowed = ", ".join(allowed_endpoints()) or "none yet (the operator sets OPENAI_BASE_URL)"
+    return (
+        "This server only sends rows to the LLM endpoints its operator allows "
+        f"(CONVEYOR_LLM_ALLOWED_BASE_URLS): {allowed}."
+    )
+
+
 def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str, Any]:
     errors: dict[str, str] = {}
     if not options["base_url"]:
         errors["base_url"] = NO_ENDPOINT_HELP
+    elif message := endpoint_error(options["base_url"]):
+        errors["base_url"] = message
     categories = parse_categories(options["categories"])
     if len(categories) == 1:
         errors["categories"] = "Give at least two categories, separated by commas."
@@ -185,7 +231,7 @@ def llm_notice(options: dict[str, Any]) -> str:
         return NO_ENDPOINT_HELP
     model = options.get("model") or settings.CONVEYOR_LLM_MODEL
     text = f"Each row is sent to {base_url} (model {model})."
-    if not (options.get("api_key") or settings.CONVEYOR_LLM_API_KEY):
+    if not (options.get("api_key") or server_key(base_url)):
         text += (
             " No API key is configured: fine for a local server; a hosted API needs one "
             "(OPENAI_API_KEY in the environment, or the form)."
@@ -240,7 +286,7 @@ async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession
 @llm.session
 async def chat_session(options: dict[str, Any]) -> AsyncIterator[ChatSession]:
     base_url = (options.get("base_url") or settings.CONVEYOR_LLM_BASE_URL).rstrip("/")
-    api_key = options.get("api_key") or settings.CONVEYOR_LLM_API_KEY
+    api_key = options.get("api_key") or server_key(base_url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limiter = None
     if options.get("rpm"):
@@ -253,6 +299,11 @@ async def chat_session(options: dict[str, Any]) -> AsyncIterator[ChatSession]:
     finally:
         if limiter is not None:
             await limiter.aclose()
+
+
+def server_key(base_url: str) -> str:
+    """OPENAI_API_KEY, for OPENAI_BASE_URL only: never sent to a URL a user typed."""
+    return settings.CONVEYOR_LLM_API_KEY if is_server_endpoint(base_url) else ""
 
 
 def api_message(response: httpx.Response) -> str:

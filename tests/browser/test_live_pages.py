@@ -79,7 +79,10 @@ def test_leaving_and_coming_back_resumes_the_live_view(cluster, open_page, user)
 
 
 def test_the_sheet_page_finds_its_running_job_live_and_after_a_reload(
-    cluster, open_page, user, fake_openai
+    fake_openai,
+    cluster,
+    open_page,
+    user,  # the fake first: the workers allow it
 ):
     fake_openai.latency = 0.08
     sheet = make_sheet(user, [["name"]] + [[f"Apple {i}"] for i in range(1, 46)])

@@ -44,7 +44,10 @@ def test_the_sample_sheet_is_cleaned_in_two_clicks_and_exported(cluster, open_pa
 
 
 def test_an_upload_runs_in_the_background_with_the_llm_processor(
-    cluster, open_page, user, fake_openai
+    fake_openai,
+    cluster,
+    open_page,
+    user,  # the fake first: the web process allows it
 ):
     fake_openai.latency = 0.05
     content = "name;notes\n" + "".join(f"Pear {i};ripe\n" for i in range(1, 31))

@@ -239,6 +239,11 @@ FakeOpenAI.handler = _Handler
 
 
 @pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
+def fake_openai(settings, monkeypatch) -> Iterator[FakeOpenAI]:
+    """A fake the operator allows as an LLM endpoint (here, and in web processes started
+    after it); it is not the server's own endpoint, so it never gets OPENAI_API_KEY."""
     with FakeOpenAI() as server:
+        allowed = [*settings.CONVEYOR_LLM_ALLOWED_BASE_URLS, server.base_url]
+        settings.CONVEYOR_LLM_ALLOWED_BASE_URLS = allowed
+        monkeypatch.setenv("CONVEYOR_LLM_ALLOWED_BASE_URLS", ",".join(allowed))
         yield server

@@ -165,6 +165,8 @@ def test_the_api_key_comes_from_the_form_or_the_settings(fake_openai, settings):
     assert refused.error == "HTTP 401 from the API: Incorrect API key provided."
     assert refused.attempts == 1
     settings.CONVEYOR_LLM_API_KEY = "sk-good"
+    assert run(options, PRODUCE[:1])[1].error.startswith("HTTP 401"), "a typed URL: no key"
+    settings.CONVEYOR_LLM_BASE_URL = fake_openai.base_url  # the server's own endpoint
     assert run(options, PRODUCE[:1])[1].error == ""
     settings.CONVEYOR_LLM_API_KEY = ""
     assert run({**options, "api_key": "sk-good"}, PRODUCE[:1])[1].error == ""
@@ -228,9 +230,8 @@ def test_a_client_error_is_not_retried_and_shows_the_api_message(fake_openai):
 
 
 def test_an_unreachable_endpoint_is_a_row_error_after_retries(settings):
-    options = LLM.validate_options(
-        {"base_url": f"http://127.0.0.1:{free_port()}/v1", "prompt": "Hi {name}"}, COLUMNS
-    )
+    settings.CONVEYOR_LLM_BASE_URL = f"http://127.0.0.1:{free_port()}/v1"
+    options = LLM.validate_options({"prompt": "Hi {name}"}, COLUMNS)
     [outcome] = run(options, PRODUCE[:1]).values()
     assert outcome.error.startswith("ConnectError: ")
     assert outcome.error.endswith("gave up after 4 attempts")

@@ -134,7 +134,9 @@ def test_row_errors_and_retrying_only_the_failed_rows(user, fake_openai):
 
 @pytest.mark.cluster
 def test_three_llm_sheets_at_once_record_every_row_once_and_export_it(
-    cluster_factory, user, fake_openai
+    fake_openai,
+    cluster_factory,
+    user,  # the fake first: the workers allow it
 ):
     fake_openai.categories = CATEGORIES
     fake_openai.latency = 0.01
@@ -181,7 +183,7 @@ def test_three_llm_sheets_at_once_record_every_row_once_and_export_it(
 
 
 @pytest.mark.cluster
-def test_cancel_stops_in_flight_requests_and_keeps_what_was_committed(cluster, user, fake_openai):
+def test_cancel_stops_in_flight_requests_and_keeps_what_was_committed(fake_openai, cluster, user):
     fake_openai.categories = CATEGORIES
     fake_openai.latency = 0.5
     sheet = make_sheet(user, review_rows(400))
