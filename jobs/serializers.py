@@ -62,6 +62,8 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "cancelled_at": iso(job.cancelled_at),
     }
     data.update(_dependencies(job))
+    if isinstance(job.result, dict) and "reused" in job.result:
+        data["reused"] = job.result["reused"]  # units answered from earlier results
     if detail:
         data.update(
             params=redact(job.params),

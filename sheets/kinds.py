@@ -194,6 +194,7 @@ def process_sheet(ctx: JobContext) -> dict[str, Any]:
     return {
         "processed": ctx.processed,
         "failed": ctx.failed,
+        "reused": RowResult.objects.filter(job_id=ctx.job_id, reused=True).count(),
         "output_columns": params["output_columns"],
     }
 

@@ -91,6 +91,13 @@ class RowResult(models.Model):
     attempts = models.PositiveSmallIntegerField(default=1)
     duration = models.FloatField(default=0.0, help_text="Seconds spent on the row.")
     dedupe_key = models.CharField(max_length=255, blank=True)
+    reuse_key = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Hash of the processor, its options (secrets excluded) and the row's inputs: "
+        "a later row with the same key, of the same owner, takes this answer without a request.",
+    )
+    reused = models.BooleanField(default=False, help_text="Answer taken from an earlier row.")
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -102,6 +109,7 @@ class RowResult(models.Model):
             models.Index(fields=["job", "failed", "row_number"], name="rowresult_failed_idx"),
             models.Index(fields=["job", "dedupe_key"], name="rowresult_dedupe_idx"),
             models.Index(fields=["job", "-updated_at"], name="rowresult_latest_idx"),
+            models.Index(fields=["reuse_key"], name="rowresult_reuse_idx"),
         ]
 
     def __str__(self) -> str:

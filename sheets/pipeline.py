@@ -11,6 +11,8 @@ nothing is counted twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import deque
 from typing import Any
@@ -59,6 +61,47 @@ class RowSource:
         self.next = number
 
 
+class Reuse:
+    """Answers already paid for: a row whose inputs, processor and options (secrets and
+    pacing aside) equal a row the same owner had answered successfully takes that
+    answer without a request. Every row's key is stored with its result for later runs.
+    """
+
+    IGNORED = frozenset({"concurrency", "rpm", "reuse"})  # how, not what, to ask
+
+    def __init__(self, ctx: JobContext, processor: Processor, options: dict[str, Any]) -> None:
+        self.enabled = processor.reusable and bool(options.get("reuse", True))
+        self.owner_id = ctx.owner_id
+        secret = {option.name for option in processor.options if option.type == "secret"}
+        meaning = {k: v for k, v in options.items() if k not in self.IGNORED | secret}
+        self._base = hashlib.sha256(
+            json.dumps([processor.name, meaning], sort_keys=True, default=str).encode()
+        )
+        self.keys: dict[int, str] = {}
+
+    def key(self, row: dict[str, str]) -> str:
+        digest = self._base.copy()
+        digest.update(json.dumps(row, sort_keys=True).encode())
+        return digest.hexdigest()
+
+    def answered(self, rows: list[tuple[int, dict[str, str]]]) -> dict[int, RowOutcome]:
+        """Outcomes of the rows answered before (one query), keyed by row number."""
+        if not self.enabled or not rows:
+            return {}
+        for number, row in rows:
+            self.keys[number] = self.key(row)
+        wanted = {self.keys[number] for number, _ in rows}
+        earlier = RowResult.objects.filter(
+            reuse_key__in=wanted, failed=False, job__owner_id=self.owner_id
+        ).values_list("reuse_key", "outputs")
+        found = dict(earlier)
+        return {
+            number: RowOutcome(number, dict(found[self.keys[number]]), "", 0, 0.0, reused=True)
+            for number, _ in rows
+            if self.keys[number] in found
+        }
+
+
 def load_rows(sheet: Sheet, numbers: list[int], columns: list[str]) -> list[tuple[int, dict]]:
     """`(number, {column: value})` for the input columns of these rows, one query."""
     if not numbers:
@@ -93,8 +136,11 @@ def bounded(outcome: RowOutcome) -> RowOutcome:
     return outcome
 
 
-def build_results(job_id: int, sheet: Sheet, outcomes: list[RowOutcome]) -> list[RowResult]:
+def build_results(
+    job_id: int, sheet: Sheet, outcomes: list[RowOutcome], keys: dict[int, str] | None = None
+) -> list[RowResult]:
     now = timezone.now()
+    keys = keys or {}
     results = []
     for outcome in map(bounded, outcomes):
         outputs = dict(outcome.outputs or {})
@@ -110,6 +156,8 @@ def build_results(job_id: int, sheet: Sheet, outcomes: list[RowOutcome]) -> list
                 attempts=min(outcome.attempts, 32767),
                 duration=outcome.duration,
                 dedupe_key=key,
+                reuse_key=keys.get(outcome.number, ""),
+                reused=outcome.reused,
                 updated_at=now,
             )
         )
@@ -151,16 +199,24 @@ def store_results(job_id: int, results: list[RowResult]) -> None:
             "attempts",
             "duration",
             "dedupe_key",
+            "reuse_key",
+            "reused",
             "updated_at",
         ],
     )
 
 
-def commit(ctx: JobContext, source: RowSource, done: list[RowOutcome], next_number: int) -> None:
+def commit(
+    ctx: JobContext,
+    source: RowSource,
+    done: list[RowOutcome],
+    next_number: int,
+    keys: dict[int, str] | None = None,
+) -> None:
     """Results of `done` (finished rows in order) with the cursor and counters; checkpoint."""
     for outcome in done:
         outcome.error = ctx.scrub(outcome.error)  # an upstream may echo the API key
-    results = build_results(ctx.job_id, source.sheet, done)
+    results = build_results(ctx.job_id, source.sheet, done, keys)
     last = done[-1].number if done else next_number
     ctx.commit(
         cursor={"next": next_number, "mode": source.mode},
@@ -217,7 +273,9 @@ def run_streaming(
     and the rows in flight finish and are committed before the slice stops. A commit's
     checkpoint that says "stop" while rows are in flight is held until they are done.
     Only a cancel aborts the requests in flight (those rows are simply not counted).
+    Rows answered before (`Reuse`) go straight to the finished ones, with no request.
     """
+    reuse = Reuse(ctx, processor, options)
     with RowStream(processor, options, row_timeout=row_timeout) as stream:
         started: deque[int] = deque()  # row numbers in flight or finished, in order
         finished: dict[int, RowOutcome] = {}
@@ -231,9 +289,13 @@ def run_streaming(
             if not winding_down and not exhausted and stream.in_flight < 2 * stream.concurrency:
                 rows = source.take(2 * stream.concurrency - stream.in_flight)
                 exhausted = not rows
+                answered = reuse.answered(rows)
                 for number, row in rows:
                     started.append(number)
-                    stream.submit(number, row)
+                    if number in answered:
+                        finished[number] = answered[number]
+                    else:
+                        stream.submit(number, row)
             for outcome in stream.collect(timeout=COLLECT_WAIT_SECONDS):
                 finished[outcome.number] = outcome
             idle = stream.in_flight == 0
@@ -249,7 +311,7 @@ def run_streaming(
             while started and started[0] in finished:
                 done.append(finished.pop(started.popleft()))
             try:
-                commit(ctx, source, done, started[0] if started else source.next)
+                commit(ctx, source, done, started[0] if started else source.next, reuse.keys)
             except Cancelled:
                 stream.cancel()
                 raise

@@ -209,6 +209,7 @@ class Processor:
     outputs: Sequence[str] | Callable[[dict[str, Any], list[str]], list[str]] = ()
     validator: Validator | None = None
     notice_text: str | Callable[[dict[str, Any]], str] = ""
+    reusable: bool = False
     session_factory: SessionFactory | None = field(default=None, repr=False)
 
     @property
@@ -276,6 +277,7 @@ def processor(
     validate: Validator | None = None,
     notice: str | Callable[[dict[str, Any]], str] = "",
     session: Callable[[dict[str, Any]], Any] | None = None,
+    reusable: bool = False,
 ) -> Callable[[RowFunction], Processor]:
     """Register a row function as the processor `name`; returns the `Processor`.
 
@@ -287,6 +289,9 @@ def processor(
         `OptionsError`.
     notice: text (or `notice(options)`) for the options form.
     session: the per-batch session factory; same as decorating one with `@<proc>.session`.
+    reusable: a row's answer depends only on its inputs and the options, so a row the
+        owner already had answered (same inputs, processor and options, secrets aside)
+        takes that answer without a request, unless the `reuse` option is off.
     """
 
     def register(fn: RowFunction) -> Processor:
@@ -305,6 +310,7 @@ def processor(
             outputs=outputs,
             validator=validate,
             notice_text=notice,
+            reusable=reusable,
         )
         if session is not None:
             proc.session(session)
@@ -347,6 +353,7 @@ class RowOutcome:
     error: str
     attempts: int
     duration: float
+    reused: bool = False
 
 
 _retries: ContextVar[list[int] | None] = ContextVar("conveyor_row_retries", default=None)

@@ -80,6 +80,13 @@ OPTIONS = [
     ),
     Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
     Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
+    Option(
+        "reuse",
+        "Reuse earlier answers",
+        "bool",
+        default=True,
+        help="Rows you already had answered (same inputs and options) cost no request.",
+    ),
 ]
 
 
@@ -251,6 +258,7 @@ class ChatSession:
 
 @processor(
     "llm",
+    reusable=True,
     label="LLM: categorise or transform",
     description="Sends each row to an OpenAI-compatible chat model with your prompt; "
     "optionally checks the answer against a fixed list of categories.",

@@ -50,6 +50,13 @@ OPTIONS = [
     Option("max_bytes", "Largest page to read (bytes)", "int", default=2_000_000, min=1_000),
     Option("max_redirects", "Redirects to follow", "int", default=5, min=0, max=20),
     Option("concurrency", "Pages at once", "int", default=8, min=1, max=64),
+    Option(
+        "reuse",
+        "Reuse earlier answers",
+        "bool",
+        default=True,
+        help="Rows you already had answered (same inputs and options) cost no request.",
+    ),
 ]
 OUTPUTS = ["status", "final_url", "title", "description", "text_length"]
 
@@ -270,6 +277,7 @@ class WebSession:
 
 @processor(
     "web",
+    reusable=True,
     label="Web: fetch page facts",
     description="Fetches the URL in a column and records the status, final URL, title, "
     "meta description and main text length.",

@@ -185,7 +185,7 @@ def test_three_llm_sheets_at_once_record_every_row_once_and_export_it(
 @pytest.mark.cluster
 def test_cancel_stops_in_flight_requests_and_keeps_what_was_committed(fake_openai, cluster, user):
     fake_openai.categories = CATEGORIES
-    fake_openai.latency = 0.5
+    fake_openai.latency = 1.5  # answers still in flight when the cancel lands, even under load
     sheet = make_sheet(user, review_rows(400))
     job = sheet_job_submit(
         sheet=sheet, owner=user, processor="llm", options=llm_options(fake_openai, concurrency=4)
