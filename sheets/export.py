@@ -32,28 +32,51 @@ def neutralise(value: Any) -> str:
     return text
 
 
+def output_columns(job: Job, sheet: Sheet) -> list[str]:
+    """The job's own output columns (after the sheet's and the earlier steps' ones)."""
+    derived = inputs_from_earlier_jobs(job)
+    return [
+        c
+        for c in job.params.get("output_columns", [])
+        if c not in sheet.columns and c not in derived
+    ]
+
+
+def inputs_from_earlier_jobs(job: Job) -> dict[str, int]:
+    """Input columns that earlier jobs' outputs gave (a pipeline step): column -> job."""
+    return dict(job.params.get("sources") or {})
+
+
 def export_header(job: Job, sheet: Sheet) -> list[str]:
-    outputs = [c for c in job.params.get("output_columns", []) if c not in sheet.columns]
-    return [*sheet.columns, *outputs, "error"]
+    return [*sheet.columns, *inputs_from_earlier_jobs(job), *output_columns(job, sheet), "error"]
+
+
+def _outputs(job_id: int, first: int, last: int) -> dict[int, tuple[dict, str]]:
+    rows = RowResult.objects.filter(job_id=job_id, row_number__gte=first, row_number__lt=last)
+    return {
+        n: (out or {}, error)
+        for n, out, error in rows.values_list("row_number", "outputs", "error")
+    }
 
 
 def iter_export_rows(job: Job, sheet: Sheet) -> Iterator[list[str]]:
-    """The job's rows in order, chunk by chunk: two queries per CHUNK_ROWS rows."""
-    outputs = [c for c in job.params.get("output_columns", []) if c not in sheet.columns]
+    """The job's rows in order, chunk by chunk: the sheet's values, the earlier steps'
+    outputs it read, its own outputs and error; a few queries per CHUNK_ROWS rows."""
+    derived = inputs_from_earlier_jobs(job)
+    outputs = output_columns(job, sheet)
     start = job.params.get("start_row", 1)
     end = start + job.params.get("row_count", sheet.row_count)
     for first in range(start, end, CHUNK_ROWS):
         last = min(first + CHUNK_ROWS, end)
-        results = {
-            number: (out or {}, error)
-            for number, out, error in RowResult.objects.filter(
-                job=job, row_number__gte=first, row_number__lt=last
-            ).values_list("row_number", "outputs", "error")
-        }
+        results = _outputs(job.pk, first, last)
+        earlier = {source: _outputs(source, first, last) for source in set(derived.values())}
         rows = SheetRow.objects.filter(sheet=sheet, number__gte=first, number__lt=last)
         for number, values in rows.order_by("number").values_list("number", "values"):
             out, error = results.get(number, ({}, ""))
-            yield [*values, *(out.get(c, "") for c in outputs), error]
+            steps = [
+                earlier[source].get(number, ({}, ""))[0].get(c, "") for c, source in derived.items()
+            ]
+            yield [*values, *steps, *(out.get(c, "") for c in outputs), error]
 
 
 class _Echo:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 
 from jobs.engine.context import JobContext
 from jobs.engine.errors import PermanentError
 from jobs.engine.kinds import job_kind
 from jobs.models import Job
-from sheets.export import iter_export_rows
+from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
 from sheets.google import write_back
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming
@@ -42,7 +43,10 @@ class SheetParamsError(ValueError):
 def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
     """Check and normalise `{sheet_id, processor, options, columns, start_row, row_count}`.
 
-    Every problem is reported at once, keyed by field (or option) name.
+    Input columns may be the sheet's own or the output columns of an earlier job on the
+    same sheet (a pipeline step): one that succeeded, or one it waits for (`after`,
+    a list of job ids). `sources` records which job gives each such column. Every
+    problem is reported at once, keyed by field (or option) name.
     """
     sheet = Sheet.objects.visible_to(owner).filter(pk=_int(params.get("sheet_id"))).first()
     if sheet is None:
@@ -56,7 +60,8 @@ def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
             errors.update(exc.errors)
             return None
 
-    columns = check(_input_columns, sheet, params.get("columns")) or list(sheet.columns)
+    outputs = earlier_outputs(sheet, params.get("after") or [])
+    columns = check(_input_columns, sheet, params.get("columns"), outputs) or list(sheet.columns)
     row_range = check(_row_range, sheet, params.get("start_row"), params.get("row_count"))
     row_timeout = check(_row_timeout, params.get("row_timeout"))
     processor = check(_processor, params.get("processor"))
@@ -72,7 +77,22 @@ def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
         "row_count": row_range[1],
         "output_columns": processor.output_columns(options, columns),
         "row_timeout": row_timeout,
+        "sources": {column: outputs[column] for column in columns if column in outputs},
     }
+
+
+def earlier_outputs(sheet: Sheet, after: list[int]) -> dict[str, int]:
+    """Output columns of the sheet's earlier jobs that a new job may read: those of jobs
+    that succeeded or that it waits for (the latest job giving a column wins)."""
+    jobs = Job.objects.filter(kind=KIND, params__sheet_id=sheet.pk).filter(
+        Q(status=Job.Status.SUCCEEDED) | Q(pk__in=[i for i in after if isinstance(i, int)])
+    )
+    found: dict[str, int] = {}
+    for job_id, params in jobs.order_by("pk").values_list("pk", "params"):
+        for column in (params or {}).get("output_columns", []):
+            if column not in sheet.columns:
+                found[column] = job_id
+    return found
 
 
 def _processor(name: Any):
@@ -100,19 +120,20 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _input_columns(sheet: Sheet, columns: Any) -> list[str]:
+def _input_columns(sheet: Sheet, columns: Any, outputs: dict[str, int]) -> list[str]:
     if columns in (None, "", []):
         return list(sheet.columns)
     if isinstance(columns, str):
         columns = [c.strip() for c in columns.split(",") if c.strip()]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise SheetParamsError({"columns": "columns must be a list of column names"})
-    unknown = [c for c in columns if c not in sheet.columns]
+    unknown = [c for c in columns if c not in sheet.columns and c not in outputs]
     if unknown:
+        known = [*sheet.columns, *(f"{c} (from job #{j})" for c, j in outputs.items())]
         raise SheetParamsError(
             {
                 "columns": f"Not columns of this sheet: {', '.join(unknown)}. "
-                f"Columns are: {', '.join(sheet.columns)}."
+                f"Columns are: {', '.join(known)}."
             }
         )
     return list(dict.fromkeys(columns))
@@ -210,12 +231,13 @@ def write_back_job(ctx: JobContext) -> dict[str, Any]:
     sheet = Sheet.objects.filter(pk=source.params["sheet_id"]).first()
     if sheet is None or not sheet.google_id:
         raise PermanentError("Only sheets imported from Google Sheets can be written back.")
-    outputs = [c for c in source.params.get("output_columns", []) if c not in sheet.columns]
+    outputs = output_columns(source, sheet)
+    skip = len(sheet.columns) + len(inputs_from_earlier_jobs(source))
     columns: dict[str, list[str]] = {c: [] for c in outputs}
     for row in iter_export_rows(source, sheet):
         for offset, name in enumerate(outputs):
             # Written RAW by write_back: Google Sheets stores formulas as text.
-            columns[name].append(str(row[len(sheet.columns) + offset]))
+            columns[name].append(str(row[skip + offset]))
     ctx.progress(0, total=1, message=f"Writing {len(outputs)} columns to Google Sheets")
     cells = write_back(
         sheet.google_id,

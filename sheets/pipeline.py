@@ -41,6 +41,7 @@ class RowSource:
         self.job_id = ctx.job_id
         self.sheet = sheet
         self.columns = params["columns"]
+        self.sources: dict[str, int] = params.get("sources") or {}
         self.mode = cursor.get("mode", "all")
         self.next = cursor.get("next", params["start_row"])
         self.end = params["start_row"] + params["row_count"]  # exclusive
@@ -55,7 +56,7 @@ class RowSource:
             numbers = list(range(self.next, min(self.next + size, self.end)))
         if numbers:
             self.next = numbers[-1] + 1
-        return load_rows(self.sheet, numbers, self.columns)
+        return load_rows(self.sheet, numbers, self.columns, self.sources)
 
     def rewind(self, number: int) -> None:
         self.next = number
@@ -102,19 +103,32 @@ class Reuse:
         }
 
 
-def load_rows(sheet: Sheet, numbers: list[int], columns: list[str]) -> list[tuple[int, dict]]:
-    """`(number, {column: value})` for the input columns of these rows, one query."""
+def load_rows(
+    sheet: Sheet, numbers: list[int], columns: list[str], sources: dict[str, int] | None = None
+) -> list[tuple[int, dict]]:
+    """`(number, {column: value})` for the input columns of these rows: one query, plus
+    one per earlier job whose output columns are inputs here (`sources`)."""
     if not numbers:
         return []
-    index = [sheet.columns.index(c) for c in columns]
+    sources = sources or {}
+    own = [c for c in columns if c not in sources]
+    index = [sheet.columns.index(c) for c in own]
     rows = SheetRow.objects.filter(sheet=sheet, number__in=numbers).order_by("number")
-    return [
-        (
-            number,
-            {c: values[i] if i < len(values) else "" for c, i in zip(columns, index, strict=True)},
-        )
+    loaded = [
+        (number, {c: values[i] if i < len(values) else "" for c, i in zip(own, index, strict=True)})
         for number, values in rows.values_list("number", "values")
     ]
+    for job_id in set(sources.values()):
+        outputs = dict(
+            RowResult.objects.filter(job_id=job_id, row_number__in=numbers).values_list(
+                "row_number", "outputs"
+            )
+        )
+        for number, row in loaded:
+            for column, source in sources.items():
+                if source == job_id:
+                    row[column] = str((outputs.get(number) or {}).get(column, ""))
+    return [(number, {c: row[c] for c in columns}) for number, row in loaded]
 
 
 # -- storing outcomes ----------------------------------------------------------------

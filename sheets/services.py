@@ -7,7 +7,7 @@ from typing import Any
 from jobs.engine.errors import JobActionError
 from jobs.engine.services import job_submit
 from jobs.models import Job
-from sheets.kinds import KIND, WRITE_BACK, validate_params
+from sheets.kinds import KIND, WRITE_BACK, entity_key, validate_params
 from sheets.models import Sheet
 
 
@@ -40,15 +40,20 @@ def sheet_job_submit(
             "start_row": start_row,
             "row_count": row_count,
             "row_timeout": row_timeout,
+            "after": list(after),
         },
         owner,
     )
+    # A pipeline step waits for the sheet's earlier job: its own key, so that the rule
+    # "one active job per sheet" (which dedupes double submits) does not swallow it.
+    step_key = f"{entity_key(sheet)}:after:{'-'.join(map(str, sorted(after)))}" if after else ""
     return job_submit(
         kind=KIND,
         params=params,
         owner=owner,
         priority=priority,
         session_key=session_key,
+        entity_key=step_key,
         after=after,
     )
 

@@ -1,4 +1,4 @@
-"""Job kinds from another app: shout words (one unit per word), burn CPU for a while.
+"""Job kinds from another app: shout words (one unit per word), burn CPU for a while."""
 
 from __future__ import annotations
 
