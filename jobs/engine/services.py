@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -49,6 +50,8 @@ class Submission:
     time_limit: float | None = None
     total: int | None = None
     after: tuple[int, ...] = ()
+    schedule: Any = None
+    scheduled_for: datetime | None = None
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
@@ -67,6 +70,8 @@ class Submission:
             time_limit=self.time_limit if self.time_limit is not None else job_kind.time_limit,
             max_attempts=job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS,
             total=total,
+            schedule=self.schedule,
+            scheduled_for=self.scheduled_for,
         )
 
 
@@ -86,6 +91,8 @@ def job_submit(
     time_limit: float | None = None,
     total: int | None = None,
     after: list[int] | tuple[int, ...] = (),
+    schedule=None,
+    scheduled_for: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
@@ -93,7 +100,8 @@ def job_submit(
     the entity or session key: that job is returned instead of starting a duplicate.
     `after`: ids of jobs this one waits for (it runs once they all succeeded and is
     cancelled if one fails or is cancelled); the caller checks the user may see them.
-    Raises JobActionError for an unknown, failed or cancelled one.
+    Raises JobActionError for an unknown, failed or cancelled one. `schedule` and
+    `scheduled_for`: the run of a schedule (`jobs.engine.schedules`) this job is.
     """
     job = Submission(
         kind=kind,
@@ -105,6 +113,8 @@ def job_submit(
         label=label,
         time_limit=time_limit,
         total=total,
+        schedule=schedule,
+        scheduled_for=scheduled_for,
     ).build()
     upstream = sorted(set(after))
 
