@@ -92,7 +92,12 @@ def test_an_hourly_cron_follows_elapsed_time_across_both_changes():
     spring = due_times("0 * * * *", "Europe/Paris", utc(2026, 3, 28, 23, 30), utc(2026, 3, 29, 3))
     fall = due_times("0 * * * *", "Europe/Paris", utc(2026, 10, 24, 22, 30), utc(2026, 10, 25, 3))
     assert spring == [utc(2026, 3, 29, h) for h in (0, 1, 2, 3)]
-    assert local(spring) == ["03-29 01:00 CET", "03-29 03:00 CEST", "03-29 04:00 CEST", "03-29 05:00 CEST"]
+    assert local(spring) == [
+        "03-29 01:00 CET",
+        "03-29 03:00 CEST",
+        "03-29 04:00 CEST",
+        "03-29 05:00 CEST",
+    ]
     assert fall == [utc(2026, 10, 24, 23)] + [utc(2026, 10, 25, h) for h in (0, 1, 2, 3)]
     assert local(fall)[1:3] == ["10-25 02:00 CEST", "10-25 02:00 CET"]
 

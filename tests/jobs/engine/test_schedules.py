@@ -69,10 +69,19 @@ def test_a_due_schedule_starts_one_job_for_its_due_time_then_waits_for_the_next(
     [outcome] = run_due_schedules(at(10.2))
     assert outcome.outcome == "started"
     [job] = runs(schedule)
-    assert (job.pk, job.scheduled_for, job.owner, job.kind) == (outcome.job_id, at(10), user, "demo.count")
+    assert (job.pk, job.scheduled_for, job.owner, job.kind) == (
+        outcome.job_id,
+        at(10),
+        user,
+        "demo.count",
+    )
     assert job.params == {"n": 1}  # the job's params carry nothing extra
     schedule = reload(schedule)
-    assert (schedule.next_run_at, schedule.last_run_at, schedule.last_job) == (at(20), at(10.2), job)
+    assert (schedule.next_run_at, schedule.last_run_at, schedule.last_job) == (
+        at(20),
+        at(10.2),
+        job,
+    )
     assert schedule.run_count == 1
     assert run_due_schedules(at(10.3)) == []  # claimed: nothing more until 20 s
     assert len(runs(schedule)) == 1
