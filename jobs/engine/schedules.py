@@ -224,14 +224,19 @@ def schedule_update(
     now = now or _now()
 
     def change() -> Schedule:
+        toggled = "enabled" in fields and fields["enabled"] != schedule.enabled
         for name, value in fields.items():
             setattr(schedule, name, value)
         if when is not None:
             _set_recurrence(schedule, when, now)
-        elif "enabled" in fields:
+        elif toggled:
             _set_next_run(schedule, now)
         schedule.updated_at = now
-        names = [*fields, "updated_at", "next_run_at"]
+        names = [*fields, "updated_at"]
+        if when is not None or toggled:
+            # Only then: writing back a next run a worker has since claimed would
+            # offer that due time again.
+            names.append("next_run_at")
         if when is not None:
             names += ["cron", "every_seconds", "timezone"]
         schedule.save(update_fields=list(dict.fromkeys(names)))

@@ -214,6 +214,15 @@ def test_changing_the_recurrence_moves_the_next_run(user):
 
 
 @pytest.mark.django_db
+def test_renaming_a_schedule_read_before_a_claim_does_not_offer_that_due_time_again(user):
+    stale = every(user, 10)
+    run_due_schedules(at(10))  # a worker claims 10 s meanwhile: next run 20 s
+    schedule_update(schedule=stale, changes={"name": "renamed", "enabled": True})
+    assert (reload(stale).name, reload(stale).next_run_at) == ("renamed", at(20))
+    assert run_due_schedules(at(11)) == []
+
+
+@pytest.mark.django_db
 def test_bad_schedules_are_refused_with_every_bad_field_and_nothing_created(user):
     with pytest.raises(ScheduleError) as raised:
         schedule_create(
