@@ -1,5 +1,5 @@
 """The Django admin for operators: every job, its timeline, failures, notifications,
-workers and API tokens.
+workers, schedules and API tokens.
 
 Jobs are read-only here; the bulk actions apply `jobs.engine.services.ACTIONS` (the one
 way to change a job), report how many jobs changed and name the ones skipped and why.
