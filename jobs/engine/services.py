@@ -47,11 +47,11 @@ class Submission:
     entity_key: str = ""
     session_key: str = ""
     label: str = ""
+    schedule: Any = None
+    scheduled_for: datetime | None = None
     time_limit: float | None = None
     total: int | None = None
     after: tuple[int, ...] = ()
-    schedule: Any = None
-    scheduled_for: datetime | None = None
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
@@ -67,11 +67,11 @@ class Submission:
             params=params,
             entity_key=entity_key,
             session_key=self.session_key,
+            schedule=self.schedule,
+            scheduled_for=self.scheduled_for,
             time_limit=self.time_limit if self.time_limit is not None else job_kind.time_limit,
             max_attempts=job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS,
             total=total,
-            schedule=self.schedule,
-            scheduled_for=self.scheduled_for,
         )
 
 
@@ -88,20 +88,20 @@ def job_submit(
     entity_key: str = "",
     session_key: str = "",
     label: str = "",
+    schedule=None,
+    scheduled_for: datetime | None = None,
     time_limit: float | None = None,
     total: int | None = None,
     after: list[int] | tuple[int, ...] = (),
-    schedule=None,
-    scheduled_for: datetime | None = None,
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
     `created` is False when an active job of the same owner and kind already holds
     the entity or session key: that job is returned instead of starting a duplicate.
+    `schedule` and `scheduled_for`: the schedule run (`jobs.engine.schedules`) it is.
     `after`: ids of jobs this one waits for (it runs once they all succeeded and is
     cancelled if one fails or is cancelled); the caller checks the user may see them.
-    Raises JobActionError for an unknown, failed or cancelled one. `schedule` and
-    `scheduled_for`: the run of a schedule (`jobs.engine.schedules`) this job is.
+    Raises JobActionError for an unknown, failed or cancelled one.
     """
     job = Submission(
         kind=kind,
@@ -111,10 +111,10 @@ def job_submit(
         entity_key=entity_key,
         session_key=session_key,
         label=label,
-        time_limit=time_limit,
-        total=total,
         schedule=schedule,
         scheduled_for=scheduled_for,
+        time_limit=time_limit,
+        total=total,
     ).build()
     upstream = sorted(set(after))
 
