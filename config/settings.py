@@ -252,6 +252,9 @@ CONVEYOR_ROW_TIME_LIMIT = env_float("CONVEYOR_ROW_TIME_LIMIT", 120.0)
 CONVEYOR_RELAY_POLL_SECONDS = env_float("CONVEYOR_RELAY_POLL_SECONDS", 0.01)
 # Live sockets one user may hold open per web process (0: no limit).
 CONVEYOR_MAX_SOCKETS_PER_USER = env_int("CONVEYOR_MAX_SOCKETS_PER_USER", 30)
+# Shortest `every` interval a schedule may have (seconds); workers look for due
+# schedules at every heartbeat.
+CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS = env_int("CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS", 5)
 
 # --- Auth, i18n, static -----------------------------------------------------
 LOGIN_URL = "login"

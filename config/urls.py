@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("jobs.api.urls")),
     path("jobs/", include("jobs.web.urls")),
+    path("schedules/", include("jobs.web.schedule_urls")),
     path("metrics/", include("jobs.web.metrics_urls")),
     path("sheets/", include("sheets.urls")),
 ]

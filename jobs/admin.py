@@ -1,5 +1,5 @@
 """The Django admin for operators: every job, its timeline, failures, notifications,
-workers and API tokens.
+workers, schedules and API tokens.
 
 Jobs are read-only here; the bulk actions apply `jobs.engine.services.ACTIONS` (the one
 way to change a job), report how many jobs changed and name the ones skipped and why.
@@ -27,9 +27,10 @@ from django.utils.safestring import SafeString
 from jobs import extensions
 from jobs.engine.errors import JobActionError, UnknownKind
 from jobs.engine.redact import redact
+from jobs.engine.schedules import schedule_pause, schedule_resume, schedule_run_now
 from jobs.engine.services import ACTIONS
 from jobs.engine.tokens import token_revoke
-from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Worker
+from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Schedule, Worker
 from jobs.templatetags.jobs_extras import duration, pretty_json
 
 TIMELINE_LIMIT = 200  # events shown on a job's page (newest), however long its life
@@ -565,6 +566,106 @@ class FailedJobAdmin(JobAdmin):
     def error_summary(self, job: Job) -> str:
         first_line = (job.error or "").strip().splitlines()[:1]
         return (first_line[0][:160] if first_line else "") or "—"
+
+
+# -- schedules ------------------------------------------------------------------------
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    """Schedules, read-only: made through the API and CLI, paused, resumed and run now
+    through `jobs.engine.schedules` by the actions below."""
+
+    list_display = [
+        "id",
+        "title",
+        "kind",
+        "owner",
+        "when",
+        "overlap",
+        "enabled",
+        "next_run_exact",
+        "last_run_link",
+        "run_count",
+        "skipped_count",
+    ]
+    list_display_links = ["id", "title"]
+    list_filter = ["enabled", "overlap", "kind", ("owner", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "kind", "owner__username", "cron"]
+    list_select_related = ["owner", "last_job"]
+    ordering = ["name", "id"]
+    actions = ["pause_schedules", "resume_schedules", "run_schedules_now"]
+    fields = [
+        "id",
+        "title",
+        "kind",
+        "owner",
+        "when",
+        "overlap",
+        "enabled",
+        "next_run_exact",
+        "last_run_link",
+        "run_count",
+        "skipped_count",
+        "last_skipped_at",
+        "last_error",
+        "params_json",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        return False  # read-only page; the actions change schedules
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.change_schedule")
+
+    @admin.display(description="next run", ordering="next_run_at")
+    def next_run_exact(self, schedule: Schedule) -> str:
+        return exact_time(schedule.next_run_at) if schedule.enabled else "paused"
+
+    @admin.display(description="last run")
+    def last_run_link(self, schedule: Schedule) -> str:
+        job = schedule.last_job
+        if job is None:
+            return exact_time(schedule.last_run_at)
+        url = reverse("admin:jobs_job_change", args=[job.pk])
+        return format_html('<a href="{}">#{}</a> {}', url, job.pk, status_badge(job))
+
+    @admin.display(description="parameters")
+    def params_json(self, schedule: Schedule) -> SafeString:
+        return json_block(redact(schedule.params))
+
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Schedule], change: Callable[..., Any]
+    ) -> None:
+        done, skipped = 0, []
+        for schedule in queryset:
+            try:
+                change(schedule=schedule, by=request.user)
+                done += 1
+            except (JobActionError, UnknownKind) as exc:
+                skipped.append(str(exc))
+        text = f"{plural(done, 'schedule')} done"
+        if skipped:
+            text += f"; {len(skipped)} skipped: " + " ".join(skipped[:SKIPS_SHOWN])
+        self.message_user(request, text, messages.WARNING if skipped else messages.SUCCESS)
+
+    @admin.action(description="Pause selected schedules", permissions=["operate"])
+    def pause_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._each(request, queryset, schedule_pause)
+
+    @admin.action(description="Resume selected schedules", permissions=["operate"])
+    def resume_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._each(request, queryset, schedule_resume)
+
+    @admin.action(description="Run selected schedules now", permissions=["operate"])
+    def run_schedules_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._each(request, queryset, schedule_run_now)
 
 
 # -- notifications, workers, tokens ---------------------------------------------------

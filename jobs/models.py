@@ -155,6 +155,17 @@ class Job(models.Model):
     has_dependents = models.BooleanField(
         default=False, help_text="Other jobs wait for this one: settle them when it ends."
     )
+    schedule = models.ForeignKey(
+        "jobs.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The schedule that started it (a scheduled or run-now run).",
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The due time of the schedule this job is the run of."
+    )
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -187,6 +198,10 @@ class Job(models.Model):
                 condition=Q(status__in=["queued", "running", "paused", "retrying"])
                 & ~Q(session_key=""),
                 name="job_unique_active_session",
+            ),
+            # One job per due time of a schedule, however many workers claim it.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"], name="job_unique_schedule_run"
             ),
         ]
 
@@ -263,6 +278,103 @@ class JobDependency(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} after job {self.depends_on_id}"
+
+
+_now = timezone.now  # `Schedule.timezone` is a field: the module is out of reach in its body
+
+
+class ScheduleQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ScheduleQuerySet:
+        """Owners see their schedules, staff all of them (as for jobs)."""
+        if not user or not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+    def due(self, now) -> ScheduleQuerySet:
+        """Enabled schedules whose next run is due (one range scan of `schedule_due_idx`)."""
+        return self.filter(enabled=True, next_run_at__lte=now)
+
+
+class Schedule(models.Model):
+    """A job submitted again and again: on a cron expression or every N seconds.
+
+    Each run is a Job with `schedule` and `scheduled_for` (its due time). Workers claim a
+    due time by moving `next_run_at` on with a conditional UPDATE, so one run starts per
+    due time however many clusters look. Written by `jobs.engine.schedules` only.
+    """
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "skip while the previous run is active"
+        QUEUE = "queue", "queue another run"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="job_schedules",
+    )
+    name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=100)
+    params = models.JSONField(default=dict, blank=True, help_text="Secrets sealed.")
+    priority = models.IntegerField(default=Priority.NORMAL)
+    cron = models.CharField(max_length=200, blank=True, help_text="5-field cron expression.")
+    every_seconds = models.PositiveIntegerField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone.")
+    overlap = models.CharField(max_length=8, choices=Overlap.choices, default=Overlap.SKIP)
+    enabled = models.BooleanField(default=True, help_text="False: paused.")
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="None while paused.")
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    run_count = models.PositiveIntegerField(default=0)
+    last_skipped_at = models.DateTimeField(null=True, blank=True)
+    skipped_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, help_text="Why the last due run was not started.")
+    created_at = models.DateTimeField(default=_now)
+    updated_at = models.DateTimeField(default=_now)
+
+    objects = ScheduleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            # Paused schedules have no next run: the due query is a range scan of this.
+            models.Index(fields=["next_run_at"], name="schedule_due_idx"),
+            models.Index(fields=["owner", "name"], name="schedule_owner_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(every_seconds__isnull=True) & ~Q(cron=""))
+                | (Q(every_seconds__isnull=False) & Q(cron="")),
+                name="schedule_cron_xor_every",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def title(self) -> str:
+        return self.name or f"{self.kind} schedule #{self.pk}"
+
+    @property
+    def when(self) -> str:
+        """How it recurs, in words: "every 10 min" or "0 7 * * * (Europe/Paris)"."""
+        if self.every_seconds is None:
+            return f"{self.cron} ({self.timezone})"
+        seconds = self.every_seconds
+        for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+            if seconds % size == 0:
+                return f"every {seconds // size} {unit}"
+        return f"every {seconds} s"
+
+    @property
+    def priority_label(self) -> str:
+        return priority_label(self.priority)
 
 
 class JobEvent(models.Model):

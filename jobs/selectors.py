@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
-from jobs.models import Job, JobDependency, JobEvent, Notification
+from jobs.models import Job, JobDependency, JobEvent, Notification, Schedule
 
 if TYPE_CHECKING:
     from jobs.engine.services import Action
@@ -159,4 +159,24 @@ def check_may_act(user: Any, job: Job, action: Action) -> None:
     if not may_act(user, job, action):
         raise JobActionError(
             f"Job #{job.pk} belongs to another user; you may not {action.name} it."
+        )
+
+
+def visible_schedules(user: Any) -> QuerySet[Schedule]:
+    """The user's schedules (staff: all), with their owner and last run."""
+    return Schedule.objects.visible_to(user).select_related("owner", "last_job")
+
+
+def may_act_on_schedule(user: Any, schedule: Schedule, permission: str = "change") -> bool:
+    """The rule of `may_act`, for schedules: the owner may, others need the model
+    permission (`change`, or `delete` to delete)."""
+    if schedule.owner_id is not None and schedule.owner_id == getattr(user, "pk", None):
+        return True
+    return bool(user.has_perm(f"jobs.{permission}_schedule"))
+
+
+def check_may_act_on_schedule(user: Any, schedule: Schedule, permission: str = "change") -> None:
+    if not may_act_on_schedule(user, schedule, permission):
+        raise JobActionError(
+            f"Schedule #{schedule.pk} belongs to another user; you may not change it."
         )

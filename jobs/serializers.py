@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobs.engine.redact import redact
-from jobs.models import Job, JobEvent, Notification, Priority
+from jobs.models import Job, JobEvent, Notification, Priority, Schedule
 
 
 def iso(value: datetime | None) -> str | None:
@@ -60,6 +60,8 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "cancelled_at": iso(job.cancelled_at),
+        "schedule": job.schedule_id,
+        "scheduled_for": iso(job.scheduled_for),
     }
     data.update(_dependencies(job))
     if isinstance(job.result, dict) and "reused" in job.result:
@@ -108,4 +110,35 @@ def notification_as_dict(notification: Notification) -> dict[str, Any]:
         "created_at": iso(notification.created_at),
         "read_at": iso(notification.read_at),
         "read": notification.read_at is not None,
+    }
+
+
+def schedule_as_dict(schedule: Schedule) -> dict[str, Any]:
+    """A schedule and how its last run went (callers `select_related("owner",
+    "last_job")` for lists); `every` is in seconds, secrets in `params` masked."""
+    last_job = schedule.last_job
+    return {
+        "id": schedule.pk,
+        "name": schedule.name,
+        "title": schedule.title,
+        "owner": schedule.owner.get_username() if schedule.owner_id else None,
+        "kind": schedule.kind,
+        "params": redact(schedule.params),
+        "priority": priority_as_json(schedule.priority),
+        "cron": schedule.cron or None,
+        "every": schedule.every_seconds,
+        "timezone": schedule.timezone,
+        "when": schedule.when,
+        "overlap": schedule.overlap,
+        "enabled": schedule.enabled,
+        "next_run_at": iso(schedule.next_run_at),
+        "last_run_at": iso(schedule.last_run_at),
+        "last_job": last_job.pk if last_job else None,
+        "last_job_status": last_job.status if last_job else None,
+        "run_count": schedule.run_count,
+        "last_skipped_at": iso(schedule.last_skipped_at),
+        "skipped_count": schedule.skipped_count,
+        "last_error": schedule.last_error,
+        "created_at": iso(schedule.created_at),
+        "updated_at": iso(schedule.updated_at),
     }

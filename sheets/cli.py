@@ -1,6 +1,7 @@
 """The sheet verbs of `manage.py conveyor`: `submit` (import a CSV/XLSX file, a Google
-Sheet or an imported sheet and start a job on it) and `export` (write a sheet job's
-results), registered with the command's verb registry.
+Sheet or an imported sheet and start a job on it), `export` (write a sheet job's
+results) and `schedule add` (process a sheet on a cron expression or an interval; a
+Google Sheet is re-read at every run), registered with the command's verb registry.
 
 Everything goes through the same functions as the pages (`sheets.services`,
 `sheets.importing`, `sheets.export`); problems raise `CliError` (exit code 2).
@@ -26,18 +27,21 @@ from jobs.cli.base import (
     register_verb,
     wait_for_job,
 )
+from jobs.cli.schedules import GROUP, add_schedule_arguments, create_schedule, schedule_text
 from jobs.engine.errors import JobActionError
 from jobs.models import Job, parse_priority
-from jobs.serializers import job_as_dict
+from jobs.serializers import job_as_dict, schedule_as_dict
 from sheets.export import csv_chunks, xlsx_file
 from sheets.importing import sheet_from_google, sheet_import
 from sheets.kinds import KIND as SHEET_KIND
+from sheets.kinds import validate_params
 from sheets.models import Sheet
 from sheets.processors import UnknownProcessor, get_processor
 from sheets.services import sheet_job_submit
 from sheets.sources import SourceError, open_upload
 
 GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
+SHEET_REF = re.compile(r"sheet:#?(\d+)")
 # Where each sheet job parameter comes from on the command line, for error messages.
 PARAM_FLAGS = {
     "processor": "--processor",
@@ -99,8 +103,18 @@ def is_google_sheet(source: str) -> bool:
     return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
 
 
+def is_sheet_ref(source: str) -> bool:
+    return bool(SHEET_REF.fullmatch(source.strip()))
+
+
 def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
-    """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id."""
+    """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id; or, for
+    `sheet:ID`, that sheet already imported (one the owner may see)."""
+    if match := SHEET_REF.fullmatch(source.strip()):
+        sheet = Sheet.objects.visible_to(owner).filter(pk=int(match.group(1))).first()
+        if sheet is None:
+            raise CliError(f"No sheet #{match.group(1)} (acting as {owner.get_username()}).")
+        return sheet
     path = Path(source)
     try:
         if path.is_file():
@@ -150,6 +164,7 @@ def submit_sheet(
     check_priority(priority)
     upstream = parse_after(after, owner)
     sheet = import_sheet(source, owner, worksheet)
+    imported = not is_sheet_ref(source)
     try:
         job, _ = sheet_job_submit(
             sheet=sheet,
@@ -165,11 +180,13 @@ def submit_sheet(
         )
         return job
     except ValueError as exc:  # SheetParamsError is one
-        sheet.delete()
+        if imported:
+            sheet.delete()
         errors = getattr(exc, "errors", None)
         raise CliError(params_message(errors) if errors else str(exc)) from None
     except JobActionError as exc:  # a quota, or `--after` naming a failed job
-        sheet.delete()
+        if imported:
+            sheet.delete()
         raise CliError(str(exc)) from None
 
 
@@ -225,7 +242,9 @@ def _write_file(job: Job, sheet: Sheet, fmt: str, target: str) -> None:
 
 
 def _submit_arguments(submit: argparse.ArgumentParser) -> None:
-    submit.add_argument("path", metavar="PATH", help="CSV or XLSX file, or a Google Sheet URL/id.")
+    submit.add_argument(
+        "path", metavar="PATH", help="CSV or XLSX file, a Google Sheet URL/id, or sheet:ID."
+    )
     submit.add_argument("--processor", required=True, metavar="NAME")
     submit.add_argument(
         "--option", action="append", default=[], metavar="NAME=VALUE", help="Repeatable."
@@ -284,6 +303,86 @@ def _export(command: Any, user: Any, options: dict[str, Any]) -> None:
         command.stdout.write(f"Wrote {rows:,} rows of job #{job.pk} to {target} ({fmt}).")
 
 
+# -- schedules --------------------------------------------------------------------------
+
+
+def schedule_sheet(*, source: str, owner, options: dict[str, Any]) -> Any:
+    """A schedule of `sheets.process` jobs on `source`: a file (imported once, each run
+    processes that sheet), `sheet:ID`, or a Google Sheet (imported now to check the
+    columns and options, then re-read at every run). Bad input leaves nothing behind."""
+    check_processor(options["processor"])
+    check_priority(options["priority"])
+    sheet = import_sheet(source, owner, options["worksheet"])
+    imported = not is_sheet_ref(source)
+    google = sheet.source == Sheet.Source.GSHEET and not is_sheet_ref(source)
+    try:
+        params = validate_params(
+            {
+                "sheet_id": sheet.pk,
+                "processor": options["processor"],
+                "options": parse_options(options["option"]),
+                "columns": options["columns"],
+                "start_row": options["start_row"],
+                "row_count": options["rows"],
+                "row_timeout": options["row_timeout"],
+                **({"google_url": source.strip()} if google else {}),
+            },
+            owner,
+        )
+        return create_schedule(
+            owner=owner,
+            kind=SHEET_KIND,
+            params=params,
+            options=options,
+            name=f"{sheet.name} · {get_processor(options['processor']).label}",
+        )
+    except ValueError as exc:  # SheetParamsError is one
+        if imported:
+            sheet.delete()
+        errors = getattr(exc, "errors", None)
+        raise CliError(params_message(errors) if errors else str(exc)) from None
+    except CliError:
+        if imported:
+            sheet.delete()
+        raise
+
+
+def _schedule_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="CSV or XLSX file (imported once), sheet:ID, or a Google Sheet link (re-read "
+        "at every run).",
+    )
+    parser.add_argument("--processor", required=True, metavar="NAME")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="NAME=VALUE", help="Repeatable."
+    )
+    parser.add_argument("--columns", metavar="A,B", help="Input columns (default: all).")
+    parser.add_argument("--start-row", metavar="N", help="First data row (1 = under the header).")
+    parser.add_argument("--rows", metavar="N", help="How many rows (default: to the end).")
+    parser.add_argument("--row-timeout", metavar="SECONDS")
+    parser.add_argument("--worksheet", metavar="NAME", help="XLSX or Google worksheet.")
+    add_schedule_arguments(parser)
+
+
+def _schedule_add(command: Any, user: Any, options: dict[str, Any]) -> None:
+    schedule = schedule_sheet(source=options["source"], owner=user, options=options)
+    if options["json"]:
+        command.print_json(schedule_as_dict(schedule))
+    else:
+        command.stdout.write(schedule_text(schedule))
+
+
+register_verb(
+    Verb(
+        "add",
+        "Process a sheet on a schedule (--cron or --every); prints the schedule.",
+        _schedule_add_arguments,
+        _schedule_add,
+        group=GROUP,
+    )
+)
 register_verb(
     Verb(
         "submit",

@@ -1,6 +1,9 @@
 """The sheet job kinds: `sheets.process` (its parameters, checked for users of the
 pages, API and CLI, and the handler that hands the rows to `sheets.pipeline`) and
 `sheets.write_back` (a finished job's outputs written to its Google Sheet).
+
+A `sheets.process` job with `google_url` (a schedule on a Google Sheet) re-reads the
+sheet when it starts: a new Sheet is imported and the job's params point at it.
 """
 
 from __future__ import annotations
@@ -8,18 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Q
+from django.utils import timezone
 
 from jobs.engine.context import JobContext
 from jobs.engine.errors import PermanentError
 from jobs.engine.kinds import job_kind
 from jobs.models import Job
 from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
-from sheets.google import write_back
+from sheets.google import parse_google_url, write_back
+from sheets.importing import sheet_from_google
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming
 from sheets.processors import OptionsError, get_processor
 from sheets.processors.base import UnknownProcessor
+from sheets.sources import SourceError
 
 KIND = "sheets.process"
 WRITE_BACK = "sheets.write_back"
@@ -66,9 +73,11 @@ def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
     row_timeout = check(_row_timeout, params.get("row_timeout"))
     processor = check(_processor, params.get("processor"))
     options = check(_options, processor, params.get("options"), columns) if processor else None
+    google = check(_google, sheet, params)
     if errors:
         raise SheetParamsError(errors)
     return {
+        **(google or {}),
         "sheet_id": sheet.pk,
         "processor": processor.name,
         "options": options,
@@ -93,6 +102,28 @@ def earlier_outputs(sheet: Sheet, after: list[int]) -> dict[str, int]:
             if column not in sheet.columns:
                 found[column] = job_id
     return found
+
+
+def _google(sheet: Sheet, params: dict[str, Any]) -> dict[str, Any]:
+    """`google_url`: re-read this Google Sheet when the job starts (schedules do), with
+    the worksheet the sheet was read from and the row count asked for (None: to the end)."""
+    url = params.get("google_url")
+    if url in (None, ""):
+        return {}
+    if not isinstance(url, str):
+        raise SheetParamsError({"google_url": "must be a Google Sheets link"})
+    try:
+        google_id, _ = parse_google_url(url)
+    except SourceError as exc:
+        raise SheetParamsError({"google_url": str(exc)}) from None
+    if google_id != sheet.google_id:
+        raise SheetParamsError({"google_url": "is not the Google Sheet this sheet was read from"})
+    rows = params["google_row_count"] if "google_row_count" in params else params.get("row_count")
+    return {
+        "google_url": url.strip(),
+        "google_worksheet": sheet.worksheet,
+        "google_row_count": _int(rows) if rows not in (None, "") else None,
+    }
 
 
 def _processor(name: Any):
@@ -199,6 +230,8 @@ def prepare_failed_rows_retry(job: Job) -> dict[str, Any]:
 )
 def process_sheet(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params
+    if params.get("google_url") and not params.get("google_read_at"):
+        params = reread_google_sheet(ctx, params)
     sheet = Sheet.objects.filter(pk=params["sheet_id"]).first()
     if sheet is None:
         raise PermanentError("The sheet was deleted.")
@@ -217,6 +250,57 @@ def process_sheet(ctx: JobContext) -> dict[str, Any]:
         "failed": ctx.failed,
         "reused": RowResult.objects.filter(job_id=ctx.job_id, reused=True).count(),
         "output_columns": params["output_columns"],
+    }
+
+
+def reread_google_sheet(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Import the Google Sheet again (as a new Sheet of the job's owner) and point the
+    job at it: same columns, processor and options, the rows it has now."""
+    owner = get_user_model().objects.filter(pk=ctx.owner_id).first()
+    if owner is None:
+        raise PermanentError("The job has no owner to import the Google Sheet for.")
+    try:
+        sheet = sheet_from_google(
+            url_or_id=params["google_url"],
+            owner=owner,
+            worksheet=params.get("google_worksheet") or None,
+        )
+    except SourceError as exc:
+        raise PermanentError(f"Could not re-read the Google Sheet: {exc}") from None
+    try:
+        fresh = _read_from(sheet, params)
+    except PermanentError:
+        sheet.delete()
+        raise
+    ctx.replace_input(
+        fresh,
+        total=fresh["row_count"],
+        entity_key=entity_key(sheet),
+        message=f"Re-read the Google Sheet “{sheet.name}”: {sheet.row_count} rows "
+        f"(sheet #{sheet.pk}); processing {fresh['row_count']} from row {fresh['start_row']}",
+    )
+    return fresh
+
+
+def _read_from(sheet: Sheet, params: dict[str, Any]) -> dict[str, Any]:
+    missing = [column for column in params["columns"] if column not in sheet.columns]
+    if missing:
+        raise PermanentError(
+            f"The Google Sheet no longer has the column(s) {', '.join(missing)}; its "
+            f"columns are {', '.join(sheet.columns)}."
+        )
+    start = params["start_row"]
+    if start > sheet.row_count:
+        raise PermanentError(
+            f"The Google Sheet has {sheet.row_count} rows; the job starts at row {start}."
+        )
+    available = sheet.row_count - start + 1
+    wanted = params.get("google_row_count")
+    return {
+        **params,
+        "sheet_id": sheet.pk,
+        "row_count": min(wanted, available) if wanted else available,
+        "google_read_at": timezone.now().isoformat(),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
+from jobs.api import schedules
 from jobs.api import views as api
 
 app_name = "api"
@@ -21,5 +22,12 @@ urlpatterns = [
     path("jobs/<str:job_id>/retry/", api.job_retry_view, name="retry"),
     path("notifications/", api.notifications, name="notifications"),
     path("notifications/mark-read/", api.notifications_mark_read, name="notifications-mark-read"),
+    path("schedules/", schedules.schedules, name="schedules"),
+    path("schedules/<str:schedule_id>/", schedules.schedule, name="schedule"),
+    path(
+        "schedules/<str:schedule_id>/run-now/",
+        schedules.schedule_run_now_view,
+        name="schedule-run-now",
+    ),
     re_path(r"^(?P<rest>.*)$", api.not_found),
 ]

@@ -61,6 +61,8 @@ class Verb:
     `add_arguments(parser)` declares its arguments (`--user` and, with `json`, `--json`
     are added for it); `handle(command, user, options)` runs it, printing through
     `command.stdout` / `command.show(...)` and raising CliError for bad input.
+    With `group`, it is `manage.py conveyor GROUP NAME ...` (e.g. `schedule add`):
+    any app may add a verb to a group registered with `register_group`.
     """
 
     name: str
@@ -68,14 +70,28 @@ class Verb:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     handle: Callable[[Any, Any, dict[str, Any]], None]
     json: bool = True
+    group: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.group} {self.name}" if self.group else self.name
 
 
 VERBS: dict[str, Verb] = {}
+GROUPS: dict[str, str] = {}  # group name -> its help line
 
 
 def register_verb(verb: Verb) -> Verb:
-    VERBS[verb.name] = verb
+    if verb.group:
+        GROUPS.setdefault(verb.group, f"{verb.group.capitalize()} commands.")
+    VERBS[verb.key] = verb
     return verb
+
+
+def register_group(name: str, help: str) -> None:
+    """A verb with subverbs (`schedule` → `schedule list`, `schedule add`, ...); its
+    verbs may be registered before or after it."""
+    GROUPS[name] = help
 
 
 @contextlib.contextmanager

@@ -183,6 +183,18 @@ class JobContext:
         if write is not None:
             write()
 
+    def replace_input(
+        self, params: dict[str, Any], *, total: int | None, entity_key: str, message: str
+    ) -> None:
+        """The handler read its input afresh (a scheduled job re-reading its Google
+        Sheet): store the new params (secrets sealed), total and entity key with a
+        timeline line; the job goes on with them. Before the first commit only."""
+        fields = {"params": secrets.seal(params), "total": total, "entity_key": entity_key}
+        atomic_retry(
+            lambda: transitions.replace_input(self.job_id, self.worker, fields, self.scrub(message))
+        )
+        self.params, self.total = params, total
+
     def progress(self, done: int, total: int | None = None, message: str | None = None) -> None:
         """Report progress (absolute units done) and checkpoint."""
         self.commit(processed=done, total=self.total if total is None else total, message=message)

@@ -66,6 +66,15 @@ class UnknownKind(LookupError):
     pass
 
 
+class ScheduleError(ValueError):
+    """A schedule that cannot be created or changed as asked; `fields` maps each bad
+    field (cron, every, timezone, ...) to its message, shown to the user."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        super().__init__("; ".join(f"{name}: {message}" for name, message in fields.items()))
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, PermanentError):
         return False

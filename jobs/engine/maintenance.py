@@ -1,6 +1,6 @@
-"""Periodic upkeep: recover lost work and fill free capacity (every few heartbeats of
-each worker, and every minute from a django-q2 schedule), and prune finished jobs older
-than the retention setting (from the schedule).
+"""Periodic upkeep: recover lost work, start due schedules and fill free capacity (every
+few heartbeats of each worker, and every minute from a django-q2 schedule), and prune
+finished jobs older than the retention setting (from the schedule).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.engine import dispatch, recovery
+from jobs.engine import dispatch, recovery, schedules
 from jobs.engine.db import atomic_retry
 from jobs.models import Job, JobChange
 
@@ -63,8 +63,9 @@ def prune_change_feed() -> int:
 
 
 def maintain() -> None:
-    """Recover lost work and fill free capacity."""
+    """Recover lost work, start due schedules and fill free capacity."""
     recovery.recover()
+    schedules.run_due_schedules()
     dispatch.dispatch()
 
 

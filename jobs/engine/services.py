@@ -55,6 +55,8 @@ class Submission:
     entity_key: str = ""
     session_key: str = ""
     label: str = ""
+    schedule: Any = None
+    scheduled_for: datetime | None = None
     time_limit: float | None = None
     total: int | None = None
     after: tuple[int, ...] = ()
@@ -74,6 +76,8 @@ class Submission:
             params=params,
             entity_key=entity_key,
             session_key=self.session_key,
+            schedule=self.schedule,
+            scheduled_for=self.scheduled_for,
             time_limit=self.time_limit if self.time_limit is not None else job_kind.time_limit,
             max_attempts=job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS,
             total=total,
@@ -94,6 +98,8 @@ def job_submit(
     entity_key: str = "",
     session_key: str = "",
     label: str = "",
+    schedule=None,
+    scheduled_for: datetime | None = None,
     time_limit: float | None = None,
     total: int | None = None,
     after: list[int] | tuple[int, ...] = (),
@@ -103,6 +109,7 @@ def job_submit(
 
     `created` is False when an active job of the same owner and kind already holds
     the entity or session key: that job is returned instead of starting a duplicate.
+    `schedule` and `scheduled_for`: the schedule run (`jobs.engine.schedules`) it is.
     `after`: ids of jobs this one waits for (it runs once they all succeeded and is
     cancelled if one fails or is cancelled); the caller checks the user may see them.
     Raises JobActionError for an unknown, failed or cancelled one.
@@ -116,6 +123,8 @@ def job_submit(
         entity_key=entity_key,
         session_key=session_key,
         label=label,
+        schedule=schedule,
+        scheduled_for=scheduled_for,
         time_limit=time_limit,
         total=total,
         run_after=run_after,

@@ -409,6 +409,22 @@ def renew_lease(job_id: int, worker: str) -> str | None:
     return (found[0][0] or "") if found else None
 
 
+def replace_input(
+    job_id: int, worker: str, fields: dict[str, Any], message: str, data: dict | None = None
+) -> None:
+    """The handler of a job `worker` holds read its input afresh (e.g. a scheduled job
+    re-reading its Google Sheet): store the new `params` (sealed), `total` and
+    `entity_key` with a timeline line. Raises LeaseLost if the worker lost the job."""
+    allowed = {"params", "total", "entity_key"}
+    if not set(fields) <= allowed:
+        raise ValueError(f"replace_input writes only {', '.join(sorted(allowed))}")
+    if not _update(_rows(job_id, (Status.RUNNING,), owner=worker), dict(fields)):
+        raise LeaseLost(f"job {job_id} is no longer leased to {worker}")
+    with _journal(None) as notes:
+        notes.event(job_id, LOG, message, data=data)
+        notes.changed(job_id)
+
+
 def release(
     job_id: int,
     worker: str,
@@ -604,6 +620,12 @@ def delete(job: Job) -> bool:
         with _journal(None) as notes:
             notes.changed(job.pk)
     return bool(deleted)
+
+
+def detach_schedule(schedule_id: int) -> int:
+    """A schedule is being deleted: its runs stay, without the link (their
+    `scheduled_for` still says which due time they were)."""
+    return Job.objects.filter(schedule_id=schedule_id).update(schedule=None)
 
 
 def _apply(job: Job, fields: dict[str, Any]) -> None:

@@ -4,8 +4,9 @@ stops.
 On `post_spawn` each worker process starts a daemon thread that, every
 CONVEYOR_HEARTBEAT_SECONDS, marks the worker alive, renews the lease of the job it
 runs (and tells that job to stop soon if it was cancelled, paused or ran out of
-time), and now and then runs recovery and dispatch. When the process dies the
-heartbeat stops with it, so its lease expires and the job is recovered.
+time), starts the runs of due schedules, and now and then runs recovery and dispatch.
+When the process dies the heartbeat stops with it, so its lease expires and the job is
+recovered.
 
 Stopping is graceful: on SIGTERM (or SIGUSR1, which the cluster's sentinel sends its
 workers when the cluster is asked to stop) the job in hand ends its slice at once
@@ -32,7 +33,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django_q.signals import post_spawn
 
-from jobs.engine import maintenance, recovery, transitions
+from jobs.engine import maintenance, recovery, schedules, transitions
 from jobs.models import Worker
 
 if TYPE_CHECKING:
@@ -125,7 +126,9 @@ def _heartbeat_loop() -> None:
         try:
             beat(first=beats == 0)
             if beats % MAINTENANCE_EVERY_BEATS == 0:
-                maintenance.maintain()
+                maintenance.maintain()  # due schedules included
+            else:
+                schedules.run_due_schedules()
         except Exception:  # noqa: BLE001 - the heartbeat must outlive DB hiccups
             log.exception("heartbeat failed")
             close_old_connections()

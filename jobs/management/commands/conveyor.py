@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
 from jobs.cli import base as cli
-from jobs.cli import verbs  # noqa: F401  (registers the generic verbs)
+from jobs.cli import schedules, verbs  # noqa: F401  (register the generic verbs)
 from jobs.models import Job
 from jobs.serializers import job_as_dict
 
@@ -57,8 +57,15 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(
             dest="action", required=True, metavar="ACTION", parser_class=OneLineErrorParser
         )
+        groups = {}
+        for name, help_text in cli.GROUPS.items():
+            group = actions.add_parser(name, help=help_text)
+            groups[name] = group.add_subparsers(
+                dest="subaction", required=True, metavar="ACTION", parser_class=OneLineErrorParser
+            )
         for verb in cli.VERBS.values():
-            sub = actions.add_parser(
+            parent = groups[verb.group] if verb.group else actions
+            sub = parent.add_parser(
                 verb.name, parents=[_flags(json_output=verb.json)], help=verb.help
             )
             verb.add_arguments(sub)
@@ -76,8 +83,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         user = cli.acting_user(options["user"])
+        key = f"{action} {options['subaction']}" if options.get("subaction") else action
+        verb = cli.VERBS[key]
         with cli.quiet_queue_log():
-            cli.VERBS[action].handle(self, user, {**options, "action": action})
+            verb.handle(self, user, {**options, "action": verb.name})
 
     def show(self, job: Job, options: dict[str, Any], text: str) -> None:
         if options["json"]:

@@ -1,0 +1,244 @@
+"""`manage.py conveyor schedule ...`: list, show, pause, resume, delete and run-now
+schedules, and the pieces an app's `schedule add` verb uses (sheets registers one).
+
+Schedules are scoped like jobs (the user's own; staff all) and changed through
+`jobs.engine.schedules`; bad input is a CliError (exit code 2, one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs import selectors
+from jobs.cli.base import CliError, Verb, register_group, register_verb
+from jobs.engine.errors import JobActionError, QuotaExceeded, ScheduleError
+from jobs.engine.schedules import (
+    schedule_create,
+    schedule_delete,
+    schedule_pause,
+    schedule_resume,
+    schedule_run_now,
+)
+from jobs.models import Schedule
+from jobs.serializers import job_as_dict, schedule_as_dict
+
+GROUP = "schedule"
+# Where each schedule field comes from on the command line, for error messages.
+FLAGS = {
+    "cron": "--cron",
+    "every": "--every",
+    "timezone": "--timezone",
+    "overlap": "--overlap",
+    "priority": "--priority",
+    "name": "--name",
+    "kind": "--kind",
+    "params": "the job's options",
+}
+
+register_group(GROUP, "Run a job on a cron expression or an interval: add, list, show, ...")
+
+
+# -- helpers for `schedule add` verbs --------------------------------------------------
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cron or --every (one is required), --timezone, --overlap, --name, --priority."""
+    timing = parser.add_mutually_exclusive_group(required=True)
+    timing.add_argument("--cron", metavar="EXPR", help='5 fields, e.g. "0 7 * * *".')
+    timing.add_argument("--every", metavar="DURATION", help="30s, 10m, 1h, 1d or seconds.")
+    parser.add_argument(
+        "--timezone",
+        metavar="TZ",
+        default=settings.TIME_ZONE,
+        help=f"IANA name for --cron (default {settings.TIME_ZONE}).",
+    )
+    parser.add_argument(
+        "--overlap",
+        choices=Schedule.Overlap.values,
+        default=Schedule.Overlap.SKIP,
+        help="skip (default): no run while the previous one is active; queue: run anyway.",
+    )
+    parser.add_argument("--name", metavar="TEXT", default="", help="Shown in lists.")
+    parser.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
+
+
+def create_schedule(
+    *, owner: Any, kind: str, params: dict[str, Any], options: dict[str, Any], name: str = ""
+) -> Schedule:
+    """A schedule from `add_schedule_arguments` options; problems name the flags."""
+    try:
+        return schedule_create(
+            owner=owner,
+            kind=kind,
+            params=params,
+            name=options["name"] or name,
+            priority=options["priority"],
+            cron=options["cron"] or "",
+            every=options["every"],
+            timezone=options["timezone"],
+            overlap=options["overlap"],
+        )
+    except ScheduleError as exc:
+        raise CliError(flags_message(exc.fields)) from None
+
+
+def flags_message(errors: dict[str, str]) -> str:
+    parts = [
+        f"{FLAGS.get(field, field)}: {message.rstrip('.')}" for field, message in errors.items()
+    ]
+    return "; ".join(parts) + "."
+
+
+def find_schedule(user: Any, schedule_id: str | int) -> Schedule:
+    """The schedule if `user` may see it; another user's is "not found"."""
+    try:
+        pk = int(str(schedule_id).strip().lstrip("#"))
+    except ValueError:
+        raise CliError(f"{schedule_id!r} is not a schedule id (a number).") from None
+    found = selectors.visible_schedules(user).filter(pk=pk).first()
+    if found is None:
+        raise CliError(f"Schedule #{pk} not found (acting as {user.get_username()}).")
+    return found
+
+
+def _local(value) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z") if value else "–"
+
+
+def state(schedule: Schedule) -> str:
+    return "enabled" if schedule.enabled else "paused"
+
+
+def last_run(schedule: Schedule) -> str:
+    job = schedule.last_job
+    if job is None:
+        return "–" if schedule.last_run_at is None else f"{_local(schedule.last_run_at)} (deleted)"
+    return f"job #{job.pk} {job.status}"
+
+
+def schedule_text(schedule: Schedule) -> str:
+    """The human form of `schedule show`."""
+    lines = [
+        f"Schedule #{schedule.pk}  {schedule.title}  [{schedule.kind}]",
+        f"When      {schedule.when}, overlap {schedule.overlap}, {state(schedule)}",
+        f"Next run  {_local(schedule.next_run_at)}",
+        f"Last run  {_local(schedule.last_run_at)} · {last_run(schedule)}",
+        f"Runs      {schedule.run_count} started, {schedule.skipped_count} skipped",
+    ]
+    if schedule.last_error:
+        lines.append(f"Error     {schedule.last_error.splitlines()[0]}")
+    return "\n".join(lines)
+
+
+def schedules_table(rows: list[Schedule]) -> str:
+    if not rows:
+        return "No schedules."
+    header = ("ID", "STATE", "WHEN", "NEXT RUN", "LAST RUN", "NAME")
+    cells = [
+        (
+            str(s.pk),
+            state(s),
+            s.when,
+            timezone.localtime(s.next_run_at).strftime("%Y-%m-%d %H:%M:%S")
+            if s.next_run_at
+            else "–",
+            last_run(s),
+            s.title[:60],
+        )
+        for s in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *cells]
+    )
+
+
+# -- the verbs -----------------------------------------------------------------------
+
+
+def _schedule_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID")
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=50, metavar="N")
+
+
+def _list(command: Any, user: Any, options: dict[str, Any]) -> None:
+    if options["limit"] < 1:
+        raise CliError("--limit must be at least 1.")
+    rows = list(selectors.visible_schedules(user).order_by("pk")[: options["limit"]])
+    if options["json"]:
+        command.print_json([schedule_as_dict(s) for s in rows])
+    else:
+        command.stdout.write(schedules_table(rows))
+
+
+def _show(command: Any, user: Any, options: dict[str, Any]) -> None:
+    found = find_schedule(user, options["id"])
+    _print(command, options, found, schedule_text(found))
+
+
+def _print(command: Any, options: dict[str, Any], found: Schedule, text: str) -> None:
+    if options["json"]:
+        command.print_json(schedule_as_dict(found))
+    else:
+        command.stdout.write(text)
+
+
+def _checked(user: Any, options: dict[str, Any], permission: str = "change") -> Schedule:
+    found = find_schedule(user, options["id"])
+    try:
+        selectors.check_may_act_on_schedule(user, found, permission)
+    except JobActionError as exc:
+        raise CliError(str(exc)) from None
+    return found
+
+
+def _pause_or_resume(command: Any, user: Any, options: dict[str, Any]) -> None:
+    found = _checked(user, options)
+    change = schedule_pause if options["action"] == "pause" else schedule_resume
+    try:
+        change(schedule=found, by=user)
+    except JobActionError as exc:
+        raise CliError(str(exc)) from None
+    found = find_schedule(user, found.pk)
+    text = f"Schedule #{found.pk} is {state(found)}; next run {_local(found.next_run_at)}."
+    _print(command, options, found, text)
+
+
+def _delete(command: Any, user: Any, options: dict[str, Any]) -> None:
+    found = _checked(user, options, "delete")
+    schedule_delete(schedule=found, by=user)
+    if options["json"]:
+        command.print_json({"deleted": found.pk})
+    else:
+        command.stdout.write(f"Schedule #{found.pk} deleted (its runs stay as jobs).")
+
+
+def _run_now(command: Any, user: Any, options: dict[str, Any]) -> None:
+    found = _checked(user, options)
+    try:
+        job = schedule_run_now(schedule=found, by=user)
+    except (JobActionError, QuotaExceeded) as exc:
+        raise CliError(str(exc)) from None
+    if options["json"]:
+        command.print_json(job_as_dict(job))
+    else:
+        command.stdout.write(str(job.pk))
+
+
+for verb in [
+    Verb("list", "List schedules.", _list_arguments, _list, group=GROUP),
+    Verb("show", "Show a schedule.", _schedule_id, _show, group=GROUP),
+    Verb("pause", "Pause a schedule.", _schedule_id, _pause_or_resume, group=GROUP),
+    Verb("resume", "Resume a paused schedule.", _schedule_id, _pause_or_resume, group=GROUP),
+    Verb("delete", "Delete a schedule (its jobs stay).", _schedule_id, _delete, group=GROUP),
+    Verb("run-now", "Start a run now; prints the job id.", _schedule_id, _run_now, group=GROUP),
+]:
+    register_verb(verb)
