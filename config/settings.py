@@ -323,6 +323,8 @@ LOGGING = {
 # Limits on what an upload or Google Sheet may contain; exceeding one is a clear
 # error naming the limit. Google Sheets access uses a service account.
 CONVEYOR_MAX_UPLOAD_BYTES = env_int("CONVEYOR_MAX_UPLOAD_BYTES", 50 * 1024 * 1024)
+# Uploads larger than this are imported by a background job (the request returns at once).
+CONVEYOR_INLINE_IMPORT_BYTES = env_int("CONVEYOR_INLINE_IMPORT_BYTES", 5 * 1024 * 1024)
 CONVEYOR_MAX_UNZIPPED_BYTES = env_int("CONVEYOR_MAX_UNZIPPED_BYTES", 1024 * 1024 * 1024)
 CONVEYOR_MAX_ROWS = env_int("CONVEYOR_MAX_ROWS", 1_000_000)
 CONVEYOR_MAX_COLUMNS = env_int("CONVEYOR_MAX_COLUMNS", 200)

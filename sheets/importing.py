@@ -13,9 +13,11 @@ from __future__ import annotations
 import itertools
 import json
 import marshal
+import secrets
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
@@ -42,28 +44,69 @@ def sheet_import(*, table: Table, owner: AbstractBaseUser, name: str, google_id:
     a Google Sheet (network calls) inside the transaction would hold SQLite's write
     lock, and stall every worker, for as long as the reading takes.
     """
-    with table, tempfile.TemporaryFile(prefix="conveyor-import-") as spool:
+    with table:
         columns = clean_header(table.info.columns)
-        count = _spool(normalised_rows(table.rows, width=len(columns)), spool)
+        sheet = _new_sheet(table, owner, name, columns, google_id=google_id)
+        store_table(sheet, table, columns)
+    return sheet
+
+
+def _new_sheet(table: Table, owner, name: str, columns: list[str], **fields) -> Sheet:
+    return Sheet(
+        owner=owner,
+        name=name[:255],
+        source=table.info.kind,
+        worksheet=table.info.worksheet,
+        encoding=table.info.encoding,
+        delimiter=table.info.delimiter,
+        columns=columns,
+        **fields,
+    )
+
+
+def store_table(
+    sheet: Sheet, table: Table, columns: list[str], on_rows: Callable[[int], None] | None = None
+) -> None:
+    """Read, check and spool the table's rows (`on_rows(count)` after each batch), then
+    save the sheet (ready) and insert its rows in one transaction: all or nothing."""
+    with tempfile.TemporaryFile(prefix="conveyor-import-") as spool:
+        count = _spool(normalised_rows(table.rows, width=len(columns)), spool, on_rows)
         if count == 0:
             raise SourceError(
                 "The sheet has a header row but no data rows under it: nothing to process."
             )
         spool.seek(0)
         with transaction.atomic():
-            sheet = Sheet.objects.create(
-                owner=owner,
-                name=name[:255],
-                source=table.info.kind,
-                google_id=google_id,
-                worksheet=table.info.worksheet,
-                encoding=table.info.encoding,
-                delimiter=table.info.delimiter,
-                columns=columns,
-                row_count=count,
-            )
+            sheet.row_count = count
+            sheet.status = "ready"
+            sheet.save()
             _store_rows(sheet, _unspool(spool))
-    return sheet
+
+
+def sheet_import_later(*, upload: UploadedFile, owner: AbstractBaseUser, worksheet: str | None):
+    """A large upload: check its header now (a bad file is refused at once), keep the
+    file, and return an importing Sheet with the path its import job reads.
+
+    The job (`sheets.import`) reads, checks and stores the rows with live progress, so
+    the request returns at once whatever the file's size; the rows appear all together.
+    """
+    name = upload.name or "upload"
+    check_upload_size(upload.size or 0, name)
+    folder = settings.DATA_DIR / "uploads"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{secrets.token_hex(8)}-{Path(name).name[-80:]}"
+    with open(path, "wb") as kept:
+        for chunk in upload.chunks():
+            kept.write(chunk)
+    try:
+        with open_upload(path, name, worksheet=worksheet) as table:
+            columns = clean_header(table.info.columns)
+            sheet = _new_sheet(table, owner, name, columns, status="importing")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    sheet.save()
+    return sheet, path
 
 
 def sheet_from_upload(
@@ -203,7 +246,9 @@ def _clip(text: str, chars: int = 40) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def _spool(rows: Iterable[list[str]], spool: IO[bytes]) -> int:
+def _spool(
+    rows: Iterable[list[str]], spool: IO[bytes], on_rows: Callable[[int], None] | None = None
+) -> int:
     """Write rows to `spool` in batches of BATCH_ROWS; return how many.
 
     Each batch is one length-prefixed marshal blob: marshal is the fastest serialiser
@@ -216,6 +261,8 @@ def _spool(rows: Iterable[list[str]], spool: IO[bytes]) -> int:
         spool.write(len(blob).to_bytes(8, "little"))
         spool.write(blob)
         count += len(batch)
+        if on_rows is not None:
+            on_rows(count)
     return count
 
 

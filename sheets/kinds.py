@@ -8,6 +8,7 @@ sheet when it starts: a new Sheet is imported and the job's params point at it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -16,20 +17,21 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.engine.context import JobContext
-from jobs.engine.errors import PermanentError
+from jobs.engine.errors import Cancelled, PermanentError
 from jobs.engine.kinds import job_kind
 from jobs.models import Job
 from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
 from sheets.google import parse_google_url, write_back
-from sheets.importing import sheet_from_google
+from sheets.importing import sheet_from_google, store_table
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming
 from sheets.processors import OptionsError, get_processor
 from sheets.processors.base import UnknownProcessor
-from sheets.sources import SourceError
+from sheets.sources import SourceError, open_upload
 
 KIND = "sheets.process"
 WRITE_BACK = "sheets.write_back"
+IMPORT = "sheets.import"
 
 
 def entity_key(sheet: Sheet | int) -> str:
@@ -58,6 +60,8 @@ def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
     sheet = Sheet.objects.visible_to(owner).filter(pk=_int(params.get("sheet_id"))).first()
     if sheet is None:
         raise SheetParamsError({"sheet_id": "No such sheet."})
+    if not sheet.is_ready:
+        raise SheetParamsError({"sheet_id": "The sheet is still being imported (or failed to)."})
     errors: dict[str, str] = {}
 
     def check(fn, *args):
@@ -332,3 +336,43 @@ def write_back_job(ctx: JobContext) -> dict[str, Any]:
     )
     ctx.progress(1, total=1, message=f"Wrote {cells} cells")
     return {"cells": cells, "columns": outputs}
+
+
+# -- large uploads, imported in the background -------------------------------------------
+
+
+@job_kind(IMPORT, label="Import a sheet", resumable=False, max_attempts=3)
+def import_sheet(ctx: JobContext) -> dict[str, Any]:
+    """Read, check and store an uploaded file's rows into its importing Sheet.
+
+    The rows go in with the sheet's "ready" state in one transaction at the end, so a
+    crash or a cancel leaves no half sheet (a crash restarts the import from the file).
+    """
+    path = Path(ctx.params["path"])
+    sheet = Sheet.objects.filter(pk=ctx.params["sheet_id"]).first()
+    if sheet is None:
+        path.unlink(missing_ok=True)
+        raise PermanentError("The sheet was deleted before its rows were imported.")
+
+    def read(count: int) -> None:
+        ctx.progress(count, message=f"Read {count:,} rows")
+
+    try:
+        with open_upload(path, sheet.name, worksheet=ctx.params.get("worksheet")) as table:
+            store_table(sheet, table, sheet.columns, on_rows=read)
+    except SourceError as exc:
+        _import_failed(sheet, path, str(exc))
+        raise PermanentError(str(exc)) from None
+    except Cancelled:
+        _import_failed(sheet, path, "The import was cancelled: no rows were stored.")
+        raise
+    path.unlink(missing_ok=True)
+    ctx.progress(
+        sheet.row_count, total=sheet.row_count, message=f"Imported {sheet.row_count:,} rows"
+    )
+    return {"rows": sheet.row_count}
+
+
+def _import_failed(sheet: Sheet, path: Path, error: str) -> None:
+    Sheet.objects.filter(pk=sheet.pk).update(status="failed", import_error=error[:5000])
+    path.unlink(missing_ok=True)

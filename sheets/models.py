@@ -42,6 +42,14 @@ class Sheet(models.Model):
     delimiter = models.CharField(max_length=4, blank=True, help_text="Detected CSV delimiter.")
     columns = models.JSONField(default=list, help_text="Header names, in column order.")
     row_count = models.PositiveIntegerField(default=0, help_text="Data rows (header excluded).")
+    status = models.CharField(
+        max_length=10,
+        choices=[("ready", "ready"), ("importing", "importing"), ("failed", "import failed")],
+        default="ready",
+        help_text="Large uploads are imported by a background job: rows appear only when "
+        "all are stored.",
+    )
+    import_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = SheetQuerySet.as_manager()
@@ -55,6 +63,10 @@ class Sheet(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("sheets:detail", args=[self.pk])
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == "ready"
 
 
 class SheetRow(models.Model):

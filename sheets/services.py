@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
 from jobs.engine.errors import JobActionError
 from jobs.engine.services import job_submit
 from jobs.models import Job
-from sheets.kinds import KIND, WRITE_BACK, entity_key, validate_params
+from sheets.importing import sheet_from_upload, sheet_import_later
+from sheets.kinds import IMPORT, KIND, WRITE_BACK, entity_key, validate_params
 from sheets.models import Sheet
 
 
@@ -56,6 +60,23 @@ def sheet_job_submit(
         entity_key=step_key,
         after=after,
     )
+
+
+def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -> Sheet:
+    """An uploaded file as a Sheet: imported now when small, else checked now (the
+    header) and imported by a background job (`sheets.import`) that the sheet's page
+    follows live; raises SourceError for a file that is refused at once."""
+    if (upload.size or 0) <= settings.CONVEYOR_INLINE_IMPORT_BYTES:
+        return sheet_from_upload(upload=upload, owner=owner, worksheet=worksheet)
+    sheet, path = sheet_import_later(upload=upload, owner=owner, worksheet=worksheet)
+    job_submit(
+        kind=IMPORT,
+        params={"sheet_id": sheet.pk, "path": str(path), "worksheet": worksheet},
+        owner=owner,
+        entity_key=entity_key(sheet),
+        label=f"Import {sheet.name}",
+    )
+    return sheet
 
 
 def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:

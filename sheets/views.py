@@ -24,11 +24,11 @@ from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from sheets import export
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
-from sheets.kinds import KIND, SheetParamsError, entity_key
+from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
-from sheets.services import sheet_job_submit, sheet_write_back
+from sheets.services import sheet_job_submit, sheet_upload, sheet_write_back
 from sheets.sources import SourceError
 
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
@@ -86,7 +86,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     worksheet = request.POST.get("worksheet", "").strip() or None
     try:
         if file is not None:
-            sheet = sheet_from_upload(upload=file, owner=request.user, worksheet=worksheet)
+            sheet = sheet_upload(upload=file, owner=request.user, worksheet=worksheet)
         elif link:
             sheet = sheet_from_google(url_or_id=link, owner=request.user, worksheet=worksheet)
         else:
@@ -95,7 +95,10 @@ def upload(request: HttpRequest) -> HttpResponse:
             )
     except SourceError as exc:
         return _render_list(request, str(exc), 400)
-    messages.success(request, f"Imported {sheet.row_count} rows from {sheet.name}.")
+    if sheet.is_ready:
+        messages.success(request, f"Imported {sheet.row_count} rows from {sheet.name}.")
+    else:
+        messages.info(request, f"Importing {sheet.name} in the background: follow it below.")
     return redirect(sheet)
 
 
@@ -175,7 +178,17 @@ def _render_sheet(
 @require_GET
 @login_required
 def sheet_detail(request: HttpRequest, sheet_id: int) -> HttpResponse:
-    return _render_sheet(request, _visible_sheet(request, sheet_id))
+    sheet = _visible_sheet(request, sheet_id)
+    if not sheet.is_ready:
+        return _render_importing(request, sheet)
+    return _render_sheet(request, sheet)
+
+
+def _render_importing(request: HttpRequest, sheet: Sheet, status: int = 200) -> HttpResponse:
+    """A sheet whose upload is still being imported (or failed to): its import job, live."""
+    job = Job.objects.filter(kind=IMPORT, entity_key=entity_key(sheet)).order_by("-pk").first()
+    context = {"sheet": sheet, "job": job}
+    return render(request, "sheets/sheet_importing.html", context, status=status)
 
 
 @require_GET
@@ -218,6 +231,8 @@ def _staff_only_priority(request: HttpRequest, value: str) -> bool:
 @login_required
 def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = _visible_sheet(request, sheet_id)
+    if not sheet.is_ready:
+        return _render_importing(request, sheet, status=409)
     post = request.POST
     data: dict[str, Any] = {
         "processor": post.get("processor", ""),
