@@ -133,29 +133,35 @@ def conveyor_batch(count: int, owner, bulk: bool = False) -> Batch:
     """Submit `count` one-unit demo jobs (one by one, or with `job_submit_many` in
     batches of 100, as a caller that enqueues many would); done when all succeeded."""
     from jobs.engine.services import Submission, job_submit, job_submit_many
-    from jobs.models import Job
 
     watch = Stopwatch()
     if bulk:
         one = Submission(kind="demo.count", params={"n": 1}, owner=owner)
         ids = [job.pk for _ in range(0, count, 100) for job in job_submit_many([one] * 100)]
-        count = len(ids)
     else:
         ids = [
             job_submit(kind="demo.count", params={"n": 1}, owner=owner)[0].pk for _ in range(count)
         ]
     sent = watch.lap()
+    return jobs_done(ids, watch, sent, "Conveyor jobs")
+
+
+def jobs_done(ids: list[int], watch: Stopwatch, sent: float, what: str) -> Batch:
+    """Wait until the jobs `ids` (consecutive) all ended; they must all have succeeded."""
+    from jobs.models import Job
+
+    count = len(ids)
     ours = Job.objects.filter(pk__gte=ids[0], pk__lte=ids[-1])
     wait_for(
         lambda: ours.filter(status__in=Job.TERMINAL).count() >= count,
         timeout=60 + count,
         interval=0.01,
-        what=f"{count} Conveyor jobs to finish",
+        what=f"{count} {what} to finish",
     )
     seconds = watch.stop()
     unsuccessful = ours.exclude(status=Job.Status.SUCCEEDED).count()
     if unsuccessful:
-        raise RuntimeError(f"{unsuccessful} Conveyor jobs did not succeed")
+        raise RuntimeError(f"{unsuccessful} {what} did not succeed")
     return Batch(count, seconds, sent)
 
 

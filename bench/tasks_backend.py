@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from statistics import median
 
-from bench.common import Bench, Stopwatch, wait_for
-from bench.engine import Batch, SqlCounter, _batch_text, _warm_up, django_q2_batch
+from bench.common import Bench, Stopwatch
+from bench.engine import Batch, SqlCounter, _batch_text, _warm_up, django_q2_batch, jobs_done
 
 
 def run(bench: Bench) -> None:
@@ -40,7 +40,6 @@ def tasks_batch(count: int, many: bool = False) -> Batch:
     """Enqueue `count` no-op Django tasks (one call each, or one `enqueue_many`); done
     when every job has succeeded."""
     from bench.tasks import django_noop
-    from jobs.models import Job
     from jobs.tasks_compat import default_task_backend
 
     watch = Stopwatch()
@@ -50,18 +49,7 @@ def tasks_batch(count: int, many: bool = False) -> Batch:
     else:
         ids = [int(django_noop.enqueue(i).id) for i in range(count)]
     sent = watch.lap()
-    ours = Job.objects.filter(pk__gte=ids[0], pk__lte=ids[-1])
-    wait_for(
-        lambda: ours.filter(status__in=Job.TERMINAL).count() >= count,
-        timeout=60 + count,
-        interval=0.01,
-        what=f"{count} Django task jobs to finish",
-    )
-    seconds = watch.stop()
-    unsuccessful = ours.exclude(status=Job.Status.SUCCEEDED).count()
-    if unsuccessful:
-        raise RuntimeError(f"{unsuccessful} Django task jobs did not succeed")
-    return Batch(count, seconds, sent)
+    return jobs_done(ids, watch, sent, "Django task jobs")
 
 
 def tasks_sql(count: int) -> dict[str, float]:
