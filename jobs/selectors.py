@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
-from jobs.models import Job, JobDependency, JobEvent, Notification
+from jobs.models import Job, JobDependency, JobEvent, Notification, Worker
 
 if TYPE_CHECKING:
     from jobs.engine.services import Action
@@ -134,6 +134,15 @@ def job_with_key(user: Any, field: str, key: str, *, kind: str = "", owner: str 
 def running_count(user_id: int) -> int:
     """What the navigation badge counts: the user's running jobs."""
     return Job.objects.filter(owner_id=user_id, status=Status.RUNNING).count()
+
+
+def waiting_without_workers(user_id: int) -> bool:
+    """The user has jobs to run (queued, running, retrying) and no worker is alive to run
+    them: the same test as /healthz. Pages say so instead of showing a frozen ETA."""
+    waiting = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+    if not Job.objects.filter(owner_id=user_id, status__in=waiting).exists():
+        return False
+    return not Worker.objects.alive().exists()
 
 
 def unread_count(user_id: int) -> int:

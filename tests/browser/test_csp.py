@@ -38,7 +38,7 @@ def visit(page, path: str, live: bool = True) -> None:
 
 def make_jobs(user):
     sheet = make_sheet(user, [["name", "email"], ["Ann", " ANN@example.com "], ["Bo", "x"]])
-    finished = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean"))
+    finished = run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="clean")[0])
     waiting = submit_demo(user, n=3)  # no cluster here: it stays queued
     return sheet, finished, waiting
 
