@@ -25,7 +25,7 @@
   };
 
   function chartWidth(el) {
-    return Math.max(280, el.clientWidth || 600);
+    return Math.max(200, el.clientWidth || 600);
   }
 
   // Charts whose values are often isolated points between empty intervals: draw the points.
