@@ -236,3 +236,11 @@ def test_results_show_outputs_first_and_honest_counts(alice, user):
 def test_a_one_row_import_says_row(alice, user):
     response = upload(alice, b"name\nAda\n")
     assert "Imported 1 row from data.csv." in alice.get(response["Location"]).content.decode()
+
+
+def test_an_html_page_uploaded_as_csv_is_called_an_html_page(alice):
+    page = b"<!doctype html><html><head><title>My sheet</title></head><body></body></html>"
+    response = upload(alice, page, name="contacts.csv")
+    assert response.status_code == 400
+    assert "is an HTML page" in response.content.decode()
+    assert not Sheet.objects.exists()
