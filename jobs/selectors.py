@@ -136,13 +136,25 @@ def running_count(user_id: int) -> int:
     return Job.objects.filter(owner_id=user_id, status=Status.RUNNING).count()
 
 
+WAITING_FOR_WORKERS = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+
+
+def workers_alive() -> bool:
+    """Some worker beat recently: the same test as /healthz."""
+    return Worker.objects.alive().exists()
+
+
 def waiting_without_workers(user_id: int) -> bool:
     """The user has jobs to run (queued, running, retrying) and no worker is alive to run
-    them: the same test as /healthz. Pages say so instead of showing a frozen ETA."""
-    waiting = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
-    if not Job.objects.filter(owner_id=user_id, status__in=waiting).exists():
-        return False
-    return not Worker.objects.alive().exists()
+    them. Pages say so instead of showing a frozen ETA."""
+    jobs = Job.objects.filter(owner_id=user_id, status__in=WAITING_FOR_WORKERS)
+    return jobs.exists() and not workers_alive()
+
+
+def owners_of_waiting_jobs() -> list[int]:
+    """Users whose jobs need a worker: told when the workers stop or come back."""
+    jobs = Job.objects.filter(status__in=WAITING_FOR_WORKERS, owner__isnull=False)
+    return sorted(set(jobs.values_list("owner_id", flat=True)))
 
 
 def unread_count(user_id: int) -> int:

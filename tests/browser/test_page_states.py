@@ -1,7 +1,8 @@
 """What pages say about a job stays true (issue #12): the home page's button opens the
 upload form, a sheet page's heading and notice follow its job live, the sheets list's
 latest job updates live, a job watched to its end is not "completed while you were
-away", the workers chart spans its window, and a lost socket says it is reconnecting."""
+away", the workers chart spans its window, a page says when no worker is left to run
+its job, and a lost socket says it is reconnecting."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from jobs.models import Job, Notification
 from sheets.services import sheet_job_submit
 from tests.browser.conftest import wait_for_js
+from tests.jobs.factories import submit_demo
 from tests.sheets.factories import make_sheet
 from tests.support.processes import wait_for
 
@@ -115,3 +117,16 @@ def test_a_lost_socket_shows_reconnecting_after_two_seconds(open_page, web, user
     page.wait_for_selector("body[data-live='closed']", state="attached")
     page.locator("#live-lost", has_text="Reconnecting").wait_for(state="visible", timeout=5_000)
     assert page.evaluate("document.body.dataset.live") == "reconnecting"
+
+
+@pytest.mark.cluster
+def test_a_banner_appears_when_the_workers_stop_under_a_running_job(cluster, open_page, user):
+    job = submit_demo(user, n=5000, delay=0.02, label="Slow count")
+    page = open_page(user, f"/jobs/{job.pk}/")
+    page.locator(f"#job-{job.pk}-live .status", has_text="Running").wait_for()
+    assert page.locator("#workers-down").is_hidden()
+
+    cluster.kill()
+    banner = page.locator("#workers-down", has_text="No worker is running")
+    banner.wait_for(state="visible", timeout=30_000)
+    assert Job.objects.get(pk=job.pk).status == S.RUNNING, "the job is stuck, not finished"

@@ -13,7 +13,7 @@ from tests.jobs.factories import submit_demo
 
 pytestmark = pytest.mark.django_db
 
-BANNER = 'id="workers-down"'
+BANNER = 'data-down="1"'
 
 
 def test_a_banner_says_no_worker_runs_the_users_waiting_jobs(client, user):
