@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
-from jobs.models import Job, JobDependency, JobEvent, Notification, Schedule
+from jobs.models import Job, JobDependency, JobEvent, Notification, Schedule, Worker
 
 if TYPE_CHECKING:
     from jobs.engine.services import Action
@@ -134,6 +134,27 @@ def job_with_key(user: Any, field: str, key: str, *, kind: str = "", owner: str 
 def running_count(user_id: int) -> int:
     """What the navigation badge counts: the user's running jobs."""
     return Job.objects.filter(owner_id=user_id, status=Status.RUNNING).count()
+
+
+WAITING_FOR_WORKERS = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+
+
+def workers_alive() -> bool:
+    """Some worker beat recently: the same test as /healthz."""
+    return Worker.objects.alive().exists()
+
+
+def waiting_without_workers(user_id: int) -> bool:
+    """The user has jobs to run (queued, running, retrying) and no worker is alive to run
+    them. Pages say so instead of showing a frozen ETA."""
+    jobs = Job.objects.filter(owner_id=user_id, status__in=WAITING_FOR_WORKERS)
+    return jobs.exists() and not workers_alive()
+
+
+def owners_of_waiting_jobs() -> list[int]:
+    """Users whose jobs need a worker: told when the workers stop or come back."""
+    jobs = Job.objects.filter(status__in=WAITING_FOR_WORKERS, owner__isnull=False)
+    return sorted(set(jobs.values_list("owner_id", flat=True)))
 
 
 def unread_count(user_id: int) -> int:

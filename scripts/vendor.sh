@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Refresh the vendored front-end files in static/vendor/ from the npm registry and
 # record name, version, licence and source in static/vendor/VERSIONS.md.
-# Usage: scripts/vendor.sh [uplot-version]   (default: the version pinned below)
+# Usage: scripts/vendor.sh [uplot-version [axe-core-version]]   (default: pinned below)
 # Needs npm (only to download the package tarball; nothing is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UPLOT_VERSION=${1:-1.6.32}
+AXE_VERSION=${2:-4.14.1}
 DEST=static/vendor/uplot
+AXE_DEST=static/vendor/axe
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -16,6 +18,13 @@ licence=$(node -p "require('$work/package/package.json').license")
 mkdir -p "$DEST"
 cp "$work/package/dist/uPlot.iife.min.js" "$work/package/dist/uPlot.min.css" "$DEST/"
 cp "$work/package/LICENSE" "$DEST/LICENSE"
+
+# axe-core: the accessibility checker the browser tests inject (no page loads it).
+mkdir -p "$work/axe"
+(cd "$work/axe" && npm pack --silent "axe-core@${AXE_VERSION}" >/dev/null && tar xzf "axe-core-${AXE_VERSION}.tgz")
+axe_licence=$(node -p "require('$work/axe/package/package.json').license")
+mkdir -p "$AXE_DEST"
+cp "$work/axe/package/axe.min.js" "$work/axe/package/LICENSE" "$work/axe/package/LICENSE-3RD-PARTY.txt" "$AXE_DEST/"
 
 cat > static/vendor/VERSIONS.md <<MD
 # Vendored front-end files
@@ -26,8 +35,13 @@ Refreshed by \`scripts/vendor.sh\` from the npm registry; served from \`/static/
 | Package | Version | Licence | Files | Source |
 |---|---|---|---|---|
 | uPlot (charts on the metrics page) | ${UPLOT_VERSION} | ${licence} | \`uplot/uPlot.iife.min.js\`, \`uplot/uPlot.min.css\`, \`uplot/LICENSE\` | https://registry.npmjs.org/uplot/-/uplot-${UPLOT_VERSION}.tgz (https://github.com/leeoniya/uPlot) |
+| axe-core (accessibility checks in \`tests/browser/test_accessibility.py\` only; no page loads it) | ${AXE_VERSION} | ${axe_licence} | \`axe/axe.min.js\`, \`axe/LICENSE\`, \`axe/LICENSE-3RD-PARTY.txt\` | https://registry.npmjs.org/axe-core/-/axe-core-${AXE_VERSION}.tgz (https://github.com/dequelabs/axe-core) |
+
+axe-core is MPL-2.0, a file-level copyleft: it is vendored unmodified, with its licence
+next to it; a change to \`axe.min.js\` itself would have to be published under MPL-2.0.
 
 htmx and its websocket extension are not vendored here: django-htmx ships them
 (\`{% htmx_script %}\`).
 MD
 echo "uPlot ${UPLOT_VERSION} (${licence}) -> ${DEST}"
+echo "axe-core ${AXE_VERSION} (${axe_licence}) -> ${AXE_DEST}"

@@ -171,9 +171,12 @@ def column_name(index: int) -> str:
 
 def _open_csv(raw: IO[bytes], filename: str, *, owned: bool) -> Table:
     head = raw.read(SAMPLE_BYTES)
-    reject_binary(head, filename)
-    encoding = detect_encoding(_encoding_sample(raw, head), filename)
+    encoding = bomless_utf16(head)  # its NUL bytes would look binary
+    if encoding is None:
+        reject_binary(head, filename)
+        encoding = detect_encoding(_encoding_sample(raw, head), filename)
     text_head = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head)
+    reject_html(text_head, filename)
     delimiter, skip_sep_line = _sep_line(text_head)
     quotechar, escapechar = '"', None
     if not delimiter:
@@ -276,6 +279,48 @@ def reject_binary(sample: bytes, filename: str) -> None:
         raise SourceError(
             f"“{filename}” is not a spreadsheet: it contains binary data. "
             "Upload a CSV (text) or XLSX file."
+        )
+
+
+def bomless_utf16(sample: bytes) -> str | None:
+    """ "utf-16-le" or "utf-16-be" for UTF-16 text without a byte-order mark, else None.
+
+    Text in a Latin script saved as UTF-16 has a NUL in every other byte (the high byte
+    of each character): in the odd positions for little-endian, the even ones for
+    big-endian, and almost never in the others. It must then decode to text without
+    control characters; binary data with NULs rarely passes both tests.
+    """
+    even = sample[: min(len(sample), 4096) // 2 * 2]
+    if len(even) < 4 or sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None
+    low_nuls, high_nuls = even[0::2].count(0), even[1::2].count(0)
+    pairs = len(even) // 2
+    if high_nuls >= pairs / 2 and low_nuls <= pairs / 50:
+        encoding = "utf-16-le"
+    elif low_nuls >= pairs / 2 and high_nuls <= pairs / 50:
+        encoding = "utf-16-be"
+    else:
+        return None
+    try:
+        text = codecs.getincrementaldecoder(encoding)().decode(even, final=False)
+    except UnicodeDecodeError:
+        return None
+    if any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):
+        return None
+    return encoding
+
+
+_HTML_START = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>]|head[\s>])", re.I | re.S)
+
+
+def reject_html(text_head: str, filename: str) -> None:
+    """A web page saved under a .csv name (a share link downloaded instead of the file)."""
+    if _HTML_START.match(text_head.lstrip("\ufeff")):
+        raise SourceError(
+            f"“{filename}” is an HTML page (a web page), not a CSV: it was probably saved "
+            "from a link to the sheet rather than downloaded as a file. Download it as "
+            "CSV or XLSX (in Google Sheets: File → Download), or paste the Google Sheet "
+            "link instead."
         )
 
 

@@ -34,6 +34,7 @@ from sheets.sources import SourceError
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
 RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
+ISSUES = "issues"  # an output column some processors fill with what they found wrong
 
 
 def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
@@ -96,7 +97,8 @@ def upload(request: HttpRequest) -> HttpResponse:
     except SourceError as exc:
         return _render_list(request, str(exc), 400)
     if sheet.is_ready:
-        messages.success(request, f"Imported {sheet.row_count} rows from {sheet.name}.")
+        rows = "1 row" if sheet.row_count == 1 else f"{sheet.row_count} rows"
+        messages.success(request, f"Imported {rows} from {sheet.name}.")
     else:
         messages.info(request, f"Importing {sheet.name} in the background: follow it below.")
     return redirect(sheet)
@@ -282,11 +284,17 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
 
 
 def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, Any]:
-    errors_only = request.GET.get("errors") == "1"
+    shown = request.GET.get("errors", "")
+    errors_only = shown == "1"
+    outputs = job.params.get("output_columns", [])
+    issues_only = shown == ISSUES and ISSUES in outputs
     order = request.GET.get("order") or ("latest" if job.is_active else "row")
     results = RowResult.objects.filter(job=job)
+    with_issues = results.filter(failed=False, outputs__has_key=ISSUES).exclude(outputs__issues="")
     if errors_only:
         results = results.filter(failed=True)
+    elif issues_only:
+        results = with_issues
     results = (
         results.order_by("-updated_at", "-row_number")
         if order == "latest"
@@ -297,7 +305,6 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
     inputs = dict(sheet.rows.filter(number__in=numbers).values_list("number", "values"))
     columns = job.params.get("columns", sheet.columns)
     index = [sheet.columns.index(c) for c in columns if c in sheet.columns]
-    outputs = job.params.get("output_columns", [])
     table = [
         {
             "result": result,
@@ -315,6 +322,9 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
         "input_columns": columns,
         "output_columns": outputs,
         "errors_only": errors_only,
+        "issues_only": issues_only,
+        "shown": "1" if errors_only else ISSUES if issues_only else "",
+        "issues_count": with_issues.count() if ISSUES in outputs else None,
         "order": order,
     }
 

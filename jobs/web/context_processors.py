@@ -1,4 +1,5 @@
-"""Template context for every page: the running-jobs badge and unread notifications."""
+"""Template context for every page: the running-jobs badge, unread notifications, and
+whether the user's jobs wait for workers that are not there."""
 
 from __future__ import annotations
 
@@ -14,4 +15,5 @@ def live_nav(request: HttpRequest) -> dict:
     return {
         "nav_running_count": selectors.running_count(user.pk),
         "nav_unread_count": selectors.unread_count(user.pk),
+        "workers_down": selectors.waiting_without_workers(user.pk),
     }

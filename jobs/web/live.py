@@ -32,6 +32,8 @@ from jobs.models import Job, JobChange, Notification
 
 log = logging.getLogger(__name__)
 
+WORKERS_WATCH_SECONDS = 2.0  # how often the relay checks that some worker is alive
+
 STAFF_ROWS_GROUP = "rows-staff"
 Fragment = tuple[str, str]  # (group, html)
 
@@ -98,6 +100,13 @@ def job_fragments(job: Job) -> list[Fragment]:
     return fragments
 
 
+def workers_banner_fragments(alive: bool) -> list[Fragment]:
+    """The workers stopped (or came back): the banner of every user with waiting jobs."""
+    context = {"workers_down": not alive, "oob": True}
+    html = render_to_string("jobs/_badges.html#workers", context)
+    return [(user_group(uid), html) for uid in selectors.owners_of_waiting_jobs()]
+
+
 def deleted_job_fragments(job_id: int) -> list[Fragment]:
     html = render_to_string("jobs/_job_row.html#deleted", {"job_id": job_id})
     return [(STAFF_ROWS_GROUP, html)]
@@ -151,6 +160,8 @@ def updates_for(
 class Relay:
     def __init__(self) -> None:
         self.task: asyncio.Task | None = None
+        self.watch_task: asyncio.Task | None = None
+        self.workers_were_alive: bool | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-relay")
         self.last_change = 0
@@ -184,15 +195,18 @@ class Relay:
             self._ready = asyncio.Event()
             self.loop = loop
             self.task = loop.create_task(self._run(), name="conveyor-live-relay")
+            self.workers_were_alive = None
+            self.watch_task = loop.create_task(self._watch_workers(), name="conveyor-workers")
             # On PostgreSQL, wait until LISTEN is active: a NOTIFY before it is lost.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), timeout=5)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-            self.task = None
+        for task in (self.task, self.watch_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.task = self.watch_task = None
         await self._in_thread(_reset_connection)
 
     async def _in_thread(self, fn, *args):
@@ -211,6 +225,24 @@ class Relay:
                 log.exception("live relay failed; restarting in 1 s")
                 await self._in_thread(_reset_connection)
                 await asyncio.sleep(1)
+
+    async def _watch_workers(self) -> None:
+        """Tell users with waiting jobs when the last worker stops and when one is back:
+        no job changes then, so nothing else would reach their pages."""
+        while True:
+            try:
+                alive = await self._in_thread(selectors.workers_alive)
+                if self.workers_were_alive is not None and alive != self.workers_were_alive:
+                    fragments = await self._in_thread(workers_banner_fragments, alive)
+                    layer = get_channel_layer()
+                    for group, html in fragments:
+                        await layer.group_send(group, {"type": "live.fragment", "html": html})
+                self.workers_were_alive = alive
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a database hiccup must not end the watch
+                log.exception("checking for live workers failed")
+            await asyncio.sleep(WORKERS_WATCH_SECONDS)
 
     def _start_positions(self) -> None:
         self.last_change = JobChange.objects.aggregate(m=Max("pk"))["m"] or 0

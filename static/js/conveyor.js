@@ -4,20 +4,27 @@
 // - a job row pushed for a job this table doesn't show yet refreshes the table, and
 //   so does every (re)opening of the socket: what changed while it was down shows;
 // - a pushed job row or live section is updated in place (the user may be clicking it);
-// - a sheet page shows a job of its sheet started elsewhere.
+// - a sheet page shows a job of its sheet started elsewhere;
+// - a page listing things whose latest job changes ([data-live-refresh]) re-reads itself;
+// - a job that finishes in front of the user marks its notification read (it was seen);
+// - after 2 s without the socket, a "Reconnecting…" banner says live updates paused.
 (function () {
   // Re-read one part of the page (by id) from the server, at most once per 300 ms.
   const rereading = {};
-  function reread(id) {
+  function reread(id, delay) {
     const part = document.getElementById(id);
     if (!part || rereading[id]) return;
     rereading[id] = setTimeout(() => {
       delete rereading[id];
       const url = part.dataset.refreshUrl || window.location.href;
       htmx.ajax("GET", url, { target: "#" + id, select: "#" + id, swap: "outerHTML" });
-    }, 300);
+    }, delay || 300);
   }
-  const refreshJobTable = () => reread("job-table");
+  // Parts that show the latest job of something (the sheets list): at most one re-read a second.
+  function refreshLiveParts() {
+    document.querySelectorAll("[data-live-refresh][id]").forEach((part) => reread(part.id, 1000));
+  }
+  const refreshJobTable = () => { reread("job-table"); refreshLiveParts(); };
 
   // A sheet page: its job committed rows, so refresh the results table (at most 1/s),
   // keeping the view the user chose (errors only, order, page) as it is at that moment.
@@ -31,7 +38,7 @@
       const view = results.dataset;
       const job = signal.dataset.job || view.job;
       const params = new URLSearchParams({ job: job });
-      if (view.errors) params.set("errors", "1");
+      if (view.errors) params.set("errors", view.errors);
       if (view.order) params.set("order", view.order);
       if (view.page && job === view.job) params.set("page", view.page);
       htmx.ajax("GET", view.baseUrl + "?" + params, { target: "#results", swap: "outerHTML" });
@@ -41,6 +48,12 @@
   document.addEventListener("htmx:oobAfterSwap", (event) => {
     const target = event.detail && event.detail.target;
     if (target && target.id === "results-signal") refreshResults(document.getElementById("results-signal"));
+  });
+  // A re-read job part (a job started elsewhere) was rendered before the rows committed
+  // while it was on its way, whose signals found no results table: read the rows again.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    const target = event.detail && event.detail.target;
+    if (target && target.id === "sheet-job") refreshResults(document.getElementById("results-signal"));
   });
 
   // The jobs table's header checkbox selects every row on the page.
@@ -104,11 +117,49 @@
     tickedIds = null;
   });
 
+  // The socket: open, or closed (reconnecting) for more than 2 s, which the banner shows.
+  let lostTimer = null;
+  function showLost(lost) {
+    const banner = document.getElementById("live-lost");
+    if (banner) banner.hidden = !lost;
+  }
   document.addEventListener("htmx:wsOpen", () => {
+    clearTimeout(lostTimer);
+    lostTimer = null;
+    showLost(false);
     document.body.dataset.live = "open";
     refreshJobTable();
   });
-  document.addEventListener("htmx:wsClose", () => { document.body.dataset.live = "closed"; });
+  document.addEventListener("htmx:wsClose", () => {
+    document.body.dataset.live = "closed";
+    if (lostTimer) return;
+    lostTimer = setTimeout(() => {
+      if (document.body.dataset.live === "open") return;
+      document.body.dataset.live = "reconnecting";
+      showLost(true);
+    }, 2000);
+  });
+
+  // A toast for a job this page shows live: the user saw it finish, so its notification
+  // is read (no "completed while you were away" later, no unread badge for it).
+  function csrfToken() {
+    try {
+      return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+    } catch (error) {
+      return "";
+    }
+  }
+  function markSeen(toast) {
+    const job = toast.dataset.job;
+    const id = Number(toast.dataset.notification);
+    if (!job || !id || !document.querySelector('.live-job[data-job="' + job + '"]')) return;
+    fetch("/api/notifications/mark-read/", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify({ ids: [id] }),
+    }).catch(() => {});
+  }
 
   document.addEventListener("htmx:oobErrorNoTarget", (event) => {
     const target = (event.detail && event.detail.target) || "";
@@ -121,6 +172,7 @@
   document.addEventListener("htmx:oobAfterSwap", () => {
     document.querySelectorAll("#toasts .toast:not([data-timer])").forEach((toast) => {
       toast.dataset.timer = "1";
+      markSeen(toast);
       setTimeout(() => toast.remove(), 10000);
     });
   });

@@ -25,17 +25,25 @@
   };
 
   function chartWidth(el) {
-    return Math.max(280, el.clientWidth || 600);
+    return Math.max(200, el.clientWidth || 600);
   }
 
   // Charts whose values are often isolated points between empty intervals: draw the points.
   const SPARSE = new Set(["failures", "wait"]);
 
+  // Every chart's x axis spans the window (epoch seconds): a chart with one sample (the
+  // workers chart after the first refresh) would otherwise be padded out to years.
+  function windowRange(u, min, max) {
+    const d = state.data;
+    if (!d || !d.times.length) return [min, max];
+    return [d.times[0], Math.max(d.generated_at, d.times[d.times.length - 1])];
+  }
+
   function options(name, el, labels) {
     return {
       width: chartWidth(el),
       height: 200,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      scales: { x: { time: true, range: windowRange }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
       series: [{}].concat(labels.map((label, i) => ({
         label: label,
         stroke: COLOURS[i % COLOURS.length],

@@ -102,7 +102,7 @@ def test_the_sheet_page_finds_its_running_job_live_and_after_a_reload(
     page.reload()
     wait_until_live(page)
     if Job.objects.get(pk=job.pk).status == S.RUNNING:
-        page.locator("#away-notice", has_text="Still running").wait_for()
+        page.locator("#running-notice", has_text="Still running").wait_for()
     page.locator("#current-job-live .status", has_text="Succeeded").wait_for(timeout=30_000)
     page.locator("#results tr[data-row='45']").wait_for()
     assert (

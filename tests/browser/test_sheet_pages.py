@@ -30,7 +30,7 @@ def test_the_sample_sheet_is_cleaned_in_two_clicks_and_exported(cluster, open_pa
     bob = page.locator("#results tr[data-row='2'] td.output").all_inner_texts()
     assert "bob.smith@example.com" in bob, bob
 
-    page.locator("#results a", has_text="Errors only").click()
+    page.locator("#results a", has_text="Failed rows").click()
     page.wait_for_selector("#results[data-errors='1']")
     failed = RowResult.objects.filter(job=job, failed=True).count()
     assert page.locator("#results tbody tr[data-row]").count() == failed

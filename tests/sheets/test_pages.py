@@ -216,3 +216,31 @@ def test_a_sheet_jobs_page_links_back_to_its_sheet(alice, user):
     job = _start(alice, sheet)
     html = alice.get(f"/jobs/{job.pk}/").content.decode()
     assert f'href="/sheets/{sheet.pk}/">Open the sheet</a>' in html
+
+
+def test_results_show_outputs_first_and_honest_counts(alice, user):
+    sheet = make_sheet(user, [["name", "email"], ["Ada", "ada@example.com"], ["Bob", "not-mail"]])
+    job = run_to_end(_start(alice, sheet))
+    assert job.failed == 0
+    html = alice.get(f"/sheets/{sheet.pk}/results/?job={job.pk}", **HX).content.decode()
+    head = html[html.index("<thead>") : html.index("</thead>")]
+    assert head.index("clean_email") < head.index(">name<"), "outputs left of the inputs"
+    assert f"All rows ({job.processed})" in html and "Failed rows (0)" in html
+    assert "Rows with issues (1)" in html
+    issues = alice.get(f"/sheets/{sheet.pk}/results/?job={job.pk}&errors=issues", **HX)
+    rows = issues.content.decode()
+    assert rows.count("data-row=") == 1 and "not-mail" in rows
+    assert 'data-errors="issues"' in rows
+
+
+def test_a_one_row_import_says_row(alice, user):
+    response = upload(alice, b"name\nAda\n")
+    assert "Imported 1 row from data.csv." in alice.get(response["Location"]).content.decode()
+
+
+def test_an_html_page_uploaded_as_csv_is_called_an_html_page(alice):
+    page = b"<!doctype html><html><head><title>My sheet</title></head><body></body></html>"
+    response = upload(alice, page, name="contacts.csv")
+    assert response.status_code == 400
+    assert "is an HTML page" in response.content.decode()
+    assert not Sheet.objects.exists()

@@ -92,6 +92,39 @@ def test_utf16_with_bom_as_excel_saves_unicode_text(tmp_path):
     assert read_all(table) == rows[1:]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("delimiter", [",", "\t"])
+def test_utf16_without_bom_is_read_not_called_binary(tmp_path, encoding, delimiter):
+    rows = [["name", "city"], ["Zoë", "Köln"], ["Ada", "London"]]
+    text = "".join(delimiter.join(row) + "\r\n" for row in rows)
+    path = make_files.write_bytes(tmp_path / "a.csv", text.encode(encoding))
+    table = open_file(path)
+    assert (table.info.encoding, table.info.delimiter) == (encoding, delimiter)
+    assert table.info.columns == ["name", "city"]
+    assert read_all(table) == rows[1:]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<!DOCTYPE html>\n<html lang=en><head><title>Sheet</title></head><body>a,b</body></html>",
+        "\ufeff  <!-- saved --> <html>\n<body><table><tr><td>1</td></tr></table></body></html>",
+        "<head><meta charset=utf-8></head>\nname,email\n",
+    ],
+    ids=["doctype", "comment-then-html", "head-only"],
+)
+def test_an_html_page_saved_as_csv_is_named_an_html_page(tmp_path, page):
+    path = make_files.write_bytes(tmp_path / "export.csv", page.encode("utf-8"))
+    with pytest.raises(SourceError, match="is an HTML page") as caught:
+        open_file(path)
+    assert "header row" not in str(caught.value)
+
+
+def test_a_csv_mentioning_html_is_still_a_csv(tmp_path):
+    path = make_files.write_bytes(tmp_path / "a.csv", b"snippet,n\n<html> tag,1\n")
+    assert read_all(open_file(path)) == [["<html> tag", "1"]]
+
+
 def test_utf8_mixed_with_cp1252_is_refused(tmp_path):
     data = "name\nRené\nCafé\nNoël\nHélène\n".encode() + "Zoë\n".encode("cp1252")
     path = make_files.write_bytes(tmp_path / "a.csv", data)
