@@ -26,6 +26,7 @@ import httpx
 from django.conf import settings
 
 from sheets.processors.base import Option, OptionsError, RowError, match_column, processor
+from sheets.processors.outbound import guarded_client, host_of
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -301,8 +302,17 @@ async def chat_session(options: dict[str, Any]) -> AsyncIterator[ChatSession]:
         key = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()[:16]
         limiter = RateLimiter(options["rpm"], key=f"llm:{key}")
     timeout = httpx.Timeout(settings.CONVEYOR_LLM_TIMEOUT, connect=10.0)
+    # Only operator-listed endpoints get here (validate_llm); their hosts may be private
+    # (a local Ollama), anything else they redirect or resolve to may not.
+    endpoints = [host_of(url) for url in allowed_endpoints()]
+    client = guarded_client(
+        allowed_hosts=endpoints,
+        connections=options["concurrency"] * 2,
+        headers=headers,
+        timeout=timeout,
+    )
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=timeout) as client:
+        async with client:
             yield ChatSession(client, f"{base_url}/chat/completions", limiter)
     finally:
         if limiter is not None:

@@ -5,38 +5,31 @@ and the length of the main text (script, style, nav and the like stripped). An H
 error status (404, 500) is a result; network errors, timeouts, redirect loops and pages
 over `max_bytes` are row errors. A URL without a scheme is fetched over https://.
 
-Every connection is checked where it is made: the host name is resolved once, all its
-addresses must be public (not private, loopback, link-local, reserved or multicast)
-unless `CONVEYOR_WEB_ALLOW_PRIVATE` or `CONVEYOR_WEB_ALLOWED_NETWORKS` allow them, and
-the connection goes to the address that was checked. Redirects are followed by hand,
-so each hop gets a new check (and a host that re-resolves to an internal address
-between the check and the connect cannot slip through).
+Every connection goes through the guarded client of `outbound.py`: private, loopback
+and other non-public addresses are refused unless `CONVEYOR_WEB_ALLOW_PRIVATE` or
+`CONVEYOR_WEB_ALLOWED_NETWORKS` allow them. Redirects are followed by hand, so each hop
+gets a new check.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import re
-import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
 import httpx
 from django.conf import settings
 from selectolax.lexbor import LexborHTMLParser
 
 from sheets.processors.base import Option, OptionsError, RowError, match_column, processor
+from sheets.processors.outbound import BlockedAddress, guarded_client
 from sheets.processors.ratelimit import describe_http_error, send_with_retries
 
 WEB_RETRY_STATUSES = frozenset({429, 502, 503, 504})
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 NOT_TEXT_TAGS = ["script", "style", "noscript", "template", "nav", "svg", "iframe"]
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 OPTIONS = [
     Option(
@@ -59,97 +52,6 @@ OPTIONS = [
     ),
 ]
 OUTPUTS = ["status", "final_url", "title", "description", "text_length"]
-
-
-# --- addresses -------------------------------------------------------------
-
-
-class BlockedAddress(RowError):
-    """A connection to an address that fetching is not allowed to reach."""
-
-
-def address_kind(address: IPAddress) -> str | None:
-    """What makes `address` off limits ("loopback", "private", ...), or None if public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
-        if getattr(address, f"is_{kind}"):
-            return kind.replace("_", "-")
-    return None if address.is_global else "non-public"
-
-
-class AddressGuard(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that resolves, checks and connects to checked IPs."""
-
-    def __init__(self, allow_private: bool, allowed_networks: Iterable[str]) -> None:
-        self.allow_private = allow_private
-        self.allowed_networks: list[IPNetwork] = [
-            ipaddress.ip_network(net, strict=False) for net in allowed_networks
-        ]
-        self._backend = httpcore.AnyIOBackend()
-
-    def check(self, host: str, address: IPAddress) -> None:
-        kind = address_kind(address)
-        if kind is None or self.allow_private:
-            return
-        if any(address in network for network in self.allowed_networks):
-            return
-        shown = host if host == str(address) else f"{host} ({address})"
-        raise BlockedAddress(
-            f"refused to connect to {shown}: a {kind} address "
-            "(private addresses are off; see CONVEYOR_WEB_ALLOW_PRIVATE)"
-        )
-
-    async def resolve(self, host: str, port: int, timeout: float | None) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-        except socket.gaierror as exc:
-            if exc.errno == socket.EAI_NONAME:
-                raise RowError(f"unknown host {host}") from None
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
-        found = dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos)
-        return list(found)
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self.resolve(host, port, timeout)
-        for address in addresses:
-            self.check(host, address)
-        error: Exception = httpcore.ConnectError(f"no address for {host}")
-        for address in addresses:
-            try:
-                return await self._backend.connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        raise error
-
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
-
-
-def guarded_transport(guard: AddressGuard, connections: int) -> httpx.AsyncHTTPTransport:
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
-    # httpx (pinned) has no public hook for a network backend: give it a pool with ours.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=connections,
-        max_keepalive_connections=connections,
-        keepalive_expiry=5.0,
-        network_backend=guard,
-    )
-    return transport
 
 
 # --- URLs --------------------------------------------------------------------
@@ -324,16 +226,11 @@ async def fetch_once(client: httpx.AsyncClient, url: str) -> httpx.Response:
 
 @web.session
 async def web_session(options: dict[str, Any]) -> AsyncIterator[WebSession]:
-    guard = AddressGuard(
+    async with guarded_client(
         allow_private=settings.CONVEYOR_WEB_ALLOW_PRIVATE,
         allowed_networks=settings.CONVEYOR_WEB_ALLOWED_NETWORKS,
-    )
-    transport = guarded_transport(guard, connections=options["concurrency"] * 2)
-    async with httpx.AsyncClient(
-        transport=transport,
+        connections=options["concurrency"] * 2,
         timeout=httpx.Timeout(options["timeout"]),
-        follow_redirects=False,
-        trust_env=False,
         headers={
             "User-Agent": settings.CONVEYOR_WEB_USER_AGENT,
             "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5",
