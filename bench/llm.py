@@ -19,7 +19,7 @@ import sys
 import time
 
 from bench import sheetdata
-from bench.common import ROOT, Bench, Stopwatch
+from bench.common import ROOT, Bench, RssSampler, Stopwatch, tree_rss
 
 JOBS = 3
 CONCURRENCY = 8
@@ -53,10 +53,12 @@ def run(bench: Bench) -> None:
         bench.say(f"{JOBS} workers, so that the {JOBS} jobs run at once")
         # The workers check the options again when a job starts.
         allowed = {"CONVEYOR_LLM_ALLOWED_BASE_URLS": fake.base_url}
-        with bench.cluster("llm", workers=JOBS, **allowed):
+        with bench.cluster("llm", workers=JOBS, **allowed) as cluster:
             _run_all(warm, options, timeout=60)  # workers import httpx and connect
+            idle = sum(tree_rss(cluster.proc.pid).values())
             fake.calls.clear()
-            seconds, jobs = _run_all(sheets, options, timeout=60 + rows / 5)
+            with RssSampler(cluster.proc.pid) as memory:
+                seconds, jobs = _run_all(sheets, options, timeout=60 + rows / 5)
             calls = list(fake.calls)
             # Real APIs answer in widely varying times: exponential, same mean, capped.
             pick = random.Random(7)
@@ -70,7 +72,25 @@ def run(bench: Bench) -> None:
     finally:
         fake.stop()
     _record(bench, rows, seconds, jobs, calls, clock_offset, bare)
+    _record_memory(bench, rows, seconds, memory.peak_total, idle)
     _record_varying(bench, varying_rows, varying_seconds, varying_calls)
+
+
+def _record_memory(bench: Bench, rows: int, seconds: float, peak: int, idle: int) -> None:
+    """The whole cluster's memory while three llm sheets run at once (the default setup)."""
+    mb = 1024 * 1024
+    bench.figure(
+        "cluster RSS, 3 llm sheets at once",
+        peak / mb,
+        "MB",
+        baseline=("the same cluster idle", idle / mb, "MB"),
+        better="lower",
+        comment=(
+            f"{JOBS} x {rows:,} rows in {seconds:.1f} s; goal <= 450 MB (RSS counts the pages "
+            "the forked processes share once per process)"
+        ),
+        note="sum of the RSS of every process of the qcluster tree, sampled every 0.2 s",
+    )
 
 
 def bare_clients(bench: Bench, base_url: str, rows: int) -> float:
