@@ -57,10 +57,6 @@ def _occupying():
     )
 
 
-def busy_slots() -> int:
-    return _occupying().count()
-
-
 def free_capacity() -> int:
     """Alive workers minus busy slots, in one query (it runs after every submit)."""
     alive, alive_params = Worker.objects.alive().values("pk").query.sql_with_params()
