@@ -85,6 +85,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         "commit -> websocket frame latency (daphne) vs relay poll / bare NOTIFY",
         DATABASES_ONLY,
     ),
+    "bodies": Benchmark(
+        "bench.bodies",
+        "web process RSS growth on a refused 60 MB POST and an accepted 50 MB upload",
+        DATABASES_ONLY,
+    ),
     "fanout": Benchmark(
         "bench.fanout",
         "commit -> frame at the last of 200 websocket clients vs 1 client",
