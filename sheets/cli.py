@@ -241,19 +241,24 @@ def _write_file(job: Job, sheet: Sheet, fmt: str, target: str) -> None:
 # -- the verbs -------------------------------------------------------------------------------
 
 
+def _sheet_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a sheet job takes on the command line, for `submit` and `schedule add`."""
+    parser.add_argument("--processor", required=True, metavar="NAME")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="NAME=VALUE", help="Repeatable."
+    )
+    parser.add_argument("--columns", metavar="A,B", help="Input columns (default: all).")
+    parser.add_argument("--start-row", metavar="N", help="First data row (1 = under the header).")
+    parser.add_argument("--rows", metavar="N", help="How many rows (default: to the end).")
+    parser.add_argument("--row-timeout", metavar="SECONDS")
+    parser.add_argument("--worksheet", metavar="NAME", help="XLSX or Google worksheet.")
+
+
 def _submit_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument(
         "path", metavar="PATH", help="CSV or XLSX file, a Google Sheet URL/id, or sheet:ID."
     )
-    submit.add_argument("--processor", required=True, metavar="NAME")
-    submit.add_argument(
-        "--option", action="append", default=[], metavar="NAME=VALUE", help="Repeatable."
-    )
-    submit.add_argument("--columns", metavar="A,B", help="Input columns (default: all).")
-    submit.add_argument("--start-row", metavar="N", help="First data row (1 = under the header).")
-    submit.add_argument("--rows", metavar="N", help="How many rows (default: to the end).")
-    submit.add_argument("--row-timeout", metavar="SECONDS")
-    submit.add_argument("--worksheet", metavar="NAME", help="XLSX or Google worksheet.")
+    _sheet_job_arguments(submit)
     submit.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
     submit.add_argument("--after", metavar="ID[,ID]", help="Start once these jobs succeeded.")
     submit.add_argument(
@@ -354,15 +359,7 @@ def _schedule_add_arguments(parser: argparse.ArgumentParser) -> None:
         help="CSV or XLSX file (imported once), sheet:ID, or a Google Sheet link (re-read "
         "at every run).",
     )
-    parser.add_argument("--processor", required=True, metavar="NAME")
-    parser.add_argument(
-        "--option", action="append", default=[], metavar="NAME=VALUE", help="Repeatable."
-    )
-    parser.add_argument("--columns", metavar="A,B", help="Input columns (default: all).")
-    parser.add_argument("--start-row", metavar="N", help="First data row (1 = under the header).")
-    parser.add_argument("--rows", metavar="N", help="How many rows (default: to the end).")
-    parser.add_argument("--row-timeout", metavar="SECONDS")
-    parser.add_argument("--worksheet", metavar="NAME", help="XLSX or Google worksheet.")
+    _sheet_job_arguments(parser)
     add_schedule_arguments(parser)
 
 

@@ -247,6 +247,16 @@ def parse_id(text: str, what: str = "id") -> int:
     return value
 
 
+def found_or_404(queryset: QuerySet, raw_id: str, what: str) -> Any:
+    """The row with this URL id among `queryset` (what the caller may see), else a 404:
+    another user's object answers like a missing one."""
+    pk = parse_id(raw_id, f"{what.lower()}_id")
+    found = queryset.filter(pk=pk).first() if pk <= MAX_BIGINT else None
+    if found is None:
+        raise ApiError(404, f"{what} {raw_id} not found.")
+    return found
+
+
 # --- pages ------------------------------------------------------------------
 
 

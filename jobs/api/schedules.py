@@ -19,14 +19,13 @@ from django.urls import reverse
 
 from jobs import selectors
 from jobs.api.input import (
-    MAX_BIGINT,
     ApiError,
     bad,
     bool_field,
+    found_or_404,
     json_object,
     only_fields,
     paginate,
-    parse_id,
     query,
     text_field,
 )
@@ -60,11 +59,7 @@ def visible_schedules(request: HttpRequest) -> QuerySet[Schedule]:
 
 def visible_schedule(request: HttpRequest, schedule_id: str) -> Schedule:
     """The schedule if the caller may see it; anyone else's is 'not found'."""
-    pk = parse_id(schedule_id, "schedule_id")
-    found = visible_schedules(request).filter(pk=pk).first() if pk <= MAX_BIGINT else None
-    if found is None:
-        raise ApiError(404, f"Schedule {schedule_id} not found.")
-    return found
+    return found_or_404(visible_schedules(request), schedule_id, "Schedule")
 
 
 @api_view("GET", "POST")

@@ -49,10 +49,10 @@ from jobs.api.input import (
     bool_field,
     check_declared_size,
     check_text,
+    found_or_404,
     json_object,
     only_fields,
     paginate,
-    parse_id,
     positive_number,
     query,
     query_datetime,
@@ -138,11 +138,7 @@ def visible_jobs(request: HttpRequest) -> QuerySet[Job]:
 
 def visible_job(request: HttpRequest, job_id: str) -> Job:
     """The job if the caller may see it; anyone else's is 'not found', like a bad id."""
-    pk = parse_id(job_id, "job_id")
-    job = visible_jobs(request).filter(pk=pk).first() if pk <= MAX_BIGINT else None
-    if job is None:
-        raise ApiError(404, f"Job {job_id} not found.")
-    return job
+    return found_or_404(visible_jobs(request), job_id, "Job")
 
 
 def _filtered(jobs: QuerySet[Job], params: dict[str, str]) -> QuerySet[Job]:

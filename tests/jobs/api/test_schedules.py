@@ -13,6 +13,7 @@ from django.test import Client
 
 from jobs.engine.schedules import run_due_schedules, schedule_create
 from jobs.models import Job, Schedule
+from tests.jobs.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -21,27 +22,6 @@ pytestmark = pytest.mark.django_db
 def submittable(settings) -> None:
     settings.CONVEYOR_SUBMITTABLE_KINDS = ["demo.count"]
     settings.CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS = 5
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def alice(user) -> Client:
-    return client_for(user)
-
-
-@pytest.fixture
-def bob(other_user) -> Client:
-    return client_for(other_user)
-
-
-@pytest.fixture
-def staff(staff_user) -> Client:
-    return client_for(staff_user)
 
 
 def send(client: Client, method: str, url: str, body: Any = None):

@@ -32,27 +32,6 @@ def submittable(settings) -> None:
     settings.CONVEYOR_SUBMITTABLE_KINDS = ["demo.count", "test.api_rows"]
 
 
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def alice(user) -> Client:
-    return client_for(user)
-
-
-@pytest.fixture
-def bob(other_user) -> Client:
-    return client_for(other_user)
-
-
-@pytest.fixture
-def staff(staff_user) -> Client:
-    return client_for(staff_user)
-
-
 def post(client: Client, url: str, body: Any = None, **extra: Any):
     if body is None:
         return client.post(url, **extra)
