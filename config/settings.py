@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
@@ -98,8 +99,11 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# daphne's app only serves `manage.py runserver` over ASGI; loading it elsewhere costs
+# every process ~15 MB (twisted, OpenSSL), and `make run` starts daphne directly.
+RUNSERVER = sys.argv[1:2] == ["runserver"]
 INSTALLED_APPS = [
-    "daphne",
+    *(["daphne"] if RUNSERVER else []),
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

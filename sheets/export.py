@@ -14,8 +14,6 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from openpyxl import Workbook
-
 from jobs.models import Job
 from sheets.models import RowResult, Sheet, SheetRow
 
@@ -94,6 +92,8 @@ def csv_chunks(job: Job, sheet: Sheet) -> Iterator[str]:
 
 def xlsx_file(job: Job, sheet: Sheet):
     """A temporary file holding the XLSX (openpyxl's write-only mode streams rows)."""
+    from openpyxl import Workbook  # ~25 MB with numpy: loaded by exports only
+
     workbook = Workbook(write_only=True)
     worksheet = workbook.create_sheet(title="Results")
     worksheet.append([neutralise(v) for v in export_header(job, sheet)])

@@ -24,7 +24,6 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from sheets.google import open_google_sheet, parse_google_url
 from sheets.models import Sheet, SheetRow
 from sheets.sources import SourceError, Table, check_upload_size, column_name, open_upload
 
@@ -125,8 +124,10 @@ def sheet_from_google(
     *, url_or_id: str, owner: AbstractBaseUser, worksheet: str | None = None
 ) -> Sheet:
     """Import a worksheet of a Google Sheet (by URL or id) with the service account."""
-    google_id, _ = parse_google_url(url_or_id)
-    table = open_google_sheet(url_or_id, worksheet=worksheet)
+    from sheets import google  # gspread + google-auth (~25 MB): loaded for Google imports only
+
+    google_id, _ = google.parse_google_url(url_or_id)
+    table = google.open_google_sheet(url_or_id, worksheet=worksheet)
     return sheet_import(table=table, owner=owner, name=table.info.title, google_id=google_id)
 
 

@@ -21,7 +21,6 @@ from jobs.engine.errors import Cancelled, PermanentError
 from jobs.engine.kinds import job_kind
 from jobs.models import Job
 from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
-from sheets.google import parse_google_url, write_back
 from sheets.importing import sheet_from_google, store_table
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming
@@ -116,8 +115,10 @@ def _google(sheet: Sheet, params: dict[str, Any]) -> dict[str, Any]:
         return {}
     if not isinstance(url, str):
         raise SheetParamsError({"google_url": "must be a Google Sheets link"})
+    from sheets import google  # gspread + google-auth (~25 MB): loaded when a sheet needs them
+
     try:
-        google_id, _ = parse_google_url(url)
+        google_id, _ = google.parse_google_url(url)
     except SourceError as exc:
         raise SheetParamsError({"google_url": str(exc)}) from None
     if google_id != sheet.google_id:
@@ -313,6 +314,8 @@ def _read_from(sheet: Sheet, params: dict[str, Any]) -> dict[str, Any]:
 
 @job_kind(WRITE_BACK, label="Write results back to Google Sheets", max_attempts=3)
 def write_back_job(ctx: JobContext) -> dict[str, Any]:
+    from sheets import google  # gspread + google-auth (~25 MB): loaded when a job needs them
+
     source = Job.objects.filter(pk=ctx.params["job_id"]).first()
     if source is None:
         raise PermanentError("The job whose results should be written back was deleted.")
@@ -327,7 +330,7 @@ def write_back_job(ctx: JobContext) -> dict[str, Any]:
             # Written RAW by write_back: Google Sheets stores formulas as text.
             columns[name].append(str(row[skip + offset]))
     ctx.progress(0, total=1, message=f"Writing {len(outputs)} columns to Google Sheets")
-    cells = write_back(
+    cells = google.write_back(
         sheet.google_id,
         sheet.worksheet,
         sheet.columns,

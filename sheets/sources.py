@@ -21,11 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import charset_normalizer
-import clevercsv
-import openpyxl
 from django.conf import settings
-from openpyxl.utils import get_column_letter
 
 # How much of a CSV the encoding and dialect detectors look at. Detecting on a sample
 # keeps detection at ~40 ms whatever the file size (CleverCSV on a whole 200,000-row
@@ -163,7 +159,11 @@ def human_bytes(size: int) -> str:
 
 def column_name(index: int) -> str:
     """Spreadsheet letter of a 0-based column index: 0 -> A, 27 -> AB."""
-    return get_column_letter(index + 1)
+    name, number = "", index + 1
+    while number:
+        number, remainder = divmod(number - 1, 26)
+        name = chr(ord("A") + remainder) + name
+    return name
 
 
 # --- CSV ---------------------------------------------------------------------------
@@ -368,6 +368,8 @@ def _mixes_utf8(sample: bytes) -> bool:
 
 
 def _single_byte_encoding(sample: bytes) -> str:
+    import charset_normalizer  # loaded by the processes that read files only
+
     matches = charset_normalizer.from_bytes(sample, cp_isolation=SINGLE_BYTE_ENCODINGS)
     best = matches.best()
     if best is None:
@@ -399,6 +401,8 @@ def detect_dialect(text: str) -> tuple[str, str, str | None]:
     cut = text[:DIALECT_SAMPLE_CHARS]
     if "\n" in cut:
         cut = cut[: cut.rfind("\n") + 1]
+    import clevercsv  # ~14 MB: loaded by the processes that import files only
+
     found = clevercsv.Detector().detect(cut, delimiters=DELIMITERS)
     if found is None or found.delimiter not in DELIMITERS:
         return ",", '"', None  # one column, or nothing to go on
@@ -410,6 +414,10 @@ def detect_dialect(text: str) -> tuple[str, str, str | None]:
 
 
 def _open_xlsx(raw: IO[bytes], filename: str, worksheet: str | None) -> Table:
+    # openpyxl (~25 MB with numpy) is imported where used, not at start-up: every
+    # process of a cluster would carry it, and most never read an XLSX.
+    import openpyxl
+
     check_archive(raw, filename)
     raw.seek(0)
     try:

@@ -11,8 +11,8 @@ catch `JobActionError` (an action that does not apply) and `UnknownKind`.
 from __future__ import annotations
 
 import random
+import sys
 
-import httpx
 from django.conf import settings
 
 from jobs.engine.db import is_locked_error
@@ -78,7 +78,14 @@ class ScheduleError(ValueError):
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, PermanentError):
         return False
-    if isinstance(exc, TransientError | httpx.TransportError | ConnectionError | TimeoutError):
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
+        return True
+    # httpx errors count only if httpx was imported (by a handler that raised them):
+    # importing it here would put ~20 MB into every process of a cluster.
+    httpx = sys.modules.get("httpx")
+    if httpx is None:
+        return is_locked_error(exc)
+    if isinstance(exc, httpx.TransportError):
         return True
     if isinstance(exc, httpx.HTTPStatusError):
         code = exc.response.status_code

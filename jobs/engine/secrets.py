@@ -13,18 +13,23 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
 from jobs.engine.redact import MASK, is_secret_name
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 PREFIX = "enc:"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 
 
 def _fernet() -> Fernet:
+    # cryptography costs ~9 MB a process: imported by the processes that seal or unseal.
+    from cryptography.fernet import Fernet
+
     key = settings.CONVEYOR_SECRETS_KEY or settings.SECRET_KEY
     digest = hashlib.sha256(f"conveyor-secrets:{key}".encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
@@ -38,6 +43,8 @@ def decrypt(value: str) -> str:
     """The clear value of a sealed one; a value that is not sealed is returned as is."""
     if not isinstance(value, str) or not value.startswith(PREFIX):
         return value
+    from cryptography.fernet import InvalidToken
+
     try:
         return _fernet().decrypt(value[len(PREFIX) :].encode()).decode()
     except InvalidToken:

@@ -1,10 +1,10 @@
 """Processors: what a sheet job does to each row. The registry and runner live in
-`base.py`; importing this package registers the built-ins `llm`, `web`, `clean` and `copy`.
+`base.py`; the built-ins `llm`, `web`, `clean` and `copy` register on the registry's first
+use (`base.BUILT_INS`), so processes that never run a row never load their libraries.
 """
 
 from __future__ import annotations
 
-from sheets.processors import clean, copy, llm, web  # noqa: F401 - registers the built-ins
 from sheets.processors.base import (
     DEDUPE_KEY,
     Option,

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
 import inspect
 import math
 import queue
@@ -264,6 +265,27 @@ class Processor:
 
 
 _registry: dict[str, Processor] = {}
+BUILT_INS = (
+    "sheets.processors.clean",
+    "sheets.processors.copy",
+    "sheets.processors.llm",
+    "sheets.processors.web",
+)
+_built_ins_loaded = False
+
+
+def _load_built_ins() -> None:
+    """Import the built-in processors on first use rather than at start-up.
+
+    Their libraries (httpx, limits, phonenumbers, selectolax: ~30 MB) would otherwise
+    sit in every process of a cluster, and its sentinel, monitor and pusher never run
+    a row (bench llm: cluster RSS). By name, like `autodiscover_modules`.
+    """
+    global _built_ins_loaded
+    if not _built_ins_loaded:
+        _built_ins_loaded = True
+        for module in BUILT_INS:
+            importlib.import_module(module)
 
 
 def processor(
@@ -295,6 +317,7 @@ def processor(
     """
 
     def register(fn: RowFunction) -> Processor:
+        _load_built_ins()  # a name clash with a built-in is found now, not on first use
         is_async = inspect.iscoroutinefunction(fn)
         if io_bound and not is_async:
             raise TypeError(f"processor {name!r}: an io_bound row function must be async def")
@@ -325,6 +348,7 @@ def _qualified(fn: RowFunction) -> str:
 
 
 def get_processor(name: str) -> Processor:
+    _load_built_ins()
     try:
         return _registry[name]
     except KeyError:
@@ -335,6 +359,7 @@ def get_processor(name: str) -> Processor:
 
 
 def all_processors() -> list[Processor]:
+    _load_built_ins()
     return sorted(_registry.values(), key=lambda proc: proc.label.casefold())
 
 
