@@ -141,3 +141,35 @@ def test_pages_send_the_csrf_token_with_htmx_requests(client, user):
     assert 'hx-headers=\'{"X-CSRFToken": "' in html
     assert "htmx-2.min.js" in html and "hx-ws-2.min.js" in html
     assert "cdn" not in html.lower()
+
+
+HEAVY_LIBRARIES = ["openpyxl", "numpy", "gspread", "clevercsv", "httpx", "cryptography", "twisted"]
+STARTUP_PROBE = """
+import json, sys, django
+django.setup()
+from jobs.engine import runner, worker  # what a cluster process holds before its first job
+print(json.dumps({
+    "heavy": sorted(name for name in {heavy} if name in sys.modules),
+    "rss_mb": int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024,
+}))
+"""
+
+
+def test_a_cluster_process_starts_without_the_libraries_only_some_jobs_need(tmp_path):
+    """Every process of a cluster is forked from one that ran django.setup(): a library
+    imported there sits in all seven (bench llm: cluster RSS goal <= 450 MB)."""
+    out = subprocess.run(
+        [sys.executable, "-c", STARTUP_PROBE.replace("{heavy}", repr(HEAVY_LIBRARIES))],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "CONVEYOR_DATA_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    started = json.loads(out.stdout.strip().splitlines()[-1])
+    assert started["heavy"] == []
+    assert started["rss_mb"] < 80
