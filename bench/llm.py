@@ -32,7 +32,7 @@ BAR = 0.90  # SPEC.md "Quality bars": >= 90 % of the possible throughput
 def run(bench: Bench) -> None:
     from tests.fakes import openai_api
 
-    rows = bench.size(600, 160)
+    rows = bench.size(1000, 160)
     varying_rows = bench.size(400, 120)
     from django.conf import settings
 
