@@ -20,7 +20,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
@@ -65,6 +65,28 @@ def free_capacity() -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, [*alive_params, *busy_params])
         return cursor.fetchone()[0]
+
+
+def free_for_new_job() -> bool:
+    """Whether a job submitted now may go straight to a worker: one is free beyond the
+    runnable jobs already waiting (so it overtakes nobody). Inside the submit's
+    transaction, under the scheduler lock, so two submitters cannot fill one worker."""
+    lock_scheduler()
+    alive, alive_params = Worker.objects.alive().values("pk").query.sql_with_params()
+    busy, busy_params = _occupying().values("pk").query.sql_with_params()
+    waiting, waiting_params = Job.objects.runnable().values("pk").query.sql_with_params()
+    sql = (
+        f"SELECT (SELECT COUNT(*) FROM ({alive}) a) - (SELECT COUNT(*) FROM ({busy}) b)"
+        f" - (SELECT COUNT(*) FROM ({waiting}) w)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*alive_params, *busy_params, *waiting_params])
+        return cursor.fetchone()[0] > 0
+
+
+def enqueue_after_commit(job: Job) -> None:
+    """Send the slice task of a job its submit marked dispatched, once committed."""
+    transaction.on_commit(lambda: _enqueue([job.pk]))
 
 
 def _kind_load(kinds: list[str], leased_only: bool = False) -> dict[str, int]:

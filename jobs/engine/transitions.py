@@ -220,18 +220,25 @@ def _turn(owner_id: int | None) -> Coalesce:
 
 
 def create(
-    jobs: list[Job], journal: Journal | None = None, *, after: list[int] | None = None
+    jobs: list[Job],
+    journal: Journal | None = None,
+    *,
+    after: list[int] | None = None,
+    dispatched: bool = False,
 ) -> list[Job]:
     """Insert queued jobs with their "Queued" events; one statement per table.
 
     Each job's `turn` is the number of active jobs its owner already has: computed in
     the INSERT for one job, counted once per owner for many. `after` (one job only):
     the jobs it waits for; it becomes runnable once all of them succeeded.
+    `dispatched`: the caller sends their slice tasks after the commit (a free worker
+    was reserved for them), so `dispatch()` must not pick them again.
     """
     now = timezone.now()
     for job in jobs:
         job.status = Status.QUEUED
         job.created_at = job.updated_at = now
+        job.dispatched_at = now if dispatched else None
     if after:
         jobs[0].upstream_pending = _mark_upstream(after)
     if len(jobs) == 1:
