@@ -15,6 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -28,7 +29,12 @@ from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
-from sheets.services import sheet_job_submit, sheet_upload, sheet_write_back
+from sheets.services import (
+    sheet_job_submit,
+    sheet_upload,
+    sheet_write_back,
+    sheets_batch_submit,
+)
 from sheets.sources import SourceError
 
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
@@ -61,7 +67,13 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
     page = Paginator(sheets, 25).get_page(request.GET.get("page"))
     latest = _latest_jobs(list(page.object_list))
     rows = [(sheet, latest.get(sheet.pk)) for sheet in page.object_list]
-    context = {"page": page, "rows": rows, "error": error, "max_mb": _max_mb()}
+    context = {
+        "page": page,
+        "rows": rows,
+        "error": error,
+        "max_mb": _max_mb(),
+        "processors": all_processors(),
+    }
     return render(request, "sheets/sheet_list.html", context, status=status)
 
 
@@ -82,9 +94,12 @@ def upload(request: HttpRequest) -> HttpResponse:
     declared = int(request.META.get("CONTENT_LENGTH") or 0)
     if declared > settings.CONVEYOR_MAX_UPLOAD_BYTES + 64 * 1024:
         return _render_list(request, f"The file is larger than the {_max_mb()} MB limit.", 413)
-    file = request.FILES.get("file")
+    files = request.FILES.getlist("file")
+    file = files[0] if files else None
     link = request.POST.get("google_url", "").strip()
     worksheet = request.POST.get("worksheet", "").strip() or None
+    if len(files) > 1:
+        return _upload_several(request, files, worksheet)
     try:
         if file is not None:
             sheet = sheet_upload(upload=file, owner=request.user, worksheet=worksheet)
@@ -102,6 +117,51 @@ def upload(request: HttpRequest) -> HttpResponse:
     else:
         messages.info(request, f"Importing {sheet.name} in the background: follow it below.")
     return redirect(sheet)
+
+
+class _RefusedFile(Exception):
+    """One file of a several-file upload was refused; the message names it."""
+
+
+def _upload_several(request: HttpRequest, files: list, worksheet: str | None) -> HttpResponse:
+    """Several files: all of them imported (and, with a processor, run as one batch), or
+    none. Each is imported within the request and transaction (the request body is
+    bounded by the upload limit), so a bad file rolls back the sheets and jobs of the
+    others and the message names it."""
+    processor = request.POST.get("processor", "").strip()
+    try:
+        with transaction.atomic():
+            sheets = [_import_named(file, request.user, worksheet) for file in files]
+            batch = _batch_of(sheets, request.user, processor) if processor else None
+    except _RefusedFile as exc:
+        return _render_list(request, f"{exc} Nothing was imported.", 400)
+    except QuotaExceeded as exc:
+        return _render_list(request, str(exc), 429)
+    except JobActionError as exc:
+        return _render_list(request, str(exc), 409)
+    if batch is None:
+        messages.success(request, f"Imported {len(sheets)} sheets.")
+        return redirect("sheets:list")
+    messages.success(request, f"Imported {len(sheets)} sheets; batch #{batch.pk} is running.")
+    return redirect(batch)
+
+
+def _import_named(file, owner, worksheet: str | None) -> Sheet:
+    try:
+        return sheet_from_upload(upload=file, owner=owner, worksheet=worksheet)
+    except SourceError as exc:
+        raise _RefusedFile(f"{file.name}: {exc}") from None
+
+
+def _batch_of(sheets: list[Sheet], owner, processor: str):
+    try:
+        batch, _ = sheets_batch_submit(sheets=sheets, owner=owner, processor=processor)
+    except UnknownProcessor as exc:
+        raise _RefusedFile(str(exc)) from None
+    except SheetParamsError as exc:
+        name = getattr(getattr(exc, "sheet", None), "name", "")
+        raise _RefusedFile(f"{name}: {exc}" if name else str(exc)) from None
+    return batch
 
 
 @require_POST

@@ -167,3 +167,28 @@ def test_api_creates_a_batch_all_or_nothing(user):
     assert alice.get(f"/api/jobs/{job_id}/").json()["batch"] == body["id"]
     cancelled = alice.post(f"/api/batches/{body['id']}/cancel/").json()
     assert cancelled["changed"] == 2 and cancelled["finished"] is True
+
+
+def csv_file(name: str, content: bytes = b"name,email\nAnn,ann@example.com\n"):
+    return SimpleUploadedFile(name, content, "text/csv")
+
+
+@pytest.mark.django_db
+def test_uploading_several_files_with_a_processor_makes_one_batch(user):
+    files = [csv_file("one.csv"), csv_file("two.csv")]
+    response = logged_in(user).post("/sheets/upload/", {"file": files, "processor": "clean"})
+    batch = Batch.objects.get()
+    assert response.status_code == 302 and response.url == f"/jobs/batches/{batch.pk}/"
+    names = {job.params["sheet_id"] for job in batch.jobs.all()}
+    assert names == set(Sheet.objects.values_list("pk", flat=True)) and len(names) == 2
+
+
+@pytest.mark.django_db
+def test_a_bad_file_in_a_multi_upload_is_named_and_nothing_is_made(user):
+    files = [csv_file("good.csv"), csv_file("empty.csv", b""), csv_file("also-good.csv")]
+    response = logged_in(user).post("/sheets/upload/", {"file": files, "processor": "clean"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "empty.csv:" in page and "Nothing was imported." in page
+    assert not Sheet.objects.exists() and not Job.objects.exists()
+    assert not Batch.objects.exists()
