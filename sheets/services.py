@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 
 from jobs.engine.errors import JobActionError
 from jobs.engine.services import Submission, batch_submit, job_submit
@@ -61,6 +62,32 @@ def sheet_job_submit(
         entity_key=step_key,
         after=after,
     )
+
+
+def sheet_chain_submit(*, sheet: Sheet, owner, steps: list[dict[str, Any]]) -> list[Job]:
+    """Queue steps on one sheet as one submission: each step (the keyword arguments of
+    `sheet_job_submit`) waits for the one before it, so it may read its output columns.
+
+    All steps or none (one transaction). A refused step raises its SheetParamsError with
+    `step` (its index); a sheet that already has an active job raises JobActionError
+    (its first step would be that job, not a new one).
+    """
+    jobs: list[Job] = []
+    with transaction.atomic():
+        for index, step in enumerate(steps):
+            after = [jobs[-1].pk] if jobs else []
+            try:
+                job, created = sheet_job_submit(sheet=sheet, owner=owner, after=after, **step)
+            except SheetParamsError as exc:
+                exc.step = index
+                raise
+            if not created:
+                raise JobActionError(
+                    f"This sheet already has an active job (#{job.pk}): wait for it, or "
+                    "cancel it, before starting a chain."
+                )
+            jobs.append(job)
+    return jobs
 
 
 def sheets_batch_submit(

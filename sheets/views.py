@@ -24,12 +24,14 @@ from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from sheets import export
+from sheets.chains import chain_progress, sheet_jobs
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
 from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
 from sheets.services import (
+    sheet_chain_submit,
     sheet_job_submit,
     sheet_upload,
     sheet_write_back,
@@ -41,6 +43,7 @@ SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
 RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
+THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 
 
 def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
@@ -48,7 +51,7 @@ def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
 
 
 def _sheet_jobs(sheet: Sheet):
-    return Job.objects.filter(kind=KIND, owner=sheet.owner_id, entity_key=entity_key(sheet))
+    return sheet_jobs(sheet)
 
 
 def _latest_jobs(sheets: list[Sheet]) -> dict[int, Job]:
@@ -209,7 +212,13 @@ def _form_context(sheet: Sheet, job: Job | None, data: dict[str, Any], errors: d
         "priority": data.get("priority", "normal"),
         "priorities": PRIORITIES,
         "errors": errors,
+        "then_steps": _padded(data.get("then_steps") or []),
     }
+
+
+def _padded(steps: list[dict[str, str]]) -> list[dict[str, str]]:
+    blank = {"processor": "", "columns": "", "options": "", "error": ""}
+    return steps + [dict(blank) for _ in range(THEN_STEPS - len(steps))]
 
 
 def _render_sheet(
@@ -220,12 +229,17 @@ def _render_sheet(
     status: int = 200,
 ) -> HttpResponse:
     job = _sheet_jobs(sheet).order_by("-created_at", "-id").first()
+    chain = chain_progress(job) if job is not None else None
+    if chain is not None:
+        job = chain.current  # the step running now (or next): the page follows it live
     finished_while_away = False
     if job is not None and job.is_terminal:
         finished_while_away = bool(notifications_mark_read(user=request.user, job=job))
     context = {
         "sheet": sheet,
         "job": job,
+        "chain": chain,
+        "live_entities": _live_entities(sheet, chain),
         "live_id": "current-job-live",
         "finished_while_away": finished_while_away,
         "preview": preview_rows(sheet, limit=10),
@@ -235,6 +249,17 @@ def _render_sheet(
         **(_results_context(request, sheet, job) if job is not None else {}),
     }
     return render(request, "sheets/sheet_detail.html", context, status=status)
+
+
+def _live_entities(sheet: Sheet, chain) -> list[str]:
+    """The entity keys the page follows: the sheet's, and its chain's steps' (the current
+    step's last, so that its snapshot is the one the page shows after connecting)."""
+    keys = [entity_key(sheet)]
+    if chain is not None:
+        keys += [step.entity_key for step in chain.steps]
+        keys.append(chain.current.entity_key)
+        keys = list(reversed(dict.fromkeys(reversed(keys))))  # unique, keeping last places
+    return keys
 
 
 @require_GET
@@ -306,6 +331,9 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
     if _staff_only_priority(request, data["priority"]):
         errors = {"priority": "Choose high, normal or low (other priorities are for staff)."}
         return _render_sheet(request, sheet, data, errors, 400)
+    data["then_steps"] = _posted_steps(post)
+    if any(step["processor"] for step in data["then_steps"]):
+        return _start_chain(request, sheet, data)
     try:
         data["options"] = _posted_options(get_processor(data["processor"]), post)
         job, created = sheet_job_submit(
@@ -337,6 +365,92 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
             "You'll get a notification when it finishes.",
         )
         return redirect("sheets:list")
+    return redirect(sheet)
+
+
+def _posted_steps(post) -> list[dict[str, str]]:
+    """The "then run …" steps as typed (for the chain, and to show them again)."""
+    names, columns, options = (
+        post.getlist(f"then_{f}") for f in ("processor", "columns", "options")
+    )
+    steps = []
+    for index, name in enumerate(names[:THEN_STEPS]):
+        steps.append(
+            {
+                "processor": name.strip(),
+                "columns": (columns[index] if index < len(columns) else "").strip(),
+                "options": options[index] if index < len(options) else "",
+                "error": "",
+            }
+        )
+    return steps
+
+
+def _step_options(text: str) -> dict[str, str]:
+    """NAME=VALUE lines (the processor checks the values); raises SheetParamsError."""
+    options: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise SheetParamsError({"options": f"Write options as NAME=VALUE, not {line!r}."})
+        options[name.strip()] = value.strip()
+    return options
+
+
+def _start_chain(request: HttpRequest, sheet: Sheet, data: dict[str, Any]) -> HttpResponse:
+    """The first step and its "then run …" steps as one submission (all or none)."""
+    chosen = [step for step in data["then_steps"] if step["processor"]]
+    common = {
+        "start_row": data["start_row"],
+        "row_count": data["row_count"],
+        "row_timeout": request.POST.get("row_timeout", ""),
+        "priority": data["priority"],
+    }
+    try:
+        data["options"] = _posted_options(get_processor(data["processor"]), request.POST)
+        steps = [
+            {
+                "processor": data["processor"],
+                "options": data["options"],
+                "columns": data["columns"] or None,
+                **common,
+            }
+        ]
+    except UnknownProcessor as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 400)
+    for step in chosen:
+        try:
+            options = _step_options(step["options"])
+        except SheetParamsError as exc:
+            step["error"] = str(exc)
+            return _render_sheet(request, sheet, data, {}, 400)
+        steps.append(
+            {
+                "processor": step["processor"],
+                "options": options,
+                "columns": step["columns"] or None,
+                **common,
+            }
+        )
+    try:
+        jobs = sheet_chain_submit(sheet=sheet, owner=sheet.owner, steps=steps)
+    except SheetParamsError as exc:
+        if not getattr(exc, "step", 0):
+            return _render_sheet(request, sheet, data, exc.errors, 400)
+        chosen[exc.step - 1]["error"] = "; ".join(exc.errors.values())
+        return _render_sheet(request, sheet, data, {}, 400)
+    except QuotaExceeded as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 429)
+    except JobActionError as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 409)
+    except ValueError as exc:  # priority
+        return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
+    messages.success(
+        request,
+        f"A chain of {len(jobs)} steps is queued (jobs {', '.join(f'#{job.pk}' for job in jobs)}).",
+    )
     return redirect(sheet)
 
 
