@@ -192,3 +192,11 @@ def test_a_bad_file_in_a_multi_upload_is_named_and_nothing_is_made(user):
     assert "empty.csv:" in page and "Nothing was imported." in page
     assert not Sheet.objects.exists() and not Job.objects.exists()
     assert not Batch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_job_page_links_to_its_batch(user):
+    batch = make_batch(user)
+    job = batch.jobs.first()
+    page = logged_in(user).get(f"/jobs/{job.pk}/").content.decode()
+    assert f'href="/jobs/batches/{batch.pk}/"' in page
