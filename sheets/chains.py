@@ -66,8 +66,8 @@ class ChainProgress:
 
 def chain_progress(job: Job) -> ChainProgress | None:
     """The progress of the job's chain; None for a job that is not a chain's step."""
-    if not job.has_dependents and not job.upstream_pending and not job.upstream_links.exists():
-        return None
+    if not job.has_dependents and ":after:" not in job.entity_key:
+        return None  # neither waited for nor waiting (a later step's key says `after`)
     steps = chain_of(job)
     if len(steps) < 2:
         return None
