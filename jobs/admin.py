@@ -30,7 +30,16 @@ from jobs.engine.redact import redact
 from jobs.engine.schedules import schedule_pause, schedule_resume, schedule_run_now
 from jobs.engine.services import ACTIONS
 from jobs.engine.tokens import token_revoke
-from jobs.models import ApiToken, FailedJob, Job, JobEvent, Notification, Schedule, Worker
+from jobs.models import (
+    ApiToken,
+    Batch,
+    FailedJob,
+    Job,
+    JobEvent,
+    Notification,
+    Schedule,
+    Worker,
+)
 from jobs.templatetags.jobs_extras import duration, pretty_json
 
 TIMELINE_LIMIT = 200  # events shown on a job's page (newest), however long its life
@@ -201,7 +210,7 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
         ("finished_at", admin.DateFieldListFilter),
     ]
     search_fields = ["entity_key", "session_key", "owner__username", "label", "error"]
-    extra_lookups = ("entity_key",)  # a sheet's admin page links to its jobs
+    extra_lookups = ("entity_key", "batch")  # a sheet's and a batch's admin pages link here
     search_help_text = "Job id (12 or #12), entity or session key, owner, label or error text."
     list_select_related = ["owner"]
     list_per_page = 50
@@ -248,7 +257,7 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
                 ]
             },
         ),
-        ("Keys", {"fields": ["entity_key", "session_key", "dependencies"]}),
+        ("Keys", {"fields": ["entity_key", "session_key", "dependencies", "batch_link"]}),
         ("Parameters and result", {"fields": ["params_json", "result_json"]}),
         ("Error", {"fields": ["error_display", "traceback_display"]}),
         (
@@ -423,6 +432,13 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
                 for other, word in upstream + downstream
             ),
         )
+
+    @admin.display(description="batch")
+    def batch_link(self, job: Job) -> SafeString | str:
+        if not job.batch_id:
+            return "—"
+        url = reverse("admin:jobs_batch_change", args=[job.batch_id])
+        return format_html('<a href="{}">#{}</a>', url, job.batch_id)
 
     @admin.display(description="links")
     def links(self, job: Job) -> SafeString:
@@ -732,6 +748,53 @@ class NotificationAdmin(admin.ModelAdmin):
     def mark_unread(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         count = queryset.filter(read_at__isnull=False).update(read_at=None)
         self.message_user(request, f"{plural(count, 'notification')} marked unread.")
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches, read-only: their jobs are acted on in bulk from the job list (filtered to
+    the batch by the link here) or the batch's page."""
+
+    list_display = [
+        "id",
+        "title",
+        "owner",
+        "job_count",
+        "unfinished",
+        "created_at",
+        "finished_at",
+        "jobs_link",
+    ]
+    list_display_links = ["id", "title"]
+    list_filter = [
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["label", "owner__username"]
+    list_select_related = ["owner"]
+    fields = [
+        "id",
+        "title",
+        "owner",
+        "job_count",
+        "unfinished",
+        "created_at",
+        "finished_at",
+        "jobs_link",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="jobs")
+    def jobs_link(self, batch: Batch) -> SafeString:
+        url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}"
+        page = batch.get_absolute_url()
+        return format_html('<a href="{}">Its jobs</a> · <a href="{}">Live page</a>', url, page)
 
 
 @admin.register(Worker)

@@ -82,6 +82,62 @@ class JobQuerySet(models.QuerySet):
         return self.claimable(now).filter(dispatched_at__isnull=True)
 
 
+class BatchQuerySet(models.QuerySet):
+    def visible_to(self, user) -> BatchQuerySet:
+        """Owners see their batches, staff all of them (as for jobs)."""
+        if not user or not user.is_authenticated:
+            return self.none()
+        if user.is_staff:
+            return self
+        return self.filter(owner=user)
+
+
+class Batch(models.Model):
+    """Jobs submitted together (several files, several sheets): one progress, one
+    notification when the last of them ends, and controls that act on all of them.
+
+    `unfinished` counts its jobs that have not ended: the transition that ends one (or
+    queues it again) moves the counter in its own transaction (`jobs.engine.journal`),
+    so the one that brings it to 0 notifies the owner, once, with no scan of the jobs.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="job_batches",
+    )
+    label = models.CharField(max_length=200, blank=True)
+    job_count = models.PositiveIntegerField(default=0)
+    unfinished = models.PositiveIntegerField(default=0, help_text="Jobs not yet ended.")
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its last job ended (None while one is active)."
+    )
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        indexes = [models.Index(fields=["owner", "-created_at"], name="batch_owner_created_idx")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("jobs:batch", args=[self.pk])
+
+    @property
+    def title(self) -> str:
+        return self.label or f"Batch #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.unfinished == 0
+
+
 class Job(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -165,6 +221,14 @@ class Job(models.Model):
     )
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The due time of the schedule this job is the run of."
+    )
+    batch = models.ForeignKey(
+        Batch,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        help_text="The batch it was submitted in: notified with it, not on its own.",
     )
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -402,7 +466,8 @@ class JobEvent(models.Model):
 
 
 class Notification(models.Model):
-    """One per terminal transition of a user's job; unread until seen."""
+    """One per terminal transition of a user's job (or, for the jobs of a batch, one
+    when the batch's last job ends); unread until seen."""
 
     class Level(models.TextChoices):
         SUCCESS = "success"
@@ -413,6 +478,9 @@ class Notification(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_notifications"
     )
     job = models.ForeignKey(Job, null=True, on_delete=models.CASCADE, related_name="notifications")
+    batch = models.ForeignKey(
+        Batch, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
     level = models.CharField(max_length=8, choices=Level.choices, default=Level.INFO)
     message = models.CharField(max_length=500)
     url = models.CharField(max_length=500, blank=True)

@@ -7,6 +7,7 @@ or a permission means the same everywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
-from jobs.models import Job, JobDependency, JobEvent, Notification, Schedule, Worker
+from jobs.models import Batch, Job, JobDependency, JobEvent, Notification, Schedule, Worker
 
 if TYPE_CHECKING:
     from jobs.engine.services import Action
@@ -201,3 +202,41 @@ def check_may_act_on_schedule(user: Any, schedule: Schedule, permission: str = "
         raise JobActionError(
             f"Schedule #{schedule.pk} belongs to another user; you may not change it."
         )
+
+
+def visible_batches(user: Any) -> QuerySet[Batch]:
+    """The user's batches (staff: all), with their owner."""
+    return Batch.objects.visible_to(user).select_related("owner")
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """A batch's one progress: its jobs, how many are in each status, and a percentage
+    (the mean of its jobs' progress, a job that ended counting as whole)."""
+
+    batch: Batch
+    jobs: list[Job]
+    counts: dict[str, int]
+    percent: int
+
+    @property
+    def ended(self) -> int:
+        return sum(self.counts.get(status, 0) for status in Job.TERMINAL)
+
+    @property
+    def status(self) -> str:
+        """active while a job is; else succeeded when all did, else finished."""
+        if self.ended < len(self.jobs):
+            return "active"
+        return "succeeded" if self.counts.get(Status.SUCCEEDED) == len(self.jobs) else "finished"
+
+
+def batch_progress(batch: Batch) -> BatchProgress:
+    """One query: the batch's jobs (owner prefetched) and what they add up to."""
+    jobs = list(batch.jobs.select_related("owner").order_by("pk"))
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    shares = [100 if job.is_terminal else (job.percent or 0) for job in jobs]
+    percent = int(sum(shares) / len(shares)) if shares else 0
+    return BatchProgress(batch, jobs, counts, percent)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from jobs.engine.redact import redact
-from jobs.models import Job, JobEvent, Notification, Priority, Schedule
+from jobs.models import Batch, Job, JobEvent, Notification, Priority, Schedule
 
 
 def iso(value: datetime | None) -> str | None:
@@ -62,6 +62,7 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "cancelled_at": iso(job.cancelled_at),
         "schedule": job.schedule_id,
         "scheduled_for": iso(job.scheduled_for),
+        "batch": job.batch_id,
     }
     data.update(_dependencies(job))
     if isinstance(job.result, dict) and "reused" in job.result:
@@ -107,6 +108,7 @@ def notification_as_dict(notification: Notification) -> dict[str, Any]:
         "message": notification.message,
         "url": notification.url,
         "job_id": notification.job_id,
+        "batch_id": notification.batch_id,
         "created_at": iso(notification.created_at),
         "read_at": iso(notification.read_at),
         "read": notification.read_at is not None,
@@ -141,4 +143,23 @@ def schedule_as_dict(schedule: Schedule) -> dict[str, Any]:
         "last_error": schedule.last_error,
         "created_at": iso(schedule.created_at),
         "updated_at": iso(schedule.updated_at),
+    }
+
+
+def batch_as_dict(batch: Batch, jobs: list[Job], percent: int) -> dict[str, Any]:
+    """A batch with its one progress and its jobs' ids and statuses (from
+    `selectors.batch_progress`, which reads them in one query)."""
+    return {
+        "id": batch.pk,
+        "label": batch.label,
+        "title": batch.title,
+        "owner": batch.owner.get_username() if batch.owner_id else None,
+        "job_count": batch.job_count,
+        "unfinished": batch.unfinished,
+        "finished": batch.is_finished,
+        "percent": percent,
+        "jobs": [{"id": job.pk, "status": job.status, "percent": job.percent} for job in jobs],
+        "url": batch.get_absolute_url(),
+        "created_at": iso(batch.created_at),
+        "finished_at": iso(batch.finished_at),
     }

@@ -1,5 +1,5 @@
 """The sheet verbs of `manage.py conveyor`: `submit` (import a CSV/XLSX file, a Google
-Sheet or an imported sheet and start a job on it), `export` (write a sheet job's
+Sheet or an imported sheet and start a job on it; several of them: a batch), `export` (write a sheet job's
 results) and `schedule add` (process a sheet on a cron expression or an interval; a
 Google Sheet is re-read at every run), registered with the command's verb registry.
 
@@ -29,15 +29,15 @@ from jobs.cli.base import (
 )
 from jobs.cli.schedules import GROUP, add_schedule_arguments, create_schedule, schedule_text
 from jobs.engine.errors import JobActionError
-from jobs.models import Job, parse_priority
-from jobs.serializers import job_as_dict, schedule_as_dict
+from jobs.models import Batch, Job, parse_priority
+from jobs.serializers import batch_as_dict, job_as_dict, schedule_as_dict
 from sheets.export import csv_chunks, xlsx_file
 from sheets.importing import sheet_from_google, sheet_import
 from sheets.kinds import KIND as SHEET_KIND
 from sheets.kinds import validate_params
 from sheets.models import Sheet
 from sheets.processors import UnknownProcessor, get_processor
-from sheets.services import sheet_job_submit
+from sheets.services import sheet_job_submit, sheets_batch_submit
 from sheets.sources import SourceError, open_upload
 
 GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
@@ -190,6 +190,73 @@ def submit_sheet(
         raise CliError(str(exc)) from None
 
 
+def submit_batch(
+    *,
+    sources: list[str],
+    owner,
+    processor: str,
+    options: dict[str, str],
+    columns: str | None = None,
+    start_row: str | None = None,
+    row_count: str | None = None,
+    row_timeout: str | None = None,
+    worksheet: str | None = None,
+    priority: str | None = None,
+) -> tuple[Batch, list[Job]]:
+    """Import every source and queue one job per sheet as one batch: all or nothing.
+
+    A source that cannot be imported, or whose sheet refuses the job's parameters, ends
+    the command with a message naming it, and the sheets already imported for the batch
+    are deleted again.
+    """
+    check_processor(processor)
+    check_priority(priority)
+    imported: list[Sheet] = []
+    sheets: list[Sheet] = []
+    try:
+        for source in sources:
+            sheet = _import_named(source, owner, worksheet)
+            sheets.append(sheet)
+            if not is_sheet_ref(source):
+                imported.append(sheet)
+        return sheets_batch_submit(
+            sheets=sheets,
+            owner=owner,
+            processor=processor,
+            options=options,
+            columns=columns,
+            start_row=start_row,
+            row_count=row_count,
+            row_timeout=row_timeout,
+            priority=priority,
+        )
+    except ValueError as exc:  # SheetParamsError is one
+        _delete(imported)
+        errors = getattr(exc, "errors", None)
+        message = params_message(errors) if errors else str(exc)
+        where = sources[sheets.index(exc.sheet)] if hasattr(exc, "sheet") else ""
+        raise CliError(f"{where}: {message}" if where else message) from None
+    except JobActionError as exc:
+        _delete(imported)
+        raise CliError(str(exc)) from None
+    except CliError:
+        _delete(imported)
+        raise
+
+
+def _import_named(source: str, owner, worksheet: str | None) -> Sheet:
+    try:
+        return import_sheet(source, owner, worksheet)
+    except CliError as exc:
+        message = exc.message if exc.message.startswith(source) else f"{source}: {exc.message}"
+        raise CliError(message, exc.code) from None
+
+
+def _delete(sheets: list[Sheet]) -> None:
+    for sheet in sheets:
+        sheet.delete()
+
+
 # -- exporting ----------------------------------------------------------------------------
 
 
@@ -256,7 +323,10 @@ def _sheet_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _submit_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument(
-        "path", metavar="PATH", help="CSV or XLSX file, a Google Sheet URL/id, or sheet:ID."
+        "path",
+        metavar="PATH",
+        nargs="+",
+        help="CSV or XLSX file, a Google Sheet URL/id, or sheet:ID; several: one batch.",
     )
     _sheet_job_arguments(submit)
     submit.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
@@ -267,8 +337,11 @@ def _submit_arguments(submit: argparse.ArgumentParser) -> None:
 
 
 def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
+    if len(options["path"]) > 1:
+        _submit_batch(command, user, options)
+        return
     job = submit_sheet(
-        source=options["path"],
+        source=options["path"][0],
         owner=user,
         processor=options["processor"],
         options=parse_options(options["option"]),
@@ -291,6 +364,31 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
         command.print_json(job_as_dict(job))
     if job.status != Job.Status.SUCCEEDED:
         raise CliError("", EXIT_JOB_FAILED)
+
+
+def _submit_batch(command: Any, user: Any, options: dict[str, Any]) -> None:
+    """Several sources: one batch. Prints `batch <id>` then the job ids, one a line."""
+    if options["after"] or options["wait"]:
+        raise CliError("--after and --wait take one PATH; several PATHs make a batch.")
+    batch, jobs = submit_batch(
+        sources=options["path"],
+        owner=user,
+        processor=options["processor"],
+        options=parse_options(options["option"]),
+        columns=options["columns"],
+        start_row=options["start_row"],
+        row_count=options["rows"],
+        row_timeout=options["row_timeout"],
+        worksheet=options["worksheet"],
+        priority=options["priority"],
+    )
+    if options["json"]:
+        progress = selectors.batch_progress(batch)
+        command.print_json(batch_as_dict(batch, progress.jobs, progress.percent))
+        return
+    command.stdout.write(f"batch {batch.pk}")
+    for job in jobs:
+        command.stdout.write(str(job.pk))
 
 
 def _export_arguments(export: argparse.ArgumentParser) -> None:

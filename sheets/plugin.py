@@ -1,6 +1,6 @@
 """What sheets plugs into jobs' front ends for the `sheets.process` kind, in one place:
 the sheet's page as the job's entity page, the live signal that refreshes the page's
-results table, links on the job's admin page, and RowResult as its unit table.
+results table (and, for a step of a chain, the chain's one progress), links on the job's admin page, and RowResult as its unit table.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from jobs.extensions import Link, UnitTable, extend_kind
 from jobs.models import Job
+from sheets.chains import chain_progress
 from sheets.kinds import KIND
 from sheets.models import Sheet
 
@@ -28,9 +29,14 @@ def sheet_page(job: Job) -> str:
 
 
 def results_signal(job: Job) -> str:
-    """Tells the sheet's page that rows were committed, so it refreshes its results."""
+    """Tells the sheet's page that rows were committed, so it refreshes its results; a
+    step of a chain also brings the chain's progress ("Step 2 of 3: llm 40 %")."""
     context = {"job": job, "oob": True}
-    return render_to_string("sheets/sheet_detail.html#results_signal", context)
+    html = render_to_string("sheets/sheet_detail.html#results_signal", context)
+    chain = chain_progress(job)
+    if chain is not None:
+        html += render_to_string("sheets/_chain.html", {"chain": chain, "oob": True})
+    return html
 
 
 def row_results_url(*, job: int | None = None, sheet: int | None = None, errors: bool = False):

@@ -6,13 +6,15 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 
 from jobs.engine.errors import JobActionError
-from jobs.engine.services import job_submit
-from jobs.models import Job
+from jobs.engine.services import Submission, batch_submit, job_submit
+from jobs.models import Batch, Job
 from sheets.importing import sheet_from_upload, sheet_import_later
-from sheets.kinds import IMPORT, KIND, WRITE_BACK, entity_key, validate_params
+from sheets.kinds import IMPORT, KIND, WRITE_BACK, SheetParamsError, entity_key, validate_params
 from sheets.models import Sheet
+from sheets.processors import get_processor
 
 
 def sheet_job_submit(
@@ -60,6 +62,71 @@ def sheet_job_submit(
         entity_key=step_key,
         after=after,
     )
+
+
+def sheet_chain_submit(*, sheet: Sheet, owner, steps: list[dict[str, Any]]) -> list[Job]:
+    """Queue steps on one sheet as one submission: each step (the keyword arguments of
+    `sheet_job_submit`) waits for the one before it, so it may read its output columns.
+
+    All steps or none (one transaction). A refused step raises its SheetParamsError with
+    `step` (its index); a sheet that already has an active job raises JobActionError
+    (its first step would be that job, not a new one).
+    """
+    jobs: list[Job] = []
+    with transaction.atomic():
+        for index, step in enumerate(steps):
+            after = [jobs[-1].pk] if jobs else []
+            try:
+                job, created = sheet_job_submit(sheet=sheet, owner=owner, after=after, **step)
+            except SheetParamsError as exc:
+                exc.step = index
+                raise
+            if not created:
+                raise JobActionError(
+                    f"This sheet already has an active job (#{job.pk}): wait for it, or "
+                    "cancel it, before starting a chain."
+                )
+            jobs.append(job)
+    return jobs
+
+
+def sheets_batch_submit(
+    *,
+    sheets: list[Sheet],
+    owner,
+    processor: str,
+    options: dict[str, Any] | None = None,
+    columns: list[str] | str | None = None,
+    start_row: int | str | None = None,
+    row_count: int | str | None = None,
+    row_timeout: float | str | None = None,
+    priority: str | int | None = None,
+    label: str = "",
+) -> tuple[Batch, list[Job]]:
+    """One `sheets.process` job per sheet, with the same processor and options, as one
+    batch (one progress, one notification). Every sheet's parameters are checked before
+    anything is created; a refusal is a SheetParamsError whose `sheet` says which."""
+    submissions = []
+    for sheet in sheets:
+        raw = {
+            "sheet_id": sheet.pk,
+            "processor": processor,
+            "options": options or {},
+            "columns": columns,
+            "start_row": start_row,
+            "row_count": row_count,
+            "row_timeout": row_timeout,
+        }
+        try:
+            params = validate_params(raw, owner)
+        except SheetParamsError as exc:
+            exc.sheet = sheet
+            raise
+        submissions.append(Submission(kind=KIND, params=params, owner=owner, priority=priority))
+    if not label:
+        count = f"{len(sheets)} sheet{'s' if len(sheets) != 1 else ''}"
+        label = f"{count} · {get_processor(processor).label}"
+    return batch_submit(owner=owner, submissions=submissions, label=label)
 
 
 def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -> Sheet:

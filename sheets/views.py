@@ -15,6 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -23,18 +24,26 @@ from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from sheets import export
+from sheets.chains import chain_progress, sheet_jobs
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
 from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
-from sheets.services import sheet_job_submit, sheet_upload, sheet_write_back
+from sheets.services import (
+    sheet_chain_submit,
+    sheet_job_submit,
+    sheet_upload,
+    sheet_write_back,
+    sheets_batch_submit,
+)
 from sheets.sources import SourceError
 
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
 RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
+THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 
 
 def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
@@ -42,7 +51,7 @@ def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
 
 
 def _sheet_jobs(sheet: Sheet):
-    return Job.objects.filter(kind=KIND, owner=sheet.owner_id, entity_key=entity_key(sheet))
+    return sheet_jobs(sheet)
 
 
 def _latest_jobs(sheets: list[Sheet]) -> dict[int, Job]:
@@ -61,7 +70,13 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
     page = Paginator(sheets, 25).get_page(request.GET.get("page"))
     latest = _latest_jobs(list(page.object_list))
     rows = [(sheet, latest.get(sheet.pk)) for sheet in page.object_list]
-    context = {"page": page, "rows": rows, "error": error, "max_mb": _max_mb()}
+    context = {
+        "page": page,
+        "rows": rows,
+        "error": error,
+        "max_mb": _max_mb(),
+        "processors": all_processors(),
+    }
     return render(request, "sheets/sheet_list.html", context, status=status)
 
 
@@ -82,9 +97,12 @@ def upload(request: HttpRequest) -> HttpResponse:
     declared = int(request.META.get("CONTENT_LENGTH") or 0)
     if declared > settings.CONVEYOR_MAX_UPLOAD_BYTES + 64 * 1024:
         return _render_list(request, f"The file is larger than the {_max_mb()} MB limit.", 413)
-    file = request.FILES.get("file")
+    files = request.FILES.getlist("file")
+    file = files[0] if files else None
     link = request.POST.get("google_url", "").strip()
     worksheet = request.POST.get("worksheet", "").strip() or None
+    if len(files) > 1:
+        return _upload_several(request, files, worksheet)
     try:
         if file is not None:
             sheet = sheet_upload(upload=file, owner=request.user, worksheet=worksheet)
@@ -102,6 +120,51 @@ def upload(request: HttpRequest) -> HttpResponse:
     else:
         messages.info(request, f"Importing {sheet.name} in the background: follow it below.")
     return redirect(sheet)
+
+
+class _RefusedFile(Exception):
+    """One file of a several-file upload was refused; the message names it."""
+
+
+def _upload_several(request: HttpRequest, files: list, worksheet: str | None) -> HttpResponse:
+    """Several files: all of them imported (and, with a processor, run as one batch), or
+    none. Each is imported within the request and transaction (the request body is
+    bounded by the upload limit), so a bad file rolls back the sheets and jobs of the
+    others and the message names it."""
+    processor = request.POST.get("processor", "").strip()
+    try:
+        with transaction.atomic():
+            sheets = [_import_named(file, request.user, worksheet) for file in files]
+            batch = _batch_of(sheets, request.user, processor) if processor else None
+    except _RefusedFile as exc:
+        return _render_list(request, f"{exc} Nothing was imported.", 400)
+    except QuotaExceeded as exc:
+        return _render_list(request, str(exc), 429)
+    except JobActionError as exc:
+        return _render_list(request, str(exc), 409)
+    if batch is None:
+        messages.success(request, f"Imported {len(sheets)} sheets.")
+        return redirect("sheets:list")
+    messages.success(request, f"Imported {len(sheets)} sheets; batch #{batch.pk} is running.")
+    return redirect(batch)
+
+
+def _import_named(file, owner, worksheet: str | None) -> Sheet:
+    try:
+        return sheet_from_upload(upload=file, owner=owner, worksheet=worksheet)
+    except SourceError as exc:
+        raise _RefusedFile(f"{file.name}: {exc}") from None
+
+
+def _batch_of(sheets: list[Sheet], owner, processor: str):
+    try:
+        batch, _ = sheets_batch_submit(sheets=sheets, owner=owner, processor=processor)
+    except UnknownProcessor as exc:
+        raise _RefusedFile(str(exc)) from None
+    except SheetParamsError as exc:
+        name = getattr(getattr(exc, "sheet", None), "name", "")
+        raise _RefusedFile(f"{name}: {exc}" if name else str(exc)) from None
+    return batch
 
 
 @require_POST
@@ -149,7 +212,13 @@ def _form_context(sheet: Sheet, job: Job | None, data: dict[str, Any], errors: d
         "priority": data.get("priority", "normal"),
         "priorities": PRIORITIES,
         "errors": errors,
+        "then_steps": _padded(data.get("then_steps") or []),
     }
+
+
+def _padded(steps: list[dict[str, str]]) -> list[dict[str, str]]:
+    blank = {"processor": "", "columns": "", "options": "", "error": ""}
+    return steps + [dict(blank) for _ in range(THEN_STEPS - len(steps))]
 
 
 def _render_sheet(
@@ -160,12 +229,17 @@ def _render_sheet(
     status: int = 200,
 ) -> HttpResponse:
     job = _sheet_jobs(sheet).order_by("-created_at", "-id").first()
+    chain = chain_progress(job) if job is not None else None
+    if chain is not None:
+        job = chain.current  # the step running now (or next): the page follows it live
     finished_while_away = False
     if job is not None and job.is_terminal:
         finished_while_away = bool(notifications_mark_read(user=request.user, job=job))
     context = {
         "sheet": sheet,
         "job": job,
+        "chain": chain,
+        "live_entities": _live_entities(sheet, chain),
         "live_id": "current-job-live",
         "finished_while_away": finished_while_away,
         "preview": preview_rows(sheet, limit=10),
@@ -175,6 +249,17 @@ def _render_sheet(
         **(_results_context(request, sheet, job) if job is not None else {}),
     }
     return render(request, "sheets/sheet_detail.html", context, status=status)
+
+
+def _live_entities(sheet: Sheet, chain) -> list[str]:
+    """The entity keys the page follows: the sheet's, and its chain's steps' (the current
+    step's last, so that its snapshot is the one the page shows after connecting)."""
+    keys = [entity_key(sheet)]
+    if chain is not None:
+        keys += [step.entity_key for step in chain.steps]
+        keys.append(chain.current.entity_key)
+        keys = list(reversed(dict.fromkeys(reversed(keys))))  # unique, keeping last places
+    return keys
 
 
 @require_GET
@@ -246,6 +331,9 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
     if _staff_only_priority(request, data["priority"]):
         errors = {"priority": "Choose high, normal or low (other priorities are for staff)."}
         return _render_sheet(request, sheet, data, errors, 400)
+    data["then_steps"] = _posted_steps(post)
+    if any(step["processor"] for step in data["then_steps"]):
+        return _start_chain(request, sheet, data)
     try:
         data["options"] = _posted_options(get_processor(data["processor"]), post)
         job, created = sheet_job_submit(
@@ -277,6 +365,92 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
             "You'll get a notification when it finishes.",
         )
         return redirect("sheets:list")
+    return redirect(sheet)
+
+
+def _posted_steps(post) -> list[dict[str, str]]:
+    """The "then run …" steps as typed (for the chain, and to show them again)."""
+    names, columns, options = (
+        post.getlist(f"then_{f}") for f in ("processor", "columns", "options")
+    )
+    steps = []
+    for index, name in enumerate(names[:THEN_STEPS]):
+        steps.append(
+            {
+                "processor": name.strip(),
+                "columns": (columns[index] if index < len(columns) else "").strip(),
+                "options": options[index] if index < len(options) else "",
+                "error": "",
+            }
+        )
+    return steps
+
+
+def _step_options(text: str) -> dict[str, str]:
+    """NAME=VALUE lines (the processor checks the values); raises SheetParamsError."""
+    options: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip():
+            raise SheetParamsError({"options": f"Write options as NAME=VALUE, not {line!r}."})
+        options[name.strip()] = value.strip()
+    return options
+
+
+def _start_chain(request: HttpRequest, sheet: Sheet, data: dict[str, Any]) -> HttpResponse:
+    """The first step and its "then run …" steps as one submission (all or none)."""
+    chosen = [step for step in data["then_steps"] if step["processor"]]
+    common = {
+        "start_row": data["start_row"],
+        "row_count": data["row_count"],
+        "row_timeout": request.POST.get("row_timeout", ""),
+        "priority": data["priority"],
+    }
+    try:
+        data["options"] = _posted_options(get_processor(data["processor"]), request.POST)
+        steps = [
+            {
+                "processor": data["processor"],
+                "options": data["options"],
+                "columns": data["columns"] or None,
+                **common,
+            }
+        ]
+    except UnknownProcessor as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 400)
+    for step in chosen:
+        try:
+            options = _step_options(step["options"])
+        except SheetParamsError as exc:
+            step["error"] = str(exc)
+            return _render_sheet(request, sheet, data, {}, 400)
+        steps.append(
+            {
+                "processor": step["processor"],
+                "options": options,
+                "columns": step["columns"] or None,
+                **common,
+            }
+        )
+    try:
+        jobs = sheet_chain_submit(sheet=sheet, owner=sheet.owner, steps=steps)
+    except SheetParamsError as exc:
+        if not getattr(exc, "step", 0):
+            return _render_sheet(request, sheet, data, exc.errors, 400)
+        chosen[exc.step - 1]["error"] = "; ".join(exc.errors.values())
+        return _render_sheet(request, sheet, data, {}, 400)
+    except QuotaExceeded as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 429)
+    except JobActionError as exc:
+        return _render_sheet(request, sheet, data, {"processor": str(exc)}, 409)
+    except ValueError as exc:  # priority
+        return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
+    messages.success(
+        request,
+        f"A chain of {len(jobs)} steps is queued (jobs {', '.join(f'#{job.pk}' for job in jobs)}).",
+    )
     return redirect(sheet)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from jobs.api import schedules
+from jobs.api import batches, schedules
 from jobs.api import views as api
 
 app_name = "api"
@@ -22,6 +22,9 @@ urlpatterns = [
     path("jobs/<str:job_id>/retry/", api.job_retry_view, name="retry"),
     path("notifications/", api.notifications, name="notifications"),
     path("notifications/mark-read/", api.notifications_mark_read, name="notifications-mark-read"),
+    path("batches/", batches.batches, name="batches"),
+    path("batches/<str:batch_id>/", batches.batch, name="batch"),
+    path("batches/<str:batch_id>/<slug:action>/", batches.batch_action, name="batch-action"),
     path("schedules/", schedules.schedules, name="schedules"),
     path("schedules/<str:schedule_id>/", schedules.schedule, name="schedule"),
     path(

@@ -1,5 +1,6 @@
 """What a transition leaves behind, written inside its transaction: timeline events,
-the owner's notification, and the announcement that the job changed.
+the owner's notification, the count of its batch's unfinished jobs (and the batch's one
+notification when that reaches 0), and the announcement that the job changed.
 
 Announcing is `pg_notify` on PostgreSQL (delivered only if the transaction commits) or
 a row in the `JobChange` feed that the SQLite relay polls: either way the live relay
@@ -10,14 +11,16 @@ finishing, the next starting on the same worker) still costs one statement each.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
+from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.models import JobChange, JobEvent, Notification
+from jobs.models import Batch, Job, JobChange, JobEvent, Notification
 
 CHANNEL = "conveyor_jobs"
 MAX_MESSAGE = 5000
@@ -84,18 +87,31 @@ class Journal:
         self.events: list[Event] = []
         self.notifications: list[Notification] = []
         self.job_ids: list[int] = []
+        self.batches: Counter[int] = Counter()  # batch id -> its jobs that ended here
 
     def event(self, job_id: int, kind: str, message: str = "", status: str = "", **kw) -> None:
         self.events.append(Event(job_id, kind, message, status, **kw))
 
-    def notify(self, owner_id: int | None, job_id: int, level: str, message: str) -> None:
-        if owner_id:
+    def notify(
+        self, owner_id: int | None, job_id: int, level: str, message: str, batch_id=None
+    ) -> None:
+        """The owner's notification of a job that ended; a job of a batch has none of its
+        own (its batch gets one when its last job ends: `ended`)."""
+        if owner_id and not batch_id:
             self.notifications.append(notification(owner_id, job_id, level, message))
+
+    def ended(self, batch_id: int | None, count: int = 1) -> None:
+        """A job of the batch ended (`count` -1: a job that had ended was queued again)."""
+        if batch_id:
+            self.batches[batch_id] += count
 
     def changed(self, *job_ids: int) -> None:
         self.job_ids += [job_id for job_id in job_ids if job_id not in self.job_ids]
 
     def flush(self) -> None:
+        for batch_id, count in sorted(self.batches.items()):
+            if count:
+                self.notifications += settle_batch(batch_id, count)
         write_events(*self.events)
         if len(self.notifications) == 1:
             self.notifications[0].save(force_insert=True)
@@ -103,6 +119,52 @@ class Journal:
             Notification.objects.bulk_create(self.notifications)
         announce(*self.job_ids)
         self.events, self.notifications, self.job_ids = [], [], []
+        self.batches = Counter()
+
+
+def settle_batch(batch_id: int, ended: int) -> list[Notification]:
+    """Count `ended` jobs of the batch as ended (negative: queued again) in one UPDATE
+    ... RETURNING, which takes the batch row's lock: of concurrent transactions ending its
+    last jobs, exactly one sees 0 and returns the batch's one notification."""
+    table = connection.ops.quote_name(Batch._meta.db_table)
+    larger = "MAX" if connection.vendor == "sqlite" else "GREATEST"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET unfinished = {larger}(unfinished - %s, 0) "
+            "WHERE id = %s RETURNING unfinished, owner_id",
+            [ended, batch_id],
+        )
+        found = cursor.fetchone()
+    if found is None:
+        return []
+    unfinished, owner_id = found
+    if ended < 0:
+        Batch.objects.filter(pk=batch_id).update(finished_at=None)
+        return []
+    if unfinished:
+        return []
+    Batch.objects.filter(pk=batch_id).update(finished_at=timezone.now())
+    return [batch_notification(batch_id, owner_id)] if owner_id else []
+
+
+def batch_notification(batch_id: int, owner_id: int) -> Notification:
+    """ "<batch> finished: 3 succeeded, 1 failed" (the one query of the batch's jobs)."""
+    batch = Batch.objects.get(pk=batch_id)
+    counts = dict(
+        Job.objects.filter(batch_id=batch_id)
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    parts = [f"{counts[s]} {s}" for s in Job.TERMINAL if counts.get(s)]
+    ok = set(counts) <= {Job.Status.SUCCEEDED}
+    return Notification(
+        user_id=owner_id,
+        batch_id=batch_id,
+        level=Notification.Level.SUCCESS if ok else Notification.Level.ERROR,
+        message=f"{batch.title} finished: {', '.join(parts) or 'no jobs'}"[:500],
+        url=reverse("jobs:batch", args=[batch_id]),
+    )
 
 
 def announce(*job_ids: int) -> None:

@@ -1,5 +1,6 @@
 """The one way to change a job from outside a worker: submit, pause, resume, cancel,
-retry, delete, and `ACTIONS`, the table of what users may do to a job.
+retry, delete, and `ACTIONS`, the table of what users may do to a job; batches (jobs
+submitted together) are submitted and controlled here too.
 
 Pages, the JSON API, admin actions and the CLI all call these (through `ACTIONS` for
 the per-job controls). Each runs in one transaction that asks `transitions` for the
@@ -23,7 +24,7 @@ from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.journal import announce
 from jobs.engine.kinds import JobKind, capped_kinds, get_kind
-from jobs.models import Job, JobDependency, Notification, parse_priority
+from jobs.models import Batch, Job, JobDependency, Notification, parse_priority
 
 Status = Job.Status
 
@@ -168,6 +169,66 @@ def job_submit_many(submissions: list[Submission]) -> list[Job]:
         return created
 
     return atomic_retry(create) if jobs else []
+
+
+def batch_submit(
+    *, owner, submissions: list[Submission], label: str = ""
+) -> tuple[Batch, list[Job]]:
+    """Create a batch and its queued jobs in one transaction: all of them or none.
+
+    The batch is notified once, when its last job ends (its jobs are not notified on
+    their own). Jobs that would duplicate an active job's entity or session key are
+    refused (JobActionError), not deduplicated: a batch holds new work only.
+    """
+    if not submissions:
+        raise JobActionError("A batch needs at least one job.")
+
+    def create() -> tuple[Batch, list[Job]]:
+        jobs = [submission.build() for submission in submissions]
+        batch = Batch.objects.create(
+            owner=owner, label=label[:200], job_count=len(jobs), unfinished=len(jobs)
+        )
+        for job in jobs:
+            job.owner, job.batch = owner, batch
+        for job in jobs:
+            if _active_with_key(job) is not None:
+                key = job.entity_key or job.session_key
+                raise JobActionError(f"An active {job.kind} job already holds the key {key}.")
+        created = transitions.create(jobs)
+        for job in created:
+            _check_quota(job)
+        dispatch_if_free()
+        return batch, created
+
+    try:
+        return atomic_retry(create)
+    except IntegrityError:
+        raise JobActionError(
+            "Another submit took one of these keys meanwhile; try again."
+        ) from None
+
+
+def batch_apply(
+    *, batch: Batch, action: str, by=None, check: Callable[[Job, Action], None] | None = None
+) -> tuple[int, list[str]]:
+    """Apply one of `ACTIONS` to every job of the batch it applies to (pause the active
+    ones, retry the finished ones, ...); returns how many changed and why others did not.
+    `check` (the front end's permission rule, `selectors.check_may_act`) may refuse a
+    job with JobActionError. Each job changes in its own transaction, as from the jobs
+    page's bulk form."""
+    chosen = ACTIONS[action]
+    changed, skipped = 0, []
+    for job in batch.jobs.order_by("pk"):
+        if not chosen.applies_to(job):
+            continue
+        try:
+            if check is not None:
+                check(job, chosen)
+            chosen.apply(job, by)
+            changed += 1
+        except JobActionError as exc:
+            skipped.append(str(exc))
+    return changed, skipped
 
 
 def _may_skip_the_queue(job: Job, upstream: list[int]) -> bool:

@@ -301,10 +301,13 @@ def settle_dependents(upstream: int, status: str, notes: Journal) -> None:
     error = f"Cancelled: job #{upstream}, which it waits for, {status}."
     fields = {**cancelled_fields(now), "error": error, "message": error}
     rows = waiting.filter(status__in=TRANSITIONS[Status.CANCELLED], lease_owner="")
-    found = _update_returning(rows, fields, ["id", "owner_id", "label", "kind", "has_dependents"])
-    for job_id, owner_id, label, kind, has_dependents in found:
+    returning = ["id", "owner_id", "label", "kind", "has_dependents", "batch_id"]
+    found = _update_returning(rows, fields, returning)
+    for job_id, owner_id, label, kind, has_dependents, batch_id in found:
         notes.event(job_id, STATE, error, Status.CANCELLED, at=now)
-        notes.notify(owner_id, job_id, Notification.Level.ERROR, f"{label or kind} {error}")
+        message = f"{label or kind} {error}"
+        notes.notify(owner_id, job_id, Notification.Level.ERROR, message, batch_id)
+        notes.ended(batch_id)
         notes.changed(job_id)
         if has_dependents:
             settle_dependents(job_id, Status.CANCELLED, notes)
@@ -448,20 +451,23 @@ def release(
     lost."""
     now = timezone.now()
     status = fields.get("status")
-    returning = ["owner", "label", "kind", "has_dependents"]
+    returning = ["owner", "label", "kind", "has_dependents", "batch"]
     sources = TRANSITIONS[status] if status else None
     found = _update_job(
         job_id, {**fields, **released_fields(now)}, returning, owner=worker, statuses=sources
     )
     if not found:
         return False
-    owner_id, label, kind, has_dependents = found[0]
+    owner_id, label, kind, has_dependents, batch_id = found[0]
     with _journal(journal) as notes:
         if message is not None:
             notes.event(job_id, STATE, message, status or "", data=data, at=now)
         if notification is not None:
             title = label or f"{kind} #{job_id}"
-            notes.notify(owner_id, job_id, notification[0], f"{title} {notification[1]}")
+            text = f"{title} {notification[1]}"
+            notes.notify(owner_id, job_id, notification[0], text, batch_id)
+        if status in Job.TERMINAL:
+            notes.ended(batch_id)
         notes.changed(job_id)
         if has_dependents and status in Job.TERMINAL:
             settle_dependents(job_id, status, notes)
@@ -511,9 +517,8 @@ def recover(job_id: int, lost_owner: str, reason: str) -> bool:
             )
             rows.update(**common, **failed_fields(error, "", now))
             notes.event(job_id, STATE, error, Status.FAILED, at=now)
-            notes.notify(
-                job.owner_id, job_id, Notification.Level.ERROR, f"{job.title} failed: {error}"
-            )
+            message = f"{job.title} failed: {error}"
+            notes.notify(job.owner_id, job_id, Notification.Level.ERROR, message, job.batch_id)
             status = Status.FAILED
         else:
             rows.update(**common)
@@ -526,6 +531,8 @@ def recover(job_id: int, lost_owner: str, reason: str) -> bool:
             )
             status = Status.RUNNING
         notes.changed(job_id)
+        if status in Job.TERMINAL:
+            notes.ended(job.batch_id)
         if job.has_dependents and status in Job.TERMINAL:
             settle_dependents(job_id, status, notes)
     return True
@@ -575,9 +582,9 @@ def cancel(job: Job, who: Any = None) -> str:
     with _journal(None) as notes:
         if outcome == "now":
             notes.event(job.pk, STATE, f"Cancelled{by(who)}", Status.CANCELLED)
-            notes.notify(
-                job.owner_id, job.pk, Notification.Level.INFO, f"{job.title} was cancelled"
-            )
+            message = f"{job.title} was cancelled"
+            notes.notify(job.owner_id, job.pk, Notification.Level.INFO, message, job.batch_id)
+            notes.ended(job.batch_id)
             if Job.objects.filter(pk=job.pk, has_dependents=True).exists():
                 settle_dependents(job.pk, Status.CANCELLED, notes)
         elif outcome == "requested":
@@ -616,6 +623,7 @@ def retry(job: Job, extra: dict[str, Any], what: str, who: Any = None) -> bool:
     _apply(job, fields)
     with _journal(None) as notes:
         notes.event(job.pk, STATE, f"Retry ({what}){by(who)}", Status.QUEUED)
+        notes.ended(job.batch_id, -1)
         notes.changed(job.pk)
     return True
 

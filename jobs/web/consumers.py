@@ -2,7 +2,7 @@
 
 On connect (a logged-in session, within the user's socket limit: `socket_guard`, which
 also closes the socket soon after logout) the user joins their own group (badges, toasts) and the subscriptions
-named in the query string (`?job=12`, `?entity=sheet:3`, `?rows=1` for pages listing
+named in the query string (`?job=12`, `?entity=sheet:3`, `?batch=4`, `?rows=1` for pages listing
 the user's jobs, `?rows=all` for staff listing everyone's); each
 subscription first gets a snapshot rendered from the database, then the relay's
 fragments. Messages `{"action": "subscribe"|"unsubscribe", "job": 12}` (or
@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from jobs.models import Job
+from jobs.models import Batch, Job
 from jobs.web import live
 from jobs.web.socket_guard import CLOSE_TOO_MANY, guard
 
@@ -62,6 +62,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._subscribe_or_report({"job": value})
         for value in query.get("entity", []):
             await self._subscribe_or_report({"entity": value})
+        for value in query.get("batch", []):
+            await self._subscribe_or_report({"batch": value})
 
     async def disconnect(self, code: int) -> None:
         guard.leave(self)
@@ -146,7 +148,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
             job = jobs.order_by("-created_at", "-id").first()
             html = live.entity_fragment(job) if job is not None and snapshot else ""
             return live.entity_group(self.user.pk, key), html
-        raise SubscriptionError("subscribe to a 'job' (id) or an 'entity' (key)")
+        if "batch" in message:
+            batch = self._visible_batch(message["batch"])
+            html = live.batch_fragment(batch) if snapshot else ""
+            return live.batch_group(batch.pk), html
+        raise SubscriptionError("subscribe to a 'job' (id), an 'entity' (key) or a 'batch' (id)")
+
+    def _visible_batch(self, value: Any) -> Batch:
+        try:
+            batch_id = int(value)
+        except (TypeError, ValueError):
+            raise SubscriptionError("batch must be an integer id") from None
+        batch = Batch.objects.visible_to(self.user).filter(pk=batch_id).first()
+        if batch is None:
+            raise SubscriptionError(f"batch {batch_id} not found")
+        return batch
 
     def _visible_job(self, value: Any) -> Job:
         try:

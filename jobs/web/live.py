@@ -6,7 +6,8 @@ or, on SQLite, reads the `JobChange` feed when `PRAGMA data_version` (checked ev
 CONVEYOR_RELAY_POLL_SECONDS) says something was committed. For each
 changed job it reads the committed row once, renders its fragments once and sends
 them to the groups allowed to see them: `job-<id>`, the owner's `user-<id>`, the
-owner's entity group, and `staff`. New notifications become toasts. The consumers
+owner's entity group, `staff`, and its batch's `batch-<id>` (the batch's one progress,
+rendered once per batch however many of its jobs changed). New notifications become toasts. The consumers
 (jobs/consumers.py) only forward what arrives in their groups.
 """
 
@@ -28,7 +29,7 @@ from django.template.loader import render_to_string
 
 from jobs import extensions, selectors
 from jobs.engine.journal import CHANNEL
-from jobs.models import Job, JobChange, Notification
+from jobs.models import Batch, Job, JobChange, Notification
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ def user_group(user_id: int) -> str:
 def rows_group(user_id: int) -> str:
     """Pages listing the user's jobs (dashboard, home)."""
     return f"rows-{user_id}"
+
+
+def batch_group(batch_id: int) -> str:
+    return f"batch-{batch_id}"
 
 
 def entity_group(owner_id: int | None, entity_key: str) -> str:
@@ -100,6 +105,19 @@ def job_fragments(job: Job) -> list[Fragment]:
     return fragments
 
 
+def batch_fragment(batch: Batch) -> str:
+    """The batch page's live panel: its one progress and its jobs."""
+    context = {"batch": batch, "progress": selectors.batch_progress(batch), "oob": True}
+    return render_to_string("jobs/batch_detail.html#live", context)
+
+
+def batch_fragments(batch_ids: set[int]) -> list[Fragment]:
+    return [
+        (batch_group(batch.pk), batch_fragment(batch))
+        for batch in Batch.objects.filter(pk__in=batch_ids).order_by("pk")
+    ]
+
+
 def workers_banner_fragments(alive: bool) -> list[Fragment]:
     """The workers stopped (or came back): the banner of every user with waiting jobs."""
     context = {"workers_down": not alive, "oob": True}
@@ -134,6 +152,7 @@ def updates_for(
     jobs = {job.pk: job for job in Job.objects.filter(pk__in=job_ids).select_related("owner")}
     fragments: list[Fragment] = []
     owners: set[int] = set()
+    batches = {n.batch_id for n in new_notes if n.batch_id}
     for job_id in sorted(job_ids):
         job = jobs.get(job_id)
         if job is None:
@@ -142,6 +161,9 @@ def updates_for(
         fragments += job_fragments(job)
         if job.owner_id:
             owners.add(job.owner_id)
+        if job.batch_id:
+            batches.add(job.batch_id)
+    fragments += batch_fragments(batches)
     fragments += toast_fragments(new_notes)
     owners |= {n.user_id for n in new_notes}
     for uid in sorted(owners):

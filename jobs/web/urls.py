@@ -12,6 +12,8 @@ urlpatterns = [
     path("", views.job_list, name="list"),
     path("bulk/", views.job_bulk, name="bulk"),
     path("notifications/", views.notifications, name="notifications"),
+    path("batches/<int:batch_id>/", views.batch_detail, name="batch"),
+    path("batches/<int:batch_id>/<slug:action>/", views.batch_action, name="batch_action"),
     path("<int:job_id>/", views.job_detail, name="detail"),
     path("<int:job_id>/<slug:action>/", views.job_action, name="action"),
 ]

@@ -1,4 +1,5 @@
-"""Pages: home, the jobs dashboard, a job's live page, controls, notifications.
+"""Pages: home, the jobs dashboard, a job's live page, a batch's page, controls,
+notifications.
 
 Each page and its live fragments come from one template with named partials, so
 what the relay pushes over the websocket is exactly what the page renders. Every
@@ -24,7 +25,7 @@ from django_htmx.middleware import HtmxDetails
 from jobs import selectors
 from jobs.engine.errors import JobActionError
 from jobs.engine.kinds import all_kinds
-from jobs.engine.services import ACTIONS, notifications_mark_read
+from jobs.engine.services import ACTIONS, batch_apply, notifications_mark_read
 from jobs.models import Job, Notification
 
 
@@ -172,3 +173,39 @@ def notifications(request: HttpRequest) -> HttpResponse:
         return redirect("jobs:notifications")
     page = Paginator(mine, 30).get_page(request.GET.get("page"))
     return render(request, "jobs/notifications.html", {"page": page})
+
+
+@require_GET
+@login_required
+def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    """A batch's one progress and its jobs, live (the relay pushes `#live`)."""
+    batch = get_object_or_404(selectors.visible_batches(request.user), pk=batch_id)
+    Notification.objects.filter(user=request.user, batch=batch, read_at__isnull=True).update(
+        read_at=timezone.now()
+    )
+    context = {
+        "batch": batch,
+        "progress": selectors.batch_progress(batch),
+        "actions": ACTIONS.values(),
+    }
+    return render(request, "jobs/batch_detail.html", context)
+
+
+@require_POST
+@login_required
+def batch_action(request: HttpRequest, batch_id: int, action: str) -> HttpResponse:
+    """One of `ACTIONS` on every job of the batch it applies to."""
+    batch = get_object_or_404(selectors.visible_batches(request.user), pk=batch_id)
+    if action not in ACTIONS:
+        return HttpResponse(f"Unknown action {action!r}.", status=400)
+    changed, skipped = batch_apply(
+        batch=batch,
+        action=action,
+        by=request.user,
+        check=lambda job, chosen: selectors.check_may_act(request.user, job, chosen),
+    )
+    done = ACTIONS[action].done
+    messages.success(request, f"{changed} job{'s' if changed != 1 else ''} {done}.")
+    if skipped:
+        messages.warning(request, f"{len(skipped)} skipped: " + " ".join(skipped[:5]))
+    return redirect(batch)

@@ -10,10 +10,11 @@ import io
 import pytest
 
 from jobs.models import Job
+from jobs.web import live
 from sheets import export
 from sheets.kinds import SheetParamsError
 from sheets.services import sheet_job_submit
-from tests.sheets.factories import make_sheet
+from tests.sheets.factories import make_sheet, run_to_end
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,3 +71,33 @@ def test_an_output_column_needs_a_succeeded_or_awaited_job(user):
         sheet=sheet, owner=user, processor="copy", columns=["clean_product"], after=[cleaning.pk]
     )
     assert job.params["sources"] == {"clean_product": cleaning.pk}
+
+
+def test_a_two_step_chain_from_the_sheet_page_is_one_submission(user, client):
+    client.force_login(user)
+    sheet = make_sheet(user, ROWS)
+    form = {"processor": "clean", "columns": ["product"], "mode": "watch"}
+    steps = {"then_processor": ["copy", ""], "then_columns": ["clean_product", ""]}
+    response = client.post(f"/sheets/{sheet.pk}/start/", {**form, **steps})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    first, second = Job.objects.order_by("pk")
+    assert (first.params["processor"], second.params["processor"]) == ("clean", "copy")
+    assert list(second.upstream_links.values_list("depends_on_id", flat=True)) == [first.pk]
+    assert second.params["sources"] == {"clean_product": first.pk}
+    page = client.get(f"/sheets/{sheet.pk}/").content.decode()
+    assert "Step 1 of 2: clean 0 %" in page
+    assert f'entity=sheet:{sheet.pk}:after:{first.pk}&amp;entity=sheet:{sheet.pk}"' in page
+    run_to_end(first)  # the relay's push for the first step's end shows the second step
+    pushed = live.entity_fragment(Job.objects.get(pk=first.pk))
+    assert 'id="sheet-chain"' in pushed and "Step 2 of 2: copy 0 %" in pushed
+
+
+def test_a_refused_later_step_is_shown_and_no_step_is_made(user, client):
+    client.force_login(user)
+    sheet = make_sheet(user, ROWS)
+    form = {"processor": "clean", "columns": ["product"]}
+    steps = {"then_processor": ["copy"], "then_columns": ["no_such_column"]}
+    response = client.post(f"/sheets/{sheet.pk}/start/", {**form, **steps})
+    assert response.status_code == 400
+    assert "Not columns of this sheet: no_such_column" in response.content.decode()
+    assert not Job.objects.exists()

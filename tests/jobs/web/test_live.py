@@ -150,7 +150,10 @@ async def test_bad_messages_get_error_frames_and_keep_other_subscriptions(relay,
         ("not json", "message must be JSON"),
         ("[1, 2]", "message must be a JSON object"),
         ('{"action": "dance"}', "action must be 'subscribe' or 'unsubscribe'"),
-        ('{"action": "subscribe"}', "subscribe to a 'job' (id) or an 'entity' (key)"),
+        (
+            '{"action": "subscribe"}',
+            "subscribe to a 'job' (id), an 'entity' (key) or a 'batch' (id)",
+        ),
         ('{"action": "subscribe", "job": "abc"}', "job must be an integer id"),
         ('{"action": "subscribe", "job": 999999}', "job 999999 not found"),
         ('{"action": "subscribe", "entity": 5}', "entity must be a non-empty string"),
@@ -205,3 +208,31 @@ async def test_a_deleted_job_disappears_from_staff_lists(relay, user, staff_user
     frame = await receive_until(staff, f'id="job-row-{job.pk}"')
     assert 'hx-swap-oob="delete"' in frame
     await staff.disconnect()
+
+
+def submit_demo_batch(owner, count: int = 2):
+    from jobs.engine.services import Submission, batch_submit
+
+    submissions = [Submission(kind="demo.count", params={"n": 2, "batch": 2}) for _ in range(count)]
+    return batch_submit(owner=owner, submissions=submissions, label="two demos")
+
+
+async def test_a_batch_page_gets_its_one_progress_live_and_others_cannot_subscribe(
+    relay, user, other_user
+):
+    batch, jobs = await sync_to_async(submit_demo_batch)(user)
+    page = await connect(user, f"?batch={batch.pk}")
+    snapshot = await receive_until(page, f'id="batch-{batch.pk}-live"')
+    assert "0 of 2 jobs ended" in snapshot
+    theirs = await connect(other_user, f"?batch={batch.pk}")
+    assert json.loads(await receive_until(theirs, '{"error"')) == {
+        "error": f"batch {batch.pk} not found"
+    }
+    for job in jobs:
+        await run_slice_async(job.pk)
+    frames = await receive_all_until(page, "2 of 2 jobs ended")
+    assert 'data-status="succeeded"' in frames[-1] and "100%" in frames[-1]
+    toast = await receive_until(page, 'class="toast success"')
+    assert "two demos finished: 2 succeeded" in toast
+    for communicator in (page, theirs):
+        await communicator.disconnect()

@@ -1,0 +1,124 @@
+"""The batches part of the JSON API: `/api/batches/` (list; create a batch of jobs in
+one request), `/api/batches/<id>/` (read: its one progress and its jobs) and
+`POST /api/batches/<id>/<action>/` (pause, resume, cancel, retry, retry-failed or
+delete every job of the batch it applies to, through `ACTIONS`).
+
+Same conventions as `jobs.api.views`: each job of `POST /api/batches/` is checked as a
+`POST /api/jobs/` body (without `after`); every bad field of every job is reported at
+once (`fields` keys like `jobs[1].params`) and then nothing is created: a batch is all
+its jobs or none. Another user's batch is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+from jobs import selectors
+from jobs.api.input import (
+    ApiError,
+    bad,
+    found_or_404,
+    json_object,
+    only_fields,
+    paginate,
+    query,
+    text_field,
+)
+from jobs.api.views import PAGE_PARAMS, SUBMIT_FIELDS, _no_body, _submission, api_view
+from jobs.engine.errors import JobActionError, QuotaExceeded
+from jobs.engine.services import ACTIONS, Submission, batch_apply, batch_submit
+from jobs.models import Batch
+from jobs.serializers import batch_as_dict, job_as_dict
+
+MAX_BATCH_JOBS = 100
+JOB_FIELDS = SUBMIT_FIELDS - {"after"}
+
+
+def visible_batch(request: HttpRequest, batch_id: str) -> Batch:
+    """The batch if the caller may see it; anyone else's is 'not found'."""
+    return found_or_404(selectors.visible_batches(request.user), batch_id, "Batch")
+
+
+def _as_dict(batch: Batch) -> dict[str, Any]:
+    progress = selectors.batch_progress(batch)
+    return batch_as_dict(batch, progress.jobs, progress.percent)
+
+
+@api_view("GET", "POST")
+def batches(request: HttpRequest) -> HttpResponse:
+    """GET: the caller's batches (staff: all; `?owner=name`), newest first. POST: submit
+    {"label": "...", "jobs": [job, ...]}."""
+    if request.method == "POST":
+        return _create(request)
+    params = query(request, PAGE_PARAMS | {"owner"})
+    rows: QuerySet[Batch] = selectors.visible_batches(request.user)
+    if owner := params.get("owner", "").strip():
+        rows = rows.filter(owner__username=owner)
+    page, numbers = paginate(params, rows)
+    return JsonResponse({"results": [_as_dict(batch) for batch in page], **numbers})
+
+
+def _create(request: HttpRequest) -> JsonResponse:
+    data = json_object(request)
+    only_fields(data, {"label", "jobs"})
+    label = text_field(data, "label")
+    submissions = _submissions(data.get("jobs"), request.user)
+    try:
+        batch, jobs = batch_submit(owner=request.user, submissions=submissions, label=label)
+    except QuotaExceeded as exc:
+        raise ApiError(429, str(exc)) from None
+    except JobActionError as exc:  # a key an active job holds
+        raise ApiError(409, str(exc)) from None
+    body = {**_as_dict(batch), "job_details": [job_as_dict(job) for job in jobs]}
+    response = JsonResponse(body, status=201)
+    response["Location"] = reverse("api:batch", args=[batch.pk])
+    return response
+
+
+def _submissions(items: Any, user: Any) -> list[Submission]:
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_JOBS:
+        raise bad("jobs", f"must be a list of 1 to {MAX_BATCH_JOBS} jobs")
+    errors: dict[str, str] = {}
+    submissions = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise bad("job", "must be an object with kind and params")
+            only_fields(item, JOB_FIELDS)
+            kind, values = _submission(item, user)
+            values.pop("after", None)
+            submissions.append(Submission(kind=kind, owner=user, **values))
+        except ApiError as exc:
+            fields = exc.fields or {"job": exc.error}
+            errors.update({f"jobs[{index}].{name}": message for name, message in fields.items()})
+    if errors:
+        summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
+        raise ApiError(400, f"Invalid batch, nothing submitted: {summary}", errors)
+    return submissions
+
+
+@api_view("GET")
+def batch(request: HttpRequest, batch_id: str) -> HttpResponse:
+    query(request, set())
+    return JsonResponse(_as_dict(visible_batch(request, batch_id)))
+
+
+@api_view("POST")
+def batch_action(request: HttpRequest, batch_id: str, action: str) -> HttpResponse:
+    """Apply one of `ACTIONS` to the batch's jobs; 200 with how many changed."""
+    _no_body(request)
+    found = visible_batch(request, batch_id)
+    if action not in ACTIONS:
+        raise ApiError(404, f"No batch action {action!r}; use {', '.join(ACTIONS)}.")
+    changed, skipped = batch_apply(
+        batch=found,
+        action=action,
+        by=request.user,
+        check=lambda job, chosen: selectors.check_may_act(request.user, job, chosen),
+    )
+    found.refresh_from_db()
+    return JsonResponse({**_as_dict(found), "changed": changed, "skipped": skipped})
