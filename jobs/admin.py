@@ -232,6 +232,7 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
                     "run_time",
                     "cpu_seconds",
                     "peak_rss_mb",
+                    "spent",
                     "links",
                 ]
             },
@@ -282,6 +283,7 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
         "run_time",
         "cpu_seconds",
         "peak_rss_mb",
+        "spent",
         "links",
         "created_at_exact",
         "started_at_exact",
