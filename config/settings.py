@@ -58,7 +58,7 @@ def env_prices(name: str) -> dict[str, dict[str, float]]:
     value = os.environ.get(name, "").strip()
     if not value:
         return {}
-    problem = f"{name} must be JSON like {{\"gpt-4o-mini\": {{\"input\": 0.15, \"output\": 0.6}}}}"
+    problem = f'{name} must be JSON like {{"gpt-4o-mini": {{"input": 0.15, "output": 0.6}}}}'
     try:
         prices = json.loads(value)
     except ValueError as exc:

@@ -150,7 +150,7 @@ def rough_completion_tokens(options: dict[str, Any]) -> float:
 
 
 def price_text(model: str) -> str:
-    """"$0.15 / $0.60 per million tokens (in / out)" or "" when the model has no price."""
+    """The model's price as the page says it, or "" when it has none."""
     price = model_price(model)
     if price is None:
         return ""

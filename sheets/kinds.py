@@ -51,7 +51,7 @@ class SheetParamsError(ValueError):
 
 def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
     """Check and normalise `{sheet_id, processor, options, columns, start_row, row_count}`
-(and `trial: true`, a first few rows to see the answers and what they cost).
+    and `trial: true` (a first few rows, to see the answers and what they cost).
 
     Input columns may be the sheet's own or the output columns of an earlier job on the
     same sheet (a pipeline step): one that succeeded, or one it waits for (`after`,

@@ -26,7 +26,7 @@ PROMPT = "Which category fits {name}? Notes: {notes}"
 
 def produce(count: int) -> list[list[str]]:
     """Rows whose notes vary in length, so that prompt sizes differ from row to row."""
-    words = "crisp sweet green round fresh local ripe crunchy".split()
+    words = ["crisp", "sweet", "green", "round", "fresh", "local", "ripe", "crunchy"]
     body = [
         [f"Apple {i}", " ".join(words[: 1 + i % len(words)]) + f" item {i}"]
         for i in range(1, count + 1)
