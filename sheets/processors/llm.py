@@ -370,11 +370,12 @@ def parse_completion(response: httpx.Response, model: str) -> tuple[str, int | s
 def usage_of(reported: dict[str, Any], model: str) -> dict[str, float]:
     """One answer's cost from the API's `usage`: its tokens (when reported), one
     request, and `cost_usd` when the operator set a price for the model."""
-    usage: dict[str, float] = {"requests": 1}
+    usage: dict[str, float] = {}
     for name in ("prompt_tokens", "completion_tokens"):
         value = reported.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             usage[name] = value
+    usage["requests"] = 1
     cost = cost_usd(model, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
     if cost is not None:
         usage["cost_usd"] = cost
