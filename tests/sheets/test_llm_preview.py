@@ -8,8 +8,10 @@ import json
 import re
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
+from config.settings import env_prices
 from jobs.models import Job
 from jobs.serializers import job_as_dict
 from sheets.models import RowResult
@@ -213,3 +215,15 @@ def test_a_trial_shows_five_answers_and_tokens_then_calibrates_the_estimate_of_t
     assert job_as_dict(full)["spent"] == shown["spent"]
     job_page = alice.get(f"/jobs/{full.pk}/").content.decode()
     assert 'class="spent-completion-tokens">35<' in job_page and "Cost" in job_page
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"m": 3}', '{"m": {"input": 1}}', '{"m": {"input": -1, "output": 2}}', "not json", "[]"],
+)
+def test_a_malformed_price_setting_stops_start_up_with_a_message(monkeypatch, value):
+    monkeypatch.setenv("CONVEYOR_LLM_PRICES", value)
+    with pytest.raises(ImproperlyConfigured, match="CONVEYOR_LLM_PRICES must be JSON like"):
+        env_prices("CONVEYOR_LLM_PRICES")
+    monkeypatch.setenv("CONVEYOR_LLM_PRICES", '{"m": {"input": 0.15, "output": 1}}')
+    assert env_prices("CONVEYOR_LLM_PRICES") == {"m": {"input": 0.15, "output": 1.0}}
