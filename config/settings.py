@@ -7,6 +7,7 @@ Each variable is documented in the README's configuration table.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
 
 from config.private_files import private_dir, private_sqlite, write_private
 
@@ -49,6 +51,30 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_prices(name: str) -> dict[str, dict[str, float]]:
+    """`{"model": {"input": USD, "output": USD}}` (per million tokens) from a JSON
+    variable; a malformed value stops start-up with a message rather than mis-pricing."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return {}
+    problem = f'{name} must be JSON like {{"gpt-4o-mini": {{"input": 0.15, "output": 0.6}}}}'
+    try:
+        prices = json.loads(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{problem}: {exc}") from None
+    if not isinstance(prices, dict):
+        raise ImproperlyConfigured(problem)
+    for model, price in prices.items():
+        ok = isinstance(price, dict) and set(price) == {"input", "output"}
+        if not ok or not all(_is_price(price[side]) for side in ("input", "output")):
+            raise ImproperlyConfigured(f"{problem}; the price of {model!r} is not.")
+    return {model: {side: float(v) for side, v in price.items()} for model, price in prices.items()}
+
+
+def _is_price(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e6
 
 
 # Private: 0700, its secrets 0600 (config/private_files.py).
@@ -354,6 +380,9 @@ CONVEYOR_LLM_ALLOWED_BASE_URLS = env_list("CONVEYOR_LLM_ALLOWED_BASE_URLS", [])
 CONVEYOR_LLM_MODEL = env_str("CONVEYOR_LLM_MODEL", "gpt-4o-mini")
 CONVEYOR_LLM_TIMEOUT = env_float("CONVEYOR_LLM_TIMEOUT", 60.0)
 CONVEYOR_LLM_MAX_ATTEMPTS = env_int("CONVEYOR_LLM_MAX_ATTEMPTS", 5)
+# Prices per model, USD per million tokens: {"model": {"input": 0.15, "output": 0.6}}.
+# Estimates and jobs show a cost only for models priced here.
+CONVEYOR_LLM_PRICES = env_prices("CONVEYOR_LLM_PRICES")
 # Row-level HTTP retries (llm, web): backoff base and cap, also the cap on Retry-After.
 CONVEYOR_HTTP_RETRY_BASE_SECONDS = env_float("CONVEYOR_HTTP_RETRY_BASE_SECONDS", 1.0)
 CONVEYOR_HTTP_RETRY_MAX_SECONDS = env_float("CONVEYOR_HTTP_RETRY_MAX_SECONDS", 30.0)

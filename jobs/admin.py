@@ -241,6 +241,7 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
                     "run_time",
                     "cpu_seconds",
                     "peak_rss_mb",
+                    "spent",
                     "links",
                 ]
             },
@@ -291,6 +292,7 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
         "run_time",
         "cpu_seconds",
         "peak_rss_mb",
+        "spent",
         "links",
         "created_at_exact",
         "started_at_exact",

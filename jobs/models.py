@@ -198,6 +198,12 @@ class Job(models.Model):
     peak_rss_mb = models.FloatField(
         null=True, blank=True, help_text="Highest memory (RSS) of a worker while running it."
     )
+    spent = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What its work cost, in its kind's own units (e.g. LLM prompt_tokens, "
+        "completion_tokens, cost_usd): summed per committed batch, kept across retries.",
+    )
     cursor = models.JSONField(null=True, blank=True)
     requested = models.CharField(max_length=8, choices=Request.choices, blank=True)
 

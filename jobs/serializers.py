@@ -53,6 +53,7 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "attempts": job.attempts,
         "cpu_seconds": round(job.cpu_seconds, 3),
         "peak_rss_mb": job.peak_rss_mb,
+        "spent": job.spent or {},
         "entity_key": job.entity_key,
         "session_key": job.session_key,
         "url": job.get_absolute_url(),

@@ -49,7 +49,8 @@ class SheetParamsError(ValueError):
 
 
 def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
-    """Check and normalise `{sheet_id, processor, options, columns, start_row, row_count}`.
+    """Check and normalise `{sheet_id, processor, options, columns, start_row, row_count}`
+    and `trial: true` (a first few rows, to see the answers and what they cost).
 
     Input columns may be the sheet's own or the output columns of an earlier job on the
     same sheet (a pipeline step): one that succeeded, or one it waits for (`after`,
@@ -81,6 +82,7 @@ def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
         raise SheetParamsError(errors)
     return {
         **(google or {}),
+        **({"trial": True} if params.get("trial") is True else {}),
         "sheet_id": sheet.pk,
         "processor": processor.name,
         "options": options,
@@ -211,7 +213,8 @@ def _entity_key_for(params: dict[str, Any]) -> str:
 
 def _label_for(params: dict[str, Any]) -> str:
     name = Sheet.objects.filter(pk=params["sheet_id"]).values_list("name", flat=True).first()
-    return f"{name or 'sheet'} · {get_processor(params['processor']).label}"
+    trial = f" · trial on {params['row_count']} rows" if params.get("trial") else ""
+    return f"{name or 'sheet'} · {get_processor(params['processor']).label}{trial}"
 
 
 def prepare_failed_rows_retry(job: Job) -> dict[str, Any]:

@@ -110,6 +110,12 @@ class RowResult(models.Model):
         "a later row with the same key, of the same owner, takes this answer without a request.",
     )
     reused = models.BooleanField(default=False, help_text="Answer taken from an earlier row.")
+    usage = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="What the answer cost (e.g. prompt_tokens, completion_tokens, cost_usd); "
+        "a reused row keeps the cost of the answer it took, which this job did not pay.",
+    )
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -63,28 +63,36 @@ class RowSource:
         self.next = number
 
 
+class ReuseKey:
+    """The key of a row's answer: the processor, its options (secrets and pacing aside)
+    and the row's inputs, hashed. Called with a row, it gives that row's key."""
+
+    IGNORED = frozenset({"concurrency", "rpm", "reuse"})  # how, not what, to ask
+
+    def __init__(self, processor: Processor, options: dict[str, Any]) -> None:
+        secret = {option.name for option in processor.options if option.type == "secret"}
+        meaning = {k: v for k, v in options.items() if k not in self.IGNORED | secret}
+        self._base = hashlib.sha256(
+            json.dumps([processor.name, meaning], sort_keys=True, default=str).encode()
+        )
+
+    def __call__(self, row: dict[str, str]) -> str:
+        digest = self._base.copy()
+        digest.update(json.dumps(row, sort_keys=True).encode())
+        return digest.hexdigest()
+
+
 class Reuse:
     """Answers already paid for: a row whose inputs, processor and options (secrets and
     pacing aside) equal a row the same owner had answered successfully takes that
     answer without a request. Every row's key is stored with its result for later runs.
     """
 
-    IGNORED = frozenset({"concurrency", "rpm", "reuse"})  # how, not what, to ask
-
     def __init__(self, ctx: JobContext, processor: Processor, options: dict[str, Any]) -> None:
         self.enabled = processor.reusable and bool(options.get("reuse", True))
         self.owner_id = ctx.owner_id
-        secret = {option.name for option in processor.options if option.type == "secret"}
-        meaning = {k: v for k, v in options.items() if k not in self.IGNORED | secret}
-        self._base = hashlib.sha256(
-            json.dumps([processor.name, meaning], sort_keys=True, default=str).encode()
-        )
+        self.key = ReuseKey(processor, options)
         self.keys: dict[int, str] = {}
-
-    def key(self, row: dict[str, str]) -> str:
-        digest = self._base.copy()
-        digest.update(json.dumps(row, sort_keys=True).encode())
-        return digest.hexdigest()
 
     def answered(self, rows: list[tuple[int, dict[str, str]]]) -> dict[int, RowOutcome]:
         """Outcomes of the rows answered before (one query), keyed by row number."""
@@ -93,15 +101,33 @@ class Reuse:
         for number, row in rows:
             self.keys[number] = self.key(row)
         wanted = {self.keys[number] for number, _ in rows}
-        earlier = RowResult.objects.filter(
-            reuse_key__in=wanted, failed=False, job__owner_id=self.owner_id
-        ).values_list("reuse_key", "outputs")
-        found = dict(earlier)
+        found = answered_before(wanted, self.owner_id)
         return {
-            number: RowOutcome(number, dict(found[self.keys[number]]), "", 0, 0.0, reused=True)
+            number: RowOutcome(
+                number,
+                dict(found[self.keys[number]][0]),
+                "",
+                0,
+                0.0,
+                reused=True,
+                usage=found[self.keys[number]][1],
+            )
             for number, _ in rows
             if self.keys[number] in found
         }
+
+
+def answered_before(keys: set[str], owner_id: int | None) -> dict[str, tuple[dict, dict | None]]:
+    """`{reuse key: (outputs, usage)}` of the owner's successful rows with these keys
+    (one query per thousand keys: a batch is one query, a whole-sheet estimate a few)."""
+    found: dict[str, tuple[dict, dict | None]] = {}
+    wanted = sorted(keys)
+    for start in range(0, len(wanted), 1000):
+        earlier = RowResult.objects.filter(
+            reuse_key__in=wanted[start : start + 1000], failed=False, job__owner_id=owner_id
+        ).values_list("reuse_key", "outputs", "usage")
+        found.update((key, (outputs, usage)) for key, outputs, usage in earlier)
+    return found
 
 
 def load_rows(
@@ -173,6 +199,7 @@ def build_results(
                 dedupe_key=key,
                 reuse_key=keys.get(outcome.number, ""),
                 reused=outcome.reused,
+                usage=outcome.usage,
                 updated_at=now,
             )
         )
@@ -212,6 +239,7 @@ RESULT_COLUMNS = [
     "dedupe_key",
     "reuse_key",
     "reused",
+    "usage",
     "updated_at",
 ]
 STAGE = "conveyor_rowresult_stage"
@@ -244,7 +272,7 @@ def _result_row(result: RowResult, connection) -> tuple:
     for column in RESULT_COLUMNS:
         field = RowResult._meta.get_field(column.removesuffix("_id"))
         value = getattr(result, field.attname)
-        if column == "outputs":
+        if column == "outputs" or (column == "usage" and value is not None):
             value = json.dumps(value)
         elif column == "updated_at":
             value = field.get_db_prep_save(value, connection)
@@ -305,7 +333,20 @@ def commit(
         failed=ctx.failed + sum(1 for r in results if r.failed),
         message=f"Row {last} of {source.sheet.row_count}",
         write=lambda: store_results(ctx.job_id, results),
+        spent=batch_spent(done),
     )
+
+
+def batch_spent(done: list[RowOutcome]) -> dict[str, float]:
+    """What this batch's rows cost, summed (reused rows cost nothing this time)."""
+    spent: dict[str, float] = {}
+    for outcome in done:
+        if outcome.reused or not outcome.usage:
+            continue
+        for name, value in outcome.usage.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                spent[name] = spent.get(name, 0) + value
+    return spent
 
 
 # -- the two ways of running --------------------------------------------------------------

@@ -30,12 +30,14 @@ def sheet_job_submit(
     priority: str | int | None = None,
     session_key: str = "",
     after: list[int] | tuple[int, ...] = (),
+    trial: bool = False,
 ) -> tuple[Job, bool]:
     """Validate and queue a `sheets.process` job (raises SheetParamsError, ValueError).
 
     Returns `(job, created)`: a sheet has at most one active job, and while one is
     active it is returned (`created` False) instead of starting a second. `after`: jobs
-    it waits for (see `job_submit`).
+    it waits for (see `job_submit`). `trial`: a first few rows (`row_count`) to see the
+    answers and what they cost; a run with the same options then reuses them.
     """
     params = validate_params(
         {
@@ -47,6 +49,7 @@ def sheet_job_submit(
             "row_count": row_count,
             "row_timeout": row_timeout,
             "after": list(after),
+            "trial": trial,
         },
         owner,
     )

@@ -25,8 +25,15 @@ from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from sheets import export
 from sheets.chains import chain_progress, sheet_jobs
+from sheets.estimate import (
+    CHARS_PER_TOKEN,
+    DEFAULT_COMPLETION_TOKENS,
+    estimate_run,
+    price_text,
+    prompt_for_row,
+)
 from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
-from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key
+from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key, validate_params
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
@@ -44,6 +51,15 @@ RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
 THEN_STEPS = 2  # "then run …" steps the start form offers after the first
+TRIAL_ROWS = 5
+FIELD_LABELS = {
+    "processor": "Processor",
+    "columns": "Input columns",
+    "start_row": "Start row",
+    "row_count": "Number of rows",
+    "preview_row": "Preview row",
+    "sheet_id": "Sheet",
+}
 
 
 def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
@@ -314,39 +330,43 @@ def _staff_only_priority(request: HttpRequest, value: str) -> bool:
     return True
 
 
-@require_POST
-@login_required
-def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
-    sheet = _visible_sheet(request, sheet_id)
-    if not sheet.is_ready:
-        return _render_importing(request, sheet, status=409)
+def _posted_data(request: HttpRequest) -> dict[str, Any]:
     post = request.POST
-    data: dict[str, Any] = {
+    return {
         "processor": post.get("processor", ""),
         "columns": post.getlist("columns"),
         "start_row": post.get("start_row", ""),
         "row_count": post.get("row_count", ""),
+        "row_timeout": post.get("row_timeout", ""),
         "priority": post.get("priority", "").strip().lower() or "normal",
+        "then_steps": _posted_steps(post),
     }
+
+
+def _submit_posted(
+    request: HttpRequest, sheet: Sheet, data: dict[str, Any], **overrides: Any
+) -> tuple[Job, bool] | HttpResponse:
+    """Submit the start form's job (`overrides` replace submit arguments; without them,
+    "then run …" steps make it a chain), or the page with the form's errors."""
     if _staff_only_priority(request, data["priority"]):
         errors = {"priority": "Choose high, normal or low (other priorities are for staff)."}
         return _render_sheet(request, sheet, data, errors, 400)
-    data["then_steps"] = _posted_steps(post)
-    if any(step["processor"] for step in data["then_steps"]):
+    if not overrides and any(step["processor"] for step in data["then_steps"]):
         return _start_chain(request, sheet, data)
     try:
-        data["options"] = _posted_options(get_processor(data["processor"]), post)
-        job, created = sheet_job_submit(
-            sheet=sheet,
-            owner=sheet.owner,
-            processor=data["processor"],
-            options=data["options"],
-            columns=data["columns"] or None,
-            start_row=data["start_row"],
-            row_count=data["row_count"],
-            row_timeout=post.get("row_timeout", ""),
-            priority=data["priority"],
-        )
+        data["options"] = _posted_options(get_processor(data["processor"]), request.POST)
+        arguments = {
+            "sheet": sheet,
+            "owner": sheet.owner,
+            "processor": data["processor"],
+            "options": data["options"],
+            "columns": data["columns"] or None,
+            "start_row": data["start_row"],
+            "row_count": data["row_count"],
+            "row_timeout": data["row_timeout"],
+            "priority": data["priority"],
+        }
+        return sheet_job_submit(**{**arguments, **overrides})
     except UnknownProcessor as exc:
         return _render_sheet(request, sheet, data, {"processor": str(exc)}, 400)
     except SheetParamsError as exc:
@@ -355,10 +375,26 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
         return _render_sheet(request, sheet, data, {"processor": str(exc)}, 429)
     except ValueError as exc:  # priority
         return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
+
+
+def _already_active(request: HttpRequest, sheet: Sheet, job: Job) -> HttpResponse:
+    messages.info(request, f"This sheet already has an active job (#{job.pk}); here it is.")
+    return redirect(sheet)
+
+
+@require_POST
+@login_required
+def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    sheet = _visible_sheet(request, sheet_id)
+    if not sheet.is_ready:
+        return _render_importing(request, sheet, status=409)
+    submitted = _submit_posted(request, sheet, _posted_data(request))
+    if isinstance(submitted, HttpResponse):
+        return submitted
+    job, created = submitted
     if not created:
-        messages.info(request, f"This sheet already has an active job (#{job.pk}); here it is.")
-        return redirect(sheet)
-    if post.get("mode") == "background":
+        return _already_active(request, sheet, job)
+    if request.POST.get("mode") == "background":
         messages.success(
             request,
             f"“{job.title}” is running in the background (job #{job.pk}). "
@@ -452,6 +488,89 @@ def _start_chain(request: HttpRequest, sheet: Sheet, data: dict[str, Any]) -> Ht
         f"A chain of {len(jobs)} steps is queued (jobs {', '.join(f'#{job.pk}' for job in jobs)}).",
     )
     return redirect(sheet)
+
+
+# -- before spending money: the prompt, an estimate, a trial on a few rows --------------
+
+
+@require_POST
+@login_required
+def trial(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """A real job on the first TRIAL_ROWS rows of the form's run: its answers and what
+    they cost show on the sheet's page; the full run then reuses them."""
+    sheet = _visible_sheet(request, sheet_id)
+    if not sheet.is_ready:
+        return _render_importing(request, sheet, status=409)
+    data = _posted_data(request)
+    submitted = _submit_posted(request, sheet, data, row_count=TRIAL_ROWS, trial=True)
+    if isinstance(submitted, HttpResponse):
+        return submitted
+    job, created = submitted
+    if not created:
+        return _already_active(request, sheet, job)
+    messages.success(
+        request,
+        f"Trying the first {job.total} rows (job #{job.pk}): their answers and the tokens "
+        "they used appear below. A run with the same options reuses them at no cost.",
+    )
+    return redirect(sheet)
+
+
+def _field_label(processor, name: str) -> str:
+    labels = {option.name: option.label for option in processor.options}
+    return labels.get(name) or FIELD_LABELS.get(name) or name
+
+
+@require_POST
+@login_required
+def llm_preview(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """The exact messages the form's `llm` job would send for one row (never the key),
+    and the estimate of the whole run's tokens and cost; or the form's errors, 400."""
+    sheet = _visible_sheet(request, sheet_id)
+    template = "sheets/sheet_detail.html#llm_preview"
+    llm = get_processor("llm")
+    data = _posted_data(request)
+    try:
+        if data["processor"] != llm.name:
+            raise SheetParamsError({"processor": "The prompt preview is for the LLM processor."})
+        params = validate_params(
+            {
+                "sheet_id": sheet.pk,
+                "processor": llm.name,
+                "options": _posted_options(llm, request.POST),
+                "columns": data["columns"] or None,
+                "start_row": data["start_row"],
+                "row_count": data["row_count"],
+            },
+            sheet.owner,
+        )
+        number = _preview_row(sheet, request.POST.get("preview_row", ""), params["start_row"])
+    except SheetParamsError as exc:
+        errors = [(_field_label(llm, name), message) for name, message in exc.errors.items()]
+        return render(request, template, {"preview_errors": errors}, status=400)
+    estimate = estimate_run(sheet, params, sheet.owner_id)
+    context = {
+        "preview_row": number,
+        "preview_messages": prompt_for_row(sheet, params, number),
+        "estimate": estimate,
+        "estimate_last_row": estimate.first_row + estimate.rows - 1,
+        "price": price_text(estimate.model),
+        "chars_per_token": CHARS_PER_TOKEN,
+        "default_completion_tokens": DEFAULT_COMPLETION_TOKENS,
+        "trial_rows": TRIAL_ROWS,
+    }
+    return render(request, template, context)
+
+
+def _preview_row(sheet: Sheet, raw: str, default: int) -> int:
+    if not raw.strip():
+        return default
+    number = int(raw) if raw.strip().isascii() and raw.strip().isdigit() else 0
+    if not 1 <= number <= sheet.row_count:
+        raise SheetParamsError(
+            {"preview_row": f"Preview row must be between 1 and {sheet.row_count}."}
+        )
+    return number
 
 
 # -- results, export, write-back -------------------------------------------------------

@@ -51,6 +51,16 @@ PROGRESS_EVENT_SECONDS = 5.0
 PREEMPTION_CHECK_SECONDS = 1.0
 
 
+def add_spent(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    """The sum of two `spent` dicts, key by key (floats kept to a millionth: cents of
+    cents are plenty for a cost, and JSON should not grow 17-digit fractions)."""
+    summed = dict(total)
+    for name, value in more.items():
+        value = summed.get(name, 0) + value
+        summed[name] = round(value, 6) if isinstance(value, float) else value
+    return summed
+
+
 class JobContext:
     def __init__(self, job: Job, kind: JobKind, worker: str) -> None:
         self.job_id: int = job.pk
@@ -64,6 +74,7 @@ class JobContext:
         self.total: int | None = job.total
         self.processed: int = job.processed
         self.failed: int = job.failed
+        self.spent: dict[str, float] = dict(job.spent or {})
         self.message: str = job.message
         self.attempts: int = job.attempts
         self.max_attempts: int = job.max_attempts
@@ -142,12 +153,17 @@ class JobContext:
         total: int | None = _UNSET,
         message: str | None = None,
         write: Callable[[], Any] | None = None,
+        spent: dict[str, float] | None = None,
     ) -> None:
         """Store a batch: `write()` (the results), cursor and counters in one transaction.
 
-        Counters are absolute. Then `checkpoint()` runs, which may raise `StopSlice`.
+        Counters are absolute; `spent` is what this batch cost (e.g. tokens), added to
+        the job's totals in the same transaction, so a batch redone after a crash is
+        not counted twice. Then `checkpoint()` runs, which may raise `StopSlice`.
         """
         fields: dict[str, Any] = {}
+        if spent:
+            fields["spent"] = add_spent(self.spent, spent)
         if cursor is not _UNSET:
             fields["cursor"] = cursor
         if processed is not None:

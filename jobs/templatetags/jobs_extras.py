@@ -44,3 +44,25 @@ def pretty_json(value) -> str:
 def entity_url(job) -> str:
     """The page of what the job works on (e.g. its sheet), when its kind has one."""
     return extensions.entity_url(job)
+
+
+def usd(amount: float) -> str:
+    """$12.35, $0.0042: cents for sums that have them, four places for small ones."""
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
+
+
+@register.filter
+def spent_items(spent: dict | None) -> list[tuple[str, str, str]]:
+    """A job's `spent` as (label, text, css name): "Prompt tokens" "12,345"; a key ending
+    in `_usd` is money ("Cost" "$0.0123")."""
+    items = []
+    for name, value in (spent or {}).items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        css = name.replace("_", "-")
+        if name.endswith("_usd"):
+            label = name.removesuffix("_usd").replace("_", " ").capitalize()
+            items.append(("Cost" if label == "Cost" else f"{label} (USD)", usd(value), css))
+        else:
+            items.append((name.replace("_", " ").capitalize(), f"{value:,}", css))
+    return items

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sheets.processors.base import (
     DEDUPE_KEY,
+    USAGE_KEY,
     Option,
     OptionsError,
     Processor,
@@ -21,6 +22,7 @@ from sheets.processors.base import (
 
 __all__ = [
     "DEDUPE_KEY",
+    "USAGE_KEY",
     "Option",
     "OptionsError",
     "Processor",

@@ -37,7 +37,10 @@ returns the registered `Processor`; `get_processor(name)` finds it again.
 A row function returns a dict of output values. Raising `RowError("message")` fails the
 row with that message; any other exception fails it with "ExcType: message". Either
 way the other rows go on. Returning `DEDUPE_KEY` marks rows as duplicates of each other
-(the handler fills the `duplicate_of` column across the whole sheet).
+(the handler fills the `duplicate_of` column across the whole sheet). Returning
+`USAGE_KEY` (`{"prompt_tokens": 12, ...}`, numbers) reports what the row cost: it is
+stored with the row (not as a column) and summed into the job's `spent` per batch;
+`RowError(message, usage=...)` reports the cost of a paid answer that still failed.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEDUPE_KEY = "_dedupe_key"
+USAGE_KEY = "_usage"
 DEFAULT_CONCURRENCY = 4
 STOP_POLL_SECONDS = 0.1
 OPTION_TYPES = ("str", "text", "int", "float", "bool", "choice", "secret", "url", "columns")
@@ -71,7 +75,12 @@ Validator = Callable[[dict[str, Any], list[str]], dict[str, Any]]
 
 
 class RowError(Exception):
-    """This row failed; the message is shown to the user as the row's error."""
+    """This row failed; the message is shown to the user as the row's error. `usage`:
+    what the failed attempt cost all the same (an answer outside the categories)."""
+
+    def __init__(self, message: str = "", *, usage: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 class UnknownProcessor(LookupError):
@@ -379,6 +388,7 @@ class RowOutcome:
     attempts: int
     duration: float
     reused: bool = False
+    usage: dict[str, float] | None = None  # what the row cost (USAGE_KEY); reused: originally
 
 
 _retries: ContextVar[list[int] | None] = ContextVar("conveyor_row_retries", default=None)
@@ -412,13 +422,20 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def _outcome(number: int, started: float, counter: list[int], **result: Any) -> RowOutcome:
+    outputs = result.get("outputs")
+    usage = outputs.pop(USAGE_KEY, None) if outputs else result.get("usage")
     return RowOutcome(
         number=number,
-        outputs=result.get("outputs"),
+        outputs=outputs,
         error=result.get("error", ""),
         attempts=1 + counter[0],
         duration=time.monotonic() - started,
+        usage=usage if isinstance(usage, dict) else None,
     )
+
+
+def _error_usage(exc: BaseException) -> dict[str, float] | None:
+    return exc.usage if isinstance(exc, RowError) else None
 
 
 def _checked_outputs(outputs: Any) -> dict[str, Any]:
@@ -468,7 +485,8 @@ def _run_sync(
             outputs = _checked_outputs(proc.fn(row, options))
             yield _outcome(number, started, counter, outputs=outputs)
         except Exception as exc:  # noqa: BLE001 - one bad row never stops the batch
-            yield _outcome(number, started, counter, error=describe_exception(exc))
+            error = describe_exception(exc)
+            yield _outcome(number, started, counter, error=error, usage=_error_usage(exc))
         finally:
             _retries.reset(token)
 
@@ -541,7 +559,8 @@ async def _run_one(
         error = f"timed out after {row_timeout:g} s" if deadline.expired() else None
         return _outcome(number, started, counter, error=error or describe_exception(exc))
     except Exception as exc:  # noqa: BLE001 - one bad row never stops the batch
-        return _outcome(number, started, counter, error=describe_exception(exc))
+        error = describe_exception(exc)
+        return _outcome(number, started, counter, error=error, usage=_error_usage(exc))
     finally:
         _retries.reset(token)
 

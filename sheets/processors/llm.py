@@ -5,7 +5,8 @@ Works with OpenAI, Ollama, vLLM, LM Studio and anything else serving
 (`{column name}`; `{{` and `}}` for literal braces). With `categories` the answer must
 be one of them and goes to the `category` column (a default prompt is used when none is
 given); without, the answer goes to `answer`. `tokens` holds the request's total token
-count when the API reports it. Requests per minute are limited across workers (see
+count when the API reports it; its prompt and completion tokens (and their cost, at the
+operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into the job's `spent`. Requests per minute are limited across workers (see
 `ratelimit.py`); 429, 5xx, timeouts and connection errors are retried.
 
 The server's key (OPENAI_API_KEY) goes only to the server's endpoint (OPENAI_BASE_URL);
@@ -25,7 +26,14 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from sheets.processors.base import Option, OptionsError, RowError, match_column, processor
+from sheets.processors.base import (
+    USAGE_KEY,
+    Option,
+    OptionsError,
+    RowError,
+    match_column,
+    processor,
+)
 from sheets.processors.outbound import guarded_client, host_of
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
@@ -285,11 +293,15 @@ async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession
     if response.status_code >= 400:
         after = f" after {attempts} attempts" if response.status_code in RETRY_STATUSES else ""
         raise RowError(f"HTTP {response.status_code} from the API{after}: {api_message(response)}")
-    answer, tokens = parse_completion(response)
+    answer, tokens, usage = parse_completion(response, options["model"])
     categories = parse_categories(options["categories"])
-    if categories:
-        return {"category": match_category(answer, categories), "tokens": tokens}
-    return {"answer": answer, "tokens": tokens}
+    if not categories:
+        return {"answer": answer, "tokens": tokens, USAGE_KEY: usage}
+    try:
+        category = match_category(answer, categories)
+    except RowError as exc:
+        raise RowError(str(exc), usage=usage) from None  # paid for all the same
+    return {"category": category, "tokens": tokens, USAGE_KEY: usage}
 
 
 @llm.session
@@ -337,7 +349,8 @@ def api_message(response: httpx.Response) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def parse_completion(response: httpx.Response) -> tuple[str, int | str]:
+def parse_completion(response: httpx.Response, model: str) -> tuple[str, int | str, dict]:
+    """The answer, its total tokens ("" when not reported) and its usage (tokens, cost)."""
     try:
         data = response.json()
         content = data["choices"][0]["message"]["content"]
@@ -345,6 +358,38 @@ def parse_completion(response: httpx.Response) -> tuple[str, int | str]:
         raise RowError(f"unexpected response from the API: {response.text[:200]}") from None
     if not isinstance(content, str) or not content.strip():
         raise RowError("the API returned an empty answer")
-    usage = data.get("usage") or {}
-    tokens = usage.get("total_tokens")
-    return THINKING.sub("", content).strip(), tokens if isinstance(tokens, int) else ""
+    reported = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    tokens = reported.get("total_tokens")
+    answer = THINKING.sub("", content).strip()
+    return answer, tokens if isinstance(tokens, int) else "", usage_of(reported, model)
+
+
+# --- usage and prices -----------------------------------------------------------------
+
+
+def usage_of(reported: dict[str, Any], model: str) -> dict[str, float]:
+    """One answer's cost from the API's `usage`: its tokens (when reported), one
+    request, and `cost_usd` when the operator set a price for the model."""
+    usage: dict[str, float] = {}
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = reported.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            usage[name] = value
+    usage["requests"] = 1
+    cost = cost_usd(model, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+    if cost is not None:
+        usage["cost_usd"] = cost
+    return usage
+
+
+def model_price(model: str) -> dict[str, float] | None:
+    """The operator's price of a model (USD per million input and output tokens) from
+    CONVEYOR_LLM_PRICES, or None: a cost is shown only when the price is known."""
+    return settings.CONVEYOR_LLM_PRICES.get(model)
+
+
+def cost_usd(model: str, prompt_tokens: float, completion_tokens: float) -> float | None:
+    price = model_price(model)
+    if price is None:
+        return None
+    return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1_000_000

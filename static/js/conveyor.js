@@ -102,6 +102,28 @@
     event.detail.shouldSwap = false;
   });
 
+  // A box marked data-swap-errors shows the 4xx answer's message (a form's errors)
+  // instead of htmx's default of ignoring error responses.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const { target, xhr } = event.detail;
+    if (!target || !target.matches("[data-swap-errors]")) return;
+    if (xhr.status >= 400 && xhr.status < 500) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
+  // A box marked data-swap-errors shows the 4xx answer's message (a form's errors)
+  // instead of htmx's default of ignoring error responses.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    const { target, xhr } = event.detail;
+    if (!target || !target.matches("[data-swap-errors]")) return;
+    if (xhr.status >= 400 && xhr.status < 500) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   // A re-read jobs table keeps the rows the user ticked.
   let tickedIds = null;
   document.addEventListener("htmx:beforeSwap", (event) => {

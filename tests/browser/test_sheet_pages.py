@@ -11,6 +11,7 @@ import pytest
 
 from jobs.models import Job
 from sheets.models import RowResult, Sheet
+from tests.sheets.factories import make_sheet
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -82,6 +83,42 @@ def test_an_upload_runs_in_the_background_with_the_llm_processor(
     assert page.locator("#results tr[data-row='5'] td.output").first.inner_text() == (
         "echo: Describe Pear 5"
     )
+
+
+def test_llm_prompt_preview_errors_and_a_trial_on_five_rows_shown_live(
+    fake_openai,
+    cluster,
+    open_page,
+    user,  # the fake first: the web process allows it
+):
+    sheet = make_sheet(user, [["name", "notes"], *([f"Plum {i}", "dark"] for i in range(1, 21))])
+    page = open_page(user, sheet.get_absolute_url())
+    page.locator("select[name=processor]").select_option("llm")
+    options = page.locator("#processor-options")
+    options.locator("#preview-prompt").wait_for()
+    options.locator("input[name=opt_base_url]").fill(fake_openai.base_url)
+    options.locator("input[name=opt_api_key]").fill("sk-browser-secret")
+    options.locator("textarea[name=opt_prompt]").fill("About {colour}")
+    options.locator("#preview-prompt").click()
+    errors = page.locator("#llm-preview #preview-errors")
+    errors.wait_for()
+    assert "The prompt uses {colour}, which is not a column" in errors.inner_text()
+
+    options.locator("textarea[name=opt_prompt]").fill("Describe {name}, {notes}")
+    options.locator("input[name=preview_row]").fill("3")
+    options.locator("#preview-prompt").click()
+    page.locator("#llm-preview h3", has_text="Prompt for row 3").wait_for()
+    preview = page.locator("#llm-preview").inner_text()
+    assert "Describe Plum 3, dark" in preview and "A rough estimate" in preview
+    assert "sk-browser-secret" not in page.content()
+
+    options.locator("#try-rows").click()
+    page.locator("#current-job-live .status", has_text="Succeeded").wait_for(timeout=30_000)
+    page.locator("#results tr[data-row='5']").wait_for()
+    assert page.locator("#results tbody tr[data-row]").count() == 5
+    assert "echo: Describe Plum 1, dark" in page.locator("#results").inner_text()
+    assert page.locator("#current-job-live .spent-prompt-tokens").inner_text() != ""
+    assert len(fake_openai.calls) == 5
 
 
 def test_a_bad_file_gets_a_clear_message_and_no_sheet(open_page, user):
