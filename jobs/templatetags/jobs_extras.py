@@ -44,3 +44,9 @@ def pretty_json(value) -> str:
 def entity_url(job) -> str:
     """The page of what the job works on (e.g. its sheet), when its kind has one."""
     return extensions.entity_url(job)
+
+
+@register.filter
+def downloads(job) -> list[tuple[str, str]]:
+    """The job's results to download (label, url), when its kind offers them."""
+    return extensions.downloads(job)
