@@ -46,11 +46,15 @@ def test_status_tabs_show_counts_from_one_query(alice, user, other_user, django_
         "cancelled": 0,
     }
     html = alice.get("/jobs/").content.decode()
-    assert 'All <span class="count">(6)</span>' in html
-    assert 'Running <span class="count">(1)</span>' in html
-    assert 'Succeeded <span class="count">(2)</span>' in html
-    filtered = alice.get("/jobs/?status=failed&q=job 5").content.decode()
-    assert 'All <span class="count">(1)</span>' in filtered, "counts follow the other filters"
+    assert 'All <span class="count" id="tab-count-all">(6)</span>' in html
+    assert 'Running <span class="count" id="tab-count-running">(1)</span>' in html
+    assert 'Succeeded <span class="count" id="tab-count-succeeded">(2)</span>' in html
+    filtered = alice.get("/jobs/?status=failed&q=job 5", HTTP_HX_REQUEST="true")
+    html = filtered.content.decode()
+    assert 'id="job-table"' in html and "<nav>" not in html, "the table part only"
+    assert '<span class="count" id="tab-count-all" hx-swap-oob="true">(1)</span>' in html, (
+        "the tabs' counts follow the other filters"
+    )
 
 
 def test_one_word_per_status_the_words_of_the_spec(alice, user):
