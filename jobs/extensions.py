@@ -3,7 +3,8 @@
 The engine runs any kind; the pages, the admin and the metrics know nothing of what a
 kind works on. An app tells them with one `extend_kind(...)` call (sheets does it in
 `sheets/plugin.py`): the page of the thing a job works on, an extra live fragment for
-that page, links on the job's admin page, and the table holding one row per unit done.
+that page, links on the job's admin page, the table holding one row per unit done, and
+the job's results to download.
 Front ends ask `extension_for(job.kind)`; a kind without an extension gets the defaults.
 """
 
@@ -38,6 +39,8 @@ class KindExtension:
     admin_links: Callable[[Job], Iterable[Link]] | None = None
     """Links shown on the job's admin page."""
     unit_table: UnitTable | None = None
+    downloads: Callable[[Job], Iterable[Link]] | None = None
+    """The job's results as files (label, url), offered on the job's page."""
 
 
 NO_EXTENSION = KindExtension()
@@ -67,6 +70,11 @@ def entity_fragment(job: Job) -> str:
 
 def admin_links(job: Job) -> list[Link]:
     hook = extension_for(job.kind).admin_links
+    return list(hook(job)) if hook else []
+
+
+def downloads(job: Job) -> list[Link]:
+    hook = extension_for(job.kind).downloads
     return list(hook(job)) if hook else []
 
 

@@ -143,7 +143,7 @@ class Job(models.Model):
         QUEUED = "queued"
         RUNNING = "running"
         PAUSED = "paused"
-        RETRYING = "retrying", "retry waiting"
+        RETRYING = "retrying", "Retry waiting"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
 from jobs.models import Batch, Job, JobDependency, JobEvent, Notification, Schedule, Worker
@@ -28,11 +28,57 @@ STATUS_GROUPS: dict[str, list[str]] = {
     "running": [Status.RUNNING],
     "queued": [Status.QUEUED, Status.RETRYING],
     "paused": [Status.PAUSED],
-    "completed": [Status.SUCCEEDED],
+    "succeeded": [Status.SUCCEEDED],
     "failed": [Status.FAILED],
     "cancelled": [Status.CANCELLED],
 }
+# Older names still accepted in `?status=` and the CLI; pages show the names above, the
+# words of the job states (SPEC: succeeded, not "completed").
+STATUS_ALIASES = {"completed": "succeeded"}
+
+
+def status_group(name: str) -> str:
+    """The filter name `name` stands for ("" when it is none)."""
+    name = STATUS_ALIASES.get(name, name)
+    return name if name in STATUS_GROUPS else ""
+
+
 MAX_SEARCH = 200
+
+
+def status_counts(jobs: QuerySet[Job]) -> dict[str, int]:
+    """How many of `jobs` each filter tab holds ("" is all), from one grouped query."""
+    rows = jobs.order_by().values("status").annotate(n=Count("id"))
+    per_status = {row["status"]: row["n"] for row in rows}
+    counts = {
+        name: sum(per_status.get(s, 0) for s in group) for name, group in STATUS_GROUPS.items()
+    }
+    counts[""] = sum(per_status.values())
+    return counts
+
+
+# The jobs dashboard's sortable columns: the `sort` parameter (a leading "-" for
+# descending) to the fields ordered by.
+JOB_SORTS: dict[str, tuple[str, ...]] = {
+    "created": ("created_at",),
+    "status": ("status",),
+    "kind": ("kind",),
+    "progress": ("processed",),
+    "priority": ("priority",),
+    "title": ("label", "kind"),
+}
+
+
+def sort_key(
+    asked: str, allowed: dict[str, tuple[str, ...]], default: str
+) -> tuple[str, list[str]]:
+    """The sort a list page shows: `asked` when it names a column of `allowed` (a leading
+    "-" for descending), else `default`; with the fields to order by. A key that is not
+    a column is ignored, never passed to the database."""
+    name = asked if asked.removeprefix("-") in allowed else default
+    descending = name.startswith("-")
+    fields = allowed[name.removeprefix("-")]
+    return name, [f"-{f}" if descending else f for f in fields]
 
 
 def visible_jobs(user: Any) -> QuerySet[Job]:
@@ -67,6 +113,7 @@ def statuses_named(names: list[str]) -> list[str]:
     found: list[str] = []
     unknown = []
     for name in names:
+        name = STATUS_ALIASES.get(name, name)
         if name in STATUS_GROUPS:
             found += STATUS_GROUPS[name]
         elif name in Status.values:

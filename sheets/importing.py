@@ -50,10 +50,26 @@ def sheet_import(*, table: Table, owner: AbstractBaseUser, name: str, google_id:
     return sheet
 
 
+def unique_name(owner, name: str, exclude: int | None = None) -> str:
+    """`name`, or `name (2)`, `name (3)`, ... when the owner already has a sheet so named:
+    uploading `good.csv` twice gives two sheets one can tell apart in the list."""
+    name = name[:240]
+    taken = set(
+        Sheet.objects.filter(owner=owner, name__startswith=name)
+        .exclude(pk=exclude)
+        .values_list("name", flat=True)
+    )
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name} ({number})"
+    return candidate
+
+
 def _new_sheet(table: Table, owner, name: str, columns: list[str], **fields) -> Sheet:
     return Sheet(
         owner=owner,
-        name=name[:255],
+        name=unique_name(owner, name),
         source=table.info.kind,
         worksheet=table.info.worksheet,
         encoding=table.info.encoding,

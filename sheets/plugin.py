@@ -1,6 +1,7 @@
 """What sheets plugs into jobs' front ends for the `sheets.process` kind, in one place:
 the sheet's page as the job's entity page, the live signal that refreshes the page's
-results table (and, for a step of a chain, the chain's one progress), links on the job's admin page, and RowResult as its unit table.
+results table (and, for a step of a chain, the chain's one progress), links on the job's admin
+page, RowResult as its unit table, and the exports as the job's downloads.
 """
 
 from __future__ import annotations
@@ -62,8 +63,17 @@ def admin_links(job: Job) -> Iterable[Link]:
     return links
 
 
+def downloads(job: Job) -> Iterable[Link]:
+    """Any sheet job's results, not only the sheet's latest: CSV and XLSX exports."""
+    return [
+        ("Download CSV", reverse("sheets:export_csv", args=[job.pk])),
+        ("Download XLSX", reverse("sheets:export_xlsx", args=[job.pk])),
+    ]
+
+
 extend_kind(
     KIND,
+    downloads=downloads,
     entity_url=sheet_page,
     entity_fragment=results_signal,
     admin_links=admin_links,

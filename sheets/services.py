@@ -7,11 +7,13 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import Q, QuerySet
 
+from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError
-from jobs.engine.services import Submission, batch_submit, job_submit
+from jobs.engine.services import Submission, batch_submit, job_delete, job_submit
 from jobs.models import Batch, Job
-from sheets.importing import sheet_from_upload, sheet_import_later
+from sheets.importing import sheet_from_upload, sheet_import_later, unique_name
 from sheets.kinds import IMPORT, KIND, WRITE_BACK, SheetParamsError, entity_key, validate_params
 from sheets.models import Sheet
 from sheets.processors import get_processor
@@ -163,3 +165,48 @@ def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:
         label=f"Write back {sheet.name} (job #{job.pk})",
     )
     return writer
+
+
+MAX_NAME = 200
+
+
+def sheet_rename(*, sheet: Sheet, name: str) -> Sheet:
+    """Give a sheet another name (trimmed, 1 to 200 characters, unique among the owner's
+    sheets: a taken name gets a number); raises ValueError with what is wrong."""
+    name = " ".join(name.split())
+    if not name:
+        raise ValueError("Give the sheet a name.")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"A sheet name has at most {MAX_NAME} characters.")
+    sheet.name = unique_name(sheet.owner_id, name, exclude=sheet.pk)
+    sheet.save(update_fields=["name"])
+    return sheet
+
+
+def sheet_all_jobs(sheet: Sheet) -> QuerySet[Job]:
+    """Every job that works on the sheet: its imports, its runs and its pipeline steps."""
+    key = entity_key(sheet)
+    return Job.objects.filter(kind__in=[KIND, IMPORT]).filter(
+        Q(entity_key=key) | Q(entity_key__startswith=f"{key}:")
+    )
+
+
+def sheet_delete(*, sheet: Sheet) -> int:
+    """Delete a sheet, its rows, and its finished jobs with their results; returns how
+    many jobs went with it. A sheet with an active job is refused (JobActionError): the
+    user cancels the job first, so nothing a worker holds disappears under it."""
+
+    def delete() -> int:
+        jobs = list(sheet_all_jobs(sheet))
+        active = [job for job in jobs if not job.is_terminal]
+        if active:
+            numbers = ", ".join(f"#{job.pk}" for job in active)
+            raise JobActionError(
+                f"“{sheet.name}” has an active job ({numbers}): cancel it, then delete the sheet."
+            )
+        for job in jobs:
+            job_delete(job=job)
+        sheet.delete()
+        return len(jobs)
+
+    return atomic_retry(delete)

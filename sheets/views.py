@@ -18,11 +18,12 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
+from jobs.selectors import sort_key
 from sheets import export
 from sheets.chains import chain_progress, sheet_jobs
 from sheets.estimate import (
@@ -38,8 +39,11 @@ from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
 from sheets.processors.base import UnknownProcessor
 from sheets.services import (
+    sheet_all_jobs,
     sheet_chain_submit,
+    sheet_delete,
     sheet_job_submit,
+    sheet_rename,
     sheet_upload,
     sheet_write_back,
     sheets_batch_submit,
@@ -49,6 +53,7 @@ from sheets.sources import SourceError
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
 RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
+HISTORY = 20  # jobs listed in a sheet's job history
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
 THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 TRIAL_ROWS = 5
@@ -66,6 +71,11 @@ def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
     return get_object_or_404(Sheet.objects.visible_to(request.user), pk=sheet_id)
 
 
+def _own_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
+    """Renaming and deleting: the owner's own sheets only (staff too see, not change)."""
+    return get_object_or_404(Sheet, pk=sheet_id, owner=request.user)
+
+
 def _sheet_jobs(sheet: Sheet):
     return sheet_jobs(sheet)
 
@@ -81,8 +91,14 @@ def _latest_jobs(sheets: list[Sheet]) -> dict[int, Job]:
 # -- list and upload -------------------------------------------------------------------
 
 
+# The sheets list's sortable columns: the `sort` parameter (a leading "-" for descending)
+# to the fields ordered by; anything else is ignored (newest first).
+SHEET_SORTS = {"name": ("name",), "rows": ("row_count",), "created": ("created_at",)}
+
+
 def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> HttpResponse:
-    sheets = Sheet.objects.filter(owner=request.user)
+    sort, order_by = sort_key(request.GET.get("sort", ""), SHEET_SORTS, default="-created")
+    sheets = Sheet.objects.filter(owner=request.user).order_by(*order_by, "-id")
     page = Paginator(sheets, 25).get_page(request.GET.get("page"))
     latest = _latest_jobs(list(page.object_list))
     rows = [(sheet, latest.get(sheet.pk)) for sheet in page.object_list]
@@ -92,6 +108,7 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
         "error": error,
         "max_mb": _max_mb(),
         "processors": all_processors(),
+        "sort": sort,
     }
     return render(request, "sheets/sheet_list.html", context, status=status)
 
@@ -244,25 +261,30 @@ def _render_sheet(
     errors: dict | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    job = _sheet_jobs(sheet).order_by("-created_at", "-id").first()
+    history = list(_sheet_jobs(sheet).order_by("-created_at", "-id")[:HISTORY])
+    job = history[0] if history else None
     chain = chain_progress(job) if job is not None else None
     if chain is not None:
         job = chain.current  # the step running now (or next): the page follows it live
     finished_while_away = False
     if job is not None and job.is_terminal:
         finished_while_away = bool(notifications_mark_read(user=request.user, job=job))
+    # ?job=N shows the results of an earlier job of this sheet (from its job history).
+    asked = request.GET.get("job", "")
+    shown = next((j for j in history if str(j.pk) == asked), None) or job
     context = {
         "sheet": sheet,
         "job": job,
         "chain": chain,
         "live_entities": _live_entities(sheet, chain),
+        "history": history,
         "live_id": "current-job-live",
         "finished_while_away": finished_while_away,
         "preview": preview_rows(sheet, limit=10),
         **_form_context(
             sheet, job, data or {"processor": request.GET.get("processor")}, errors or {}
         ),
-        **(_results_context(request, sheet, job) if job is not None else {}),
+        **(_results_context(request, sheet, shown) if shown is not None else {}),
     }
     return render(request, "sheets/sheet_detail.html", context, status=status)
 
@@ -285,6 +307,44 @@ def sheet_detail(request: HttpRequest, sheet_id: int) -> HttpResponse:
     if not sheet.is_ready:
         return _render_importing(request, sheet)
     return _render_sheet(request, sheet)
+
+
+@require_POST
+@login_required
+def rename(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    sheet = _own_sheet(request, sheet_id)
+    try:
+        sheet_rename(sheet=sheet, name=request.POST.get("name", ""))
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect(sheet)
+    messages.success(request, f"Renamed to “{sheet.name}”.")
+    return redirect(sheet)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """GET asks for confirmation (what goes with the sheet); POST deletes, or refuses with
+    a 409 while a job of the sheet is active."""
+    sheet = _own_sheet(request, sheet_id)
+    jobs = sheet_all_jobs(sheet)
+    context = {
+        "sheet": sheet,
+        "job_count": jobs.count(),
+        "active": jobs.filter(status__in=Job.ACTIVE).order_by("pk"),
+    }
+    if request.method == "GET":
+        return render(request, "sheets/sheet_delete.html", context)
+    try:
+        deleted = sheet_delete(sheet=sheet)
+    except JobActionError as exc:
+        return render(
+            request, "sheets/sheet_delete.html", {**context, "error": str(exc)}, status=409
+        )
+    jobs_text = f" and its {deleted} job{'s' if deleted != 1 else ''}" if deleted else ""
+    messages.success(request, f"Deleted “{sheet.name}”{jobs_text}.")
+    return redirect("sheets:list")
 
 
 def _render_importing(request: HttpRequest, sheet: Sheet, status: int = 200) -> HttpResponse:

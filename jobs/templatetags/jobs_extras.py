@@ -66,3 +66,9 @@ def spent_items(spent: dict | None) -> list[tuple[str, str, str]]:
         else:
             items.append((name.replace("_", " ").capitalize(), f"{value:,}", css))
     return items
+
+
+@register.filter
+def downloads(job) -> list[tuple[str, str]]:
+    """The job's results to download (label, url), when its kind offers them."""
+    return extensions.downloads(job)

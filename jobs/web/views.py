@@ -37,7 +37,7 @@ class HtmxHttpRequest(HttpRequest):
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     jobs = Job.objects.filter(owner=request.user).select_related("owner")[:10]
-    return render(request, "home.html", {"jobs": jobs})
+    return render(request, "home.html", {"jobs": jobs, "actions": ACTIONS.values()})
 
 
 def _parse_day(value: str) -> datetime | None:
@@ -50,13 +50,14 @@ def _parse_day(value: str) -> datetime | None:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def filter_jobs(jobs: QuerySet[Job], params) -> QuerySet[Job]:
-    """The dashboard's filters: a status tab, kind, created date range (whole days), text."""
-    status = params.get("status", "")
+def filter_jobs(jobs: QuerySet[Job], params, *, status: bool = True) -> QuerySet[Job]:
+    """The dashboard's filters: a status tab (unless `status` is False: the tabs' counts),
+    kind, created date range (whole days), text."""
+    group = selectors.status_group(params.get("status", "")) if status else ""
     end = _parse_day(params.get("to", ""))
     return selectors.filter_jobs(
         jobs,
-        statuses=[status] if status in selectors.STATUS_GROUPS else [],
+        statuses=[group] if group else [],
         kind=params.get("kind", ""),
         text=params.get("q", ""),
         created_after=_parse_day(params.get("from", "")),
@@ -71,16 +72,30 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
     jobs = selectors.visible_jobs(request.user)
     if not all_users:
         jobs = jobs.filter(owner=request.user)
-    jobs = filter_jobs(jobs, request.GET)
+    counts = selectors.status_counts(filter_jobs(jobs, request.GET, status=False))
+    sort, order_by = selectors.sort_key(
+        request.GET.get("sort", ""), selectors.JOB_SORTS, "-created"
+    )
+    jobs = filter_jobs(jobs, request.GET).order_by(*order_by, "-id")
     page = Paginator(jobs, 25).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
+    unsorted = query.copy()
+    unsorted.pop("sort", None)
     context = {
         "page": page,
         "all_users": all_users,
         "filters": request.GET,
+        "status": selectors.status_group(request.GET.get("status", "")),
         "query": query.urlencode(),
-        "status_filters": selectors.STATUS_GROUPS,
+        "unsorted_query": unsorted.urlencode(),
+        "sort": sort,
+        "sortable": True,
+        "filtered": any(request.GET.get(k) for k in ("status", "kind", "q", "from", "to")),
+        "status_tabs": [
+            (name, name.capitalize() or "All", counts[name])
+            for name in ["", *selectors.STATUS_GROUPS]
+        ],
         "actions": ACTIONS.values(),
         "kinds": all_kinds(),
     }

@@ -1,6 +1,6 @@
 // Conveyor's front-end glue around htmx and its ws extension:
 // - mark the page when the live socket is open (tests and the nav dot read it),
-// - toasts fade away by themselves,
+// - toasts fade away by themselves and close with their button,
 // - a job row pushed for a job this table doesn't show yet refreshes the table, and
 //   so does every (re)opening of the socket: what changed while it was down shows;
 // - a pushed job row or live section is updated in place (the user may be clicking it);
@@ -191,11 +191,24 @@
     if (target === "#current-job-live") reread("sheet-job");
   });
 
+  // Toasts go by themselves after 10 s (not while the pointer or focus is on one) and
+  // close at once with their × button (a real button: Tab reaches it, Enter presses it).
+  function dismissLater(toast) {
+    clearTimeout(toast.conveyorTimer);
+    toast.conveyorTimer = setTimeout(() => {
+      if (toast.matches(":hover, :focus-within")) dismissLater(toast);
+      else toast.remove();
+    }, 10000);
+  }
   document.addEventListener("htmx:oobAfterSwap", () => {
     document.querySelectorAll("#toasts .toast:not([data-timer])").forEach((toast) => {
       toast.dataset.timer = "1";
       markSeen(toast);
-      setTimeout(() => toast.remove(), 10000);
+      dismissLater(toast);
     });
+  });
+  document.addEventListener("click", (event) => {
+    const close = event.target.closest && event.target.closest(".toast-close");
+    if (close) close.closest(".toast").remove();
   });
 })();

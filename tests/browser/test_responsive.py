@@ -45,6 +45,9 @@ def test_main_pages_fit_a_phone_and_a_desktop(open_page, user, staff_user, finis
     sheet, job = finished_sheet
     user_pages = ["/", "/jobs/", f"/jobs/{job.pk}/", "/sheets/", sheet.get_absolute_url()]
     user_pages.append("/jobs/notifications/")
+    # A second job: the sheet page then lists its job history; and the newer pages.
+    run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="copy")[0])
+    user_pages += ["/schedules/", f"/sheets/{sheet.pk}/delete/", "/no-such-page/"]
     problems = []
     for who, paths in ((user, user_pages), (staff_user, ["/metrics/", f"/jobs/{job.pk}/"])):
         page = open_page(who, "/")
