@@ -507,8 +507,8 @@ def worker_stale_after() -> timedelta:
 
 
 class WorkerQuerySet(models.QuerySet):
-    def alive(self) -> WorkerQuerySet:
-        return self.filter(last_seen_at__gte=timezone.now() - worker_stale_after())
+    def alive(self, now=None) -> WorkerQuerySet:
+        return self.filter(last_seen_at__gte=(now or timezone.now()) - worker_stale_after())
 
 
 class Worker(models.Model):

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -27,11 +29,11 @@ from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
 from jobs.engine import transitions
-from jobs.engine.db import atomic_retry, lock_scheduler
+from jobs.engine.db import atomic_retry, lock_scheduler, try_lock_scheduler
 from jobs.engine.errors import LeaseLost
 from jobs.engine.journal import Journal
 from jobs.engine.kinds import capped_kinds
-from jobs.models import Job, Worker
+from jobs.models import Job, Worker, worker_stale_after
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +61,70 @@ def _occupying():
 
 def free_capacity() -> int:
     """Alive workers minus busy slots, in one query (it runs after every submit)."""
-    alive, alive_params = Worker.objects.alive().values("pk").query.sql_with_params()
-    busy, busy_params = _occupying().values("pk").query.sql_with_params()
-    sql = f"SELECT (SELECT COUNT(*) FROM ({alive}) a) - (SELECT COUNT(*) FROM ({busy}) b)"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*alive_params, *busy_params])
-        return cursor.fetchone()[0]
+    return _run_compiled(_capacity_sql(connection.vendor, False))
 
 
 def free_for_new_job() -> bool:
     """Whether a job submitted now may go straight to a worker: one is free beyond the
-    runnable jobs already waiting (so it overtakes nobody). Inside the submit's
-    transaction, under the scheduler lock, so two submitters cannot fill one worker."""
-    lock_scheduler()
-    alive, alive_params = Worker.objects.alive().values("pk").query.sql_with_params()
-    busy, busy_params = _occupying().values("pk").query.sql_with_params()
-    waiting, waiting_params = Job.objects.runnable().values("pk").query.sql_with_params()
-    sql = (
-        f"SELECT (SELECT COUNT(*) FROM ({alive}) a) - (SELECT COUNT(*) FROM ({busy}) b)"
-        f" - (SELECT COUNT(*) FROM ({waiting}) w)"
-    )
+    runnable jobs already waiting (so it overtakes nobody).
+
+    Inside the submit's transaction. On PostgreSQL the scheduler lock is only tried: if
+    a worker is scheduling at this moment the submit does not wait for it but takes the
+    usual way (`dispatch()` after the commit). SQLite serialises writers anyway.
+    """
+    if connection.vendor == "postgresql" and not try_lock_scheduler():
+        return False
+    return _run_compiled(_capacity_sql(connection.vendor, True)) > 0
+
+
+@functools.cache
+def _capacity_sql(vendor: str, beyond_waiting: bool) -> tuple[str, list]:
+    """Alive workers - jobs occupying one (- runnable jobs waiting), compiled once."""
+    sample = timezone.now()
+    parts = [
+        Worker.objects.alive(sample).order_by().values("pk"),
+        _occupying().order_by().values("pk"),
+    ]
+    if beyond_waiting:
+        parts.append(Job.objects.runnable(sample).order_by().values("pk"))
+    counts, params = [], []
+    for index, queryset in enumerate(parts):
+        sql, part_params = queryset.query.sql_with_params()
+        counts.append(f"(SELECT COUNT(*) FROM ({sql}) part{index})")
+        params.extend(part_params)
+    return "SELECT " + " - ".join(counts), _times_as_offsets(params, sample)
+
+
+def _times_as_offsets(params: list, sample) -> list:
+    """A compiled query's parameters, with the times it was built with (now, and the
+    alive workers' cutoff) replaced by their offsets from now, raw or as the database
+    takes them (SQLite: text)."""
+    offsets = {}
+    for time in (sample, sample - worker_stale_after()):
+        offsets[time] = offsets[_prepared_time(time)] = TimeOffset(time - sample)
+    compiled = [
+        offsets.get(value, value) if isinstance(value, Hashable) else value for value in params
+    ]
+    if not any(isinstance(value, TimeOffset) for value in compiled):
+        raise RuntimeError("could not find the workers' cutoff time in the capacity query")
+    return compiled
+
+
+@dataclass(frozen=True)
+class TimeOffset:
+    delta: timedelta
+
+
+def _run_compiled(compiled: tuple[str, list]) -> int:
+    sql, params = compiled
+    now = timezone.now()
+    values = [
+        _prepared_time(now + value.delta) if isinstance(value, TimeOffset) else value
+        for value in params
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*alive_params, *busy_params, *waiting_params])
-        return cursor.fetchone()[0] > 0
+        cursor.execute(sql, values)
+        return cursor.fetchone()[0]
 
 
 def enqueue_after_commit(job: Job) -> None:
