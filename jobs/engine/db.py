@@ -29,13 +29,6 @@ def lock_scheduler() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEDULER_LOCK_ID])
 
 
-def try_lock_scheduler() -> bool:
-    """`lock_scheduler` without waiting (PostgreSQL): False if another transaction holds it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SCHEDULER_LOCK_ID])
-        return cursor.fetchone()[0]
-
-
 def is_locked_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
 

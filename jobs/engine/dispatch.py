@@ -29,7 +29,7 @@ from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
 from jobs.engine import transitions
-from jobs.engine.db import atomic_retry, lock_scheduler, try_lock_scheduler
+from jobs.engine.db import SCHEDULER_LOCK_ID, atomic_retry, lock_scheduler
 from jobs.engine.errors import LeaseLost
 from jobs.engine.journal import Journal
 from jobs.engine.kinds import capped_kinds
@@ -68,12 +68,13 @@ def free_for_new_job() -> bool:
     """Whether a job submitted now may go straight to a worker: one is free beyond the
     runnable jobs already waiting (so it overtakes nobody).
 
-    Inside the submit's transaction. On PostgreSQL the scheduler lock is only tried: if
-    a worker is scheduling at this moment the submit does not wait for it but takes the
-    usual way (`dispatch()` after the commit). SQLite serialises writers anyway.
+    Inside the submit's transaction. On PostgreSQL the scheduler lock is only tried, in
+    the same statement: if a worker is scheduling at this moment the submit does not wait
+    for it but takes the usual way (`dispatch()` after the commit). (A scheduler that
+    committed between this statement's snapshot and its lock can make it count one
+    worker too many: that job then waits in the broker for the next free worker.)
+    SQLite serialises writers anyway.
     """
-    if connection.vendor == "postgresql" and not try_lock_scheduler():
-        return False
     return _run_compiled(_capacity_sql(connection.vendor, True)) > 0
 
 
@@ -92,7 +93,10 @@ def _capacity_sql(vendor: str, beyond_waiting: bool) -> tuple[str, list]:
         sql, part_params = queryset.query.sql_with_params()
         counts.append(f"(SELECT COUNT(*) FROM ({sql}) part{index})")
         params.extend(part_params)
-    return "SELECT " + " - ".join(counts), _times_as_offsets(params, sample)
+    free = " - ".join(counts)
+    if beyond_waiting and vendor == "postgresql":
+        free = f"CASE WHEN pg_try_advisory_xact_lock({SCHEDULER_LOCK_ID}) THEN {free} ELSE 0 END"
+    return f"SELECT {free}", _times_as_offsets(params, sample)
 
 
 def _times_as_offsets(params: list, sample) -> list:
