@@ -29,7 +29,9 @@ from sheets.models import RowResult, Sheet, SheetRow
 from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, run_rows
 from sheets.processors.base import RowStream
 
-CPU_BATCH_ROWS = 1_000
+# Measured on a no-op job (PostgreSQL, 50k rows): 2,000 rows a commit is ~7 % faster than
+# 1,000 (one COMMIT's flush is ~14 ms), 5,000 no faster; a batch is also a live update.
+CPU_BATCH_ROWS = 2_000
 COMMIT_EVERY_SECONDS = 1.0
 COLLECT_WAIT_SECONDS = 0.2
 
