@@ -44,6 +44,7 @@ from sheets.services import (
     sheet_delete,
     sheet_job_submit,
     sheet_rename,
+    sheet_schedules,
     sheet_upload,
     sheet_write_back,
     sheets_batch_submit,
@@ -325,14 +326,16 @@ def rename(request: HttpRequest, sheet_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
-    """GET asks for confirmation (what goes with the sheet); POST deletes, or refuses with
-    a 409 while a job of the sheet is active."""
+    """GET asks for confirmation (what goes with the sheet: jobs, schedules); POST
+    deletes, or refuses with a 409 while a job of the sheet is active."""
     sheet = _own_sheet(request, sheet_id)
     jobs = sheet_all_jobs(sheet)
+    schedules = list(sheet_schedules(sheet))
     context = {
         "sheet": sheet,
         "job_count": jobs.count(),
         "active": jobs.filter(status__in=Job.ACTIVE).order_by("pk"),
+        "schedules": schedules,
     }
     if request.method == "GET":
         return render(request, "sheets/sheet_delete.html", context)
@@ -342,8 +345,11 @@ def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
         return render(
             request, "sheets/sheet_delete.html", {**context, "error": str(exc)}, status=409
         )
-    jobs_text = f" and its {deleted} job{'s' if deleted != 1 else ''}" if deleted else ""
-    messages.success(request, f"Deleted “{sheet.name}”{jobs_text}.")
+    gone = [f"{deleted} job{'s' if deleted != 1 else ''}"] if deleted else []
+    if schedules:
+        gone.append(f"{len(schedules)} schedule{'s' if len(schedules) != 1 else ''}")
+    gone_text = f" and its {' and '.join(gone)}" if gone else ""
+    messages.success(request, f"Deleted “{sheet.name}”{gone_text}.")
     return redirect("sheets:list")
 
 

@@ -11,7 +11,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.engine.runner import run_one_slice
-from jobs.models import Job
+from jobs.engine.schedules import schedule_create
+from jobs.engine.services import job_cancel, job_submit
+from jobs.models import Job, Schedule
+from sheets.kinds import KIND, WRITE_BACK
 from sheets.models import RowResult, Sheet, SheetRow
 from tests.sheets.factories import make_sheet, run_to_end
 
@@ -84,6 +87,31 @@ def test_delete_asks_first_then_removes_the_rows_and_finished_jobs(alice, user):
     assert not Sheet.objects.filter(pk=sheet.pk).exists()
     assert not SheetRow.objects.exists() and not RowResult.objects.exists()
     assert not Job.objects.filter(pk=job.pk).exists()
+
+
+def test_delete_takes_the_sheets_schedules_and_write_backs_with_it(alice, user, other_user):
+    sheet = make_sheet(user, [["a"], ["1"]], name="leads.csv")
+    other = make_sheet(user, [["a"], ["1"]], name="other.csv")
+    job = run_to_end(_start(alice, sheet))
+    writer, _ = job_submit(
+        kind=WRITE_BACK, params={"job_id": job.pk}, owner=user, entity_key=f"write-back:{job.pk}"
+    )
+    job_cancel(job=writer)
+    nightly = schedule_create(
+        owner=user, kind=KIND, params={"sheet_id": sheet.pk, "processor": "clean"},
+        name="Nightly clean", every="1d",
+    )  # fmt: skip
+    kept = schedule_create(
+        owner=user, kind=KIND, params={"sheet_id": other.pk, "processor": "clean"}, every="1h"
+    )
+    confirm = _text(alice.get(f"/sheets/{sheet.pk}/delete/"))
+    assert 'id="delete-schedules"' in confirm and "Nightly clean" in confirm
+    assert "2 finished jobs" in confirm, "the run and its write-back"
+    response = alice.post(f"/sheets/{sheet.pk}/delete/", follow=True)
+    assert "Deleted “leads.csv” and its 2 jobs and 1 schedule." in _text(response)
+    assert not Schedule.objects.filter(pk=nightly.pk).exists()
+    assert not Job.objects.filter(pk__in=[job.pk, writer.pk]).exists()
+    assert Schedule.objects.filter(pk=kept.pk).exists(), "another sheet's schedule stays"
 
 
 def test_a_sheet_with_an_active_job_is_not_deleted(alice, user):
