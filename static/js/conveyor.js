@@ -7,7 +7,8 @@
 // - a sheet page shows a job of its sheet started elsewhere;
 // - a page listing things whose latest job changes ([data-live-refresh]) re-reads itself;
 // - a job that finishes in front of the user marks its notification read (it was seen);
-// - after 2 s without the socket, a "Reconnecting…" banner says live updates paused.
+// - after 2 s without the socket, a "Reconnecting…" banner says live updates paused;
+// - a form or link with data-confirm asks its question before it goes (no inline handlers).
 (function () {
   // Re-read one part of the page (by id) from the server, at most once per 300 ms.
   const rereading = {};
@@ -113,16 +114,16 @@
     }
   });
 
-  // A box marked data-swap-errors shows the 4xx answer's message (a form's errors)
-  // instead of htmx's default of ignoring error responses.
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    const { target, xhr } = event.detail;
-    if (!target || !target.matches("[data-swap-errors]")) return;
-    if (xhr.status >= 400 && xhr.status < 500) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
-  });
+  // A form or link marked data-confirm="question" asks first (the CSP forbids inline
+  // onsubmit/onclick handlers, so templates carry the question and this asks it).
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest && event.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  }, true);
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest("a[data-confirm], button[data-confirm]");
+    if (link && !window.confirm(link.dataset.confirm)) event.preventDefault();
+  }, true);
 
   // A re-read jobs table keeps the rows the user ticked.
   let tickedIds = null;
