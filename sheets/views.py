@@ -273,6 +273,7 @@ def _render_sheet(
     # ?job=N shows the results of an earlier job of this sheet (from its job history).
     asked = request.GET.get("job", "")
     shown = next((j for j in history if str(j.pk) == asked), None) or job
+    pinned = shown is not None and shown != job
     context = {
         "sheet": sheet,
         "job": job,
@@ -285,9 +286,16 @@ def _render_sheet(
         **_form_context(
             sheet, job, data or {"processor": request.GET.get("processor")}, errors or {}
         ),
-        **(_results_context(request, sheet, shown) if shown is not None else {}),
+        **(_results_context(request, sheet, shown, pinned) if shown is not None else {}),
     }
     return render(request, "sheets/sheet_detail.html", context, status=status)
+
+
+def _current_job(sheet: Sheet) -> Job | None:
+    """The job the sheet's page follows live: its latest, or the chain's current step."""
+    latest = _sheet_jobs(sheet).order_by("-created_at", "-id").first()
+    chain = chain_progress(latest) if latest is not None else None
+    return chain.current if chain is not None else latest
 
 
 def _live_entities(sheet: Sheet, chain) -> list[str]:
@@ -642,7 +650,11 @@ def _preview_row(sheet: Sheet, raw: str, default: int) -> int:
 # -- results, export, write-back -------------------------------------------------------
 
 
-def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, Any]:
+def _results_context(
+    request: HttpRequest, sheet: Sheet, job: Job, pinned: bool = False
+) -> dict[str, Any]:
+    """The results table of `job`; `pinned`: a job the user asked for that is not the
+    one the page follows live, so live refreshes keep it (conveyor.js reads the mark)."""
     shown = request.GET.get("errors", "")
     errors_only = shown == "1"
     outputs = job.params.get("output_columns", [])
@@ -676,6 +688,7 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
     ]
     return {
         "results_job": job,
+        "results_pinned": pinned,
         "results_page": page,
         "results_table": table,
         "input_columns": columns,
@@ -691,15 +704,18 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
 @require_GET
 @login_required
 def results(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """The results table alone (filters, pages, live refreshes): of the asked job, else
+    of the job the page follows; an asked job other than that one stays pinned."""
     sheet = _visible_sheet(request, sheet_id)
-    jobs = _sheet_jobs(sheet)
+    current = _current_job(sheet)
     asked = request.GET.get("job", "")
-    job = (jobs.filter(pk=int(asked)).first() if asked.isascii() and asked.isdigit() else None) or (
-        jobs.order_by("-created_at", "-id").first()
-    )
+    job = None
+    if asked.isascii() and asked.isdigit():
+        job = _sheet_jobs(sheet).filter(pk=int(asked)).first()
+    job = job or current
     if job is None:
         return HttpResponse("", status=204)
-    context = {"sheet": sheet, **_results_context(request, sheet, job)}
+    context = {"sheet": sheet, **_results_context(request, sheet, job, job != current)}
     return render(request, "sheets/sheet_detail.html#results", context)
 
 

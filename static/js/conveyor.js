@@ -29,6 +29,8 @@
 
   // A sheet page: its job committed rows, so refresh the results table (at most 1/s),
   // keeping the view the user chose (errors only, order, page) as it is at that moment.
+  // A table pinned to a job the user asked for (?job=N, an earlier job) stays on it:
+  // only the live panel follows the running job.
   let resultsTimer = null;
   function refreshResults(signal) {
     if (!document.getElementById("results") || resultsTimer) return;
@@ -37,7 +39,9 @@
       const results = document.getElementById("results");
       if (!results) return;
       const view = results.dataset;
-      const job = signal.dataset.job || view.job;
+      const live = signal && signal.dataset.job;
+      if (view.pinned && live !== view.job) return;
+      const job = view.pinned ? view.job : live || view.job;
       const params = new URLSearchParams({ job: job });
       if (view.errors) params.set("errors", view.errors);
       if (view.order) params.set("order", view.order);

@@ -157,6 +157,33 @@ def test_an_older_jobs_results_are_shown_and_downloaded(alice, user):
     assert rows[0][:2] == ["value", "clean_value"] and rows[1][:2] == ["'=1+1", "'=1+1"]
 
 
+def _results_box(html: str) -> str:
+    """The opening tag of the results table's box (its data-* say what refreshes show)."""
+    start = html.index('<div id="results"')
+    return html[start : html.index(">", start)]
+
+
+def test_an_older_jobs_results_stay_shown_while_a_later_job_runs(alice, user):
+    sheet = make_sheet(user, [["value"], ["a"], ["b"]], name="data.csv")
+    first = run_to_end(_start(alice, sheet))
+    running = _start(alice, sheet, processor="copy")
+    run_one_slice(running.pk)  # rows of the running job are committed: the page refreshes
+    box = _results_box(alice.get(f"/sheets/{sheet.pk}/?job={first.pk}").content.decode())
+    assert f'data-job="{first.pk}"' in box and 'data-pinned="1"' in box
+    # The live refresh re-reads the results fragment for the pinned job: it stays job N.
+    refreshed = alice.get(f"/sheets/{sheet.pk}/results/?job={first.pk}&order=latest")
+    box = _results_box(refreshed.content.decode())
+    assert f'data-job="{first.pk}"' in box and 'data-pinned="1"' in box
+    # Without ?job the table follows the running job, and is not pinned.
+    for html in (
+        alice.get(f"/sheets/{sheet.pk}/").content.decode(),
+        alice.get(f"/sheets/{sheet.pk}/results/").content.decode(),
+        alice.get(f"/sheets/{sheet.pk}/results/?job={running.pk}").content.decode(),
+    ):
+        box = _results_box(html)
+        assert f'data-job="{running.pk}"' in box and "data-pinned" not in box
+
+
 def test_an_older_jobs_downloads_are_not_found_for_others(client, user, other_user):
     sheet = make_sheet(user, [["a"], ["1"]])
     client.force_login(user)
