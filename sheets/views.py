@@ -376,6 +376,20 @@ def options_form(request: HttpRequest, sheet_id: int) -> HttpResponse:
     return render(request, "sheets/sheet_detail.html#options", {"sheet": sheet, **context})
 
 
+@require_GET
+@login_required
+def options_notice(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """The options form's notice for the values typed so far (a base URL typed after
+    "No LLM endpoint is configured" changes what is true)."""
+    _visible_sheet(request, sheet_id)
+    try:
+        processor = get_processor(request.GET.get("processor", ""))
+    except UnknownProcessor as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    notice = processor.notice(_posted_options(processor, request.GET))
+    return render(request, "sheets/sheet_detail.html#notice", {"notice": notice})
+
+
 def _posted_options(processor, post) -> dict[str, Any]:
     """Option values from the form; empty fields fall back to the processor's defaults."""
     options: dict[str, Any] = {}
