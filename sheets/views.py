@@ -383,7 +383,7 @@ def options_notice(request: HttpRequest, sheet_id: int) -> HttpResponse:
     "No LLM endpoint is configured" changes what is true)."""
     _visible_sheet(request, sheet_id)
     try:
-        processor = get_processor(request.GET.get("processor", ""))
+        processor = get_processor(request.GET.get("processor") or "clean")  # as the form
     except UnknownProcessor as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
     notice = processor.notice(_posted_options(processor, request.GET))
