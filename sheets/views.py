@@ -56,6 +56,8 @@ RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
 HISTORY = 20  # jobs listed in a sheet's job history
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
+TOKENS = "tokens"  # the llm processor's tokens of a row's request
+REUSED_TOKENS = "0 (reused)"
 THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 TRIAL_ROWS = 5
 FIELD_LABELS = {
@@ -696,7 +698,7 @@ def _results_context(
             "inputs": [
                 (inputs.get(result.row_number) or [""] * len(sheet.columns))[i] for i in index
             ],
-            "outputs": [result.outputs.get(c, "") for c in outputs],
+            "outputs": [_shown_output(result, c) for c in outputs],
         }
         for result in page.object_list
     ]
@@ -713,6 +715,14 @@ def _results_context(
         "issues_count": with_issues.count() if ISSUES in outputs else None,
         "order": order,
     }
+
+
+def _shown_output(result: RowResult, column: str) -> str:
+    """A row's output as the table shows it: a reused row's `tokens` are the original
+    answer's, which this job did not pay (its `spent` counts 0), so it says "reused"."""
+    if column == TOKENS and result.reused:
+        return REUSED_TOKENS
+    return result.outputs.get(column, "")
 
 
 @require_GET
