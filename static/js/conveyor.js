@@ -167,7 +167,7 @@
     }, 2000);
   });
 
-  // A toast for a job this page shows live: the user saw it finish, so its notification
+  // A toast for a job (or batch) this page shows live: the user saw it finish, so its notification
   // is read (no "completed while you were away" later, no unread badge for it).
   function csrfToken() {
     try {
@@ -176,10 +176,16 @@
       return "";
     }
   }
+  // A batch's toast likewise, on the batch's page (its live part carries data-batch).
+  function shownLive(toast) {
+    const { job, batch } = toast.dataset;
+    if (job) return document.querySelector('.live-job[data-job="' + job + '"]');
+    if (batch) return document.querySelector('.live-job[data-batch="' + batch + '"]');
+    return null;
+  }
   function markSeen(toast) {
-    const job = toast.dataset.job;
     const id = Number(toast.dataset.notification);
-    if (!job || !id || !document.querySelector('.live-job[data-job="' + job + '"]')) return;
+    if (!id || !shownLive(toast)) return;
     fetch("/api/notifications/mark-read/", {
       method: "POST",
       credentials: "same-origin",
