@@ -25,7 +25,7 @@ from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from jobs.selectors import sort_key
 from sheets import export
-from sheets.chains import chain_progress, sheet_jobs
+from sheets.chains import chain_progress, latest_steps, sheet_jobs
 from sheets.estimate import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
@@ -83,14 +83,6 @@ def _sheet_jobs(sheet: Sheet):
     return sheet_jobs(sheet)
 
 
-def _latest_jobs(sheets: list[Sheet]) -> dict[int, Job]:
-    keys = {entity_key(s): s.pk for s in sheets}
-    latest: dict[int, Job] = {}
-    for job in Job.objects.filter(kind=KIND, entity_key__in=keys).order_by("created_at", "id"):
-        latest[keys[job.entity_key]] = job
-    return latest
-
-
 # -- list and upload -------------------------------------------------------------------
 
 
@@ -103,7 +95,7 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
     sort, order_by = sort_key(request.GET.get("sort", ""), SHEET_SORTS, default="-created")
     sheets = Sheet.objects.filter(owner=request.user).order_by(*order_by, "-id")
     page = Paginator(sheets, 25).get_page(request.GET.get("page"))
-    latest = _latest_jobs(list(page.object_list))
+    latest = latest_steps(list(page.object_list))
     rows = [(sheet, latest.get(sheet.pk)) for sheet in page.object_list]
     context = {
         "page": page,

@@ -16,6 +16,7 @@ from jobs.engine.services import job_cancel, job_submit
 from jobs.models import Job, Schedule
 from sheets.kinds import KIND, WRITE_BACK
 from sheets.models import RowResult, Sheet, SheetRow
+from sheets.services import sheet_chain_submit
 from tests.sheets.factories import make_sheet, run_to_end
 
 pytestmark = pytest.mark.django_db
@@ -213,6 +214,37 @@ def test_the_sheets_list_sorts_by_its_columns_and_ignores_bad_keys(alice, user):
         assert order(f"?sort={bad}") == ["a.csv", "c.csv", "b.csv"]
     html = alice.get("/sheets/?sort=name").content.decode()
     assert 'aria-sort="ascending"' in html and 'href="?sort=-name"' in html
+
+
+def _latest_cell(html: str, sheet) -> str:
+    row = html[html.index(f'<a href="/sheets/{sheet.pk}/">') :]
+    return row[: row.index("</tr>")]
+
+
+def test_the_sheets_list_shows_a_chains_current_step_in_one_query(
+    alice, user, django_assert_max_num_queries
+):
+    sheet = make_sheet(user, [["value"], ["a"], ["b"]], name="chained.csv")
+    first, second = sheet_chain_submit(
+        sheet=sheet, owner=user, steps=[{"processor": "clean"}, {"processor": "copy"}]
+    )
+    cell = _latest_cell(alice.get("/sheets/").content.decode(), sheet)
+    assert f'href="/jobs/{first.pk}/"' in cell and "step 1 of 2" in cell
+    run_to_end(first)
+    cell = _latest_cell(alice.get("/sheets/").content.decode(), sheet)
+    assert f'href="/jobs/{second.pk}/"' in cell and "step 2 of 2" in cell
+    run_to_end(second)
+    cell = _latest_cell(alice.get("/sheets/").content.decode(), sheet)
+    assert f'href="/jobs/{second.pk}/"' in cell and "Succeeded" in cell
+    alice.get("/sheets/")  # the session and the user are loaded: count the page alone
+    with django_assert_max_num_queries(12) as few:
+        alice.get("/sheets/")
+    queries = len(few.captured_queries)
+    for n in range(6):
+        other = make_sheet(user, [["value"], ["a"]], name=f"more{n}.csv")
+        run_to_end(_start(alice, other))
+    with django_assert_max_num_queries(queries):
+        alice.get("/sheets/")  # more sheets with jobs: not one more query
 
 
 def test_no_sheets_offers_an_upload_and_the_sample(alice):
