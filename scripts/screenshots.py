@@ -3,9 +3,12 @@
 Start Conveyor first (`make run`, or any web process with its workers), then run
 `.venv/bin/python scripts/screenshots.py [--url http://127.0.0.1:8000] [--out DIR]`.
 It logs in with the login `make run` created (var/login.json, or --username and
---password), cleans the bundled sample sheet while watching, and saves PNGs of the
-sheet page, the jobs list, the job's page and the metrics page (1400 px wide), and of
-the sheet page on a phone (390 px). It only uses the app as a user would.
+--password; a staff login, for the admin page), uploads a larger copy of the bundled
+sample sheet (so that the job runs long enough to be seen live), starts the `clean`
+processor while watching, and saves 1280x800 PNGs of: the sheet page with its live job
+(`sheet.png`), the jobs dashboard (`jobs.png`), the job's page (`job.png`), the
+metrics page (`metrics.png`) and the admin's jobs list (`admin.png`). It only uses
+the app as a user would.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sheets" / "samples" / "contacts.csv"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-DESKTOP = {"width": 1400, "height": 900}
-PHONE = {"width": 390, "height": 844}
-JOB_TIMEOUT_MS = 120_000
+VIEWPORT = {"width": 1280, "height": 800}
+COPIES = 1500  # of the sample's 30 rows: 45,000 rows, a job of several seconds
+LIVE_PERCENT = 15  # the sheet is shot once its job got this far (and is still running)
+TIMEOUT_S = 120
 
 
 def saved_login() -> tuple[str, str]:
@@ -31,13 +36,29 @@ def saved_login() -> tuple[str, str]:
     return saved["username"], saved["password"]
 
 
-def charts_drawn(page, timeout: float = 30) -> None:
-    """Wait for the metrics page's first data (the CSP refuses wait_for_function's eval)."""
+def big_sample() -> bytes:
+    """The sample's rows many times over (the header once): a job that lasts."""
+    header, *rows = SAMPLE.read_text(encoding="utf-8").splitlines()
+    return "\n".join([header, *rows * COPIES, ""]).encode()
+
+
+def poll(page, expression: str, what: str, timeout: float = TIMEOUT_S) -> None:
+    """Wait until `expression` (a function evaluated in the page) is true; the CSP
+    refuses wait_for_function's eval, so this polls from here."""
     deadline = time.monotonic() + timeout
-    while not page.evaluate("() => Boolean(window.conveyorMetrics?.updates)"):
+    while not page.evaluate(expression):
         if time.monotonic() > deadline:
-            raise TimeoutError("the metrics page drew no data")
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         page.wait_for_timeout(200)
+
+
+LIVE_AND_UNDER_WAY = f"""() => {{
+  const live = document.querySelector("#current-job-live");
+  const bar = live && live.querySelector("[role=progressbar]");
+  return Boolean(live && live.dataset.status === "running" && bar &&
+    Number(bar.getAttribute("aria-valuenow")) >= {LIVE_PERCENT} &&
+    document.querySelector("#results tbody tr[data-row]"));
+}}"""
 
 
 def take(url: str, out: Path, username: str, password: str) -> list[Path]:
@@ -45,7 +66,7 @@ def take(url: str, out: Path, username: str, password: str) -> list[Path]:
     shots: list[Path] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless"])
-        page = browser.new_context(base_url=url, viewport=DESKTOP).new_page()
+        page = browser.new_context(base_url=url, viewport=VIEWPORT).new_page()
         page.set_default_timeout(30_000)
 
         def shot(name: str) -> None:
@@ -60,24 +81,28 @@ def take(url: str, out: Path, username: str, password: str) -> list[Path]:
         page.wait_for_url(lambda now: "/login/" not in now)
 
         page.goto("/sheets/")
-        page.locator("#try-sample").click()
-        page.wait_for_url("**/sheets/*/?processor=clean")
-        page.locator("#start-watch").click()
-        page.locator("#current-job-live .status", has_text="Succeeded").wait_for(
-            timeout=JOB_TIMEOUT_MS
+        page.set_input_files(
+            "input[type=file][name=file]",
+            {"name": "contacts.csv", "mimeType": "text/csv", "buffer": big_sample()},
         )
-        page.locator("#results tbody tr[data-row]").first.wait_for()
+        page.get_by_role("button", name="Upload and preview").click()
+        page.wait_for_url("**/sheets/*/")
+        page.select_option("select[name=processor]", "clean")
+        page.locator("#start-watch").click()
+        poll(page, LIVE_AND_UNDER_WAY, "the job to be under way")
         job_url = page.locator("#current-job-live a", has_text="Job #").get_attribute("href")
         shot("sheet")
-        page.set_viewport_size(PHONE)
-        shot("sheet-phone")
-        page.set_viewport_size(DESKTOP)
 
-        for name, path in (("jobs", "/jobs/"), ("job", job_url), ("metrics", "/metrics/")):
+        for name, path in (
+            ("jobs", "/jobs/"),
+            ("job", job_url),
+            ("metrics", "/metrics/"),
+            ("admin", "/admin/jobs/job/"),
+        ):
             page.goto(path)
             page.wait_for_load_state("load")
             if name == "metrics":
-                charts_drawn(page)
+                poll(page, "() => Boolean(window.conveyorMetrics?.updates)", "the charts", 30)
             shot(name)
         browser.close()
     return shots

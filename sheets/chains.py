@@ -73,3 +73,49 @@ def chain_progress(job: Job) -> ChainProgress | None:
         return None
     current = next((step for step in steps if step.status != Job.Status.SUCCEEDED), steps[-1])
     return ChainProgress(steps, current)
+
+
+@dataclass(frozen=True)
+class LatestStep:
+    """What a list shows of a sheet's latest work: the job its page follows (the latest,
+    or its chain's current step) and, in a chain, which step that is."""
+
+    job: Job
+    number: int = 1
+    of: int = 1
+
+
+LIST_FIELDS = ("id", "kind", "owner", "entity_key", "status", "processed", "total", "created_at")
+
+
+def latest_steps(sheets: list[Sheet]) -> dict[int, LatestStep]:
+    """The latest step of each sheet, in one query for all of them: a later step's key
+    names the step before it (`sheet:N:after:M`), so chains are followed in memory."""
+    keys = {entity_key(sheet): sheet.pk for sheet in sheets}
+    if not keys:
+        return {}
+    match = Q(entity_key__in=keys)
+    for key in keys:
+        match |= Q(entity_key__startswith=f"{key}:after:")
+    owners = {sheet.owner_id for sheet in sheets}
+    jobs = Job.objects.filter(kind=KIND, owner__in=owners).filter(match).only(*LIST_FIELDS)
+    known: dict[int, dict[int, Job]] = {}
+    latest: dict[int, Job] = {}
+    for job in jobs.order_by("created_at", "id"):
+        sheet_id = keys[job.entity_key.partition(":after:")[0]]
+        known.setdefault(sheet_id, {})[job.pk] = job
+        latest[sheet_id] = job
+    return {sheet_id: _step_of(job, known[sheet_id]) for sheet_id, job in latest.items()}
+
+
+def _step_of(last: Job, known: dict[int, Job]) -> LatestStep:
+    steps = [last]
+    while len(steps) < MAX_STEPS and (before := _step_before(steps[0], known)):
+        steps.insert(0, before)
+    current = next((step for step in steps if step.status != Job.Status.SUCCEEDED), steps[-1])
+    return LatestStep(current, steps.index(current) + 1, len(steps))
+
+
+def _step_before(job: Job, known: dict[int, Job]) -> Job | None:
+    _, after, ids = job.entity_key.partition(":after:")
+    return known.get(int(ids)) if after and ids.isdigit() else None

@@ -11,8 +11,9 @@ from django.db.models import Q, QuerySet
 
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError
+from jobs.engine.schedules import schedule_delete
 from jobs.engine.services import Submission, batch_submit, job_delete, job_submit
-from jobs.models import Batch, Job
+from jobs.models import Batch, Job, Schedule
 from sheets.importing import sheet_from_upload, sheet_import_later, unique_name
 from sheets.kinds import IMPORT, KIND, WRITE_BACK, SheetParamsError, entity_key, validate_params
 from sheets.models import Sheet
@@ -184,26 +185,38 @@ def sheet_rename(*, sheet: Sheet, name: str) -> Sheet:
 
 
 def sheet_all_jobs(sheet: Sheet) -> QuerySet[Job]:
-    """Every job that works on the sheet: its imports, its runs and its pipeline steps."""
+    """Every job that works on the sheet: its imports, its runs and its pipeline steps,
+    and the write-backs of those runs (which read their results)."""
     key = entity_key(sheet)
-    return Job.objects.filter(kind__in=[KIND, IMPORT]).filter(
-        Q(entity_key=key) | Q(entity_key__startswith=f"{key}:")
+    on_sheet = Q(entity_key=key) | Q(entity_key__startswith=f"{key}:")
+    runs = Job.objects.filter(kind=KIND).filter(on_sheet).values_list("pk", flat=True)
+    writers = [f"write-back:{pk}" for pk in runs]  # sheet_write_back's entity key
+    return Job.objects.filter(
+        (Q(kind__in=[KIND, IMPORT]) & on_sheet) | Q(kind=WRITE_BACK, entity_key__in=writers)
     )
 
 
+def sheet_schedules(sheet: Sheet) -> QuerySet[Schedule]:
+    """The schedules that process the sheet: without it their runs could only fail."""
+    return Schedule.objects.filter(kind=KIND, params__sheet_id=sheet.pk).order_by("pk")
+
+
 def sheet_delete(*, sheet: Sheet) -> int:
-    """Delete a sheet, its rows, and its finished jobs with their results; returns how
-    many jobs went with it. A sheet with an active job is refused (JobActionError): the
-    user cancels the job first, so nothing a worker holds disappears under it."""
+    """Delete a sheet, its rows, its schedules, and its finished jobs (with their
+    results and write-backs); returns how many jobs went with it. A sheet with an active
+    job is refused (JobActionError): the user cancels the job first, so nothing a worker
+    holds disappears under it."""
 
     def delete() -> int:
-        jobs = list(sheet_all_jobs(sheet))
-        active = [job for job in jobs if not job.is_terminal]
+        jobs = list(sheet_all_jobs(sheet).order_by("-pk"))  # write-backs before their runs
+        active = sorted(job.pk for job in jobs if not job.is_terminal)
         if active:
-            numbers = ", ".join(f"#{job.pk}" for job in active)
+            numbers = ", ".join(f"#{pk}" for pk in active)
             raise JobActionError(
                 f"“{sheet.name}” has an active job ({numbers}): cancel it, then delete the sheet."
             )
+        for schedule in sheet_schedules(sheet):
+            schedule_delete(schedule=schedule)
         for job in jobs:
             job_delete(job=job)
         sheet.delete()

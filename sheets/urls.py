@@ -16,6 +16,7 @@ urlpatterns = [
     path("<int:sheet_id>/rename/", views.rename, name="rename"),
     path("<int:sheet_id>/delete/", views.delete, name="delete"),
     path("<int:sheet_id>/options/", views.options_form, name="options"),
+    path("<int:sheet_id>/options/notice/", views.options_notice, name="options_notice"),
     path("<int:sheet_id>/start/", views.start, name="start"),
     path("<int:sheet_id>/trial/", views.trial, name="trial"),
     path("<int:sheet_id>/llm-preview/", views.llm_preview, name="llm_preview"),

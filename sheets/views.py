@@ -25,7 +25,7 @@ from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from jobs.selectors import sort_key
 from sheets import export
-from sheets.chains import chain_progress, sheet_jobs
+from sheets.chains import chain_progress, latest_steps, sheet_jobs
 from sheets.estimate import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
@@ -44,6 +44,7 @@ from sheets.services import (
     sheet_delete,
     sheet_job_submit,
     sheet_rename,
+    sheet_schedules,
     sheet_upload,
     sheet_write_back,
     sheets_batch_submit,
@@ -55,6 +56,8 @@ RESULTS_PER_PAGE = 50
 PRIORITIES = ["high", "normal", "low"]
 HISTORY = 20  # jobs listed in a sheet's job history
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
+TOKENS = "tokens"  # the llm processor's tokens of a row's request
+REUSED_TOKENS = "0 (reused)"
 THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 TRIAL_ROWS = 5
 FIELD_LABELS = {
@@ -80,14 +83,6 @@ def _sheet_jobs(sheet: Sheet):
     return sheet_jobs(sheet)
 
 
-def _latest_jobs(sheets: list[Sheet]) -> dict[int, Job]:
-    keys = {entity_key(s): s.pk for s in sheets}
-    latest: dict[int, Job] = {}
-    for job in Job.objects.filter(kind=KIND, entity_key__in=keys).order_by("created_at", "id"):
-        latest[keys[job.entity_key]] = job
-    return latest
-
-
 # -- list and upload -------------------------------------------------------------------
 
 
@@ -100,7 +95,7 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
     sort, order_by = sort_key(request.GET.get("sort", ""), SHEET_SORTS, default="-created")
     sheets = Sheet.objects.filter(owner=request.user).order_by(*order_by, "-id")
     page = Paginator(sheets, 25).get_page(request.GET.get("page"))
-    latest = _latest_jobs(list(page.object_list))
+    latest = latest_steps(list(page.object_list))
     rows = [(sheet, latest.get(sheet.pk)) for sheet in page.object_list]
     context = {
         "page": page,
@@ -272,6 +267,7 @@ def _render_sheet(
     # ?job=N shows the results of an earlier job of this sheet (from its job history).
     asked = request.GET.get("job", "")
     shown = next((j for j in history if str(j.pk) == asked), None) or job
+    pinned = shown is not None and shown != job
     context = {
         "sheet": sheet,
         "job": job,
@@ -284,9 +280,16 @@ def _render_sheet(
         **_form_context(
             sheet, job, data or {"processor": request.GET.get("processor")}, errors or {}
         ),
-        **(_results_context(request, sheet, shown) if shown is not None else {}),
+        **(_results_context(request, sheet, shown, pinned) if shown is not None else {}),
     }
     return render(request, "sheets/sheet_detail.html", context, status=status)
+
+
+def _current_job(sheet: Sheet) -> Job | None:
+    """The job the sheet's page follows live: its latest, or the chain's current step."""
+    latest = _sheet_jobs(sheet).order_by("-created_at", "-id").first()
+    chain = chain_progress(latest) if latest is not None else None
+    return chain.current if chain is not None else latest
 
 
 def _live_entities(sheet: Sheet, chain) -> list[str]:
@@ -325,14 +328,16 @@ def rename(request: HttpRequest, sheet_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
-    """GET asks for confirmation (what goes with the sheet); POST deletes, or refuses with
-    a 409 while a job of the sheet is active."""
+    """GET asks for confirmation (what goes with the sheet: jobs, schedules); POST
+    deletes, or refuses with a 409 while a job of the sheet is active."""
     sheet = _own_sheet(request, sheet_id)
     jobs = sheet_all_jobs(sheet)
+    schedules = list(sheet_schedules(sheet))
     context = {
         "sheet": sheet,
         "job_count": jobs.count(),
         "active": jobs.filter(status__in=Job.ACTIVE).order_by("pk"),
+        "schedules": schedules,
     }
     if request.method == "GET":
         return render(request, "sheets/sheet_delete.html", context)
@@ -342,8 +347,11 @@ def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
         return render(
             request, "sheets/sheet_delete.html", {**context, "error": str(exc)}, status=409
         )
-    jobs_text = f" and its {deleted} job{'s' if deleted != 1 else ''}" if deleted else ""
-    messages.success(request, f"Deleted “{sheet.name}”{jobs_text}.")
+    gone = [f"{deleted} job{'s' if deleted != 1 else ''}"] if deleted else []
+    if schedules:
+        gone.append(f"{len(schedules)} schedule{'s' if len(schedules) != 1 else ''}")
+    gone_text = f" and its {' and '.join(gone)}" if gone else ""
+    messages.success(request, f"Deleted “{sheet.name}”{gone_text}.")
     return redirect("sheets:list")
 
 
@@ -360,6 +368,20 @@ def options_form(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = _visible_sheet(request, sheet_id)
     context = _form_context(sheet, None, {"processor": request.GET.get("processor", "")}, {})
     return render(request, "sheets/sheet_detail.html#options", {"sheet": sheet, **context})
+
+
+@require_GET
+@login_required
+def options_notice(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """The options form's notice for the values typed so far (a base URL typed after
+    "No LLM endpoint is configured" changes what is true)."""
+    _visible_sheet(request, sheet_id)
+    try:
+        processor = get_processor(request.GET.get("processor") or "clean")  # as the form
+    except UnknownProcessor as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    notice = processor.notice(_posted_options(processor, request.GET))
+    return render(request, "sheets/sheet_detail.html#notice", {"notice": notice})
 
 
 def _posted_options(processor, post) -> dict[str, Any]:
@@ -636,7 +658,11 @@ def _preview_row(sheet: Sheet, raw: str, default: int) -> int:
 # -- results, export, write-back -------------------------------------------------------
 
 
-def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, Any]:
+def _results_context(
+    request: HttpRequest, sheet: Sheet, job: Job, pinned: bool = False
+) -> dict[str, Any]:
+    """The results table of `job`; `pinned`: a job the user asked for that is not the
+    one the page follows live, so live refreshes keep it (conveyor.js reads the mark)."""
     shown = request.GET.get("errors", "")
     errors_only = shown == "1"
     outputs = job.params.get("output_columns", [])
@@ -664,12 +690,13 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
             "inputs": [
                 (inputs.get(result.row_number) or [""] * len(sheet.columns))[i] for i in index
             ],
-            "outputs": [result.outputs.get(c, "") for c in outputs],
+            "outputs": [_shown_output(result, c) for c in outputs],
         }
         for result in page.object_list
     ]
     return {
         "results_job": job,
+        "results_pinned": pinned,
         "results_page": page,
         "results_table": table,
         "input_columns": columns,
@@ -682,18 +709,29 @@ def _results_context(request: HttpRequest, sheet: Sheet, job: Job) -> dict[str, 
     }
 
 
+def _shown_output(result: RowResult, column: str) -> str:
+    """A row's output as the table shows it: a reused row's `tokens` are the original
+    answer's, which this job did not pay (its `spent` counts 0), so it says "reused"."""
+    if column == TOKENS and result.reused:
+        return REUSED_TOKENS
+    return result.outputs.get(column, "")
+
+
 @require_GET
 @login_required
 def results(request: HttpRequest, sheet_id: int) -> HttpResponse:
+    """The results table alone (filters, pages, live refreshes): of the asked job, else
+    of the job the page follows; an asked job other than that one stays pinned."""
     sheet = _visible_sheet(request, sheet_id)
-    jobs = _sheet_jobs(sheet)
+    current = _current_job(sheet)
     asked = request.GET.get("job", "")
-    job = (jobs.filter(pk=int(asked)).first() if asked.isascii() and asked.isdigit() else None) or (
-        jobs.order_by("-created_at", "-id").first()
-    )
+    job = None
+    if asked.isascii() and asked.isdigit():
+        job = _sheet_jobs(sheet).filter(pk=int(asked)).first()
+    job = job or current
     if job is None:
         return HttpResponse("", status=204)
-    context = {"sheet": sheet, **_results_context(request, sheet, job)}
+    context = {"sheet": sheet, **_results_context(request, sheet, job, job != current)}
     return render(request, "sheets/sheet_detail.html#results", context)
 
 

@@ -4,6 +4,7 @@ running a task, /healthz, static htmx, login required."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -173,3 +174,16 @@ def test_a_cluster_process_starts_without_the_libraries_only_some_jobs_need(tmp_
     started = json.loads(out.stdout.strip().splitlines()[-1])
     assert started["heavy"] == []
     assert started["rss_mb"] < 80
+
+
+def test_no_template_carries_an_inline_event_handler():
+    """The CSP refuses inline script, so an `onsubmit=`/`onclick=` silently does nothing
+    (a delete would go without its question): templates use data-confirm and friends."""
+    handler = re.compile(r"\son[a-z]+\s*=", re.IGNORECASE)
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group().strip()}"
+        for folder in ("templates", "jobs", "sheets")
+        for path in sorted((ROOT / folder).rglob("*.html"))
+        for match in handler.finditer(path.read_text())
+    ]
+    assert offenders == []

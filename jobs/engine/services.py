@@ -360,16 +360,23 @@ def job_delete(*, job: Job, by=None) -> None:
         raise JobActionError(f"Job #{job.pk} is {job.status}; cancel it before deleting.")
 
 
-def notifications_mark_read(*, user, ids: list[int] | None = None, job: Job | None = None) -> int:
-    """Mark the user's unread notifications read (all, these ids, or this job's)."""
+def notifications_mark_read(
+    *, user, ids: list[int] | None = None, job: Job | None = None, batch: Batch | None = None
+) -> int:
+    """Mark the user's unread notifications read (all, these ids, this job's or this
+    batch's)."""
     unread = Notification.objects.filter(user=user, read_at__isnull=True)
     if ids is not None:
         unread = unread.filter(pk__in=ids)
     if job is not None:
         unread = unread.filter(job=job)
+    if batch is not None:
+        unread = unread.filter(batch=batch)
     marked = unread.update(read_at=timezone.now())
     if marked and job is not None:
         announce(job.pk)  # the relay refreshes the user's unread badge
+    elif marked and batch is not None and (first := batch.jobs.values_list("pk").first()):
+        announce(first[0])  # the relay refreshes the user's unread badge (and the batch)
     return marked
 
 

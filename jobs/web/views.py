@@ -195,9 +195,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
 def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     """A batch's one progress and its jobs, live (the relay pushes `#live`)."""
     batch = get_object_or_404(selectors.visible_batches(request.user), pk=batch_id)
-    Notification.objects.filter(user=request.user, batch=batch, read_at__isnull=True).update(
-        read_at=timezone.now()
-    )
+    notifications_mark_read(user=request.user, batch=batch)  # its toast was seen here
     context = {
         "batch": batch,
         "progress": selectors.batch_progress(batch),

@@ -242,9 +242,12 @@ def llm_outputs(options: dict[str, Any], input_columns: list[str]) -> list[str]:
 
 
 def llm_notice(options: dict[str, Any]) -> str:
+    """What a run with these options does (where rows go), or why it cannot run yet."""
     base_url = options.get("base_url") or settings.CONVEYOR_LLM_BASE_URL
     if not base_url:
         return NO_ENDPOINT_HELP
+    if options.get("base_url") and (refused := endpoint_error(base_url)):
+        return refused
     model = options.get("model") or settings.CONVEYOR_LLM_MODEL
     text = f"Each row is sent to {base_url} (model {model})."
     if not (options.get("api_key") or server_key(base_url)):

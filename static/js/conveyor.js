@@ -7,7 +7,8 @@
 // - a sheet page shows a job of its sheet started elsewhere;
 // - a page listing things whose latest job changes ([data-live-refresh]) re-reads itself;
 // - a job that finishes in front of the user marks its notification read (it was seen);
-// - after 2 s without the socket, a "Reconnecting…" banner says live updates paused.
+// - after 2 s without the socket, a "Reconnecting…" banner says live updates paused;
+// - a form or link with data-confirm asks its question before it goes (no inline handlers).
 (function () {
   // Re-read one part of the page (by id) from the server, at most once per 300 ms.
   const rereading = {};
@@ -28,6 +29,8 @@
 
   // A sheet page: its job committed rows, so refresh the results table (at most 1/s),
   // keeping the view the user chose (errors only, order, page) as it is at that moment.
+  // A table pinned to a job the user asked for (?job=N, an earlier job) stays on it:
+  // only the live panel follows the running job.
   let resultsTimer = null;
   function refreshResults(signal) {
     if (!document.getElementById("results") || resultsTimer) return;
@@ -36,7 +39,9 @@
       const results = document.getElementById("results");
       if (!results) return;
       const view = results.dataset;
-      const job = signal.dataset.job || view.job;
+      const live = signal && signal.dataset.job;
+      if (view.pinned && live !== view.job) return;
+      const job = view.pinned ? view.job : live || view.job;
       const params = new URLSearchParams({ job: job });
       if (view.errors) params.set("errors", view.errors);
       if (view.order) params.set("order", view.order);
@@ -113,16 +118,16 @@
     }
   });
 
-  // A box marked data-swap-errors shows the 4xx answer's message (a form's errors)
-  // instead of htmx's default of ignoring error responses.
-  document.addEventListener("htmx:beforeSwap", (event) => {
-    const { target, xhr } = event.detail;
-    if (!target || !target.matches("[data-swap-errors]")) return;
-    if (xhr.status >= 400 && xhr.status < 500) {
-      event.detail.shouldSwap = true;
-      event.detail.isError = false;
-    }
-  });
+  // A form or link marked data-confirm="question" asks first (the CSP forbids inline
+  // onsubmit/onclick handlers, so templates carry the question and this asks it).
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest && event.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  }, true);
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest("a[data-confirm], button[data-confirm]");
+    if (link && !window.confirm(link.dataset.confirm)) event.preventDefault();
+  }, true);
 
   // A re-read jobs table keeps the rows the user ticked.
   let tickedIds = null;
@@ -162,7 +167,7 @@
     }, 2000);
   });
 
-  // A toast for a job this page shows live: the user saw it finish, so its notification
+  // A toast for a job (or batch) this page shows live: the user saw it finish, so its notification
   // is read (no "completed while you were away" later, no unread badge for it).
   function csrfToken() {
     try {
@@ -171,10 +176,16 @@
       return "";
     }
   }
+  // A batch's toast likewise, on the batch's page (its live part carries data-batch).
+  function shownLive(toast) {
+    const { job, batch } = toast.dataset;
+    if (job) return document.querySelector('.live-job[data-job="' + job + '"]');
+    if (batch) return document.querySelector('.live-job[data-batch="' + batch + '"]');
+    return null;
+  }
   function markSeen(toast) {
-    const job = toast.dataset.job;
     const id = Number(toast.dataset.notification);
-    if (!job || !id || !document.querySelector('.live-job[data-job="' + job + '"]')) return;
+    if (!id || !shownLive(toast)) return;
     fetch("/api/notifications/mark-read/", {
       method: "POST",
       credentials: "same-origin",

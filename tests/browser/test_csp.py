@@ -94,3 +94,30 @@ def test_login_page_raises_no_csp_violation(chromium, web):
     page.wait_for_selector("p.error")
     assert violations(console) == []
     context.close()
+
+
+def test_deleting_a_schedule_asks_first_under_the_csp(open_page, user):
+    from jobs.engine.schedules import schedule_create
+    from jobs.models import Schedule
+
+    schedule = schedule_create(owner=user, kind="demo.count", name="Nightly", every="1d")
+    page = open_page(user, "/schedules/")
+    console = watch_console(page)
+    questions: list[str] = []
+
+    def answer(dialog, accept: bool) -> None:
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=False))
+    page.get_by_role("button", name="Delete").click()
+    wait_for(lambda: questions, timeout=5, what="the confirmation dialog")
+    assert questions == ["Delete this schedule? Its jobs stay."]
+    page.get_by_role("button", name="Run now").first.wait_for()  # still on the page
+    assert Schedule.objects.filter(pk=schedule.pk).exists(), "dismissed: the schedule stays"
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Delete").click()
+    assert not Schedule.objects.filter(pk=schedule.pk).exists()
+    assert violations(console) == []

@@ -124,6 +124,28 @@ def test_llm_form_says_plainly_when_no_endpoint_is_configured(alice, user, setti
     assert "11434" in html and "OPENAI_BASE_URL" in html
 
 
+def test_the_llm_notice_follows_the_typed_base_url(alice, user, other_user, settings):
+    settings.CONVEYOR_LLM_BASE_URL = ""
+    settings.CONVEYOR_LLM_ALLOWED_BASE_URLS = ["http://127.0.0.1:11434/v1"]
+    sheet = make_sheet(user, [["a"], ["1"]])
+    form = alice.get(f"/sheets/{sheet.pk}/options/?processor=llm", **HX).content.decode()
+    notice_url = f"/sheets/{sheet.pk}/options/notice/"
+    assert f'hx-get="{notice_url}" hx-trigger="change"' in form
+    assert 'id="processor-notice-slot"' in form
+    url = f"{notice_url}?processor=llm&opt_model=llama3.2&opt_base_url="
+    allowed = alice.get(url + "http://127.0.0.1:11434/v1", **HX).content.decode()
+    assert "No LLM endpoint is configured" not in allowed
+    assert "Each row is sent to http://127.0.0.1:11434/v1 (model llama3.2)." in allowed
+    refused = alice.get(url + "http://example.com/v1", **HX).content.decode()
+    assert "only sends rows to the LLM endpoints its operator allows" in refused
+    empty = alice.get(url, **HX).content.decode()
+    assert "No LLM endpoint is configured" in empty
+    unknown = alice.get(f"{notice_url}?processor=nope", **HX)
+    assert unknown.status_code == 400 and "nope" in unknown.content.decode()
+    alice.force_login(other_user)
+    assert alice.get(url, **HX).status_code == 404
+
+
 def test_sheet_pages_of_other_users_are_not_found(client, user, other_user):
     sheet = make_sheet(user, [["a"], ["1"]])
     client.force_login(user)

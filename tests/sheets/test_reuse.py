@@ -58,3 +58,20 @@ def test_answers_are_never_reused_across_users_or_options(llm, user, other_user)
     assert key_only == 0  # secrets and pacing do not change the answer
     _, off = llm(user, rows(5), reuse="no")
     assert off == 5
+
+
+def test_the_results_table_shows_reused_rows_as_costing_nothing(llm, user, client):
+    first, _ = llm(user, rows(3))
+    again, sent = llm(user, rows(3))
+    assert sent == 0 and not any(again.spent.values()), "the job paid nothing"
+    client.force_login(user)
+
+    def token_cells(job) -> list[str]:
+        url = f"/sheets/{job.params['sheet_id']}/results/?job={job.pk}"
+        html = client.get(url).content.decode()
+        table = html[html.index("<tbody>") : html.index("</tbody>")]
+        return [cell.split("<")[0] for cell in table.split('<td class="output">')[1:][1::2]]
+
+    assert token_cells(again) == ["0 (reused)"] * 3
+    paid = token_cells(first)
+    assert len(paid) == 3 and all(cell.isdigit() and int(cell) > 0 for cell in paid)

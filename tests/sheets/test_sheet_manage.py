@@ -11,8 +11,12 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.engine.runner import run_one_slice
-from jobs.models import Job
+from jobs.engine.schedules import schedule_create
+from jobs.engine.services import job_cancel, job_submit
+from jobs.models import Job, Schedule
+from sheets.kinds import KIND, WRITE_BACK
 from sheets.models import RowResult, Sheet, SheetRow
+from sheets.services import sheet_chain_submit
 from tests.sheets.factories import make_sheet, run_to_end
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +90,31 @@ def test_delete_asks_first_then_removes_the_rows_and_finished_jobs(alice, user):
     assert not Job.objects.filter(pk=job.pk).exists()
 
 
+def test_delete_takes_the_sheets_schedules_and_write_backs_with_it(alice, user, other_user):
+    sheet = make_sheet(user, [["a"], ["1"]], name="leads.csv")
+    other = make_sheet(user, [["a"], ["1"]], name="other.csv")
+    job = run_to_end(_start(alice, sheet))
+    writer, _ = job_submit(
+        kind=WRITE_BACK, params={"job_id": job.pk}, owner=user, entity_key=f"write-back:{job.pk}"
+    )
+    job_cancel(job=writer)
+    nightly = schedule_create(
+        owner=user, kind=KIND, params={"sheet_id": sheet.pk, "processor": "clean"},
+        name="Nightly clean", every="1d",
+    )  # fmt: skip
+    kept = schedule_create(
+        owner=user, kind=KIND, params={"sheet_id": other.pk, "processor": "clean"}, every="1h"
+    )
+    confirm = _text(alice.get(f"/sheets/{sheet.pk}/delete/"))
+    assert 'id="delete-schedules"' in confirm and "Nightly clean" in confirm
+    assert "2 finished jobs" in confirm, "the run and its write-back"
+    response = alice.post(f"/sheets/{sheet.pk}/delete/", follow=True)
+    assert "Deleted “leads.csv” and its 2 jobs and 1 schedule." in _text(response)
+    assert not Schedule.objects.filter(pk=nightly.pk).exists()
+    assert not Job.objects.filter(pk__in=[job.pk, writer.pk]).exists()
+    assert Schedule.objects.filter(pk=kept.pk).exists(), "another sheet's schedule stays"
+
+
 def test_a_sheet_with_an_active_job_is_not_deleted(alice, user):
     sheet = make_sheet(user, [["a"], ["1"]])
     job = _start(alice, sheet)
@@ -129,6 +158,33 @@ def test_an_older_jobs_results_are_shown_and_downloaded(alice, user):
     assert rows[0][:2] == ["value", "clean_value"] and rows[1][:2] == ["'=1+1", "'=1+1"]
 
 
+def _results_box(html: str) -> str:
+    """The opening tag of the results table's box (its data-* say what refreshes show)."""
+    start = html.index('<div id="results"')
+    return html[start : html.index(">", start)]
+
+
+def test_an_older_jobs_results_stay_shown_while_a_later_job_runs(alice, user):
+    sheet = make_sheet(user, [["value"], ["a"], ["b"]], name="data.csv")
+    first = run_to_end(_start(alice, sheet))
+    running = _start(alice, sheet, processor="copy")
+    run_one_slice(running.pk)  # rows of the running job are committed: the page refreshes
+    box = _results_box(alice.get(f"/sheets/{sheet.pk}/?job={first.pk}").content.decode())
+    assert f'data-job="{first.pk}"' in box and 'data-pinned="1"' in box
+    # The live refresh re-reads the results fragment for the pinned job: it stays job N.
+    refreshed = alice.get(f"/sheets/{sheet.pk}/results/?job={first.pk}&order=latest")
+    box = _results_box(refreshed.content.decode())
+    assert f'data-job="{first.pk}"' in box and 'data-pinned="1"' in box
+    # Without ?job the table follows the running job, and is not pinned.
+    for html in (
+        alice.get(f"/sheets/{sheet.pk}/").content.decode(),
+        alice.get(f"/sheets/{sheet.pk}/results/").content.decode(),
+        alice.get(f"/sheets/{sheet.pk}/results/?job={running.pk}").content.decode(),
+    ):
+        box = _results_box(html)
+        assert f'data-job="{running.pk}"' in box and "data-pinned" not in box
+
+
 def test_an_older_jobs_downloads_are_not_found_for_others(client, user, other_user):
     sheet = make_sheet(user, [["a"], ["1"]])
     client.force_login(user)
@@ -158,6 +214,37 @@ def test_the_sheets_list_sorts_by_its_columns_and_ignores_bad_keys(alice, user):
         assert order(f"?sort={bad}") == ["a.csv", "c.csv", "b.csv"]
     html = alice.get("/sheets/?sort=name").content.decode()
     assert 'aria-sort="ascending"' in html and 'href="?sort=-name"' in html
+
+
+def _latest_cell(html: str, sheet) -> str:
+    row = html[html.index(f'<a href="/sheets/{sheet.pk}/">') :]
+    return row[: row.index("</tr>")]
+
+
+def test_the_sheets_list_shows_a_chains_current_step_in_one_query(
+    alice, user, django_assert_max_num_queries
+):
+    sheet = make_sheet(user, [["value"], ["a"], ["b"]], name="chained.csv")
+    first, second = sheet_chain_submit(
+        sheet=sheet, owner=user, steps=[{"processor": "clean"}, {"processor": "copy"}]
+    )
+    cell = _latest_cell(alice.get("/sheets/").content.decode(), sheet)
+    assert f'href="/jobs/{first.pk}/"' in cell and "step 1 of 2" in cell
+    run_to_end(first)
+    cell = _latest_cell(alice.get("/sheets/").content.decode(), sheet)
+    assert f'href="/jobs/{second.pk}/"' in cell and "step 2 of 2" in cell
+    run_to_end(second)
+    cell = _latest_cell(alice.get("/sheets/").content.decode(), sheet)
+    assert f'href="/jobs/{second.pk}/"' in cell and "Succeeded" in cell
+    alice.get("/sheets/")  # the session and the user are loaded: count the page alone
+    with django_assert_max_num_queries(12) as few:
+        alice.get("/sheets/")
+    queries = len(few.captured_queries)
+    for n in range(6):
+        other = make_sheet(user, [["value"], ["a"]], name=f"more{n}.csv")
+        run_to_end(_start(alice, other))
+    with django_assert_max_num_queries(queries):
+        alice.get("/sheets/")  # more sheets with jobs: not one more query
 
 
 def test_no_sheets_offers_an_upload_and_the_sample(alice):

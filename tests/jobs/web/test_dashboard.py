@@ -140,6 +140,27 @@ def test_a_toast_has_a_close_button(alice, user):
     assert '<button type="button" class="toast-close" aria-label="Close this notification">' in html
 
 
+def test_a_batch_toast_is_marked_read_where_the_batch_is_shown(alice, user):
+    from jobs.engine.services import Submission, batch_submit
+
+    batch, _ = batch_submit(
+        owner=user, submissions=[Submission(kind="demo.count", params={"n": 1})], label="b"
+    )
+    note = Notification.objects.create(user=user, batch=batch, message="b finished")
+    toast = render_to_string("jobs/_toast.html", {"notification": note})
+    # conveyor.js marks a toast read when the page shows its job or batch live.
+    assert f'data-notification="{note.pk}"' in toast and f'data-batch="{batch.pk}"' in toast
+    page = alice.get(f"/jobs/batches/{batch.pk}/").content.decode()
+    assert f'class="card live-job" data-batch="{batch.pk}"' in page
+    note.refresh_from_db()
+    assert note.read_at is not None, "the batch page itself marks its toast read"
+    Notification.objects.filter(pk=note.pk).update(read_at=None)
+    response = alice.post(
+        "/api/notifications/mark-read/", {"ids": [note.pk]}, content_type="application/json"
+    )
+    assert response.json()["marked"] == 1, "the id the script sends is marked read"
+
+
 def test_not_found_is_a_friendly_page_with_a_way_home(alice, user, other_user, client):
     job = submit_demo(other_user, n=1)
     for url in ("/no/such/page/", f"/jobs/{job.pk}/"):
