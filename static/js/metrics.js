@@ -50,8 +50,14 @@
         width: 2,
         points: SPARSE.has(name) ? { show: true, size: 5 } : { show: false },
       }))),
-      axes: [{}, { size: 50 }],
+      axes: [{}, { size: yAxisWidth }],
     };
+  }
+
+  // Wide enough for the longest tick label ("12,000"): a fixed width clipped them.
+  function yAxisWidth(u, values) {
+    const longest = Math.max(0, ...(values || []).map((v) => String(v).length));
+    return Math.max(40, 16 + longest * 7);
   }
 
   function draw(name, xs, series) {
