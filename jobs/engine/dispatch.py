@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Hashable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -96,34 +95,30 @@ def _capacity_sql(vendor: str, beyond_waiting: bool) -> tuple[str, list]:
     free = " - ".join(counts)
     if beyond_waiting and vendor == "postgresql":
         free = f"CASE WHEN pg_try_advisory_xact_lock({SCHEDULER_LOCK_ID}) THEN {free} ELSE 0 END"
-    return f"SELECT {free}", _times_as_offsets(params, sample)
+    return f"SELECT {free}", _times_as_markers(params, sample)
 
 
-def _times_as_offsets(params: list, sample) -> list:
+def _times_as_markers(params: list, sample) -> list:
     """A compiled query's parameters, with the times it was built with (now, and the
-    alive workers' cutoff) replaced by their offsets from now, raw or as the database
-    takes them (SQLite: text)."""
-    offsets = {}
-    for time in (sample, sample - worker_stale_after()):
-        offsets[time] = offsets[_prepared_time(time)] = TimeOffset(time - sample)
+    alive workers' cutoff) replaced by markers `_run_compiled` fills in, raw or as the
+    database takes them (SQLite: text)."""
+    markers = {}
+    for time, marker in ((sample, NOW), (sample - worker_stale_after(), ALIVE_SINCE)):
+        markers[time] = markers[_prepared_time(time)] = marker
     compiled = [
-        offsets.get(value, value) if isinstance(value, Hashable) else value for value in params
+        markers.get(value, value) if isinstance(value, Hashable) else value for value in params
     ]
-    if not any(isinstance(value, TimeOffset) for value in compiled):
+    if ALIVE_SINCE not in compiled:
         raise RuntimeError("could not find the workers' cutoff time in the capacity query")
     return compiled
-
-
-@dataclass(frozen=True)
-class TimeOffset:
-    delta: timedelta
 
 
 def _run_compiled(compiled: tuple[str, list]) -> int:
     sql, params = compiled
     now = timezone.now()
+    times = {NOW: now, ALIVE_SINCE: now - worker_stale_after()}
     values = [
-        _prepared_time(now + value.delta) if isinstance(value, TimeOffset) else value
+        _prepared_time(times[value]) if value is NOW or value is ALIVE_SINCE else value
         for value in params
     ]
     with connection.cursor() as cursor:
@@ -253,6 +248,7 @@ def _candidates_sql(vendor: str) -> tuple[str, list[str]]:
 
 
 NOW = object()  # where the current time goes in a compiled query's parameters
+ALIVE_SINCE = object()  # and the alive workers' cutoff
 
 
 def _prepared_time(value):

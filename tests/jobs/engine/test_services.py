@@ -6,6 +6,7 @@ stopping at a checkpoint: test_context.py."""
 from __future__ import annotations
 
 import pytest
+from django_q.models import OrmQ
 
 from jobs.engine.kinds import UnknownKind
 from jobs.engine.runner import run_one_slice
@@ -18,7 +19,7 @@ from jobs.engine.services import (
     job_retry,
     job_submit,
 )
-from jobs.models import Job, JobEvent, Notification
+from jobs.models import Job, JobEvent, Notification, Worker
 from tests.jobs.factories import fresh, messages, run_to_end, submit_demo, unit_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -129,3 +130,22 @@ def test_delete_removes_a_finished_job_with_its_events(user):
     assert not Job.objects.filter(pk=job.pk).exists()
     assert not JobEvent.objects.filter(job_id=job.pk).exists()
     assert not Notification.objects.exists()
+
+
+def test_a_job_submitted_while_a_worker_is_free_goes_straight_to_it(user):
+    """The submit's own INSERT marks it dispatched and its task is sent after the
+    commit; a second job, with that worker now taken, waits for dispatch."""
+    Worker.objects.create(name="host:1", host="host", pid=1)
+    first = submit_demo(user, n=1)
+    second = submit_demo(user, n=1)
+    assert fresh(first).dispatched_at is not None
+    assert fresh(second).dispatched_at is None, "no free worker was left for it"
+    assert OrmQ.objects.count() == 1, "one task, for the first job"
+
+
+def test_a_new_job_does_not_overtake_runnable_jobs_already_waiting(user):
+    waiting = submit_demo(user, n=1)  # no worker alive yet: it stays runnable
+    Worker.objects.create(name="host:1", host="host", pid=1)
+    newer = submit_demo(user, n=1)
+    assert fresh(newer).dispatched_at is None
+    assert fresh(waiting).dispatched_at is not None, "dispatch took the older job first"
