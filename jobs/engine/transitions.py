@@ -23,8 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, QuerySet
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
@@ -213,10 +212,41 @@ def _active_of(owner_id: int | None) -> QuerySet[Job]:
     return Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE).order_by()
 
 
-def _turn(owner_id: int | None) -> Coalesce:
-    """The owner's active jobs, counted by the INSERT itself (and returned by it)."""
-    count = _active_of(owner_id).values("owner_id").annotate(n=Count("pk")).values("n")
-    return Coalesce(Subquery(count[:1]), Value(0))
+def _insert_one(job: Job) -> None:
+    """One job's INSERT, its `turn` (the owner's active jobs) counted by the statement
+    and returned with its id. Compiled once: the ORM compiles the statement on every
+    save, which was half the time of a submit (bench engine)."""
+    sql, fields = _insert_sql(connection.vendor, job.owner_id is not None)
+    params = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
+    if job.owner_id is not None:
+        params.append(job.owner_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *Job.ACTIVE])
+        job.pk, job.turn = cursor.fetchone()
+    job._state.adding, job._state.db = False, connection.alias
+
+
+@functools.cache
+def _insert_sql(vendor: str, owned: bool) -> tuple[str, list]:
+    quote = connection.ops.quote_name
+    owner = quote("owner_id") + (" = %s" if owned else " IS NULL")
+    statuses = ", ".join(["%s"] * len(Job.ACTIVE))
+    turn = (
+        f"(SELECT COUNT(*) FROM {quote(Job._meta.db_table)} "
+        f"WHERE {owner} AND {quote('status')} IN ({statuses}))"
+    )
+    columns = [
+        field
+        for field in Job._meta.concrete_fields
+        if not field.primary_key and field.attname != "turn"
+    ]
+    names = ", ".join(quote(field.column) for field in [*columns, Job._meta.get_field("turn")])
+    values = ", ".join(["%s"] * len(columns) + [turn])
+    sql = (
+        f"INSERT INTO {quote(Job._meta.db_table)} ({names}) VALUES ({values}) "
+        f"RETURNING {quote('id')}, {quote('turn')}"
+    )
+    return sql, columns
 
 
 def create(
@@ -242,8 +272,7 @@ def create(
     if after:
         jobs[0].upstream_pending = _mark_upstream(after)
     if len(jobs) == 1:
-        jobs[0].turn = _turn(jobs[0].owner_id)
-        jobs[0].save(force_insert=True)
+        _insert_one(jobs[0])
         if after:
             links = [JobDependency(job=jobs[0], depends_on_id=up) for up in after]
             JobDependency.objects.bulk_create(links)
