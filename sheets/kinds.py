@@ -8,6 +8,7 @@ sheet when it starts: a new Sheet is imported and the job's params point at it.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from sheets.sources import SourceError, open_upload
 KIND = "sheets.process"
 WRITE_BACK = "sheets.write_back"
 IMPORT = "sheets.import"
+IMPORT_PROGRESS_SECONDS = 0.25
 
 
 def entity_key(sheet: Sheet | int) -> str:
@@ -414,11 +416,17 @@ def import_sheet(ctx: JobContext) -> dict[str, Any]:
 
     try:
         with open_upload(path, sheet.name, worksheet=ctx.params.get("worksheet")) as table:
+            reported = [0.0]
 
             def read(count: int) -> None:
-                ctx.progress(
-                    count, total=_estimated_rows(count, table), message=f"Read {count:,} rows"
-                )
+                """Progress a few times a second (one transaction each), a cancel check
+                after every batch: 1,000,000 rows are 500 batches."""
+                if time.monotonic() - reported[0] < IMPORT_PROGRESS_SECONDS:
+                    ctx.checkpoint()
+                    return
+                reported[0] = time.monotonic()
+                estimate = _estimated_rows(count, table)
+                ctx.progress(count, total=estimate, message=f"Read {count:,} rows")
 
             store_table(sheet, table, sheet.columns, on_rows=read)
     except SourceError as exc:
