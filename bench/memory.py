@@ -158,6 +158,9 @@ def measure_import(bench: Bench, kind: str, rows: int, user) -> dict[str, float]
         bench.cluster(f"import-{kind}-{rows}", **cluster_env) as cluster,
         RssSampler(cluster.pid, 0.1) as rss,
     ):
+        # Read now: on SQLite, heartbeats wait for a long import's insert to commit,
+        # so the workers may look stale at the end.
+        workers = cluster.worker_pids()
         watch = Stopwatch()
         with open(path, "rb") as handle:
             sheet = sheet_upload(upload=File(handle, name=path.name), owner=user)
@@ -168,7 +171,6 @@ def measure_import(bench: Bench, kind: str, rows: int, user) -> dict[str, float]
             what=f"the import of {path.name}",
         )
         seconds = watch.stop()
-        workers = cluster.worker_pids()
     sheet.refresh_from_db()
     if sheet.status != "ready" or sheet.row_count != rows:
         raise RuntimeError(f"{path.name}: {sheet.status}, {sheet.row_count} rows")
