@@ -67,12 +67,12 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "upload": Benchmark(
         "bench.upload",
-        "CSV bytes to a queued job through the pages vs csv parsing and raw insert",
+        "1M-row CSV through daphne to its processing job queued vs the database's bulk load",
         DATABASES_ONLY,
     ),
     "memory": Benchmark(
         "bench.memory",
-        "peak worker and importer RSS on a 200,000-row sheet vs a 20,000-row one",
+        "peak worker RSS 200k vs 20k rows; import worker RSS (CSV, XLSX) 1M vs 100k rows",
         DATABASES_ONLY,
     ),
     "llm": Benchmark(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +58,36 @@ def write_contacts(bench: Bench, count: int) -> Path:
     path = bench.space.data_dir / f"contacts-{count}.csv"
     if not path.exists():
         path.write_bytes(contacts_csv(count))
+    return path
+
+
+# Files kept between runs: a 1,000,000-row XLSX takes minutes to write with openpyxl.
+CACHE_DIR = Path(tempfile.gettempdir()) / "conveyor-bench-cache"
+
+
+def cached_contacts(count: int, kind: str = "csv") -> Path:
+    """The contacts file of `count` rows as CSV or XLSX (openpyxl write-only, shared
+    strings as Excel writes them), generated once into CACHE_DIR and reused by later runs."""
+    CACHE_DIR.mkdir(exist_ok=True)
+    path = CACHE_DIR / f"contacts-{count}.{kind}"
+    if path.exists():
+        return path
+    partial = path.with_suffix(f".{os.getpid()}.part")
+    if kind == "csv":
+        with open(partial, "w", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            writer.writerows(contact_rows(count))
+    else:
+        import openpyxl
+
+        book = openpyxl.Workbook(write_only=True)
+        sheet = book.create_sheet("contacts")
+        sheet.append(COLUMNS)
+        for row in contact_rows(count):
+            sheet.append(row)
+        book.save(partial)
+    partial.rename(path)  # whole files only, even if a run is interrupted
     return path
 
 

@@ -74,6 +74,9 @@ class Table:
     info: TableInfo
     rows: Iterator[list[str]]
     on_close: Callable[[], Any] | None = field(default=None, repr=False)
+    # The share of the file read so far (0 to 1), for an import's percentage; None when
+    # the source cannot tell (a Google Sheet).
+    share_read: Callable[[], float] | None = field(default=None, repr=False)
 
     def close(self) -> None:
         close_rows = getattr(self.rows, "close", None)
@@ -123,6 +126,7 @@ def _open_stream(raw: IO[bytes], filename: str, worksheet: str | None, *, owned:
         table = _open_csv(raw, filename, owned=owned)
     if owned:
         table.on_close = _chain(table.on_close, raw.close)
+    table.share_read = lambda: 0.0 if raw.closed else min(raw.tell() / size, 1.0)
     return table
 
 
@@ -418,6 +422,7 @@ def _open_xlsx(raw: IO[bytes], filename: str, worksheet: str | None) -> Table:
     # process of a cluster would carry it, and most never read an XLSX.
     import openpyxl
 
+    _skip_dimension_scan()
     check_archive(raw, filename)
     raw.seek(0)
     try:
@@ -431,6 +436,49 @@ def _open_xlsx(raw: IO[bytes], filename: str, worksheet: str | None) -> Table:
     except BaseException:
         book.close()
         raise
+
+
+def _skip_dimension_scan() -> None:
+    """Stop openpyxl from parsing every worksheet once more when it opens a workbook,
+    and from keeping a trace of every row it read (`_rows_forgotten`).
+
+    A read-only worksheet looks for its <dimension> element on opening; a workbook
+    without one (openpyxl's own write-only output, many exporters) is parsed to the
+    end for nothing (measured: 100,000 rows read in 7 s instead of 19 s). The
+    dimensions are reset before reading anyway.
+    """
+    from openpyxl.worksheet import _reader
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
+
+    ReadOnlyWorksheet._get_size = _no_size
+    _reader.iterparse = _rows_forgotten
+
+
+def _rows_forgotten(source: Any, *args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """openpyxl's worksheet parsing with flat memory: the same "end" events, but each
+    <row> read is then removed from <sheetData>. openpyxl only empties it, which keeps an
+    empty element per row for the whole read (measured: 1,000,000 rows, +76 MB).
+    """
+    from openpyxl.xml import functions  # its iterparse: defusedxml's when installed
+
+    sheet_data = None
+    for event, element in functions.iterparse(source, events=("start", "end")):
+        if event == "start":
+            if element.tag == _SHEET_DATA:
+                sheet_data = element
+            continue
+        yield event, element
+        if sheet_data is not None and element.tag == _ROW:
+            sheet_data.remove(element)
+
+
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_SHEET_DATA, _ROW = f"{_MAIN}sheetData", f"{_MAIN}row"
+
+
+def _no_size(worksheet: Any) -> None:
+    worksheet._min_column = worksheet._min_row = 1
+    worksheet._max_column = worksheet._max_row = None
 
 
 def _xlsx_table(book: Any, filename: str, worksheet: str | None) -> Table:

@@ -355,11 +355,62 @@ def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
     return redirect("sheets:list")
 
 
-def _render_importing(request: HttpRequest, sheet: Sheet, status: int = 200) -> HttpResponse:
-    """A sheet whose upload is still being imported (or failed to): its import job, live."""
-    job = Job.objects.filter(kind=IMPORT, entity_key=entity_key(sheet)).order_by("-pk").first()
-    context = {"sheet": sheet, "job": job}
+def _import_job(sheet: Sheet) -> Job | None:
+    return Job.objects.filter(kind=IMPORT, entity_key=entity_key(sheet)).order_by("-pk").first()
+
+
+def _render_importing(
+    request: HttpRequest, sheet: Sheet, status: int = 200, error: str = ""
+) -> HttpResponse:
+    """A sheet whose upload is still being imported (or failed to): its import job, live,
+    the jobs queued to run after it, and a form to queue one more."""
+    waiting = Job.objects.filter(kind=KIND, params__sheet_id=sheet.pk, status__in=Job.ACTIVE)
+    context = {
+        "sheet": sheet,
+        "job": _import_job(sheet),
+        "waiting": waiting.order_by("pk"),
+        "processors": all_processors(),
+        "error": error,
+    }
     return render(request, "sheets/sheet_importing.html", context, status=status)
+
+
+def _start_after_import(request: HttpRequest, sheet: Sheet) -> HttpResponse:
+    """The run form on an importing sheet: the job waits for the import job (`after`)
+    and learns the sheet's rows when it starts; refused (409) once the import failed."""
+    importing = _import_job(sheet)
+    if sheet.status != "importing" or importing is None or not importing.is_active:
+        error = "The import did not finish: upload the file again before running anything."
+        return _render_importing(request, sheet, 409, error)
+    data = _posted_data(request)
+    if _staff_only_priority(request, data["priority"]):
+        error = "Choose high, normal or low (other priorities are for staff)."
+        return _render_importing(request, sheet, 400, error)
+    try:
+        processor = get_processor(data["processor"])
+        job, created = sheet_job_submit(
+            sheet=sheet,
+            owner=sheet.owner,
+            processor=processor.name,
+            options=_posted_options(processor, request.POST),
+            columns=data["columns"] or None,
+            start_row=data["start_row"],
+            row_count=data["row_count"],
+            row_timeout=data["row_timeout"],
+            priority=data["priority"],
+            after=[importing.pk],
+        )
+    except (UnknownProcessor, SheetParamsError, ValueError) as exc:
+        return _render_importing(request, sheet, 400, str(exc))
+    except QuotaExceeded as exc:
+        return _render_importing(request, sheet, 429, str(exc))
+    except JobActionError as exc:  # the import ended meanwhile
+        return _render_importing(request, sheet, 409, str(exc))
+    done = "is already queued" if not created else "is queued"
+    messages.success(
+        request, f"“{job.title}” {done} (job #{job.pk}): it starts when the import is done."
+    )
+    return redirect(sheet)
 
 
 @require_GET
@@ -469,7 +520,7 @@ def _already_active(request: HttpRequest, sheet: Sheet, job: Job) -> HttpRespons
 def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = _visible_sheet(request, sheet_id)
     if not sheet.is_ready:
-        return _render_importing(request, sheet, status=409)
+        return _start_after_import(request, sheet)
     submitted = _submit_posted(request, sheet, _posted_data(request))
     if isinstance(submitted, HttpResponse):
         return submitted

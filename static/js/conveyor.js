@@ -4,7 +4,8 @@
 // - a job row pushed for a job this table doesn't show yet refreshes the table, and
 //   so does every (re)opening of the socket: what changed while it was down shows;
 // - a pushed job row or live section is updated in place (the user may be clicking it);
-// - a sheet page shows a job of its sheet started elsewhere;
+// - a sheet page shows a job of its sheet started elsewhere; an importing sheet's page
+//   shows the sheet once its import job ends;
 // - a page listing things whose latest job changes ([data-live-refresh]) re-reads itself;
 // - a job that finishes in front of the user marks its notification read (it was seen);
 // - after 2 s without the socket, a "Reconnecting…" banner says live updates paused;
@@ -211,6 +212,13 @@
       else toast.remove();
     }, 10000);
   }
+  // An importing sheet's page: once its import job ends, show the sheet (or the error).
+  const ENDED = ["succeeded", "failed", "cancelled"];
+  document.addEventListener("htmx:oobAfterSwap", () => {
+    const notice = document.querySelector("[data-reload-when-job-ends]");
+    const live = notice && document.getElementById(notice.dataset.reloadWhenJobEnds);
+    if (live && ENDED.includes(live.dataset.status)) window.location.reload();
+  });
   document.addEventListener("htmx:oobAfterSwap", () => {
     document.querySelectorAll("#toasts .toast:not([data-timer])").forEach((toast) => {
       toast.dataset.timer = "1";
