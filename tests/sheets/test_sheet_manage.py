@@ -16,6 +16,7 @@ from jobs.engine.services import job_cancel, job_submit
 from jobs.models import Job, Schedule
 from sheets.kinds import KIND, WRITE_BACK
 from sheets.models import RowResult, Sheet, SheetRow
+from sheets.pipeline import CPU_BATCH_ROWS
 from sheets.services import sheet_chain_submit
 from tests.sheets.factories import make_sheet, run_to_end
 
@@ -255,11 +256,12 @@ def test_no_sheets_offers_an_upload_and_the_sample(alice):
 
 def test_a_partly_processed_job_shows_its_rows_not_no_results_yet(alice, user, settings):
     settings.CONVEYOR_SLICE_SECONDS = 0  # one batch per slice, then the job goes on later
-    sheet = make_sheet(user, [["a"], *[[str(i)] for i in range(1200)]])
+    rows = CPU_BATCH_ROWS + 200
+    sheet = make_sheet(user, [["a"], *[[str(i)] for i in range(rows)]])
     job = _start(alice, sheet)
     run_one_slice(job.pk)
     job.refresh_from_db()
-    assert job.is_active and 0 < job.processed < 1200
+    assert job.is_active and 0 < job.processed < rows
     for url in (f"/sheets/{sheet.pk}/", f"/sheets/{sheet.pk}/results/?job={job.pk}"):
         html = alice.get(url).content.decode()
         assert "No results yet" not in html and html.count("data-row=") == 50
