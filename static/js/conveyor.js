@@ -159,6 +159,7 @@
     refreshJobTable();
   });
   document.addEventListener("htmx:wsClose", () => {
+    if (document.body.dataset.live === "reconnecting") return; // a retry that failed: still lost
     document.body.dataset.live = "closed";
     if (lostTimer) return;
     lostTimer = setTimeout(() => {
