@@ -76,10 +76,14 @@ def requests(world, method: str) -> Iterator[tuple[str, str, str, dict]]:
     """(template, method, url, form data) for every route and junk value."""
     for template in sorted(set(routes())):
         values = JUNK + world["ids"] if PARAMETER.search(template) else [""]
-        for path in (fill(template, value) for value in values):
+        for value in values:
+            path = fill(template, value)
             if method == "get":
                 yield template, "get", path, {}
-                yield from ((template, "get", f"{path}?{q}", {}) for q in junk_queries())
+                # Junk queries where the path reaches a view's own code: real ids (a junk
+                # id is refused before any query parameter is read) or no parameter.
+                if value in world["ids"] or value == "":
+                    yield from ((template, "get", f"{path}?{q}", {}) for q in junk_queries())
             else:
                 yield from ((template, "post", path, dict.fromkeys(QUERY_NAMES, v)) for v in JUNK)
 
