@@ -19,7 +19,7 @@ DELAY = 0.2  # seconds between a job's commits: a busy sheet job's pace
 def run(bench: Bench) -> None:
     clients = bench.size(200, 50)
     commits = bench.size(60, 20)
-    site = LiveSite(bench, "fanout")
+    site = LiveSite(bench, "fanout", sockets_per_user=clients + 10)
     site.watch(commits=5, delay=0.05)  # warm-up
     one = site.watch(commits=commits, delay=DELAY)
     bench.say(_text(one))
@@ -34,7 +34,8 @@ def run(bench: Bench) -> None:
     note = (
         f"{many.commits} commits of a demo job ({DELAY:g} s apart) watched by {clients} "
         "websocket clients on one daphne (the same user, all subscribed to the job's entity "
-        "key); per commit, until the LAST client has a frame showing it. Baseline: one client "
+        "key, CONVEYOR_MAX_SOCKETS_PER_USER raised for it); per commit, until the LAST client "
+        "has a frame showing it. Baseline: one client "
         "watching an identical job in the same run. The clients run on one event loop in "
         "the benchmark process, on the same 2 CPUs as daphne and the cluster."
     )

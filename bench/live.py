@@ -62,7 +62,7 @@ class Round:
 class LiveSite:
     """daphne + a cluster on the run's database, and a logged-in user's session cookie."""
 
-    def __init__(self, bench: Bench, name: str) -> None:
+    def __init__(self, bench: Bench, name: str, sockets_per_user: int | None = None) -> None:
         from django.contrib.auth import get_user_model
         from django.test import Client
 
@@ -81,6 +81,10 @@ class LiveSite:
                 "config.asgi:application",
             ],
             ready=lambda: port_open("127.0.0.1", self.port),
+            # One user's many clients (fanout): above CONVEYOR_MAX_SOCKETS_PER_USER's default.
+            **(
+                {"CONVEYOR_MAX_SOCKETS_PER_USER": str(sockets_per_user)} if sockets_per_user else {}
+            ),
         )
         self.cluster = bench.cluster(name)
         self.user, _ = get_user_model().objects.get_or_create(username="bench-live")
