@@ -56,13 +56,22 @@ def _insert_sql(vendor: str, table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
 
 
+def _insert_rows(sql: str, rows: list[tuple]) -> None:
+    """One row with `execute`: psycopg runs `executemany` in pipeline mode, an extra
+    round trip for the usual single event."""
+    with connection.cursor() as cursor:
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
+
+
 def write_events(*events: Event) -> None:
     """All events in one prepared INSERT: every transition writes some, and the ORM
     would build a model and compile the statement each time (bench engine)."""
     if events:
         sql = _insert_sql(connection.vendor, JobEvent._meta.db_table, _EVENT_COLUMNS)
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, [event.values(connection) for event in events])
+        _insert_rows(sql, [event.values(connection) for event in events])
 
 
 def record_event(
@@ -187,5 +196,4 @@ def announce(*job_ids: int) -> None:
     else:
         at = JobChange._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
         sql = _insert_sql(connection.vendor, JobChange._meta.db_table, ("job_id", "created_at"))
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, [(job_id, at) for job_id in job_ids])
+        _insert_rows(sql, [(job_id, at) for job_id in job_ids])
