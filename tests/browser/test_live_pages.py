@@ -175,8 +175,8 @@ def test_the_page_recovers_when_the_web_server_restarts(cluster, open_page, web,
     page = open_page(user, f"/jobs/{job.pk}/")
     wait_for_progress(page)
 
-    web.stop()
-    page.wait_for_selector("body[data-live='closed']", state="attached")
+    web.stop()  # may itself take seconds: the page may be "reconnecting" already
+    page.wait_for_selector("body:not([data-live='open'])", state="attached")
     restarted = Daphne()
     restarted.port = web.port
     restarted.start()
