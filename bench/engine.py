@@ -50,6 +50,8 @@ class Batch:
 
 
 def run(bench: Bench) -> None:
+    from django.test import override_settings
+
     owner = _owner()
     _record_sql(bench, conveyor_sql(owner, bench.size(50, 10)), django_q2_sql())
     rounds = bench.size(3, 1)
@@ -68,7 +70,10 @@ def run(bench: Bench) -> None:
     _record_throughput(bench, tasks, jobs, bulk)
 
     slices_per_job = bench.size(40, 15)
-    with bench.cluster("slices", CONVEYOR_SLICE_SECONDS="0"):
+    # Slices are counted from django-q2's saved results: kept by the cluster, and by
+    # this process, which sends the first task of each job.
+    keep = override_settings(CONVEYOR_KEEP_TASK_RESULTS=True)
+    with keep, bench.cluster("slices", CONVEYOR_SLICE_SECONDS="0", CONVEYOR_KEEP_TASK_RESULTS="1"):
         _warm_up(bench, owner)
         chains: list[Batch] = []
         sliced: list[Batch] = []
@@ -196,8 +201,8 @@ def conveyor_slices(slices: int, owner) -> Batch:
 
     Every commit then ends its slice: each slice counts one unit (the total is known at
     submit), and the last one finds nothing left and finishes the job. The
-    slices are counted from django-q2's saved `run_slice` results (fewer than its
-    `save_limit`, so none is pruned): a task reports the outcome of each slice it ran,
+    slices are counted from django-q2's saved `run_slice` results (this cluster keeps
+    them: CONVEYOR_KEEP_TASK_RESULTS; fewer than `save_limit`, so none is pruned): a task reports the outcome of each slice it ran,
     comma-separated, as a worker goes on with the next slice without the broker.
     """
     from django_q.models import Task

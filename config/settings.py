@@ -263,6 +263,8 @@ CONVEYOR_PORT = env_int("CONVEYOR_PORT", 8000)
 CONVEYOR_SLICE_SECONDS = env_float("CONVEYOR_SLICE_SECONDS", 15.0)
 # One django-q2 task runs slices (of the best job each time) for about this long.
 CONVEYOR_TASK_BUDGET_SECONDS = env_float("CONVEYOR_TASK_BUDGET_SECONDS", 60.0)
+# django-q2 saves a failed slice task's result; a successful one's only with this on.
+CONVEYOR_KEEP_TASK_RESULTS = env_bool("CONVEYOR_KEEP_TASK_RESULTS", False)
 CONVEYOR_LEASE_SECONDS = env_float("CONVEYOR_LEASE_SECONDS", 20.0)
 CONVEYOR_HEARTBEAT_SECONDS = env_float("CONVEYOR_HEARTBEAT_SECONDS", 1.0)
 CONVEYOR_DISPATCH_STALE_SECONDS = env_float("CONVEYOR_DISPATCH_STALE_SECONDS", 10.0)

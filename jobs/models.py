@@ -156,7 +156,7 @@ class Job(models.Model):
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.PAUSED, Status.RETRYING)
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
-    kind = models.CharField(max_length=100, db_index=True)
+    kind = models.CharField(max_length=100)
     label = models.CharField(max_length=200, blank=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -164,6 +164,7 @@ class Job(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="jobs",
+        db_index=False,  # job_owner_status_idx and job_owner_created_idx start with it
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     priority = models.IntegerField(default=Priority.NORMAL)
@@ -183,7 +184,7 @@ class Job(models.Model):
     message = models.CharField(max_length=500, blank=True)
 
     entity_key = models.CharField(max_length=200, blank=True, db_index=True)
-    session_key = models.CharField(max_length=200, blank=True, db_index=True)
+    session_key = models.CharField(max_length=200, blank=True)
 
     attempts = models.PositiveIntegerField(
         default=0, help_text="Attempts that ended in a transient error or a lost worker."
@@ -224,6 +225,7 @@ class Job(models.Model):
         on_delete=models.SET_NULL,
         related_name="runs",
         help_text="The schedule that started it (a scheduled or run-now run).",
+        db_index=False,  # job_unique_schedule_run starts with it
     )
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The due time of the schedule this job is the run of."
@@ -248,13 +250,16 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Only what queries need: each claim and finish rewrites a job's index entries
+        # (on PostgreSQL all of them), and no index holds a column that a batch's commit
+        # writes (progress, lease, heartbeat), so those updates touch no index at all.
+        # Recovery finds expired leases through job_turns_idx (few jobs are running).
         indexes = [
             models.Index(
                 fields=["status", "-priority", "turn", "created_at"], name="job_turns_idx"
             ),
             models.Index(fields=["owner", "status"], name="job_owner_status_idx"),
             models.Index(fields=["owner", "-created_at"], name="job_owner_created_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="job_lease_idx"),
         ]
         constraints = [
             models.UniqueConstraint(

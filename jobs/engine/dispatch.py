@@ -25,6 +25,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from jobs.engine import transitions
@@ -126,9 +128,20 @@ def _run_compiled(compiled: tuple[str, list]) -> int:
         return cursor.fetchone()[0]
 
 
-def enqueue_after_commit(job: Job) -> None:
-    """Send the slice task of a job its submit marked dispatched, once committed."""
-    transaction.on_commit(lambda: _enqueue([job.pk]))
+def send_with_commit(job_ids: list[int]) -> None:
+    """Send the slice tasks of jobs marked dispatched in the current transaction.
+
+    The ORM broker's queue is a table of this database: its rows are written in this
+    transaction, so they commit with the jobs or not at all, and a submit stays one
+    commit. Any other broker is sent to once the transaction has committed, so that
+    the worker taking the task finds the job.
+    """
+    broker = _shared_broker()
+    if isinstance(broker, ORM) and connection.alias == Conf.ORM:
+        for job_id in job_ids:
+            _send(broker, job_id)
+    else:
+        transaction.on_commit(lambda: _enqueue(job_ids))
 
 
 def _kind_load(kinds: list[str], leased_only: bool = False) -> dict[str, int]:
@@ -159,10 +172,13 @@ def _choose(limit: int) -> list[int]:
 
 
 def _pick() -> list[int]:
-    """Mark the jobs to start as dispatched; one scheduling transaction at a time."""
+    """Mark the jobs to start as dispatched and send their tasks; one scheduling
+    transaction at a time."""
     lock_scheduler()
     free = free_capacity()
-    return _choose(free) if free > 0 else []
+    picked = _choose(free) if free > 0 else []
+    send_with_commit(picked)
+    return picked
 
 
 def dispatch() -> list[int]:
@@ -173,9 +189,21 @@ def dispatch() -> list[int]:
     """
     if free_capacity() <= 0:
         return []
-    picked = atomic_retry(_pick)
-    _enqueue(picked)
-    return picked
+    return atomic_retry(_pick)
+
+
+def _send(broker: Broker, job_id: int) -> None:
+    """One slice task. django-q2 saves its result only if it failed, unless
+    CONVEYOR_KEEP_TASK_RESULTS: the job row is the record, and a task row per slice
+    cost a write and a prune in the cluster's monitor."""
+    async_task(
+        TASK,
+        job_id,
+        broker=broker,
+        task_name=f"job-{job_id}",
+        group="conveyor",
+        save=settings.CONVEYOR_KEEP_TASK_RESULTS,
+    )
 
 
 def _enqueue(job_ids: list[int]) -> None:
@@ -183,7 +211,7 @@ def _enqueue(job_ids: list[int]) -> None:
     broker = _shared_broker()
     for job_id in job_ids:
         try:
-            async_task(TASK, job_id, broker=broker, task_name=f"job-{job_id}", group="conveyor")
+            _send(broker, job_id)
         except Exception:
             log.exception("could not enqueue job %s; it stays runnable", job_id)
             transitions.clear_dispatch([job_id])
@@ -225,8 +253,11 @@ def claim_dispatched(job_id: int, worker: str) -> Job | None:
     loses its dispatch mark, so dispatch may hand it out again."""
 
     def attempt() -> Job | None:
-        kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
-        job = claim(job_id, kind, worker) if kind else None
+        if capped_kinds():  # the cap is checked before the claim, by the job's kind
+            kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+            job = claim(job_id, kind, worker) if kind else None
+        else:
+            job = transitions.claim(job_id, worker)
         if job is None:
             transitions.clear_dispatch([job_id])
         return job
@@ -312,9 +343,7 @@ def yield_to_waiting(job_id: int, worker: str, priority: int, run_seconds: float
             return None
         if not transitions.yield_to(job_id, worker, winner, run_seconds):
             raise LeaseLost(f"job {job_id} is no longer leased to {worker}")
+        send_with_commit([winner])
         return winner
 
-    winner = atomic_retry(decide)
-    if winner is not None:
-        _enqueue([winner])
-    return winner
+    return atomic_retry(decide)

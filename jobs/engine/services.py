@@ -140,7 +140,7 @@ def job_submit(
         transitions.create([job], after=upstream, dispatched=straight)
         _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
         if straight:
-            dispatch.enqueue_after_commit(job)
+            dispatch.send_with_commit([job.pk])
         else:
             dispatch_if_free()
         return job, True

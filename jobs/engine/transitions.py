@@ -371,6 +371,7 @@ def _claim_sql(vendor: str, statuses: tuple[str, ...]) -> str:
     """The claim, as `Job.objects.claimable()` means it, returning the whole row."""
     c = _column
     table = connection.ops.quote_name(Job._meta.db_table)
+    columns = ", ".join(c(field.name) for field in Job._meta.concrete_fields)
     return (
         f"UPDATE {table} SET {c('status')} = %s, {c('lease_owner')} = %s, "
         f"{c('lease_expires_at')} = %s, {c('heartbeat_at')} = %s, {c('dispatched_at')} = NULL, "
@@ -378,16 +379,40 @@ def _claim_sql(vendor: str, statuses: tuple[str, ...]) -> str:
         f"{c('updated_at')} = %s "
         f"WHERE {c('id')} = %s AND {c('status')} IN ({', '.join(['%s'] * len(statuses))}) "
         f"AND {c('lease_owner')} = '' AND {c('upstream_pending')} = 0 "
-        f"AND ({c('run_after')} IS NULL OR {c('run_after')} <= %s) RETURNING *"
+        f"AND ({c('run_after')} IS NULL OR {c('run_after')} <= %s) RETURNING {columns}"
     )
 
 
+@functools.cache
+def _row_converters(vendor: str) -> list[tuple[Any, list]]:
+    """Each column's converters from the database's values to Python's (what a
+    queryset applies: SQLite's text datetimes, JSON), looked up once."""
+    converters = []
+    for field in Job._meta.concrete_fields:
+        column = field.get_col(Job._meta.db_table)
+        found = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        converters.append((column, found))
+    return converters
+
+
+def _job_from_row(row: tuple) -> Job:
+    values = []
+    for value, (column, converters) in zip(row, _row_converters(connection.vendor), strict=True):
+        for convert in converters:
+            value = convert(value, column, connection)
+        values.append(value)
+    return Job.from_db(connection.alias, None, values)
+
+
 def _claim_rows(job_id: int, worker: str, statuses: tuple[str, ...], now: datetime) -> list[Job]:
-    """UPDATE ... RETURNING * of a claim: the job's whole row comes back in one statement."""
+    """UPDATE ... RETURNING of a claim: the job's whole row comes back in one statement
+    (built into a Job here: `Job.objects.raw` cost a third of the claim's time)."""
     at = _prep("updated_at", now)
     params = [Status.RUNNING, worker, _prep("lease_expires_at", lease_expiry(now)), at, at, at]
     params += [job_id, *statuses, at]
-    return list(Job.objects.raw(_claim_sql(connection.vendor, statuses), params))
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(connection.vendor, statuses), params)
+        return [_job_from_row(row) for row in cursor.fetchall()]
 
 
 def claim(job_id: int, worker: str, journal: Journal | None = None) -> Job | None:

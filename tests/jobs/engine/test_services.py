@@ -6,6 +6,7 @@ stopping at a checkpoint: test_context.py."""
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 from django_q.models import OrmQ
 
 from jobs.engine.kinds import UnknownKind
@@ -141,6 +142,15 @@ def test_a_job_submitted_while_a_worker_is_free_goes_straight_to_it(user):
     assert fresh(first).dispatched_at is not None
     assert fresh(second).dispatched_at is None, "no free worker was left for it"
     assert OrmQ.objects.count() == 1, "one task, for the first job"
+
+
+def test_with_the_orm_broker_a_job_and_its_task_commit_together(user):
+    Worker.objects.create(name="host:1", host="host", pid=1)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        submit_demo(user, n=1)
+        assert OrmQ.objects.count() == 1, "the task is written in the submit's transaction"
+        raise RuntimeError("the caller's transaction fails after the submit")
+    assert not Job.objects.exists() and not OrmQ.objects.exists(), "neither job nor task is left"
 
 
 def test_a_new_job_does_not_overtake_runnable_jobs_already_waiting(user):
