@@ -177,7 +177,8 @@ class JobContext:
         progressed = processed is not None and processed > self.processed
         if progressed or cursor is not _UNSET:
             fields["attempts"] = 0
-        atomic_retry(lambda: self._commit({**fields, **self.usage()}, write))
+        stored = {**fields, **self.usage()}  # read before the transaction (it holds a lock)
+        atomic_retry(lambda: self._commit(stored, write))
         for name, value in fields.items():
             setattr(self, name, value)
         self.checkpoint()

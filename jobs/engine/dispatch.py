@@ -62,7 +62,14 @@ def _occupying():
 
 def free_capacity() -> int:
     """Alive workers minus busy slots, in one query (it runs after every submit)."""
-    return _run_compiled(_capacity_sql(connection.vendor, False))
+    return _run_compiled(_capacity_sql(connection.vendor, "free"))
+
+
+def work_to_dispatch() -> bool:
+    """Whether a worker is free and a runnable job waits for one: the unlocked look
+    before `dispatch()` takes the scheduling lock (on SQLite, the write lock), which a
+    worker that just went idle, with nothing waiting, would take for nothing."""
+    return _run_compiled(_capacity_sql(connection.vendor, "dispatchable")) > 0
 
 
 def free_for_new_job() -> bool:
@@ -76,28 +83,34 @@ def free_for_new_job() -> bool:
     worker too many: that job then waits in the broker for the next free worker.)
     SQLite serialises writers anyway.
     """
-    return _run_compiled(_capacity_sql(connection.vendor, True)) > 0
+    return _run_compiled(_capacity_sql(connection.vendor, "free beyond waiting")) > 0
 
 
 @functools.cache
-def _capacity_sql(vendor: str, beyond_waiting: bool) -> tuple[str, list]:
-    """Alive workers - jobs occupying one (- runnable jobs waiting), compiled once."""
+def _capacity_sql(vendor: str, shape: str) -> tuple[str, list]:
+    """One of, compiled once: "free" = alive workers - jobs occupying one; "free beyond
+    waiting" = that - runnable jobs waiting; "dispatchable" = the lesser of free and
+    waiting."""
     sample = timezone.now()
     parts = [
         Worker.objects.alive(sample).order_by().values("pk"),
         _occupying().order_by().values("pk"),
+        Job.objects.runnable(sample).order_by().values("pk"),
     ]
-    if beyond_waiting:
-        parts.append(Job.objects.runnable(sample).order_by().values("pk"))
     counts, params = [], []
-    for index, queryset in enumerate(parts):
+    for index, queryset in enumerate(parts if shape != "free" else parts[:2]):
         sql, part_params = queryset.query.sql_with_params()
         counts.append(f"(SELECT COUNT(*) FROM ({sql}) part{index})")
         params.extend(part_params)
-    free = " - ".join(counts)
-    if beyond_waiting and vendor == "postgresql":
-        free = f"CASE WHEN pg_try_advisory_xact_lock({SCHEDULER_LOCK_ID}) THEN {free} ELSE 0 END"
-    return f"SELECT {free}", _times_as_markers(params, sample)
+    alive, occupying, *waiting = counts
+    if shape == "dispatchable":
+        lesser = "MIN" if vendor == "sqlite" else "LEAST"
+        value = f"{lesser}({alive} - {occupying}, {waiting[0]})"
+    else:
+        value = " - ".join(counts)
+    if shape == "free beyond waiting" and vendor == "postgresql":
+        value = f"CASE WHEN pg_try_advisory_xact_lock({SCHEDULER_LOCK_ID}) THEN {value} ELSE 0 END"
+    return f"SELECT {value}", _times_as_markers(params, sample)
 
 
 def _times_as_markers(params: list, sample) -> list:
@@ -185,9 +198,10 @@ def dispatch() -> list[int]:
     """Enqueue tasks for the best runnable jobs up to the free worker capacity.
 
     A cheap unlocked look first: with every worker busy (the usual case under load)
-    there is nothing to do, and the busy workers pick the new jobs up themselves.
+    there is nothing to do, and the busy workers pick the new jobs up themselves; with
+    nothing waiting (a worker that just finished the last job) neither.
     """
-    if free_capacity() <= 0:
+    if not work_to_dispatch():
         return []
     return atomic_retry(_pick)
 

@@ -86,8 +86,18 @@ def notification(owner_id: int, job_id: int, level: str, message: str) -> Notifi
         job_id=job_id,
         level=level,
         message=message[:500],
-        url=reverse("jobs:detail", args=[job_id]),
+        url=_job_url_pattern().replace(_SOME_ID, str(job_id)),
     )
+
+
+_SOME_ID = "918273645"
+
+
+@functools.cache
+def _job_url_pattern() -> str:
+    """The job page's URL with a placeholder id: `reverse` once per process, not in
+    every transaction that finishes a job."""
+    return reverse("jobs:detail", args=[int(_SOME_ID)])
 
 
 def notify(owner_id: int | None, job_id: int, level: str, message: str) -> None:
