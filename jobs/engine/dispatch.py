@@ -113,6 +113,16 @@ def _capacity_sql(vendor: str, shape: str) -> tuple[str, list]:
     return f"SELECT {value}", _times_as_markers(params, sample)
 
 
+def capacity_for_submit() -> tuple[str, list]:
+    """For a submit's single statement (PostgreSQL): SQL of one row (`beyond`: free
+    workers beyond the runnable jobs waiting, as `free_for_new_job`; `free`: as
+    `free_capacity`) and its parameters."""
+    beyond, beyond_params = _capacity_sql(connection.vendor, "free beyond waiting")
+    free, free_params = _capacity_sql(connection.vendor, "free")
+    sql = f"SELECT ({beyond.removeprefix('SELECT ')}) AS beyond, ({free.removeprefix('SELECT ')}) AS free"
+    return sql, _filled(beyond_params + free_params)
+
+
 def _times_as_markers(params: list, sample) -> list:
     """A compiled query's parameters, with the times it was built with (now, and the
     alive workers' cutoff) replaced by markers `_run_compiled` fills in, raw or as the
@@ -128,16 +138,20 @@ def _times_as_markers(params: list, sample) -> list:
     return compiled
 
 
-def _run_compiled(compiled: tuple[str, list]) -> int:
-    sql, params = compiled
+def _filled(params: list) -> list:
+    """A compiled query's parameters with the time markers filled in for now."""
     now = timezone.now()
     times = {NOW: now, ALIVE_SINCE: now - worker_stale_after()}
-    values = [
+    return [
         _prepared_time(times[value]) if value is NOW or value is ALIVE_SINCE else value
         for value in params
     ]
+
+
+def _run_compiled(compiled: tuple[str, list]) -> int:
+    sql, params = compiled
     with connection.cursor() as cursor:
-        cursor.execute(sql, values)
+        cursor.execute(sql, _filled(params))
         return cursor.fetchone()[0]
 
 

@@ -43,13 +43,13 @@ class Event:
     at: Any = field(default_factory=timezone.now)
 
     def values(self, connection) -> tuple:
-        """The row's values in `_EVENT_COLUMNS` order, as the database takes them."""
+        """The row's values in `EVENT_COLUMNS` order, as the database takes them."""
         at = JobEvent._meta.get_field("at").get_db_prep_save(self.at, connection)
         data = None if self.data is None else json.dumps(self.data)
         return (self.job_id, at, self.kind, self.status, self.message[:MAX_MESSAGE], data)
 
 
-_EVENT_COLUMNS = ("job_id", "at", "kind", "status", "message", "data")
+EVENT_COLUMNS = ("job_id", "at", "kind", "status", "message", "data")
 
 
 @dataclass
@@ -82,9 +82,20 @@ def _insert_sql(vendor: str, table: str, columns: tuple[str, ...], count: int) -
     return f"INSERT INTO {quote(table)} ({names}) VALUES {', '.join([row] * count)}"
 
 
+def event_of_inserted_job_sql(source: str) -> str:
+    """INSERT of one event per row of the CTE `source` (its `id` is the job's): its
+    parameters are `Event.values()` without the first (the job id)."""
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(column) for column in EVENT_COLUMNS)
+    return (
+        f"INSERT INTO {quote(JobEvent._meta.db_table)} ({names}) "
+        f"SELECT {source}.id, %s, %s, %s, %s, %s FROM {source}"
+    )
+
+
 def _event_rows(events: list[Event] | tuple[Event, ...]) -> Rows:
     values = [event.values(connection) for event in events]
-    return Rows(JobEvent._meta.db_table, _EVENT_COLUMNS, values)
+    return Rows(JobEvent._meta.db_table, EVENT_COLUMNS, values)
 
 
 def write_events(*events: Event) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from jobs.engine import dispatch, secrets, transitions
@@ -136,13 +136,21 @@ def job_submit(
         existing = _active_with_key(job)
         if existing is not None:
             return existing, False
-        straight = _may_skip_the_queue(job, upstream) and dispatch.free_for_new_job()
-        transitions.create([job], after=upstream, dispatched=straight)
+        may_skip = _may_skip_the_queue(job, upstream)
+        if connection.vendor == "postgresql" and not upstream:
+            capacity = dispatch.capacity_for_submit() if may_skip else None
+            straight, free = transitions.create_in_one_statement(job, capacity)
+        else:
+            straight = may_skip and dispatch.free_for_new_job()
+            transitions.create([job], after=upstream, dispatched=straight)
+            free = None
         _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
         if straight:
             dispatch.send_with_commit([job.pk])
-        else:
+        elif free is None:
             dispatch_if_free()
+        elif free > 0:
+            request_dispatch()
         return job, True
 
     try:

@@ -28,7 +28,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from jobs.engine.errors import JobActionError, LeaseLost
-from jobs.engine.journal import Journal
+from jobs.engine.journal import CHANNEL, Event, Journal, event_of_inserted_job_sql
 from jobs.models import Job, JobDependency, JobEvent, Notification
 
 Status = Job.Status
@@ -226,8 +226,42 @@ def _insert_one(job: Job) -> None:
     job._state.adding, job._state.db = False, connection.alias
 
 
+def create_in_one_statement(job: Job, capacity: tuple[str, list] | None) -> tuple[bool, int]:
+    """PostgreSQL: one queued job's INSERT with its "Queued" event and announcement, in
+    one statement (a submit's round trips each wait for a server process that shares
+    the CPUs with the workers).
+
+    `capacity`: SQL of one row (free workers beyond the jobs already waiting, the
+    scheduling lock only tried; free workers) and its parameters, evaluated in the same
+    statement: the job is marked dispatched if the first is positive. Returns (marked
+    dispatched, free workers).
+    """
+    now = timezone.now()
+    job.status, job.created_at, job.updated_at, job.dispatched_at = Status.QUEUED, now, now, now
+    insert, fields = _insert_sql(connection.vendor, job.owner_id is not None, True)
+    values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
+    owner = [job.owner_id] if job.owner_id is not None else []
+    cap_sql, cap_params = capacity or ("SELECT 0 AS beyond, 0 AS free", [])
+    event = Event(0, STATE, "Queued", Status.QUEUED, at=now).values(connection)[1:]
+    sql = (
+        f"WITH cap AS ({cap_sql}), job AS ({insert}), "
+        f"event AS ({event_of_inserted_job_sql('job')}) "
+        f"SELECT job.id, job.turn, job.dispatched_at IS NOT NULL, cap.free, "
+        f"pg_notify(%s, job.id::text) FROM job, cap"
+    )
+    params = [*cap_params, *values, *owner, *Job.ACTIVE, *event, CHANNEL]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        job.pk, job.turn, dispatched, free, _ = cursor.fetchone()
+    job.dispatched_at = now if dispatched else None
+    job._state.adding, job._state.db = False, connection.alias
+    return dispatched, free
+
+
 @functools.cache
-def _insert_sql(vendor: str, owned: bool) -> tuple[str, list]:
+def _insert_sql(vendor: str, owned: bool, dispatch_if_free: bool = False) -> tuple[str, list]:
+    """A job's INSERT ... RETURNING id, turn. `dispatch_if_free`: inside a statement
+    with a `cap` CTE, `dispatched_at` is set only if `cap.beyond` > 0."""
     quote = connection.ops.quote_name
     owner = quote("owner_id") + (" = %s" if owned else " IS NULL")
     statuses = ", ".join(["%s"] * len(Job.ACTIVE))
@@ -241,10 +275,18 @@ def _insert_sql(vendor: str, owned: bool) -> tuple[str, list]:
         if not field.primary_key and field.attname != "turn"
     ]
     names = ", ".join(quote(field.column) for field in [*columns, Job._meta.get_field("turn")])
-    values = ", ".join(["%s"] * len(columns) + [turn])
+    values = [
+        "CASE WHEN (SELECT beyond FROM cap) > 0 THEN %s END"
+        if dispatch_if_free and field.attname == "dispatched_at"
+        else "%s"
+        for field in columns
+    ]
+    returning = f"{quote('id')}, {quote('turn')}"
+    if dispatch_if_free:
+        returning += f", {quote('dispatched_at')}"
     sql = (
-        f"INSERT INTO {quote(Job._meta.db_table)} ({names}) VALUES ({values}) "
-        f"RETURNING {quote('id')}, {quote('turn')}"
+        f"INSERT INTO {quote(Job._meta.db_table)} ({names}) "
+        f"VALUES ({', '.join([*values, turn])}) RETURNING {returning}"
     )
     return sql, columns
 
