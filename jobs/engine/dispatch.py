@@ -113,14 +113,20 @@ def _capacity_sql(vendor: str, shape: str) -> tuple[str, list]:
     return f"SELECT {value}", _times_as_markers(params, sample)
 
 
-def capacity_for_submit() -> tuple[str, list]:
-    """For a submit's single statement (PostgreSQL): SQL of one row (`beyond`: free
-    workers beyond the runnable jobs waiting, as `free_for_new_job`; `free`: as
-    `free_capacity`) and its parameters."""
-    beyond, beyond_params = _capacity_sql(connection.vendor, "free beyond waiting")
-    free, free_params = _capacity_sql(connection.vendor, "free")
-    sql = f"SELECT ({beyond.removeprefix('SELECT ')}) AS beyond, ({free.removeprefix('SELECT ')}) AS free"
-    return sql, _filled(beyond_params + free_params)
+def capacity_for_submit(may_skip_the_queue: bool) -> tuple[str, list]:
+    """For a submit's single statement (PostgreSQL): SQL of one row and its parameters.
+    `beyond`: free workers beyond the runnable jobs waiting, as `free_for_new_job` (0
+    for a job that may not skip the queue); `free`: as `free_capacity`."""
+    free, params = _capacity_sql(connection.vendor, "free")
+    beyond = "0"
+    if may_skip_the_queue:
+        beyond, beyond_params = _capacity_sql(connection.vendor, "free beyond waiting")
+        params = beyond_params + params
+    select = "SELECT "
+    return (
+        f"SELECT ({beyond.removeprefix(select)}) AS beyond, ({free.removeprefix(select)}) AS free",
+        _filled(params),
+    )
 
 
 def _times_as_markers(params: list, sample) -> list:

@@ -138,7 +138,7 @@ def job_submit(
             return existing, False
         may_skip = _may_skip_the_queue(job, upstream)
         if connection.vendor == "postgresql" and not upstream:
-            capacity = dispatch.capacity_for_submit() if may_skip else None
+            capacity = dispatch.capacity_for_submit(may_skip)
             straight, free = transitions.create_in_one_statement(job, capacity)
         else:
             straight = may_skip and dispatch.free_for_new_job()

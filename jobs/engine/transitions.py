@@ -226,7 +226,7 @@ def _insert_one(job: Job) -> None:
     job._state.adding, job._state.db = False, connection.alias
 
 
-def create_in_one_statement(job: Job, capacity: tuple[str, list] | None) -> tuple[bool, int]:
+def create_in_one_statement(job: Job, capacity: tuple[str, list]) -> tuple[bool, int]:
     """PostgreSQL: one queued job's INSERT with its "Queued" event and announcement, in
     one statement (a submit's round trips each wait for a server process that shares
     the CPUs with the workers).
@@ -241,7 +241,7 @@ def create_in_one_statement(job: Job, capacity: tuple[str, list] | None) -> tupl
     insert, fields = _insert_sql(connection.vendor, job.owner_id is not None, True)
     values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
     owner = [job.owner_id] if job.owner_id is not None else []
-    cap_sql, cap_params = capacity or ("SELECT 0 AS beyond, 0 AS free", [])
+    cap_sql, cap_params = capacity
     event = Event(0, STATE, "Queued", Status.QUEUED, at=now).values(connection)[1:]
     sql = (
         f"WITH cap AS ({cap_sql}), job AS ({insert}), "

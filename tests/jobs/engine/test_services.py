@@ -134,7 +134,7 @@ def test_delete_removes_a_finished_job_with_its_events(user):
 
 
 def test_a_job_submitted_while_a_worker_is_free_goes_straight_to_it(user):
-    """The submit's own INSERT marks it dispatched and its task is sent after the
+    """The submit's own INSERT marks it dispatched and its task is sent with the
     commit; a second job, with that worker now taken, waits for dispatch."""
     Worker.objects.create(name="host:1", host="host", pid=1)
     first = submit_demo(user, n=1)
@@ -142,6 +142,15 @@ def test_a_job_submitted_while_a_worker_is_free_goes_straight_to_it(user):
     assert fresh(first).dispatched_at is not None
     assert fresh(second).dispatched_at is None, "no free worker was left for it"
     assert OrmQ.objects.count() == 1, "one task, for the first job"
+
+
+def test_a_capped_kinds_job_submitted_while_a_worker_is_free_is_dispatched_at_once(user):
+    """It may not skip the queue (its cap is checked under the lock), but dispatch runs
+    right after the submit: the job does not wait for a worker's heartbeat."""
+    Worker.objects.create(name="host:1", host="host", pid=1)
+    job = submit_demo(user, kind="demo.serial", n=1)
+    assert fresh(job).dispatched_at is not None
+    assert OrmQ.objects.count() == 1
 
 
 def test_with_the_orm_broker_a_job_and_its_task_commit_together(user):
