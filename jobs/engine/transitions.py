@@ -217,11 +217,8 @@ def _insert_one(job: Job) -> None:
     and returned with its id. Compiled once: the ORM compiles the statement on every
     save, which was half the time of a submit (bench engine)."""
     sql, fields = _insert_sql(connection.vendor, job.owner_id is not None)
-    params = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
-    if job.owner_id is not None:
-        params.append(job.owner_id)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *Job.ACTIVE])
+        cursor.execute(sql, _insert_params(job, fields))
         job.pk, job.turn = cursor.fetchone()
     job._state.adding, job._state.db = False, connection.alias
 
@@ -239,8 +236,6 @@ def create_in_one_statement(job: Job, capacity: tuple[str, list]) -> tuple[bool,
     now = timezone.now()
     job.status, job.created_at, job.updated_at, job.dispatched_at = Status.QUEUED, now, now, now
     insert, fields = _insert_sql(connection.vendor, job.owner_id is not None, True)
-    values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
-    owner = [job.owner_id] if job.owner_id is not None else []
     cap_sql, cap_params = capacity
     event = Event(0, STATE, "Queued", Status.QUEUED, at=now).values(connection)[1:]
     sql = (
@@ -249,13 +244,20 @@ def create_in_one_statement(job: Job, capacity: tuple[str, list]) -> tuple[bool,
         f"SELECT job.id, job.turn, job.dispatched_at IS NOT NULL, cap.free, "
         f"pg_notify(%s, job.id::text) FROM job, cap"
     )
-    params = [*cap_params, *values, *owner, *Job.ACTIVE, *event, CHANNEL]
+    params = [*cap_params, *_insert_params(job, fields), *event, CHANNEL]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         job.pk, job.turn, dispatched, free, _ = cursor.fetchone()
     job.dispatched_at = now if dispatched else None
     job._state.adding, job._state.db = False, connection.alias
     return dispatched, free
+
+
+def _insert_params(job: Job, fields: list) -> list:
+    """The parameters of `_insert_sql`: the job's values, then its turn's count."""
+    values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
+    owner = [job.owner_id] if job.owner_id is not None else []
+    return [*values, *owner, *Job.ACTIVE]
 
 
 @functools.cache
