@@ -8,3 +8,6 @@ from config.settings import INSTALLED_APPS
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.plugin_app"]
 # Django Tasks: a second queue, one task at a time (tests/jobs/test_tasks_backend.py).
 CONVEYOR_TASK_QUEUES = {"default": None, "serial": 1}
+# Users are made in nearly every test: the production hasher's ~0.25 s of CPU each cost
+# minutes a pass. Tests check who may log in, not how hard a hash is to crack.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
