@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -137,9 +138,21 @@ def _heartbeat_loop() -> None:
         time.sleep(interval)
 
 
+_heartbeat_started = threading.Event()
+
+
 @receiver(post_spawn)
 def start_heartbeat(sender, proc_name: str = "", **kwargs) -> None:
-    """Runs in each freshly spawned django-q2 worker process."""
+    """Runs in each freshly spawned django-q2 worker process.
+
+    django-q2 sends the same signal when it runs a task in the caller's own process
+    (`async_task(..., sync=True)`, or from inside a worker): that process is not a
+    cluster's worker. A heartbeat there would count it as a free worker for good, and
+    would take over its SIGTERM.
+    """
+    if multiprocessing.parent_process() is None or _heartbeat_started.is_set():
+        return
+    _heartbeat_started.set()
     signal.signal(signal.SIGTERM, begin_stop)
     signal.signal(signal.SIGUSR1, begin_stop)
     thread = threading.Thread(target=_heartbeat_loop, name="conveyor-heartbeat", daemon=True)
