@@ -116,7 +116,19 @@ class PriorityFilter(admin.SimpleListFilter):
 # -- the event timeline ---------------------------------------------------------
 
 
-class JobEventInline(admin.TabularInline):
+class ViewOnly:
+    """Rows made and changed by the engine, the services and the actions below, never by
+    an admin form: no add page, and the change page only shows (staff with the
+    "change" permission act through the actions). Deleting is each admin's own call."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class JobEventInline(ViewOnly, admin.TabularInline):
     model = JobEvent
     fields = ["time", "kind", "status", "message", "data_json"]
     readonly_fields = fields
@@ -125,12 +137,6 @@ class JobEventInline(admin.TabularInline):
     show_change_link = False
     verbose_name = "event"
     verbose_name_plural = f"timeline (newest {TIMELINE_LIMIT} events)"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
@@ -187,7 +193,7 @@ class FilterLookupsOnly:
 
 
 @admin.register(Job)
-class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
+class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
     list_display = [
         "id",
         "title",
@@ -318,12 +324,6 @@ class JobAdmin(FilterLookupsOnly, admin.ModelAdmin):
     ]
 
     # -- permissions: jobs are made by users and changed by the actions only -------
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
-        return False  # the page is read-only; the actions below change jobs
-
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         # No per-object delete page: Django's would list every row result of the job.
         return obj is None and request.user.has_perm("jobs.delete_job")
@@ -590,7 +590,7 @@ class FailedJobAdmin(JobAdmin):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
     """Schedules, read-only: made through the API and CLI, paused, resumed and run now
     through `jobs.engine.schedules` by the actions below."""
 
@@ -632,12 +632,6 @@ class ScheduleAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
-        return False  # read-only page; the actions change schedules
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.change_schedule")
@@ -712,7 +706,7 @@ RevokedFilter = timestamp_set_filter("revoked_at", "revoked", "active", "revoked
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ViewOnly, admin.ModelAdmin):
     list_display = ["id", "user", "level", "message", "job_link", "created_at", "is_read"]
     list_filter = ["level", ReadFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["message", "user__username"]
@@ -720,12 +714,6 @@ class NotificationAdmin(admin.ModelAdmin):
     readonly_fields = ["user", "job_link", "level", "message", "url", "created_at", "read_at"]
     fields = readonly_fields
     actions = ["mark_read", "mark_unread"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.change_notification")
@@ -753,7 +741,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(ViewOnly, admin.ModelAdmin):
     """Batches, read-only: their jobs are acted on in bulk from the job list (filtered to
     the batch by the link here) or the batch's page."""
 
@@ -786,12 +774,6 @@ class BatchAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     @admin.display(description="jobs")
     def jobs_link(self, batch: Batch) -> SafeString:
         url = reverse("admin:jobs_job_changelist") + f"?batch__id__exact={batch.pk}"
@@ -800,7 +782,7 @@ class BatchAdmin(admin.ModelAdmin):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ViewOnly, admin.ModelAdmin):
     """Worker processes as their heartbeats report them; stale rows are cleaned up by
     recovery after a few minutes."""
 
@@ -829,12 +811,6 @@ class WorkerAdmin(admin.ModelAdmin):
     fields = readonly_fields
     ordering = ["cluster", "name"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
     @admin.display(description="alive", boolean=True)
     def is_alive(self, worker: Worker) -> bool:
         return worker.is_alive
@@ -848,7 +824,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ViewOnly, admin.ModelAdmin):
     """API tokens (created with `manage.py conveyor_token`); only their prefix is shown."""
 
     list_display = ["prefix", "name", "user", "created_at", "last_used_at", "is_active"]
@@ -858,12 +834,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["prefix", "name", "user", "created_at", "last_used_at", "revoked_at"]
     fields = readonly_fields
     actions = ["revoke_tokens"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.change_apitoken")

@@ -14,20 +14,14 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import FilterLookupsOnly, json_block
+from jobs.admin import FilterLookupsOnly, ViewOnly, json_block
 from jobs.engine.redact import redact
 from sheets.kinds import entity_key
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.plugin import row_results_url
 
 
-class ReadOnlyAdmin(FilterLookupsOnly, admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
+class ReadOnlyAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
