@@ -10,6 +10,9 @@ a child's leftover processes (a killed qcluster's workers) are killed with it be
 it starts again. The SIGTERM goes to the group leader only: qcluster's leader stops
 its cluster in order, but its sentinel process keeps SIGTERM's default action, so a
 SIGTERM to the whole group kills the sentinel and leaves the leader hanging.
+If the supervisor itself is killed (kill -9, OOM killer), Linux sends each leader
+SIGTERM (PR_SET_PDEATHSIG): no orphaned web server keeps the port from the next
+`make run`, no orphaned cluster runs beside the next one.
 
 State file, for a metrics page: CONVEYOR_DATA_DIR/supervisor.json (default
 ./var/supervisor.json), rewritten atomically at every start and exit of a process:
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -68,6 +72,17 @@ def read_procfile(path: Path) -> dict[str, str]:
     return commands
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with_supervisor() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (kept across exec).
+    Elsewhere than Linux there is no such call and a killed supervisor leaves orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def backoff(failures: int) -> float:
     """Seconds to wait before restart number `failures` of an unstable process."""
     return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, failures - 1))
@@ -88,7 +103,10 @@ class Child:
     def start(self) -> None:
         # A shell expands the Procfile's ${VAR:-default}; exec keeps the pid the program's.
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f"exec {self.command}"], cwd=ROOT, start_new_session=True
+            ["/bin/sh", "-c", f"exec {self.command}"],
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=_stop_with_supervisor,
         )
         self.started = time.monotonic()
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")

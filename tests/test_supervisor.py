@@ -19,7 +19,7 @@ from jobs.models import Worker
 from tests.conftest import log_path, subprocess_env
 from tests.daphne import NO_PROXY
 from tests.jobs.factories import fresh, submit_demo
-from tests.support.processes import ROOT, free_port, wait_for
+from tests.support.processes import ROOT, free_port, port_open, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -142,3 +142,18 @@ def test_a_killed_process_is_restarted_alone_and_ctrl_c_stops_everything(supervi
     wait_for(lambda: all(gone(p) for p in tree), timeout=15, what="every process to stop")
     assert supervised.proc.wait(timeout=5) == 0
     assert all(entry["pid"] is None for entry in supervised.state().values())
+
+
+def test_a_killed_supervisor_takes_its_processes_with_it(supervised):
+    """kill -9 of the supervisor (or the OOM killer): the web server and the cluster stop
+    too, instead of living on as orphans that hold the port and run beside the next
+    `make run`."""
+    wait_for(supervised.healthy, timeout=60, interval=0.2, what="/healthz 200 at start")
+    worker = supervised.pid("worker")
+    wait_for(lambda: cluster_workers(worker), timeout=30, what="workers alive")
+    tree = supervised.tree()[1:]
+
+    supervised.proc.kill()
+
+    wait_for(lambda: all(gone(p) for p in tree), timeout=20, what="web and cluster to stop")
+    assert not port_open("127.0.0.1", supervised.port), "the port is free for the next make run"
