@@ -23,7 +23,7 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.exceptions import TimeoutException
 
-from jobs.engine import dispatch, transitions, worker
+from jobs.engine import dispatch, secrets, transitions, worker
 from jobs.engine.context import JobContext
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
@@ -92,12 +92,19 @@ def run_one_slice(job_id: int) -> str:
 
 
 def run_claimed(job: Job, name: str) -> Settlement:
-    """Run a slice of a job this worker holds; how it ended is returned, not yet stored."""
+    """Run a slice of a job this worker holds; how it ended is returned, not yet stored.
+
+    A job that cannot even start (an unknown kind, params that cannot be decoded, a
+    secret that cannot be unsealed) fails here, at once: left to escape, the error would
+    end the django-q2 task with the job still leased, holding a worker slot until the
+    lease expired, attempt after attempt, while other users' jobs waited."""
     try:
-        kind = get_kind(job.kind)
+        ctx = JobContext(job, get_kind(job.kind), name)
     except UnknownKind as exc:
         return _failed(str(exc), "")
-    ctx = JobContext(job, kind, name)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, the job cannot run
+        log.warning("job %s could not start: %s", job.pk, exc)
+        return _failed(secrets.scrub(f"Could not start: {describe(exc)}"), "")
     with worker.running(ctx):
         return _run(ctx)
 

@@ -116,6 +116,7 @@ def _submit(schedule: Schedule, due: datetime) -> tuple[Job, bool]:
         priority=schedule.priority,
         schedule=schedule,
         scheduled_for=due,
+        params_sealed=True,
     )
 
 

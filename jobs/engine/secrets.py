@@ -2,7 +2,8 @@
 for the worker that runs the job, and scrubbed from every text stored or logged.
 
 A value under a secret-looking key (`redact.is_secret_name`) is sealed at submit with
-Fernet (`enc:` + token), the key derived from CONVEYOR_SECRETS_KEY or SECRET_KEY.
+Fernet (`enc:` + token), the key derived from CONVEYOR_SECRETS_KEY or SECRET_KEY. What a
+user gives is sealed unconditionally; only the engine's own stored params go on sealed.
 `scrub(text, secrets)` replaces every known secret (the job's own and the server's
 configured keys) with a mask before an error, a traceback, an event or a row error is
 written, so an upstream that echoes the key back does not leak it into the database.
@@ -65,8 +66,11 @@ def _walk(value: Any, on_secret) -> Any:
 
 
 def seal(params: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `params` with every secret value encrypted (sealed ones stay as they are)."""
-    return _walk(params, lambda item: item if item.startswith(PREFIX) else encrypt(item))
+    """A copy of `params` with every secret value encrypted: always, even a value that
+    looks sealed already (a user who types `enc:...` gets that text sealed, so a sealed
+    value copied from another job is never decrypted for the copier). Params that were
+    sealed before (a schedule's, on each run) are passed on as they are, not resealed."""
+    return _walk(params, encrypt)
 
 
 def unseal(params: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def unseal(params: dict[str, Any]) -> dict[str, Any]:
 def secrets_in(params: dict[str, Any]) -> set[str]:
     """The clear secret values of (unsealed) params."""
     found: set[str] = set()
-    _walk(params, lambda item: found.add(decrypt(item)) or item)
+    _walk(params, lambda item: found.add(item) or item)
     return {value for value in found if len(value) >= MIN_SECRET_LENGTH}
 
 

@@ -62,10 +62,11 @@ class Submission:
     total: int | None = None
     after: tuple[int, ...] = ()
     run_after: datetime | None = None
+    params_sealed: bool = False
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
-        params = secrets.seal(self.params or {})
+        params = dict(self.params or {}) if self.params_sealed else secrets.seal(self.params or {})
         entity_key = self.entity_key or _derived(job_kind.entity_key_for, params, "")
         label = self.label or _derived(job_kind.label_for, params, "")
         total = self.total if self.total is not None else _derived(job_kind.total_for, params)
@@ -105,6 +106,7 @@ def job_submit(
     total: int | None = None,
     after: list[int] | tuple[int, ...] = (),
     run_after: datetime | None = None,
+    params_sealed: bool = False,
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
@@ -115,6 +117,8 @@ def job_submit(
     cancelled if one fails or is cancelled); the caller checks the user may see them.
     Raises JobActionError for an unknown, failed or cancelled one.
     `run_after`: not claimed before then (a worker's heartbeat dispatches it when due).
+    `params_sealed`: `params` come from the engine's own store (a schedule's), their
+    secrets sealed already; anything a user gives is sealed here, unconditionally.
     """
     job = Submission(
         kind=kind,
@@ -129,6 +133,7 @@ def job_submit(
         time_limit=time_limit,
         total=total,
         run_after=run_after,
+        params_sealed=params_sealed,
     ).build()
     upstream = sorted(set(after))
 

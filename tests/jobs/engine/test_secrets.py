@@ -69,3 +69,21 @@ def test_sealed_params_open_again_and_scrub_masks_the_servers_key(settings):
     assert secrets.unseal(sealed) == {"options": {"api_key": "sk-mine-0001", "model": "m"}}
     text = "401: key sk-mine-0001 rejected; server key sk-server-key-5555"
     assert secrets.scrub(text, {"sk-mine-0001"}) == f"401: key {MASK} rejected; server key {MASK}"
+
+
+def test_a_typed_value_that_looks_sealed_is_sealed_all_the_same():
+    sealed = secrets.seal({"api_key": "enc:not-really-sealed"})
+    assert sealed["api_key"] != "enc:not-really-sealed"
+    assert secrets.unseal(sealed) == {"api_key": "enc:not-really-sealed"}
+
+
+def test_a_sealed_key_copied_from_another_job_is_never_opened_for_the_copier(
+    llm_sheet, user, other_user, fake_openai
+):
+    alices = submit(llm_sheet, user, fake_openai, "sk-alice-secret-0001")
+    copied = Job.objects.get(pk=alices.pk).params["options"]["api_key"]
+    bobs_sheet = make_sheet(other_user, ROWS)
+    job = run_to_end(submit(bobs_sheet, other_user, fake_openai, copied))
+    sent = {call.headers.get("Authorization", "") for call in fake_openai.calls}
+    assert sent == {f"Bearer {copied}"}  # the text bob typed, as typed
+    assert job.status == "succeeded"
