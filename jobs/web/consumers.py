@@ -1,7 +1,9 @@
 """The websocket at /ws/live/: authenticated users subscribe to jobs they may see.
 
 On connect (a logged-in session, within the user's socket limit: `socket_guard`, which
-also closes the socket soon after logout) the user joins their own group (badges, toasts) and the subscriptions
+also closes the socket soon after logout, deactivation or a password change, and has
+it leave what a demoted user may no longer see) the user joins their own group (badges,
+toasts) and the subscriptions
 named in the query string (`?job=12`, `?entity=sheet:3`, `?batch=4`, `?rows=1` for pages listing
 the user's jobs, `?rows=all` for staff listing everyone's); each
 subscription first gets a snapshot rendered from the database, then the relay's
@@ -19,6 +21,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from jobs.models import Batch, Job
 from jobs.web import live
@@ -35,9 +38,12 @@ class SubscriptionError(Exception):
 
 class LiveConsumer(AsyncWebsocketConsumer):
     groups_joined: set[str]
+    # group -> the subscription that joined it, re-checked when the user's rights change
+    subscriptions: dict[str, dict[str, Any]]
 
     async def connect(self) -> None:
         self.groups_joined = set()
+        self.subscriptions = {}
         user = self.scope.get("user")
         await self.accept()
         session = self.scope.get("session")
@@ -46,6 +52,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.user_id = user.pk
+        self.is_staff = user.is_staff
         self.session_key = session.session_key
         if not guard.admit(self):
             await self._error("too many live connections for this user; close some tabs")
@@ -94,6 +101,23 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def live_fragment(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["html"])
 
+    async def rights_changed(self) -> None:
+        """Called by the socket guard: re-check the subscriptions in this consumer's own
+        turn (a message to itself), not alongside a subscribe being handled."""
+        await self.channel_layer.send(self.channel_name, {"type": "live.rights"})
+
+    async def live_rights(self, event: dict[str, Any]) -> None:
+        """The user gained or lost staff status: later subscriptions follow the new
+        rights, and the groups they may no longer see are left at once (a demoted user's
+        list of everyone's rows becomes a list of their own)."""
+        lost = await database_sync_to_async(self._reload_rights)()
+        for group in lost:
+            self.groups_joined.discard(group)
+            self.subscriptions.pop(group, None)
+            await self.channel_layer.group_discard(group, self.channel_name)
+        if live.STAFF_ROWS_GROUP in lost:
+            await self._join(live.rows_group(self.user_id))
+
     # -- helpers ---------------------------------------------------------------
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         raw = text_data if text_data is not None else (bytes_data or b"").decode(errors="replace")
@@ -121,6 +145,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if len(self.groups_joined) >= MAX_SUBSCRIPTIONS:
             raise SubscriptionError("too many subscriptions")
         await self._join(group)
+        self.subscriptions[group] = message
         if snapshot:
             await self.send(text_data=snapshot)
 
@@ -128,11 +153,28 @@ class LiveConsumer(AsyncWebsocketConsumer):
         group, _ = await database_sync_to_async(self._resolve)(message, snapshot=False)
         if group in self.groups_joined:
             self.groups_joined.discard(group)
+            self.subscriptions.pop(group, None)
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def _join(self, group: str) -> None:
         self.groups_joined.add(group)
         await self.channel_layer.group_add(group, self.channel_name)
+
+    def _reload_rights(self) -> set[str]:
+        """Reload the user; the joined groups they may no longer see."""
+        user = get_user_model()._default_manager.filter(pk=self.user_id).first()
+        if user is None:  # deleted: the guard closes the socket on its next look
+            return set(self.groups_joined)
+        self.user = user
+        lost = set()
+        for group, message in self.subscriptions.items():
+            try:
+                self._resolve(message, snapshot=False)
+            except SubscriptionError:
+                lost.add(group)
+        if live.STAFF_ROWS_GROUP in self.groups_joined and not user.is_staff:
+            lost.add(live.STAFF_ROWS_GROUP)
+        return lost
 
     def _resolve(self, message: dict[str, Any], snapshot: bool = True) -> tuple[str, str]:
         """The group for a subscription the user may have, and its current snapshot."""
