@@ -275,6 +275,9 @@ CONVEYOR_RETENTION_DAYS = env_int("CONVEYOR_RETENTION_DAYS", 30)
 # Most active (queued, running, paused, retry-waiting) jobs one user may have (staff: no
 # limit; 0: no limit). Jobs of equal priority run in turns across owners anyway.
 CONVEYOR_MAX_ACTIVE_JOBS = env_int("CONVEYOR_MAX_ACTIVE_JOBS", 1000)
+# Active jobs above normal priority per user (staff: no limit; 0: no limit); a user's
+# further ones run at normal priority, so nobody waits behind another's pile of "high".
+CONVEYOR_MAX_HIGH_PRIORITY_JOBS = env_int("CONVEYOR_MAX_HIGH_PRIORITY_JOBS", 2)
 # Job kinds users may submit through the API / CLI by name (the demo kind is for tests).
 CONVEYOR_SUBMITTABLE_KINDS = env_list("CONVEYOR_SUBMITTABLE_KINDS", ["sheets.process"])
 # Longest one row may take in a sheet job (the form can lower it per job).
@@ -287,6 +290,9 @@ CONVEYOR_MAX_SOCKETS_PER_USER = env_int("CONVEYOR_MAX_SOCKETS_PER_USER", 30)
 # Shortest `every` interval a schedule may have (seconds); workers look for due
 # schedules at every heartbeat.
 CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS = env_int("CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS", 5)
+# Most schedules one user may have (staff: no limit; 0: no limit); beyond it a create is
+# refused (API 409, CLI error).
+CONVEYOR_MAX_SCHEDULES_PER_USER = env_int("CONVEYOR_MAX_SCHEDULES_PER_USER", 50)
 
 # --- Auth, i18n, static -----------------------------------------------------
 LOGIN_URL = "login"

@@ -22,9 +22,17 @@ from django.utils import timezone
 from jobs.engine import dispatch, secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError, QuotaExceeded
-from jobs.engine.journal import announce
+from jobs.engine.journal import announce, record_event
 from jobs.engine.kinds import JobKind, capped_kinds, get_kind
-from jobs.models import Batch, Job, JobDependency, Notification, parse_priority
+from jobs.models import (
+    Batch,
+    Job,
+    JobDependency,
+    JobEvent,
+    Notification,
+    Priority,
+    parse_priority,
+)
 
 Status = Job.Status
 
@@ -141,6 +149,7 @@ def job_submit(
         existing = _active_with_key(job)
         if existing is not None:
             return existing, False
+        lowered = _lower_beyond_high_ceiling([job])
         may_skip = _may_skip_the_queue(job, upstream)
         if connection.vendor == "postgresql" and not upstream:
             capacity = dispatch.capacity_for_submit(may_skip)
@@ -150,6 +159,7 @@ def job_submit(
             transitions.create([job], after=upstream, dispatched=straight)
             free = None
         _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
+        _say_lowered(lowered)
         if straight:
             dispatch.send_with_commit([job.pk])
         elif free is None:
@@ -175,9 +185,11 @@ def job_submit_many(submissions: list[Submission]) -> list[Job]:
         raise ValueError("job_submit_many does not take entity or session keys")
 
     def create() -> list[Job]:
+        lowered = _lower_beyond_high_ceiling(jobs)
         created = transitions.create(jobs)
         for job in created:
             _check_quota(job)
+        _say_lowered(lowered)
         dispatch_if_free()
         return created
 
@@ -207,9 +219,11 @@ def batch_submit(
             if _active_with_key(job) is not None:
                 key = job.entity_key or job.session_key
                 raise JobActionError(f"An active {job.kind} job already holds the key {key}.")
+        lowered = _lower_beyond_high_ceiling(jobs)
         created = transitions.create(jobs)
         for job in created:
             _check_quota(job)
+        _say_lowered(lowered)
         dispatch_if_free()
         return batch, created
 
@@ -263,6 +277,45 @@ def _check_quota(job: Job) -> None:
         f"You have {job.turn} active jobs, the most allowed (CONVEYOR_MAX_ACTIVE_JOBS="
         f"{limit}). Wait for some to finish, or cancel some, and submit again."
     )
+
+
+def _lower_beyond_high_ceiling(jobs: list[Job]) -> list[Job]:
+    """Fairness across priorities: a user's jobs above normal priority beyond
+    CONVEYOR_MAX_HIGH_PRIORITY_JOBS active ones run at normal priority (turns with
+    everyone else's), so nobody who keeps the default waits behind another user's pile
+    of "high" jobs. Staff and ownerless (system) jobs keep theirs; 0 turns it off.
+    Returns the jobs lowered (one count query per owner asking for more than normal)."""
+    ceiling = settings.CONVEYOR_MAX_HIGH_PRIORITY_JOBS
+    eager = [
+        job
+        for job in jobs
+        if job.priority > Priority.NORMAL and job.owner is not None and not job.owner.is_staff
+    ]
+    if not ceiling or not eager:
+        return []
+    active: dict[int, int] = {}
+    lowered = []
+    for job in eager:
+        if job.owner_id not in active:
+            mine = Job.objects.active().filter(owner_id=job.owner_id, priority__gt=Priority.NORMAL)
+            active[job.owner_id] = mine.count()
+        if active[job.owner_id] >= ceiling:
+            job.priority = Priority.NORMAL
+            lowered.append(job)
+        else:
+            active[job.owner_id] += 1
+    return lowered
+
+
+def _say_lowered(jobs: list[Job]) -> None:
+    ceiling = settings.CONVEYOR_MAX_HIGH_PRIORITY_JOBS
+    for job in jobs:
+        record_event(
+            job.pk,
+            JobEvent.Kind.LOG,
+            f"Runs at normal priority: {ceiling} jobs of yours above normal priority are "
+            f"already active (CONVEYOR_MAX_HIGH_PRIORITY_JOBS={ceiling}).",
+        )
 
 
 def _active_with_key(job: Job) -> Job | None:
@@ -327,8 +380,11 @@ def job_retry(*, job: Job, by=None, failed_rows: bool = False) -> Job:
             )
         extra = _retry_extra(job, kind, failed_rows)
         what = "failed rows only" if failed_rows else "whole job"
+        if lowered := _lower_beyond_high_ceiling([job]):
+            extra["priority"] = job.priority
         if not transitions.retry(job, extra, what, by):
             raise JobActionError(f"Job #{job.pk} changed meanwhile; try again.")
+        _say_lowered(lowered)
         request_dispatch()
         return job
 

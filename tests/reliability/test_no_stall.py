@@ -22,7 +22,7 @@ def test_jobs_that_cannot_start_fail_at_once_and_free_their_worker(
     """Params that cannot be opened (here: sealed under a key the workers do not have)
     fail the job on its first claim, with the reason, instead of holding the worker for
     a lease per attempt while another user's job waits behind."""
-    bad = [submit_demo(user, n=1, api_key="sk-alice-0001", priority="high") for _ in range(3)]
+    bad = [submit_demo(user, n=1, api_key="sk-alice-0001", priority="high") for _ in range(2)]
     good = submit_demo(other_user, n=1)
     cluster_factory(workers=1, CONVEYOR_SECRETS_KEY="a key the submitter did not use")
     good = wait_status(good, Job.Status.SUCCEEDED, timeout=60)

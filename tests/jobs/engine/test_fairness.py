@@ -7,9 +7,9 @@ import pytest
 from django.test import Client
 
 from jobs.engine.errors import QuotaExceeded
-from jobs.engine.services import Submission, job_submit, job_submit_many
+from jobs.engine.services import Submission, job_retry, job_submit, job_submit_many
 from jobs.models import Job
-from tests.jobs.factories import fresh, submit_demo
+from tests.jobs.factories import fresh, run_to_end, submit_demo
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,3 +61,39 @@ def test_the_api_answers_429_beyond_the_limit(settings, user):
     assert submit().status_code == 201
     refused = submit()
     assert refused.status_code == 429 and "active jobs" in refused.json()["error"]
+
+
+@pytest.mark.cluster
+def test_a_users_normal_job_does_not_wait_behind_anothers_pile_of_high_ones(
+    cluster_factory, user, other_user
+):
+    pile = [submit_demo(user, n=3, delay=0.1, priority="high") for _ in range(4)]
+    mine = submit_demo(other_user, n=1)
+    cluster_factory(workers=1)
+    everything = [*pile, mine]
+    wait_for(
+        lambda: all(fresh(job).status == Job.Status.SUCCEEDED for job in everything),
+        timeout=60,
+        what="all jobs to finish",
+    )
+    starts = sorted(everything, key=lambda job: fresh(job).started_at)
+    assert starts.index(mine) == 2  # after the two high jobs the ceiling allows
+
+
+def test_high_priority_beyond_the_ceiling_runs_at_normal_and_says_why(settings, user, staff_user):
+    settings.CONVEYOR_MAX_HIGH_PRIORITY_JOBS = 2
+    jobs = [submit_demo(user, n=1, priority="high") for _ in range(3)]
+    many = job_submit_many([Submission(kind="demo.count", owner=user, priority="high")] * 2)
+    assert [fresh(job).priority for job in [*jobs, *many]] == [10, 10, 0, 0, 0]
+    note = fresh(jobs[2]).events.filter(kind="log").values_list("message", flat=True).get()
+    assert "normal priority" in note and "CONVEYOR_MAX_HIGH_PRIORITY_JOBS=2" in note
+    staff = [submit_demo(staff_user, n=1, priority="high") for _ in range(3)]
+    assert {fresh(job).priority for job in staff} == {10}  # operators have no ceiling
+
+
+def test_a_retried_high_job_beyond_the_ceiling_runs_at_normal(settings, user):
+    settings.CONVEYOR_MAX_HIGH_PRIORITY_JOBS = 1
+    done = run_to_end(submit_demo(user, n=1, priority="high"))
+    submit_demo(user, n=1, priority="high")
+    job_retry(job=done)
+    assert fresh(done).priority == 0 and fresh(done).status == Job.Status.QUEUED
