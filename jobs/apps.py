@@ -20,4 +20,5 @@ class JobsConfig(AppConfig):
         from jobs.engine import worker  # noqa: F401  (connects the worker-process hooks)
 
         autodiscover_modules("kinds")
+        autodiscover_modules("tasks")  # Django tasks that the API and CLI may name
         tasks_backend.register_kinds()  # Django Tasks: one kind per queue

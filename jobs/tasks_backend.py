@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -273,8 +274,16 @@ def _validate_params(params: dict[str, Any], owner: Any) -> dict[str, Any]:
         params.get("kwargs", {}), dict
     ):
         raise ValueError("args must be a list and kwargs an object")
+    path = str(params.get("task", ""))
+    if path.rpartition(".")[0] not in sys.modules:
+        # Importing runs a module's code: a user naming any dotted path would make this
+        # process import it before the @task check could refuse it.
+        raise ValueError(
+            f"Task {path} is unknown here: tasks submitted by name must be in a module this "
+            "server has loaded (an installed app's `tasks` module is loaded at start-up)"
+        )
     try:
-        _import_task(str(params.get("task", "")))
+        _import_task(path)
     except InvalidTask as exc:
         raise ValueError(str(exc)) from None
     return params
