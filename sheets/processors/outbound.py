@@ -33,13 +33,36 @@ class BlockedAddress(RowError):
     """A connection to an address that fetching is not allowed to reach."""
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address that a gateway will reach: NAT64
+# (RFC 6052, 8215); 6to4 (2002::/16) and IPv4-mapped are read by `ipaddress` itself.
+NAT64 = [ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48")]
+# Public by `ipaddress`'s reckoning, yet no web site lives there: IETF protocol
+# assignments (192.0.0.8 and friends) and the old 6to4 relay anycast.
+NOT_WEB = [ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("192.88.99.0/24")]
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64), if any."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    if any(address in prefix for prefix in NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_kind(address: IPAddress) -> str | None:
-    """What makes `address` off limits ("loopback", "private", ...), or None if public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    """What makes `address` off limits ("loopback", "private", ...), or None if public.
+    An IPv6 address that carries an IPv4 one is judged by both."""
+    inner = embedded_ipv4(address)
+    if inner is not None and (kind := address_kind(inner)):
+        return kind
     for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
         if getattr(address, f"is_{kind}"):
             return kind.replace("_", "-")
+    if any(address in network for network in NOT_WEB if network.version == address.version):
+        return "non-public"
     return None if address.is_global else "non-public"
 
 

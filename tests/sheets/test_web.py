@@ -227,3 +227,19 @@ def test_outputs_are_the_page_facts():
         "description",
         "text_length",
     ]
+
+
+@pytest.mark.parametrize(
+    ("host", "kind"),
+    [
+        ("[2002:7f00:1::1]", "loopback"),  # 6to4 of 127.0.0.1
+        ("[2002:a9fe:a9fe::1]", "private"),  # 6to4 of the cloud metadata address
+        ("[64:ff9b::a9fe:a9fe]", "private"),  # NAT64 of the metadata address
+        ("[2002:a00:1::1]", "private"),  # 6to4 of 10.0.0.1
+        ("192.0.0.8", "non-public"),  # an IETF protocol assignment, not a web site
+    ],
+)
+def test_addresses_that_carry_or_hide_an_internal_one_are_refused(host, kind, settings):
+    settings.CONVEYOR_WEB_ALLOW_PRIVATE = False
+    [page] = fetch(f"http://{host}:9/")
+    assert page.error.startswith(f"refused to connect to {host.strip('[]')}: a {kind} address")
