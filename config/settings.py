@@ -388,6 +388,8 @@ CONVEYOR_LLM_ALLOWED_BASE_URLS = env_list("CONVEYOR_LLM_ALLOWED_BASE_URLS", [])
 CONVEYOR_LLM_MODEL = env_str("CONVEYOR_LLM_MODEL", "gpt-4o-mini")
 CONVEYOR_LLM_TIMEOUT = env_float("CONVEYOR_LLM_TIMEOUT", 60.0)
 CONVEYOR_LLM_MAX_ATTEMPTS = env_int("CONVEYOR_LLM_MAX_ATTEMPTS", 5)
+# The largest answer a worker reads from the API (a row error beyond: never held whole).
+CONVEYOR_LLM_MAX_RESPONSE_BYTES = env_int("CONVEYOR_LLM_MAX_RESPONSE_BYTES", 2_000_000)
 # Prices per model, USD per million tokens: {"model": {"input": 0.15, "output": 0.6}}.
 # Estimates and jobs show a cost only for models priced here.
 CONVEYOR_LLM_PRICES = env_prices("CONVEYOR_LLM_PRICES")

@@ -34,7 +34,7 @@ from sheets.processors.base import (
     match_column,
     processor,
 )
-from sheets.processors.outbound import guarded_client, host_of
+from sheets.processors.outbound import guarded_client, host_of, send_capped
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -288,8 +288,13 @@ async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession
     if options.get("max_tokens"):
         body["max_tokens"] = options["max_tokens"]
     attempts = settings.CONVEYOR_LLM_MAX_ATTEMPTS
+    cap = settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES
+    too_big = f"the API's answer is larger than {cap:,} bytes (CONVEYOR_LLM_MAX_RESPONSE_BYTES)"
+    client = session.client
     response = await send_with_retries(
-        lambda: session.client.post(session.url, json=body),
+        lambda: send_capped(
+            client, client.build_request("POST", session.url, json=body), cap, too_big
+        ),
         attempts=attempts,
         limiter=session.limiter,
     )

@@ -166,3 +166,37 @@ def guarded_client(
         trust_env=False,
         **client_options,
     )
+
+
+async def read_capped(response: httpx.Response, max_bytes: int, too_big: str) -> bytes:
+    """The (decoded) body of a streamed response, or RowError(`too_big`) as soon as it
+    grows past `max_bytes`: an upstream cannot make a worker hold more than that."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise RowError(too_big)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise RowError(too_big)
+    return bytes(body)
+
+
+async def send_capped(
+    client: httpx.AsyncClient, request: httpx.Request, max_bytes: int, too_big: str
+) -> httpx.Response:
+    """Send `request` and read at most `max_bytes` of its answer, then close it: the
+    response returned holds the body in memory, as a plain `client.send` would."""
+    response = await client.send(request, stream=True)
+    try:
+        body = await read_capped(response, max_bytes, too_big)
+    finally:
+        await response.aclose()
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=response.request
+    )

@@ -23,7 +23,7 @@ from django.conf import settings
 from selectolax.lexbor import LexborHTMLParser
 
 from sheets.processors.base import Option, OptionsError, RowError, match_column, processor
-from sheets.processors.outbound import BlockedAddress, guarded_client
+from sheets.processors.outbound import BlockedAddress, guarded_client, read_capped
 from sheets.processors.ratelimit import describe_http_error, send_with_retries
 
 WEB_RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -120,27 +120,12 @@ def is_html(response: httpx.Response) -> bool:
     return not content_type or content_type in HTML_TYPES
 
 
-async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    """The (decoded) body, or RowError as soon as it grows past `max_bytes`."""
-    too_big = RowError(
-        f"the page is larger than max_bytes ({max_bytes:,} bytes); raise it to read this page"
-    )
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_big
-    body = bytearray()
-    async for chunk in response.aiter_bytes():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_big
-    return bytes(body)
-
-
 async def page_result(response: httpx.Response, url: str, max_bytes: int) -> dict[str, Any]:
     result: dict[str, Any] = {"status": response.status_code, "final_url": url}
     if not is_html(response):
         return {**result, "title": "", "description": "", "text_length": ""}
-    body = await read_capped(response, max_bytes)
+    too_big = f"the page is larger than max_bytes ({max_bytes:,} bytes); raise it to read this page"
+    body = await read_capped(response, max_bytes, too_big)
     charset = response.charset_encoding
     if charset:
         try:

@@ -36,3 +36,22 @@ def test_web_refuses_a_max_bytes_above_the_ceiling(user, settings):
             sheet=sheet, owner=user, processor="web", options={"max_bytes": "1200000000"}
         )
     assert "at most 1,000,000 bytes" in refused.value.errors["max_bytes"]
+
+
+def test_an_api_answer_over_the_byte_ceiling_is_a_row_error_read_no_further(
+    user, settings, fake_openai
+):
+    settings.CONVEYOR_LLM_API_KEY = ""
+    settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES = 100_000
+    fake_openai.style = lambda answer: "y" * 400_000 if "Huge" in answer else answer
+    fake_openai.categories = []
+    sheet = make_sheet(user, [["name"], ["Short"], ["Huge"]])
+    options = {"base_url": fake_openai.base_url, "prompt": "Repeat {name}"}
+    job, _ = sheet_job_submit(sheet=sheet, owner=user, processor="llm", options=options)
+    job = run_to_end(job)
+    results = {r.row_number: r for r in job.row_results.all()}
+    assert job.failed == 1 and results[1].outputs["answer"] == "echo: Repeat Short"
+    assert results[2].error == (
+        "the API's answer is larger than 100,000 bytes (CONVEYOR_LLM_MAX_RESPONSE_BYTES)"
+    )
+    assert len(fake_openai.calls) == 2  # a paid answer, not asked again
