@@ -17,6 +17,7 @@ import secrets
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -25,7 +26,14 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from sheets.models import Sheet, SheetRow
-from sheets.sources import SourceError, Table, check_upload_size, column_name, open_upload
+from sheets.sources import (
+    SourceError,
+    Table,
+    TableInfo,
+    check_upload_size,
+    column_name,
+    open_upload,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -45,7 +53,7 @@ def sheet_import(*, table: Table, owner: AbstractBaseUser, name: str, google_id:
     """
     with table:
         columns = clean_header(table.info.columns)
-        sheet = _new_sheet(table, owner, name, columns, google_id=google_id)
+        sheet = _new_sheet(table.info, owner, name, columns, google_id=google_id)
         store_table(sheet, table, columns)
     return sheet
 
@@ -66,14 +74,14 @@ def unique_name(owner, name: str, exclude: int | None = None) -> str:
     return candidate
 
 
-def _new_sheet(table: Table, owner, name: str, columns: list[str], **fields) -> Sheet:
+def _new_sheet(info: TableInfo, owner, name: str, columns: list[str], **fields) -> Sheet:
     return Sheet(
         owner=owner,
         name=unique_name(owner, name),
-        source=table.info.kind,
-        worksheet=table.info.worksheet,
-        encoding=table.info.encoding,
-        delimiter=table.info.delimiter,
+        source=info.kind,
+        worksheet=info.worksheet,
+        encoding=info.encoding,
+        delimiter=info.delimiter,
         columns=columns,
         **fields,
     )
@@ -84,39 +92,109 @@ def store_table(
 ) -> None:
     """Read, check and spool the table's rows (`on_rows(count)` after each batch), then
     save the sheet (ready) and insert its rows in one transaction: all or nothing."""
-    with tempfile.TemporaryFile(prefix="conveyor-import-") as spool:
+    spool, count = spool_rows(table, columns, on_rows)
+    with spool:
+        store_spooled(sheet, spool, count)
+
+
+def spool_rows(
+    table: Table, columns: list[str], on_rows: Callable[[int], None] | None = None
+) -> tuple[IO[bytes], int]:
+    """The table's rows read and checked into a temporary file, and how many; the caller
+    closes the file. Call it outside any transaction: reading is the slow part."""
+    spool = tempfile.TemporaryFile(prefix="conveyor-import-")  # noqa: SIM115 - the caller closes it
+    try:
         count = _spool(normalised_rows(table.rows, width=len(columns)), spool, on_rows)
         if count == 0:
             raise SourceError(
                 "The sheet has a header row but no data rows under it: nothing to process."
             )
-        spool.seek(0)
-        with transaction.atomic():
-            sheet.row_count = count
-            sheet.status = "ready"
-            sheet.save()
-            _store_rows(sheet, _unspool(spool))
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool, count
+
+
+def store_spooled(sheet: Sheet, spool: IO[bytes], count: int) -> None:
+    """Save the sheet (ready) and insert its spooled rows in one transaction, the only
+    time an import holds the database's write lock."""
+    with transaction.atomic():
+        sheet.row_count = count
+        sheet.status = "ready"
+        sheet.save()
+        _store_rows(sheet, _unspool(spool))
+
+
+@dataclass
+class SpooledUpload:
+    """An uploaded file read and checked into a spool file (`spool_upload`), not stored
+    yet: `sheet_from_spooled` stores it. Close it when done."""
+
+    name: str
+    info: TableInfo
+    columns: list[str]
+    spool: IO[bytes]
+    rows: int
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def spool_upload(
+    *,
+    upload: UploadedFile,
+    worksheet: str | None = None,
+    check_columns: Callable[[list[str]], None] | None = None,
+) -> SpooledUpload:
+    """Read and check an uploaded file's rows into a spool file, writing nothing to the
+    database (no transaction, so no write lock, for however long the parse takes);
+    `check_columns(columns)` may refuse the header before the rows are read. Raises
+    SourceError."""
+    name = upload.name or "upload"
+    check_upload_size(upload.size or 0, name)
+    with open_upload(_source_of(upload), name, worksheet=worksheet) as table:
+        columns = clean_header(table.info.columns)
+        if check_columns is not None:
+            check_columns(columns)
+        spool, count = spool_rows(table, columns)
+    return SpooledUpload(name=name, info=table.info, columns=columns, spool=spool, rows=count)
+
+
+def sheet_from_spooled(spooled: SpooledUpload, *, owner: AbstractBaseUser) -> Sheet:
+    """Store a spooled upload as a new Sheet of `owner`: one short transaction."""
+    sheet = _new_sheet(spooled.info, owner, spooled.name, spooled.columns)
+    spooled.spool.seek(0)
+    store_spooled(sheet, spooled.spool, spooled.rows)
+    return sheet
+
+
+def kept_upload(name: str) -> Path:
+    """The kept upload an import job's params name: a bare file name (`upload`), always
+    looked up in DATA_DIR/uploads. Params are shown to users (job page, API, admin), so
+    they hold no server path, and a name can point nowhere else."""
+    return settings.DATA_DIR / "uploads" / Path(name).name
 
 
 def sheet_import_later(*, upload: UploadedFile, owner: AbstractBaseUser, worksheet: str | None):
     """A large upload: check its header now (a bad file is refused at once), keep the
-    file, and return an importing Sheet with the path its import job reads.
+    file, and return an importing Sheet with the path its import job reads (give the job
+    `path.name`: `kept_upload` finds it again).
 
     The job (`sheets.import`) reads, checks and stores the rows with live progress, so
     the request returns at once whatever the file's size; the rows appear all together.
     """
     name = upload.name or "upload"
     check_upload_size(upload.size or 0, name)
-    folder = settings.DATA_DIR / "uploads"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    path = folder / f"{secrets.token_hex(8)}-{Path(name).name[-80:]}"
+    path = kept_upload(f"{secrets.token_hex(8)}-{Path(name).name[-80:]}")
+    path.parent.mkdir(mode=0o700, exist_ok=True)
     with open(path, "wb") as kept:
         for chunk in upload.chunks():
             kept.write(chunk)
     try:
         with open_upload(path, name, worksheet=worksheet) as table:
             columns = clean_header(table.info.columns)
-            sheet = _new_sheet(table, owner, name, columns, status="importing")
+            sheet = _new_sheet(table.info, owner, name, columns, status="importing")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -130,10 +208,14 @@ def sheet_from_upload(
     """Import an uploaded CSV or XLSX file (type detected from its content)."""
     name = upload.name or "upload"
     check_upload_size(upload.size or 0, name)
-    temporary_path = getattr(upload, "temporary_file_path", None)
-    source = temporary_path() if temporary_path else upload.file
-    table = open_upload(source, name, worksheet=worksheet)
+    table = open_upload(_source_of(upload), name, worksheet=worksheet)
     return sheet_import(table=table, owner=owner, name=name)
+
+
+def _source_of(upload: UploadedFile):
+    """The upload's file on disk when Django spooled it there, else its file object."""
+    temporary_path = getattr(upload, "temporary_file_path", None)
+    return temporary_path() if temporary_path else upload.file
 
 
 def sheet_from_google(

@@ -21,8 +21,9 @@ from jobs.engine.context import JobContext
 from jobs.engine.errors import Cancelled, PermanentError
 from jobs.engine.kinds import job_kind
 from jobs.models import Job
+from jobs.selectors import may_submit_for
 from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
-from sheets.importing import sheet_from_google, store_table
+from sheets.importing import kept_upload, sheet_from_google, store_table
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, run_in_batches, run_streaming
 from sheets.processors import OptionsError, get_processor
@@ -60,7 +61,7 @@ def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
     problem is reported at once, keyed by field (or option) name.
     """
     sheet = Sheet.objects.visible_to(owner).filter(pk=_int(params.get("sheet_id"))).first()
-    if sheet is None:
+    if sheet is None or not may_submit_for(owner, sheet.owner_id):  # another's: a permission
         raise SheetParamsError({"sheet_id": "No such sheet."})
     after = params.get("after") or []
     importing = not sheet.is_ready and waits_for_import(sheet, after)
@@ -408,11 +409,16 @@ def import_sheet(ctx: JobContext) -> dict[str, Any]:
     The rows go in with the sheet's "ready" state in one transaction at the end, so a
     crash or a cancel leaves no half sheet (a crash restarts the import from the file).
     """
-    path = Path(ctx.params["path"])
+    # `upload`: the kept file's name (older jobs: `path`, of which only the name counts).
+    path = kept_upload(ctx.params.get("upload") or Path(ctx.params.get("path", "")).name)
     sheet = Sheet.objects.filter(pk=ctx.params["sheet_id"]).first()
     if sheet is None:
         path.unlink(missing_ok=True)
         raise PermanentError("The sheet was deleted before its rows were imported.")
+    if not path.is_file():  # OSError's message would name the server's path
+        gone = "The uploaded file is gone from the server: upload it again."
+        _import_failed(sheet, path, gone)
+        raise PermanentError(gone)
 
     try:
         with open_upload(path, sheet.name, worksheet=ctx.params.get("worksheet")) as table:

@@ -14,10 +14,18 @@ from jobs.engine.errors import JobActionError
 from jobs.engine.schedules import schedule_delete
 from jobs.engine.services import Submission, batch_submit, job_delete, job_submit
 from jobs.models import Batch, Job, Schedule
-from sheets.importing import sheet_from_upload, sheet_import_later, unique_name
+from sheets.importing import (
+    SpooledUpload,
+    sheet_from_spooled,
+    sheet_from_upload,
+    sheet_import_later,
+    spool_upload,
+    unique_name,
+)
 from sheets.kinds import IMPORT, KIND, WRITE_BACK, SheetParamsError, entity_key, validate_params
 from sheets.models import Sheet
-from sheets.processors import get_processor
+from sheets.processors import OptionsError, get_processor
+from sheets.sources import SourceError
 
 
 def sheet_job_submit(
@@ -138,18 +146,91 @@ def sheets_batch_submit(
 def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -> Sheet:
     """An uploaded file as a Sheet: imported now when small, else checked now (the
     header) and imported by a background job (`sheets.import`) that the sheet's page
-    follows live; raises SourceError for a file that is refused at once."""
+    follows live; raises SourceError for a file that is refused at once, QuotaExceeded
+    when the owner may not start the import job."""
     if (upload.size or 0) <= settings.CONVEYOR_INLINE_IMPORT_BYTES:
         return sheet_from_upload(upload=upload, owner=owner, worksheet=worksheet)
     sheet, path = sheet_import_later(upload=upload, owner=owner, worksheet=worksheet)
-    job_submit(
-        kind=IMPORT,
-        params={"sheet_id": sheet.pk, "path": str(path), "worksheet": worksheet},
-        owner=owner,
-        entity_key=entity_key(sheet),
-        label=f"Import {sheet.name}",
-    )
+    try:
+        job_submit(
+            kind=IMPORT,
+            params={"sheet_id": sheet.pk, "upload": path.name, "worksheet": worksheet},
+            owner=owner,
+            entity_key=entity_key(sheet),
+            label=f"Import {sheet.name}",
+        )
+    except BaseException:  # a quota, say: no importing sheet without its import job
+        sheet.delete()
+        path.unlink(missing_ok=True)
+        raise
     return sheet
+
+
+def sheets_upload(
+    *, uploads: list[UploadedFile], owner, worksheet: str | None = None, processor: str = ""
+) -> tuple[list[Sheet], Batch | None]:
+    """Several uploaded files as sheets and, with `processor`, one batch of jobs on them
+    (its default options): all of them or none.
+
+    Every file is read, checked and spooled to disk before anything is written: no
+    transaction is open while files are parsed (on SQLite it would hold the database's
+    one write lock, and stop every other user's writes and every worker's heartbeat, for
+    the whole parse). Then each sheet goes in with its own short transaction and the
+    batch with another; a refused batch deletes the sheets again. Raises SourceError
+    naming the file, UnknownProcessor, SheetParamsError (`file` or `sheet` says which),
+    QuotaExceeded or JobActionError.
+    """
+    check = _options_check(get_processor(processor)) if processor else None
+    spooled: list[SpooledUpload] = []
+    try:
+        for upload in uploads:
+            spooled.append(_spool_named(upload, worksheet, check))
+        return _store_several(spooled, owner, processor)
+    finally:
+        for item in spooled:
+            item.close()
+
+
+def _spool_named(upload: UploadedFile, worksheet: str | None, check) -> SpooledUpload:
+    name = upload.name or "upload"
+    try:
+        return spool_upload(upload=upload, worksheet=worksheet, check_columns=check)
+    except SourceError as exc:
+        raise SourceError(f"{name}: {exc}") from None
+    except SheetParamsError as exc:
+        exc.file = name
+        raise
+
+
+def _options_check(processor):
+    """A batch's jobs run with the processor's default options: a file whose header they
+    cannot work with is refused before its rows are read (then checked again, in full,
+    when the batch is submitted)."""
+
+    def check(columns: list[str]) -> None:
+        try:
+            processor.validate_options({}, columns)
+        except OptionsError as exc:
+            raise SheetParamsError(exc.errors) from None
+
+    return check
+
+
+def _store_several(
+    spooled: list[SpooledUpload], owner, processor: str
+) -> tuple[list[Sheet], Batch | None]:
+    sheets: list[Sheet] = []
+    try:
+        for item in spooled:
+            sheets.append(sheet_from_spooled(item, owner=owner))
+        if not processor:
+            return sheets, None
+        batch, _ = sheets_batch_submit(sheets=sheets, owner=owner, processor=processor)
+    except BaseException:
+        for sheet in sheets:
+            sheet.delete()
+        raise
+    return sheets, batch
 
 
 def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:
@@ -185,15 +266,25 @@ def sheet_rename(*, sheet: Sheet, name: str) -> Sheet:
 
 
 def sheet_all_jobs(sheet: Sheet) -> QuerySet[Job]:
-    """Every job that works on the sheet: its imports, its runs and its pipeline steps,
-    and the write-backs of those runs (which read their results)."""
+    """Every job of the sheet's owner that works on the sheet: its imports, its runs and
+    its pipeline steps, and the write-backs of those runs (which read their results).
+    Keys belong to their owner: another user's job is never one of them, whatever key
+    it carries."""
     key = entity_key(sheet)
     on_sheet = Q(entity_key=key) | Q(entity_key__startswith=f"{key}:")
-    runs = Job.objects.filter(kind=KIND).filter(on_sheet).values_list("pk", flat=True)
+    owners = Job.objects.filter(owner_id=sheet.owner_id)
+    runs = owners.filter(kind=KIND).filter(on_sheet).values_list("pk", flat=True)
     writers = [f"write-back:{pk}" for pk in runs]  # sheet_write_back's entity key
-    return Job.objects.filter(
+    return owners.filter(
         (Q(kind__in=[KIND, IMPORT]) & on_sheet) | Q(kind=WRITE_BACK, entity_key__in=writers)
     )
+
+
+def others_active_on(sheet: Sheet) -> bool:
+    """Whether another user's job is processing the sheet's rows: a job someone with
+    the permission to act for its owner started on it (`selectors.may_submit_for`)."""
+    jobs = Job.objects.active().filter(kind=KIND, params__sheet_id=sheet.pk)
+    return jobs.exclude(owner_id=sheet.owner_id).exists()
 
 
 def sheet_schedules(sheet: Sheet) -> QuerySet[Schedule]:
@@ -202,10 +293,11 @@ def sheet_schedules(sheet: Sheet) -> QuerySet[Schedule]:
 
 
 def sheet_delete(*, sheet: Sheet) -> int:
-    """Delete a sheet, its rows, its schedules, and its finished jobs (with their
-    results and write-backs); returns how many jobs went with it. A sheet with an active
-    job is refused (JobActionError): the user cancels the job first, so nothing a worker
-    holds disappears under it."""
+    """Delete a sheet, its rows, its schedules, and its owner's finished jobs on it (with
+    their results and write-backs); returns how many jobs went with it. A sheet with an
+    active job is refused (JobActionError): the user cancels the job first, so nothing a
+    worker holds disappears under it. Only the owner's jobs are named or deleted; another
+    user's active job on its rows refuses the delete without naming it."""
 
     def delete() -> int:
         jobs = list(sheet_all_jobs(sheet).order_by("-pk"))  # write-backs before their runs
@@ -214,6 +306,11 @@ def sheet_delete(*, sheet: Sheet) -> int:
             numbers = ", ".join(f"#{pk}" for pk in active)
             raise JobActionError(
                 f"“{sheet.name}” has an active job ({numbers}): cancel it, then delete the sheet."
+            )
+        if others_active_on(sheet):
+            raise JobActionError(
+                f"Another user's job is processing “{sheet.name}” (someone allowed to act "
+                "for you started it): delete the sheet once it has ended."
             )
         for schedule in sheet_schedules(sheet):
             schedule_delete(schedule=schedule)

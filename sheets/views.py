@@ -15,15 +15,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.paginator import Paginator
-from django.db import transaction
-from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
-from jobs.selectors import sort_key
+from jobs.selectors import may_submit_for, priority_for, sort_key
 from sheets import export
 from sheets.chains import chain_progress, latest_steps, sheet_jobs
 from sheets.estimate import (
@@ -47,7 +46,7 @@ from sheets.services import (
     sheet_schedules,
     sheet_upload,
     sheet_write_back,
-    sheets_batch_submit,
+    sheets_upload,
 )
 from sheets.sources import SourceError
 
@@ -72,6 +71,17 @@ FIELD_LABELS = {
 
 def _visible_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
     return get_object_or_404(Sheet.objects.visible_to(request.user), pk=sheet_id)
+
+
+def _sheet_to_run(request: HttpRequest, sheet_id: int) -> Sheet:
+    """Starting work on a sheet (a run, a trial, a chain, a run queued behind its import)
+    submits in the sheet owner's name: the owner's own, or for someone with the permission
+    to act for another user (`selectors.may_submit_for`). Anyone else, staff included,
+    gets a 404, as for renaming or deleting."""
+    sheet = _visible_sheet(request, sheet_id)
+    if not may_submit_for(request.user, sheet.owner_id):
+        raise Http404("No sheet of yours matches the given query.")
+    return sheet
 
 
 def _own_sheet(request: HttpRequest, sheet_id: int) -> Sheet:
@@ -142,6 +152,8 @@ def upload(request: HttpRequest) -> HttpResponse:
             )
     except SourceError as exc:
         return _render_list(request, str(exc), 400)
+    except QuotaExceeded as exc:  # a large file's import job
+        return _render_list(request, str(exc), 429)
     if sheet.is_ready:
         rows = "1 row" if sheet.row_count == 1 else f"{sheet.row_count} rows"
         messages.success(request, f"Imported {rows} from {sheet.name}.")
@@ -150,22 +162,21 @@ def upload(request: HttpRequest) -> HttpResponse:
     return redirect(sheet)
 
 
-class _RefusedFile(Exception):
-    """One file of a several-file upload was refused; the message names it."""
-
-
 def _upload_several(request: HttpRequest, files: list, worksheet: str | None) -> HttpResponse:
     """Several files: all of them imported (and, with a processor, run as one batch), or
-    none. Each is imported within the request and transaction (the request body is
-    bounded by the upload limit), so a bad file rolls back the sheets and jobs of the
-    others and the message names it."""
+    none, and a message naming the refused file. `sheets_upload` parses every file before
+    it writes anything, so no transaction (no SQLite write lock) waits on the parsing."""
     processor = request.POST.get("processor", "").strip()
     try:
-        with transaction.atomic():
-            sheets = [_import_named(file, request.user, worksheet) for file in files]
-            batch = _batch_of(sheets, request.user, processor) if processor else None
-    except _RefusedFile as exc:
+        sheets, batch = sheets_upload(
+            uploads=files, owner=request.user, worksheet=worksheet, processor=processor
+        )
+    except (SourceError, UnknownProcessor) as exc:
         return _render_list(request, f"{exc} Nothing was imported.", 400)
+    except SheetParamsError as exc:
+        name = getattr(exc, "file", "") or getattr(getattr(exc, "sheet", None), "name", "")
+        refused = f"{name}: {exc}" if name else str(exc)
+        return _render_list(request, f"{refused} Nothing was imported.", 400)
     except QuotaExceeded as exc:
         return _render_list(request, str(exc), 429)
     except JobActionError as exc:
@@ -175,24 +186,6 @@ def _upload_several(request: HttpRequest, files: list, worksheet: str | None) ->
         return redirect("sheets:list")
     messages.success(request, f"Imported {len(sheets)} sheets; batch #{batch.pk} is running.")
     return redirect(batch)
-
-
-def _import_named(file, owner, worksheet: str | None) -> Sheet:
-    try:
-        return sheet_from_upload(upload=file, owner=owner, worksheet=worksheet)
-    except SourceError as exc:
-        raise _RefusedFile(f"{file.name}: {exc}") from None
-
-
-def _batch_of(sheets: list[Sheet], owner, processor: str):
-    try:
-        batch, _ = sheets_batch_submit(sheets=sheets, owner=owner, processor=processor)
-    except UnknownProcessor as exc:
-        raise _RefusedFile(str(exc)) from None
-    except SheetParamsError as exc:
-        name = getattr(getattr(exc, "sheet", None), "name", "")
-        raise _RefusedFile(f"{name}: {exc}" if name else str(exc)) from None
-    return batch
 
 
 @require_POST
@@ -356,7 +349,8 @@ def delete(request: HttpRequest, sheet_id: int) -> HttpResponse:
 
 
 def _import_job(sheet: Sheet) -> Job | None:
-    return Job.objects.filter(kind=IMPORT, entity_key=entity_key(sheet)).order_by("-pk").first()
+    jobs = Job.objects.filter(kind=IMPORT, owner_id=sheet.owner_id, entity_key=entity_key(sheet))
+    return jobs.order_by("-pk").first()
 
 
 def _render_importing(
@@ -364,7 +358,9 @@ def _render_importing(
 ) -> HttpResponse:
     """A sheet whose upload is still being imported (or failed to): its import job, live,
     the jobs queued to run after it, and a form to queue one more."""
-    waiting = Job.objects.filter(kind=KIND, params__sheet_id=sheet.pk, status__in=Job.ACTIVE)
+    waiting = Job.objects.filter(
+        kind=KIND, owner_id=sheet.owner_id, params__sheet_id=sheet.pk, status__in=Job.ACTIVE
+    )
     context = {
         "sheet": sheet,
         "job": _import_job(sheet),
@@ -383,8 +379,7 @@ def _start_after_import(request: HttpRequest, sheet: Sheet) -> HttpResponse:
         error = "The import did not finish: upload the file again before running anything."
         return _render_importing(request, sheet, 409, error)
     data = _posted_data(request)
-    if _staff_only_priority(request, data["priority"]):
-        error = "Choose high, normal or low (other priorities are for staff)."
+    if error := _priority_error(request, data["priority"]):
         return _render_importing(request, sheet, 400, error)
     try:
         processor = get_processor(data["processor"])
@@ -452,15 +447,19 @@ def _posted_options(processor, post) -> dict[str, Any]:
     return options
 
 
-def _staff_only_priority(request: HttpRequest, value: str) -> bool:
-    """An integer priority outside high/normal/low: only staff may jump the queue."""
-    if request.user.is_staff or value in PRIORITIES:
-        return False
+def _priority_error(request: HttpRequest, value: str) -> str:
+    """Why this user may not choose the form's priority ("" if they may): high, normal or
+    low; integers for staff only, in the column's range (`selectors.priority_for`, as in
+    the API and the CLI)."""
     try:
         parse_priority(value)
     except ValueError:
-        return False  # not a priority at all: the service says so
-    return True
+        return ""  # no priority at all: the service says so, with the form's other errors
+    try:
+        priority_for(request.user, value)
+    except ValueError as exc:
+        return f"Priority {exc}."
+    return ""
 
 
 def _posted_data(request: HttpRequest) -> dict[str, Any]:
@@ -481,9 +480,8 @@ def _submit_posted(
 ) -> tuple[Job, bool] | HttpResponse:
     """Submit the start form's job (`overrides` replace submit arguments; without them,
     "then run …" steps make it a chain), or the page with the form's errors."""
-    if _staff_only_priority(request, data["priority"]):
-        errors = {"priority": "Choose high, normal or low (other priorities are for staff)."}
-        return _render_sheet(request, sheet, data, errors, 400)
+    if error := _priority_error(request, data["priority"]):
+        return _render_sheet(request, sheet, data, {"priority": error}, 400)
     if not overrides and any(step["processor"] for step in data["then_steps"]):
         return _start_chain(request, sheet, data)
     try:
@@ -518,7 +516,7 @@ def _already_active(request: HttpRequest, sheet: Sheet, job: Job) -> HttpRespons
 @require_POST
 @login_required
 def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
-    sheet = _visible_sheet(request, sheet_id)
+    sheet = _sheet_to_run(request, sheet_id)
     if not sheet.is_ready:
         return _start_after_import(request, sheet)
     submitted = _submit_posted(request, sheet, _posted_data(request))
@@ -631,7 +629,7 @@ def _start_chain(request: HttpRequest, sheet: Sheet, data: dict[str, Any]) -> Ht
 def trial(request: HttpRequest, sheet_id: int) -> HttpResponse:
     """A real job on the first TRIAL_ROWS rows of the form's run: its answers and what
     they cost show on the sheet's page; the full run then reuses them."""
-    sheet = _visible_sheet(request, sheet_id)
+    sheet = _sheet_to_run(request, sheet_id)
     if not sheet.is_ready:
         return _render_importing(request, sheet, status=409)
     data = _posted_data(request)
@@ -823,7 +821,11 @@ def export_xlsx(request: HttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def write_back(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Queue the write-back of a job's outputs: a job in the job owner's name, so theirs
+    or for someone who may act for them (`selectors.may_submit_for`); else a 404."""
     job, sheet = _export_source(request, job_id)
+    if not may_submit_for(request.user, job.owner_id):
+        raise Http404("No job of yours matches the given query.")
     try:
         writer = sheet_write_back(job=job, sheet=sheet)
     except JobActionError as exc:

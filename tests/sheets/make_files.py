@@ -75,6 +75,17 @@ def big_csv(path: Path, rows: int) -> Path:
     return write_csv(path, contacts(rows))
 
 
+def big_xlsx(path: Path, rows: int) -> Path:
+    """`contacts(rows)` as a workbook, written in openpyxl's streaming mode: tens of
+    thousands of rows in seconds, for tests that need an upload whose parse takes long."""
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet("Contacts")
+    for row in contacts(rows):
+        sheet.append(row)
+    book.save(path)
+    return path
+
+
 def zip_bomb(path: Path, inflated_bytes: int = 64 * 1024 * 1024) -> Path:
     """A workbook-shaped archive whose sheet inflates ~1000:1 (zeros compress that well)."""
     chunk = b"0" * (1024 * 1024)

@@ -4,12 +4,16 @@ a sheet."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
+from django.apps import apps as django_apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from jobs.engine.services import job_cancel
+from jobs.engine.services import job_cancel, job_submit
 from jobs.models import Job
+from sheets.importing import kept_upload
 from sheets.kinds import IMPORT
 from sheets.models import Sheet, SheetRow
 from tests.support.processes import wait_for
@@ -83,3 +87,46 @@ def test_a_worker_killed_mid_import_restarts_it_and_the_sheet_is_whole(upload, c
     cluster.kill_workers()
     wait_for(lambda: Sheet.objects.get(pk=sheet.pk).status == "ready", timeout=120, what="import")
     assert SheetRow.objects.filter(sheet=sheet).count() == 200_000
+
+
+def test_an_import_job_shows_users_no_server_path(upload, user, settings, cluster):
+    """Its params name the kept file, not where the server keeps it: the job page, the
+    API's JSON (and the admin, which shows the same params) never show DATA_DIR."""
+    sheet = upload(csv_bytes(5000))
+    client = Client()
+    client.force_login(user)
+    job = import_job(sheet)
+    shown = [
+        client.get(f"/jobs/{job.pk}/").content.decode(),
+        client.get(f"/api/jobs/{job.pk}/").content.decode(),
+    ]
+    for text in shown:
+        assert str(settings.DATA_DIR) not in text and "uploads/" not in text
+        assert job.params["upload"].endswith("-people.csv") and job.params["upload"] in text
+    wait_for(lambda: import_job(sheet).is_terminal, timeout=60, what="the import job")
+    assert import_job(sheet).status == Job.Status.SUCCEEDED
+    assert not kept_upload(job.params["upload"]).exists()
+
+
+def test_import_jobs_queued_with_a_path_keep_only_its_name(user, settings):
+    """The migration that took server paths out of queued import jobs' params."""
+    migration = importlib.import_module("sheets.migrations.0006_import_params_upload_name")
+    path = settings.DATA_DIR / "uploads" / "0123abcd-people.csv"
+    job, _ = job_submit(kind=IMPORT, params={"sheet_id": 1, "path": str(path)}, owner=user)
+    migration.path_to_name(django_apps, None)
+    job.refresh_from_db()
+    assert job.params == {"sheet_id": 1, "upload": "0123abcd-people.csv"}
+
+
+def test_a_large_upload_beyond_the_job_quota_is_refused_and_leaves_nothing(user, settings):
+    settings.CONVEYOR_INLINE_IMPORT_BYTES = 1000
+    settings.CONVEYOR_MAX_ACTIVE_JOBS = 1
+    job_submit(kind="demo.count", params={"n": 1}, owner=user)
+    client = Client()
+    client.force_login(user)
+    kept = set((settings.DATA_DIR / "uploads").glob("*"))
+    file = SimpleUploadedFile("people.csv", csv_bytes(5000), "text/csv")
+    response = client.post("/sheets/upload/", {"file": file})
+    assert response.status_code == 429 and "CONVEYOR_MAX_ACTIVE_JOBS" in response.content.decode()
+    assert not Sheet.objects.exists()
+    assert set((settings.DATA_DIR / "uploads").glob("*")) == kept

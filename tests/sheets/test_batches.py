@@ -195,6 +195,27 @@ def test_a_bad_file_in_a_multi_upload_is_named_and_nothing_is_made(user):
 
 
 @pytest.mark.django_db
+def test_a_multi_upload_whose_processor_needs_options_is_refused_before_reading_rows(user):
+    files = [csv_file("one.csv"), csv_file("two.csv")]
+    response = logged_in(user).post("/sheets/upload/", {"file": files, "processor": "llm"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "one.csv: " in page and "prompt: Write a prompt" in page
+    assert "Nothing was imported." in page
+    assert not Sheet.objects.exists() and not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_refused_batch_takes_the_sheets_of_its_upload_with_it(user, settings):
+    settings.CONVEYOR_MAX_ACTIVE_JOBS = 1
+    files = [csv_file("one.csv"), csv_file("two.csv")]
+    response = logged_in(user).post("/sheets/upload/", {"file": files, "processor": "clean"})
+    assert response.status_code == 429
+    assert not Sheet.objects.exists() and not Job.objects.exists()
+    assert not Batch.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_job_page_links_to_its_batch(user):
     batch = make_batch(user)
     job = batch.jobs.first()
