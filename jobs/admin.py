@@ -621,6 +621,7 @@ class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
         "when",
         "overlap",
         "enabled",
+        "paused_reason",
         "next_run_exact",
         "last_run_link",
         "run_count",

@@ -400,6 +400,12 @@ class Schedule(models.Model):
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone.")
     overlap = models.CharField(max_length=8, choices=Overlap.choices, default=Overlap.SKIP)
     enabled = models.BooleanField(default=True, help_text="False: paused.")
+    paused_reason = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Why the system paused it (e.g. its owner was deactivated); empty if a "
+        "person paused it or it runs.",
+    )
     next_run_at = models.DateTimeField(null=True, blank=True, help_text="None while paused.")
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_job = models.ForeignKey(

@@ -134,6 +134,7 @@ def schedule_as_dict(schedule: Schedule) -> dict[str, Any]:
         "when": schedule.when,
         "overlap": schedule.overlap,
         "enabled": schedule.enabled,
+        "paused_reason": schedule.paused_reason,
         "next_run_at": iso(schedule.next_run_at),
         "last_run_at": iso(schedule.last_run_at),
         "last_job": last_job.pk if last_job else None,

@@ -104,6 +104,8 @@ def _create(request: HttpRequest) -> JsonResponse:
         found = schedule_create(owner=request.user, kind=kind, **values)
     except ScheduleError as exc:
         raise ApiError(400, f"Invalid schedule: {exc}", exc.fields) from None
+    except JobActionError as exc:  # as many schedules as allowed
+        raise ApiError(409, str(exc)) from None
     response = JsonResponse(schedule_as_dict(found), status=201)
     response["Location"] = reverse("api:schedule", args=[found.pk])
     return response

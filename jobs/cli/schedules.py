@@ -84,6 +84,8 @@ def create_schedule(
         )
     except ScheduleError as exc:
         raise CliError(flags_message(exc.fields)) from None
+    except JobActionError as exc:  # e.g. the owner has as many schedules as allowed
+        raise CliError(str(exc)) from None
 
 
 def flags_message(errors: dict[str, str]) -> str:
@@ -124,10 +126,12 @@ def schedule_text(schedule: Schedule) -> str:
     """The human form of `schedule show`."""
     lines = [
         f"Schedule #{schedule.pk}  {schedule.title}  [{schedule.kind}]",
-        f"When      {schedule.when}, overlap {schedule.overlap}, {state(schedule)}",
+        f"When      {schedule.when}, overlap {schedule.overlap}, {state(schedule)}"
+        + (f" ({schedule.paused_reason})" if schedule.paused_reason else ""),
         f"Next run  {_local(schedule.next_run_at)}",
         f"Last run  {_local(schedule.last_run_at)} · {last_run(schedule)}",
-        f"Runs      {schedule.run_count} started, {schedule.skipped_count} skipped",
+        f"Runs      {schedule.run_count} started, {schedule.skipped_count} skipped"
+        + (f" (last {_local(schedule.last_skipped_at)})" if schedule.last_skipped_at else ""),
     ]
     if schedule.last_error:
         lines.append(f"Error     {schedule.last_error.splitlines()[0]}")

@@ -9,6 +9,13 @@ on, in the same transaction, to apply the overlap policy and submit the run thro
 `services.job_submit` (the Job carries `schedule` and `scheduled_for`; a unique
 constraint on the pair is the backstop). Users change schedules through the
 `schedule_*` functions below, the one way for pages, the API, the admin and the CLI.
+
+A skipped due time (overlap "skip") only counts on the schedule (`skipped_count`,
+`last_skipped_at`): no event, so many schedules waiting on one long job do not grow its
+timeline. A user has at most CONVEYOR_MAX_SCHEDULES_PER_USER schedules. A deactivated
+user's schedules pause, with the reason in `paused_reason` (at once when the user is
+saved inactive, else at their next due time); reactivating the account does not resume
+them: the owner or staff resume each one.
 """
 
 from __future__ import annotations
@@ -18,24 +25,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.utils import timezone
 
 from jobs.engine import secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError, ScheduleError, UnknownKind
-from jobs.engine.journal import record_event
 from jobs.engine.kinds import get_kind
 from jobs.engine.recurrence import Recurrence, RecurrenceError, recurrence
 from jobs.engine.services import job_submit
-from jobs.models import Job, JobEvent, Schedule, parse_priority
+from jobs.models import Job, Schedule, parse_priority
 
 log = logging.getLogger(__name__)
 
 MAX_DUE_PER_BEAT = 20  # schedules started by one call; the next beat takes the rest
 MAX_NAME = 200
 EDITABLE = {"name", "params", "priority", "cron", "every", "timezone", "overlap", "enabled"}
+OWNER_INACTIVE = "its owner's account is deactivated"
 
 
 @dataclass(frozen=True)
@@ -76,10 +87,22 @@ def _claim_and_run(schedule_id: int, due: datetime, now: datetime) -> RunOutcome
     schedule = current.select_related("owner").first()
     if schedule is None:
         return None
+    if schedule.owner is not None and not schedule.owner.is_active:
+        # Deactivated without a save (a bulk UPDATE): no run in their name from now on.
+        current.update(
+            enabled=False, next_run_at=None, paused_reason=OWNER_INACTIVE, updated_at=now
+        )
+        return RunOutcome(schedule_id, due, "failed", reason=f"paused: {OWNER_INACTIVE}")
     try:
         following = recurrence_of(schedule).next_after(now, anchor=due)
     except RecurrenceError as exc:  # e.g. a time zone gone from a newer tzdata
-        current.update(enabled=False, next_run_at=None, last_error=str(exc), updated_at=now)
+        current.update(
+            enabled=False,
+            next_run_at=None,
+            last_error=str(exc),
+            paused_reason=str(exc)[:200],
+            updated_at=now,
+        )
         return RunOutcome(schedule_id, due, "failed", reason=f"paused: {exc}")
     if not current.update(next_run_at=following, updated_at=now):
         return None
@@ -121,11 +144,9 @@ def _submit(schedule: Schedule, due: datetime) -> tuple[Job, bool]:
 
 
 def _skip(schedule: Schedule, due: datetime, now: datetime, job_id: int, why: str) -> RunOutcome:
-    """Count the skipped due time on the schedule and say so on the active job's timeline."""
+    """Count the skipped due time on the schedule (and nowhere else: an event per skip
+    on the active job grew its timeline by one row per schedule and due time)."""
     _record(schedule, last_skipped_at=now, skipped_count=F("skipped_count") + 1, updated_at=now)
-    record_event(
-        job_id, JobEvent.Kind.LOG, f"Schedule “{schedule.title}”: run due {_when(due)} skipped"
-    )
     return RunOutcome(schedule.pk, due, "skipped", job_id=job_id, reason=why)
 
 
@@ -196,8 +217,29 @@ def schedule_create(
     now = now or _now()
     schedule = Schedule(owner=owner, kind=kind, created_at=now, updated_at=now, **fields)
     _set_recurrence(schedule, when, now)
-    schedule.save(force_insert=True)
-    return schedule
+
+    def create() -> Schedule:
+        _check_ceiling(owner)
+        schedule.save(force_insert=True)
+        return schedule
+
+    return atomic_retry(create)
+
+
+def _check_ceiling(owner: Any) -> None:
+    """At most CONVEYOR_MAX_SCHEDULES_PER_USER schedules per user (staff and ownerless
+    schedules: no limit; 0: none). The owner's row is locked (PostgreSQL) so that two
+    creates at once cannot both take the last place; SQLite has one writer anyway."""
+    limit = settings.CONVEYOR_MAX_SCHEDULES_PER_USER
+    if not limit or owner is None or owner.is_staff:
+        return
+    get_user_model()._default_manager.select_for_update().filter(pk=owner.pk).exists()
+    count = Schedule.objects.filter(owner=owner).count()
+    if count >= limit:
+        raise JobActionError(
+            f"{owner.get_username()} has {count} schedules, the most allowed "
+            f"(CONVEYOR_MAX_SCHEDULES_PER_USER={limit}): delete one to add another."
+        )
 
 
 def schedule_update(
@@ -220,12 +262,16 @@ def schedule_update(
             cron, every = current.cron, current.every
         zone = changes.get("timezone", current.timezone)
         when = _checked_recurrence(errors, cron=cron, every=every, timezone=zone)
+    if fields.get("enabled") is True and not schedule.enabled and _owner_inactive(schedule):
+        errors["enabled"] = f"cannot resume: {OWNER_INACTIVE}"
     if errors:
         raise ScheduleError(errors)
     now = now or _now()
+    toggled = "enabled" in fields and fields["enabled"] != schedule.enabled
+    if toggled:  # paused or resumed by a person: no system reason stands
+        fields["paused_reason"] = ""
 
     def change() -> Schedule:
-        toggled = "enabled" in fields and fields["enabled"] != schedule.enabled
         for name, value in fields.items():
             setattr(schedule, name, value)
         if when is not None:
@@ -257,9 +303,12 @@ def schedule_pause(*, schedule: Schedule, by: Any = None) -> Schedule:
 
 
 def schedule_resume(*, schedule: Schedule, by: Any = None, now: datetime | None = None) -> Schedule:
-    """Runs again from the first due time after now (missed ones are not made up)."""
+    """Runs again from the first due time after now (missed ones are not made up); not
+    while its owner's account is deactivated."""
     if schedule.enabled:
         raise JobActionError(f"Schedule #{schedule.pk} is not paused.")
+    if _owner_inactive(schedule):
+        raise JobActionError(f"Schedule #{schedule.pk} cannot resume: {OWNER_INACTIVE}.")
     return schedule_update(schedule=schedule, changes={"enabled": True}, by=by, now=now)
 
 
@@ -285,6 +334,8 @@ def schedule_run_now(*, schedule: Schedule, by: Any = None, now: datetime | None
 
     def run() -> Job:
         fresh = Schedule.objects.select_related("owner").get(pk=schedule.pk)
+        if fresh.owner is not None and not fresh.owner.is_active:
+            raise JobActionError(f"Schedule #{fresh.pk} cannot run: {OWNER_INACTIVE}.")
         if fresh.overlap == Schedule.Overlap.SKIP and (active := active_run(fresh)):
             raise JobActionError(
                 f"Schedule #{fresh.pk}'s run job #{active} is still active (overlap: skip)."
@@ -296,6 +347,29 @@ def schedule_run_now(*, schedule: Schedule, by: Any = None, now: datetime | None
         return job
 
     return atomic_retry(run)
+
+
+def _owner_inactive(schedule: Schedule) -> bool:
+    """Read now, not from a cached owner: the account may have changed since."""
+    users = get_user_model()._default_manager
+    return users.filter(pk=schedule.owner_id, is_active=False).exists()
+
+
+def schedules_pause_for_owner(owner: Any, now: datetime | None = None) -> int:
+    """Pause the enabled schedules of a deactivated user, saying why; how many."""
+    now = now or _now()
+    enabled = Schedule.objects.filter(owner=owner, enabled=True)
+    return enabled.update(
+        enabled=False, next_run_at=None, paused_reason=OWNER_INACTIVE, updated_at=now
+    )
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="schedules-owner-inactive")
+def _owner_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A user saved inactive (the admin's "active" box, `user.save()`): their schedules
+    pause at once. A bulk UPDATE sends no signal: the due time pauses those instead."""
+    if not getattr(instance, "is_active", True):
+        schedules_pause_for_owner(instance)
 
 
 # -- checking what users give ----------------------------------------------------------

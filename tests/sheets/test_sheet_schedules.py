@@ -215,3 +215,12 @@ def test_queue_on_a_sheet_skips_while_the_sheet_has_an_active_job(admin, people)
     assert (outcome.outcome, outcome.job_id) == ("skipped", first.pk)
     assert f"is active on sheet:{first.params['sheet_id']}" in outcome.reason
     assert Schedule.objects.get().skipped_count == 1
+
+
+def test_schedule_add_beyond_the_ceiling_is_a_one_line_error(user, people, settings):
+    settings.CONVEYOR_MAX_SCHEDULES_PER_USER = 1
+    add = ("schedule", "add", str(people), "--processor", "clean", "--every", "1h")
+    assert conveyor(*add, "--user", user.username).code == 0
+    refused = conveyor(*add, "--user", user.username)
+    assert refused.code == 2 and "CONVEYOR_MAX_SCHEDULES_PER_USER=1" in refused.err
+    assert (Schedule.objects.count(), Sheet.objects.count()) == (1, 1)  # nothing left behind

@@ -310,3 +310,39 @@ def test_admin_lists_schedules_and_its_actions_go_through_the_services(staff, us
     act("run_schedules_now")
     assert Job.objects.filter(schedule=schedule).count() == 1
     assert staff.get("/admin/jobs/schedule/add/").status_code == 403
+
+
+# -- ceilings and deactivated owners ------------------------------------------------------
+
+
+def test_beyond_the_schedule_ceiling_a_create_is_a_409_that_says_so(alice, staff, settings):
+    settings.CONVEYOR_MAX_SCHEDULES_PER_USER = 2
+    for _ in range(2):
+        assert send(alice, "post", "/api/schedules/", DAILY).status_code == 201
+    response = send(alice, "post", "/api/schedules/", DAILY)
+    assert response.status_code == 409
+    assert "CONVEYOR_MAX_SCHEDULES_PER_USER=2" in response.json()["error"]
+    assert Schedule.objects.count() == 2
+    for _ in range(3):  # staff: no ceiling
+        assert send(staff, "post", "/api/schedules/", DAILY).status_code == 201
+
+
+def test_a_deactivated_owners_schedule_says_why_it_is_paused_and_stays_paused(
+    staff, user, settings
+):
+    settings.CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS = 1
+    schedule = make(user, name="Owner gone", every=10)
+    run_due_schedules(schedule.next_run_at)  # a run, still active
+    run_due_schedules(Schedule.objects.get().next_run_at)  # skipped: counted
+    user.is_active = False
+    user.save()
+    body = send(staff, "get", f"/api/schedules/{schedule.pk}/").json()
+    assert (body["enabled"], body["paused_reason"]) == (False, "its owner's account is deactivated")
+    assert body["skipped_count"] == 1 and body["last_skipped_at"]
+    page = staff.get("/schedules/?all=1").content.decode()
+    assert "its owner&#x27;s account is deactivated" in page and "(1 skipped)" in page
+    response = send(staff, "patch", f"/api/schedules/{schedule.pk}/", {"enabled": True})
+    assert response.status_code == 400 and "deactivated" in response.json()["fields"]["enabled"]
+    page = staff.post(f"/schedules/{schedule.pk}/resume/", follow=True).content.decode()
+    assert "cannot resume" in page
+    assert not Schedule.objects.get().enabled

@@ -142,11 +142,27 @@ def test_skip_policy_records_the_skipped_due_time_while_the_last_run_is_active(u
     assert (schedule.skipped_count, schedule.last_skipped_at) == (1, at(20))
     assert schedule.next_run_at == at(30)
     timeline = JobEvent.objects.filter(job_id=started.job_id).values_list("message", flat=True)
-    assert any("skipped" in message for message in timeline)
+    assert not any("skipped" in message for message in timeline)  # counted, not journaled
     run_to_end(Job.objects.get(pk=started.job_id))
     [next_run] = run_due_schedules(at(30))
     assert next_run.outcome == "started"
     assert [job.scheduled_for for job in runs(schedule)] == [at(10), at(30)]
+
+
+@pytest.mark.django_db
+def test_skipped_due_times_count_on_the_schedule_and_add_nothing_to_the_active_jobs_timeline(
+    user,
+):
+    schedules = [every(user, 10) for _ in range(5)]
+    started = [outcome.job_id for outcome in run_due_schedules(at(10))]
+    events_before = JobEvent.objects.filter(job_id__in=started).count()
+    for tick in range(2, 12):  # ten more due times, every one skipped by every schedule
+        outcomes = run_due_schedules(at(10 * tick))
+        assert [o.outcome for o in outcomes] == ["skipped"] * len(schedules)
+    assert JobEvent.objects.filter(job_id__in=started).count() == events_before
+    for schedule in map(reload, schedules):
+        assert (schedule.skipped_count, schedule.last_skipped_at) == (10, at(110))
+        assert schedule.run_count == 1
 
 
 @pytest.mark.django_db
@@ -192,6 +208,61 @@ def test_a_paused_schedule_does_not_run_and_resumes_from_the_next_due_time(user)
     assert reload(schedule).next_run_at == at(110)
     with pytest.raises(JobActionError):
         schedule_resume(schedule=reload(schedule))
+
+
+@pytest.mark.django_db
+def test_a_deactivated_owners_schedules_pause_at_once_and_say_why(user, other_user):
+    mine, theirs = every(user, 10), every(other_user, 10)
+    user.is_active = False
+    user.save()  # as the admin's "active" box does
+    mine = reload(mine)
+    assert (mine.enabled, mine.next_run_at) == (False, None)
+    assert mine.paused_reason == schedules.OWNER_INACTIVE
+    assert reload(theirs).enabled
+    assert [o.schedule_id for o in run_due_schedules(at(100))] == [theirs.pk]
+    with pytest.raises(JobActionError, match="deactivated"):
+        schedule_resume(schedule=mine)
+    with pytest.raises(ScheduleError, match="deactivated"):
+        schedule_update(schedule=mine, changes={"enabled": True})
+    with pytest.raises(JobActionError, match="deactivated"):
+        schedule_run_now(schedule=mine)
+    assert runs(mine) == []
+
+    user.is_active = True
+    user.save()  # reactivating does not resume: the owner (or staff) resumes each one
+    assert not reload(mine).enabled
+    schedule_resume(schedule=reload(mine), now=at(100))
+    mine = reload(mine)
+    assert (mine.enabled, mine.next_run_at, mine.paused_reason) == (True, at(110), "")
+
+
+@pytest.mark.django_db
+def test_an_owner_deactivated_without_a_save_is_paused_at_the_due_time_with_no_run(user):
+    schedule = every(user, 10)
+    type(user).objects.filter(pk=user.pk).update(is_active=False)  # no signal
+    [outcome] = run_due_schedules(at(10))
+    assert outcome.outcome == "failed" and "deactivated" in outcome.reason
+    schedule = reload(schedule)
+    assert (schedule.enabled, schedule.next_run_at) == (False, None)
+    assert schedule.paused_reason == schedules.OWNER_INACTIVE
+    assert runs(schedule) == []
+    assert run_due_schedules(at(20)) == []
+
+
+@pytest.mark.django_db
+def test_a_user_has_at_most_the_schedule_ceiling(user, staff_user, settings):
+    settings.CONVEYOR_MAX_SCHEDULES_PER_USER = 3
+    for _ in range(3):
+        every(user, 10)
+    with pytest.raises(JobActionError, match="CONVEYOR_MAX_SCHEDULES_PER_USER=3"):
+        every(user, 10)
+    assert Schedule.objects.filter(owner=user).count() == 3
+    schedule_delete(schedule=Schedule.objects.filter(owner=user).first())
+    every(user, 10)  # a deleted one frees its place
+    for _ in range(4):
+        every(staff_user, 10)  # staff: no limit
+    settings.CONVEYOR_MAX_SCHEDULES_PER_USER = 0
+    every(user, 10)  # 0: no limit
 
 
 @pytest.mark.django_db
@@ -330,6 +401,22 @@ def test_skip_starts_no_run_while_a_slow_run_is_active(cluster, user):
         assert (later.scheduled_for - earlier.scheduled_for).total_seconds() >= 4  # skips
     assert _spacing_ok([job.scheduled_for for job in jobs], 2.0)
     assert reload(schedule).skipped_count >= len(jobs) - 1
+    timelines = JobEvent.objects.filter(job__schedule=schedule).values_list("message", flat=True)
+    assert not [message for message in timelines if "skipped" in message]
+
+
+@pytest.mark.cluster
+def test_a_deactivated_owners_schedule_starts_nothing_more_under_a_cluster(cluster, user):
+    schedule = every(user, 1, now=timezone.now(), overlap="queue")
+    wait_for(lambda: len(runs(schedule)) >= 2, timeout=60, interval=0.2, what="two runs")
+    type(user).objects.filter(pk=user.pk).update(is_active=False)  # no signal: the due time
+    # Taken after the commit: a claim from now on reads the inactive owner; one that read
+    # it active before the commit has a due time before this.
+    deactivated_at = timezone.now()
+    wait_for(lambda: not reload(schedule).enabled, timeout=30, interval=0.2, what="the pause")
+    schedule = reload(schedule)
+    assert schedule.paused_reason == schedules.OWNER_INACTIVE
+    assert not [job for job in runs(schedule) if job.scheduled_for > deactivated_at]
 
 
 @pytest.mark.cluster
