@@ -59,6 +59,7 @@ TOKENS = "tokens"  # the llm processor's tokens of a row's request
 REUSED_TOKENS = "0 (reused)"
 THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 TRIAL_ROWS = 5
+TYPED_SECRET = "(typed)"  # the options notice's stand-in for a key typed in the form
 FIELD_LABELS = {
     "processor": "Processor",
     "columns": "Input columns",
@@ -200,7 +201,15 @@ def sample(request: HttpRequest) -> HttpResponse:
 # -- a sheet's page --------------------------------------------------------------------
 
 
-def _option_fields(processor, sheet: Sheet, values: dict[str, Any], errors: dict[str, str]):
+def _option_fields(
+    processor,
+    sheet: Sheet,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    typed_secrets: frozenset[str] = frozenset(),
+):
+    """The option fields, filled with `values`; a secret never (`typed_secrets`: those
+    the user typed in a form that came back with errors, who must type them again)."""
     fields = []
     for option in processor.options:
         value = values.get(option.name, option.initial())
@@ -208,8 +217,35 @@ def _option_fields(processor, sheet: Sheet, values: dict[str, Any], errors: dict
             value = [c.strip() for c in value.split(",") if c.strip()]
         if option.type == "secret":
             value = ""  # never echo a secret back into the page
-        fields.append({"option": option, "value": value, "error": errors.get(option.name, "")})
+        fields.append(
+            {
+                "option": option,
+                "value": value,
+                "error": errors.get(option.name, ""),
+                "retype": option.name in typed_secrets,
+            }
+        )
     return fields
+
+
+def _secret_names() -> set[str]:
+    """Names of the secret options of every processor (the "then run" steps' options are
+    typed as text, for any processor)."""
+    return {o.name for p in all_processors() for o in p.options if o.type == "secret"}
+
+
+def _shown_step(step: dict[str, str]) -> dict[str, str]:
+    """A "then run" step as the page shows it again: without its secret options' lines
+    (`api_key=…`), which `retype` names so the user types them again."""
+    secrets = _secret_names()
+    kept, dropped = [], []
+    for line in step["options"].splitlines():
+        name = line.partition("=")[0].strip()
+        (dropped if name in secrets else kept).append((name, line))
+    if not dropped:
+        return step
+    retype = ", ".join(dict.fromkeys(name for name, _ in dropped))
+    return {**step, "options": "\n".join(line for _, line in kept), "retype": retype}
 
 
 def _form_context(sheet: Sheet, job: Job | None, data: dict[str, Any], errors: dict[str, str]):
@@ -226,14 +262,16 @@ def _form_context(sheet: Sheet, job: Job | None, data: dict[str, Any], errors: d
         "processors": all_processors(),
         "processor": processor,
         "notice": processor.notice(values),
-        "option_fields": _option_fields(processor, sheet, values, errors),
+        "option_fields": _option_fields(
+            processor, sheet, values, errors, data.get("typed_secrets", frozenset())
+        ),
         "chosen_columns": data.get("columns") or previous.get("columns") or sheet.columns,
         "start_row": data.get("start_row", previous.get("start_row", 1)),
         "row_count": data.get("row_count", ""),
         "priority": data.get("priority", "normal"),
         "priorities": PRIORITIES,
         "errors": errors,
-        "then_steps": _padded(data.get("then_steps") or []),
+        "then_steps": _padded([_shown_step(step) for step in data.get("then_steps") or []]),
     }
 
 
@@ -420,13 +458,23 @@ def options_form(request: HttpRequest, sheet_id: int) -> HttpResponse:
 @login_required
 def options_notice(request: HttpRequest, sheet_id: int) -> HttpResponse:
     """The options form's notice for the values typed so far (a base URL typed after
-    "No LLM endpoint is configured" changes what is true)."""
+    "No LLM endpoint is configured" changes what is true).
+
+    A GET's query ends up in access logs, so a secret option never comes in it: the page
+    sends `has_opt_NAME=1` when a key is typed (conveyor.js), and a key put in the URL
+    anyway is ignored."""
     _visible_sheet(request, sheet_id)
     try:
         processor = get_processor(request.GET.get("processor") or "clean")  # as the form
     except UnknownProcessor as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
-    notice = processor.notice(_posted_options(processor, request.GET))
+    options = _posted_options(processor, request.GET)
+    for option in processor.options:
+        if option.type == "secret":
+            options.pop(option.name, None)
+            if request.GET.get(f"has_opt_{option.name}"):
+                options[option.name] = TYPED_SECRET
+    notice = processor.notice(options)
     return render(request, "sheets/sheet_detail.html#notice", {"notice": notice})
 
 
@@ -472,6 +520,8 @@ def _posted_data(request: HttpRequest) -> dict[str, Any]:
         "row_timeout": post.get("row_timeout", ""),
         "priority": post.get("priority", "").strip().lower() or "normal",
         "then_steps": _posted_steps(post),
+        # Secrets typed in the form: never shown again, the page asks for them instead.
+        "typed_secrets": frozenset(n for n in _secret_names() if post.get(f"opt_{n}", "").strip()),
     }
 
 
@@ -556,12 +606,14 @@ def _posted_steps(post) -> list[dict[str, str]]:
 def _step_options(text: str) -> dict[str, str]:
     """NAME=VALUE lines (the processor checks the values); raises SheetParamsError."""
     options: dict[str, str] = {}
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         name, sep, value = line.partition("=")
-        if not sep or not name.strip():
-            raise SheetParamsError({"options": f"Write options as NAME=VALUE, not {line!r}."})
+        if not sep or not name.strip():  # the line is not repeated: it may be a pasted key
+            raise SheetParamsError(
+                {"options": f"Write options as NAME=VALUE, one a line (line {number} is not)."}
+            )
         options[name.strip()] = value.strip()
     return options
 

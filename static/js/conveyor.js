@@ -9,7 +9,8 @@
 // - a page listing things whose latest job changes ([data-live-refresh]) re-reads itself;
 // - a job that finishes in front of the user marks its notification read (it was seen);
 // - after 2 s without the socket, a "Reconnecting…" banner says live updates paused;
-// - a form or link with data-confirm asks its question before it goes (no inline handlers).
+// - a form or link with data-confirm asks its question before it goes (no inline handlers);
+// - an htmx GET never puts a typed key or the CSRF token in its URL.
 (function () {
   // Re-read one part of the page (by id) from the server, at most once per 300 ms.
   const rereading = {};
@@ -117,6 +118,20 @@
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
+  });
+
+  // A GET carries its fields in the URL, which access logs keep: never a password field
+  // (an API key typed into the sheet form) nor the CSRF token. Only whether a key was
+  // typed goes, as has_<field>=1 (the options notice says "no API key" without one).
+  document.addEventListener("htmx:configRequest", (event) => {
+    const detail = event.detail;
+    if (!detail.useUrlParams) return;
+    const form = detail.elt && detail.elt.closest && detail.elt.closest("form");
+    delete detail.parameters.csrfmiddlewaretoken;
+    document.querySelectorAll('input[type="password"][name]').forEach((field) => {
+      delete detail.parameters[field.name];
+      if (form && field.form === form && field.value) detail.parameters["has_" + field.name] = "1";
+    });
   });
 
   // A form or link marked data-confirm="question" asks first (the CSP forbids inline

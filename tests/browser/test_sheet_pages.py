@@ -121,6 +121,31 @@ def test_llm_prompt_preview_errors_and_a_trial_on_five_rows_shown_live(
     assert len(fake_openai.calls) == 5
 
 
+def test_a_typed_key_and_the_csrf_token_never_go_into_a_url(fake_openai, open_page, user):
+    """The options notice refreshes as the form changes (a GET): it learns that a key is
+    typed, never the key, and no request of the page carries the CSRF token in its URL."""
+    sheet = make_sheet(user, [["name"], ["Plum"]])
+    page = open_page(user, sheet.get_absolute_url())
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.locator("select[name=processor]").select_option("llm")
+    options = page.locator("#processor-options")
+    options.locator("#preview-prompt").wait_for()
+    token = page.locator("#start-form input[name=csrfmiddlewaretoken]").input_value()
+    options.locator("input[name=opt_base_url]").fill(fake_openai.base_url)
+    options.locator("input[name=opt_api_key]").fill("sk-typed-into-the-form")
+    options.locator("input[name=opt_model]").fill("plum-model")
+    options.locator("input[name=opt_model]").press("Tab")  # change: the notice refreshes
+    notice = page.locator("#processor-notice", has_text="(model plum-model)")
+    notice.wait_for()
+    assert "No API key is configured" not in notice.inner_text()
+    notices = [url for url in urls if "/options/notice/" in url]
+    assert notices and all("has_opt_api_key=1" in url for url in notices[1:])
+    for url in urls:
+        assert "sk-typed-into-the-form" not in url and "&opt_api_key=" not in url, url
+        assert token not in url and "csrfmiddlewaretoken" not in url, url
+
+
 def test_a_bad_file_gets_a_clear_message_and_no_sheet(open_page, user):
     page = open_page(user, "/sheets/")
     page.locator("input[name=file]").set_input_files(

@@ -146,6 +146,67 @@ def test_the_llm_notice_follows_the_typed_base_url(alice, user, other_user, sett
     assert alice.get(url, **HX).status_code == 404
 
 
+def test_the_options_notice_takes_whether_a_key_is_typed_never_the_key(alice, user, settings):
+    settings.CONVEYOR_LLM_ALLOWED_BASE_URLS = ["http://127.0.0.1:11434/v1"]
+    sheet = make_sheet(user, [["a"], ["1"]])
+    form = alice.get(f"/sheets/{sheet.pk}/options/?processor=llm", **HX).content.decode()
+    notice_include = 'hx-include="#start-form [name=processor], #processor-options [name^=opt_]'
+    assert notice_include + ':not([type=password])"' in form  # not the form: no CSRF, no key
+    url = f"/sheets/{sheet.pk}/options/notice/?processor=llm&opt_base_url=http://127.0.0.1:11434/v1"
+    no_key = "No API key is configured"
+    assert no_key in alice.get(url, **HX).content.decode()
+    assert no_key not in alice.get(url + "&has_opt_api_key=1", **HX).content.decode()
+    # A key put in the URL anyway (an old page, a hand-made link) counts for nothing.
+    assert no_key in alice.get(url + "&opt_api_key=sk-in-a-url", **HX).content.decode()
+
+
+MAIN_KEY = "sk-main-form-secret-1234"
+STEP_KEY = "sk-step-secret-5678"
+
+
+def test_a_form_error_never_shows_a_typed_key_and_asks_for_it_again(alice, user, settings):
+    settings.CONVEYOR_LLM_ALLOWED_BASE_URLS = ["http://127.0.0.1:11434/v1"]
+    sheet = make_sheet(user, [["a"], ["1"]])
+    form = {
+        "processor": "llm",
+        "opt_prompt": "Say {a}",
+        "opt_base_url": "http://127.0.0.1:11434/v1",
+        "opt_api_key": MAIN_KEY,
+        "opt_temperature": "9",  # above the maximum: the form comes back
+    }
+    for path in ("start", "trial"):
+        response = alice.post(f"/sheets/{sheet.pk}/{path}/", form)
+        page = response.content.decode()
+        assert response.status_code == 400 and "Must be at most 2" in page
+        assert MAIN_KEY not in page and "Enter the key again" in page
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (f"prompt=Say {{a}}\napi_key={STEP_KEY}\n{STEP_KEY}", "line 3 is not"),  # the form
+        (f"prompt=Say {{a}}\napi_key={STEP_KEY}\ntemperature=9", "Must be at most 2"),  # the step
+    ],
+)
+def test_a_then_run_step_never_shows_a_typed_key_again(alice, user, settings, options, error):
+    settings.CONVEYOR_LLM_ALLOWED_BASE_URLS = ["http://127.0.0.1:11434/v1"]
+    sheet = make_sheet(user, [["a"], ["1"]])
+    options += "\nbase_url=http://127.0.0.1:11434/v1"
+    response = alice.post(
+        f"/sheets/{sheet.pk}/start/",
+        {"processor": "clean", "then_processor": ["llm"], "then_options": [options]},
+    )
+    page = response.content.decode()
+    assert response.status_code == 400 and error in page
+    assert "Enter the key again (api_key=…)" in page
+    assert f"api_key={STEP_KEY}" not in page and "prompt=Say {a}" in page
+    assert f"not '{STEP_KEY}'" not in page  # the message does not repeat a malformed line
+    if error == "Must be at most 2":
+        assert STEP_KEY not in page
+    assert not Job.objects.exists()
+
+
 def test_sheet_pages_of_other_users_are_not_found(client, user, other_user):
     sheet = make_sheet(user, [["a"], ["1"]])
     client.force_login(user)
