@@ -1,5 +1,6 @@
 """The reads every front end shares: which jobs a user sees, the job-list filters, the
-badge counts, a job's recent events, and who may act on a job.
+badge counts, a job's recent events, who may act on a job (or in another user's name)
+and which priorities a user may choose.
 
 Pages, the JSON API, the CLI and the live relay all read through these, so a filter
 or a permission means the same everywhere.
@@ -15,7 +16,17 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from jobs.engine.errors import JobActionError
-from jobs.models import Batch, Job, JobDependency, JobEvent, Notification, Schedule, Worker
+from jobs.models import (
+    Batch,
+    Job,
+    JobDependency,
+    JobEvent,
+    Notification,
+    Priority,
+    Schedule,
+    Worker,
+    parse_priority,
+)
 
 if TYPE_CHECKING:
     from jobs.engine.services import Action
@@ -216,12 +227,45 @@ def recent_events(job: Job, limit: int = 50) -> list[JobEvent]:
     return events
 
 
-def may_act(user: Any, job: Job, action: Action) -> bool:
-    """One rule for every front end: a user acts on their own jobs; acting on someone
-    else's needs the model permission (change, or delete for delete)."""
-    if job.owner_id is not None and job.owner_id == getattr(user, "pk", None):
+def may_act_for(user: Any, owner_id: int | None, permission: str, model: str = "job") -> bool:
+    """THE rule for acting on someone's work, on every front end: a user acts on what is
+    their own; on another user's (or nobody's) it takes the model permission
+    `jobs.<permission>_<model>`, for staff too. Starting work in another user's name or
+    on their sheet is `add` (jobs.add_job); changing their job `change`, deleting it
+    `delete`; their schedules the same with `schedule`."""
+    if owner_id is not None and owner_id == getattr(user, "pk", None):
         return True
-    return bool(user.has_perm(f"jobs.{action.permission}_job"))
+    return bool(user.has_perm(f"jobs.{permission}_{model}"))
+
+
+def may_submit_for(user: Any, owner_id: int | None) -> bool:
+    """Whether `user` may start a job in the name of (or on the work of) `owner_id`."""
+    return may_act_for(user, owner_id, "add")
+
+
+MAX_PRIORITY = 2**31 - 1  # the priority column's range
+
+
+def priority_for(user: Any, value: Any) -> int:
+    """The priority `value` (high, normal, low or an integer) if `user` may choose it:
+    high, normal and low for everyone; any integer in the column's range for staff, who
+    may jump the queue. The one rule of the pages, the API and the CLI (for the user it
+    acts as); raises ValueError saying what to choose instead."""
+    try:
+        priority = parse_priority(value)
+    except (ValueError, TypeError):
+        raise ValueError("must be high, normal, low or an integer") from None
+    if not getattr(user, "is_staff", False) and priority not in Priority.values:
+        raise ValueError("must be high, normal or low (other values are for staff)")
+    if abs(priority) > MAX_PRIORITY:
+        raise ValueError(f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
+    return priority
+
+
+def may_act(user: Any, job: Job, action: Action) -> bool:
+    """`may_act_for` on a job: its owner, or the action's model permission (change, or
+    delete for delete)."""
+    return may_act_for(user, job.owner_id, action.permission)
 
 
 def check_may_act(user: Any, job: Job, action: Action) -> None:
@@ -237,11 +281,9 @@ def visible_schedules(user: Any) -> QuerySet[Schedule]:
 
 
 def may_act_on_schedule(user: Any, schedule: Schedule, permission: str = "change") -> bool:
-    """The rule of `may_act`, for schedules: the owner may, others need the model
-    permission (`change`, or `delete` to delete)."""
-    if schedule.owner_id is not None and schedule.owner_id == getattr(user, "pk", None):
-        return True
-    return bool(user.has_perm(f"jobs.{permission}_schedule"))
+    """`may_act_for` on a schedule: the owner may, others need the model permission
+    (`change`, or `delete` to delete)."""
+    return may_act_for(user, schedule.owner_id, permission, "schedule")
 
 
 def check_may_act_on_schedule(user: Any, schedule: Schedule, permission: str = "change") -> None:

@@ -29,7 +29,7 @@ from jobs.cli.base import (
 )
 from jobs.cli.schedules import GROUP, add_schedule_arguments, create_schedule, schedule_text
 from jobs.engine.errors import JobActionError
-from jobs.models import Batch, Job, parse_priority
+from jobs.models import Batch, Job
 from jobs.serializers import batch_as_dict, job_as_dict, schedule_as_dict
 from sheets.export import csv_chunks, xlsx_file
 from sheets.importing import sheet_from_google, sheet_import
@@ -79,9 +79,11 @@ def check_processor(name: str) -> None:
         raise CliError(str(exc)) from None
 
 
-def check_priority(value: str | None) -> None:
+def check_priority(value: str | None, user: Any) -> None:
+    """The rule of the pages and the API for the user the CLI acts as: high, normal or
+    low; integers for staff only (`selectors.priority_for`)."""
     try:
-        parse_priority(value)
+        selectors.priority_for(user, value)
     except ValueError as exc:
         raise CliError(f"Bad --priority {value!r}: {exc}.") from None
 
@@ -109,10 +111,11 @@ def is_sheet_ref(source: str) -> bool:
 
 def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
     """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id; or, for
-    `sheet:ID`, that sheet already imported (one the owner may see)."""
+    `sheet:ID`, that sheet already imported: the owner's, or another user's if the owner
+    may act for them (`selectors.may_submit_for`, as on the pages and the API)."""
     if match := SHEET_REF.fullmatch(source.strip()):
         sheet = Sheet.objects.visible_to(owner).filter(pk=int(match.group(1))).first()
-        if sheet is None:
+        if sheet is None or not selectors.may_submit_for(owner, sheet.owner_id):
             raise CliError(f"No sheet #{match.group(1)} (acting as {owner.get_username()}).")
         return sheet
     path = Path(source)
@@ -161,7 +164,7 @@ def submit_sheet(
     leaves nothing behind.
     """
     check_processor(processor)
-    check_priority(priority)
+    check_priority(priority, owner)
     upstream = parse_after(after, owner)
     sheet = import_sheet(source, owner, worksheet)
     imported = not is_sheet_ref(source)
@@ -210,7 +213,7 @@ def submit_batch(
     are deleted again.
     """
     check_processor(processor)
-    check_priority(priority)
+    check_priority(priority, owner)
     imported: list[Sheet] = []
     sheets: list[Sheet] = []
     try:
@@ -329,7 +332,7 @@ def _submit_arguments(submit: argparse.ArgumentParser) -> None:
         help="CSV or XLSX file, a Google Sheet URL/id, or sheet:ID; several: one batch.",
     )
     _sheet_job_arguments(submit)
-    submit.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
+    submit.add_argument("--priority", metavar="P", help="high, normal or low (staff: any integer).")
     submit.add_argument("--after", metavar="ID[,ID]", help="Start once these jobs succeeded.")
     submit.add_argument(
         "--wait", action="store_true", help="Show progress on stderr until the job ends."
@@ -414,7 +417,7 @@ def schedule_sheet(*, source: str, owner, options: dict[str, Any]) -> Any:
     processes that sheet), `sheet:ID`, or a Google Sheet (imported now to check the
     columns and options, then re-read at every run). Bad input leaves nothing behind."""
     check_processor(options["processor"])
-    check_priority(options["priority"])
+    check_priority(options["priority"], owner)
     sheet = import_sheet(source, owner, options["worksheet"])
     imported = not is_sheet_ref(source)
     google = sheet.source == Sheet.Source.GSHEET and not is_sheet_ref(source)

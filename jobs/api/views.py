@@ -60,17 +60,17 @@ from jobs.api.input import (
     text_field,
 )
 from jobs.engine.errors import JobActionError, QuotaExceeded, UnknownKind
+from jobs.engine.keys import ReservedKey, check_user_key
 from jobs.engine.kinds import get_kind, submittable_kinds
 from jobs.engine.services import ACTIONS, job_submit
 from jobs.engine.services import notifications_mark_read as mark_read
-from jobs.models import Job, Notification, Priority, parse_priority
+from jobs.models import Job, Notification
 from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
 
 View = Callable[..., HttpResponse]
 
 RECENT_EVENTS = 50  # events shown with one job, newest kept
 MAX_TIME_LIMIT = 366 * 24 * 3600.0
-MAX_PRIORITY = 2**31 - 1  # the column's range
 MAX_IDS = 1000
 LIST_FILTERS = {"status", "kind", "q", "owner", "created_after", "created_before"}
 PAGE_PARAMS = {"page", "page_size"}
@@ -203,8 +203,8 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
     kind = checked(_submittable_kind, data.get("kind"))
     values = {
         "priority": checked(_priority, data.get("priority"), user),
-        "entity_key": checked(text_field, data, "entity_key"),
-        "session_key": checked(text_field, data, "session_key"),
+        "entity_key": checked(_user_key, data, "entity_key"),
+        "session_key": checked(_user_key, data, "session_key"),
         "label": checked(text_field, data, "label"),
         "time_limit": checked(positive_number, data, "time_limit", maximum=MAX_TIME_LIMIT),
         "after": checked(_after, data.get("after"), user),
@@ -215,6 +215,15 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
         summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
         raise ApiError(400, f"Invalid job: {summary}", errors)
     return kind, values
+
+
+def _user_key(data: dict[str, Any], field: str) -> str:
+    """An entity or session key the caller chose: never one of a prefix a plug-in
+    reserved (`sheet:`), so it cannot pass for a key the server made."""
+    try:
+        return check_user_key(text_field(data, field))
+    except ReservedKey as exc:
+        raise bad(field, str(exc)) from None
 
 
 def _after(value: Any, user: Any) -> list[int]:
@@ -246,16 +255,11 @@ def _submittable_kind(kind: Any) -> str:
 
 
 def _priority(value: Any, user: Any) -> int:
-    """high / normal / low for everyone; any integer for staff (who may jump the queue)."""
+    """high / normal / low for everyone; any integer for staff (`selectors.priority_for`)."""
     try:
-        priority = parse_priority(value)
-    except (ValueError, TypeError):
-        raise bad("priority", "must be high, normal, low or an integer") from None
-    if not user.is_staff and priority not in Priority.values:
-        raise bad("priority", "must be high, normal or low (other values are for staff)")
-    if abs(priority) > MAX_PRIORITY:
-        raise bad("priority", f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
-    return priority
+        return selectors.priority_for(user, value)
+    except ValueError as exc:
+        raise bad("priority", str(exc)) from None
 
 
 def _clean_params(kind: str, params: Any, user: Any) -> dict[str, Any]:

@@ -63,20 +63,25 @@ def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip (default): no run while the previous one is active; queue: run anyway.",
     )
     parser.add_argument("--name", metavar="TEXT", default="", help="Shown in lists.")
-    parser.add_argument("--priority", metavar="P", help="high, normal, low or an integer.")
+    parser.add_argument("--priority", metavar="P", help="high, normal or low (staff: any integer).")
 
 
 def create_schedule(
     *, owner: Any, kind: str, params: dict[str, Any], options: dict[str, Any], name: str = ""
 ) -> Schedule:
-    """A schedule from `add_schedule_arguments` options; problems name the flags."""
+    """A schedule from `add_schedule_arguments` options; problems name the flags. The
+    priority follows the rule for the user the CLI acts as (`selectors.priority_for`)."""
+    try:
+        priority = selectors.priority_for(owner, options["priority"])
+    except ValueError as exc:
+        raise CliError(flags_message({"priority": str(exc)})) from None
     try:
         return schedule_create(
             owner=owner,
             kind=kind,
             params=params,
             name=options["name"] or name,
-            priority=options["priority"],
+            priority=priority,
             cron=options["cron"] or "",
             every=options["every"],
             timezone=options["timezone"],

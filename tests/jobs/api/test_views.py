@@ -222,7 +222,7 @@ def test_create_submits_a_queued_job_of_mine(user, alice):
         "kind": "demo.count",
         "params": {"n": 5},
         "priority": "low",
-        "entity_key": "sheet:1",
+        "entity_key": "doc:1",
         "session_key": "tab-1",
         "label": "Count five",
         "time_limit": 60,
@@ -234,7 +234,7 @@ def test_create_submits_a_queued_job_of_mine(user, alice):
     assert response["Location"] == f"/api/jobs/{job.pk}/"
     assert (job.owner, job.kind, job.params, job.priority) == (user, "demo.count", {"n": 5}, -10)
     assert (job.entity_key, job.session_key, job.label, job.time_limit) == (
-        "sheet:1",
+        "doc:1",
         "tab-1",
         "Count five",
         60.0,
@@ -249,8 +249,8 @@ def test_create_accepts_integer_priorities_from_staff_and_omitted_fields(staff):
 
 
 def test_create_with_an_active_key_returns_that_job_with_200(user, alice):
-    first = post(alice, "/api/jobs/", {"kind": "demo.count", "entity_key": "sheet:1"})
-    again = post(alice, "/api/jobs/", {"kind": "demo.count", "entity_key": "sheet:1"})
+    first = post(alice, "/api/jobs/", {"kind": "demo.count", "entity_key": "doc:1"})
+    again = post(alice, "/api/jobs/", {"kind": "demo.count", "entity_key": "doc:1"})
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["deduplicated"] is True
     assert again.json()["id"] == first.json()["id"]
