@@ -2,7 +2,8 @@
 
 `get_asgi_application()` runs before the routing import so the app registry is
 ready when consumers (and the models they use) are imported. Request bodies are
-bounded before Django reads them (config/body_limit.py), inside daphne too.
+bounded before Django reads them (config/body_limit.py), inside daphne too, and daphne's
+access log goes through Python logging (config/logs.py: JSON lines, query values masked).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.body_limit import BodyLimitMiddleware, guard_daphne  # noqa: E402
+from config.logs import route_daphne_access_log  # noqa: E402
 from jobs.web.routing import websocket_urlpatterns  # noqa: E402
 
 if "daphne.http_protocol" in sys.modules:  # served by daphne (its CLI or runserver)
     guard_daphne()
+    route_daphne_access_log()
 
 application = ProtocolTypeRouter(
     {

@@ -54,6 +54,18 @@ TICK = 0.2
 
 
 def log(message: str) -> None:
+    """A line of the supervisor's own: JSON like every other with LOG_FORMAT=json (the
+    children share this output)."""
+    if os.environ.get("LOG_FORMAT") == "json":
+        line = {
+            "time": datetime.now().strftime("%Y-%m-%d %H:%M:%S,%f")[:-3],
+            "level": "INFO",
+            "logger": "supervise",
+            "process": os.getpid(),
+            "message": message,
+        }
+        print(json.dumps(line), flush=True)
+        return
     stamp = datetime.now().strftime("%H:%M:%S")
     print(f"{stamp} supervise | {message}", flush=True)
 

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 class Supervised:
     """`python scripts/supervise.py` on a free port and the test database."""
 
-    def __init__(self, state_path: Path) -> None:
+    def __init__(self, state_path: Path, **env: str) -> None:
         self.port = free_port()
         self.state_path = state_path
         self.log_path = log_path("supervise")
@@ -36,6 +36,7 @@ class Supervised:
             CONVEYOR_PORT=str(self.port),
             CONVEYOR_WORKERS="2",
             PATH=f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+            **env,
         )
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
