@@ -18,6 +18,7 @@ import logging
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.models import Session
@@ -77,8 +78,12 @@ class SocketGuard:
                 self.sockets.discard(socket)
                 await socket.close(code=CLOSE_LOGGED_OUT)
             elif login[1] != socket.is_staff:
+                try:
+                    await socket.rights_changed()
+                except ChannelFull:  # behind on its messages: told again at the next look
+                    log.warning("socket of user %s: rights change not delivered", socket.user_id)
+                    continue
                 socket.is_staff = login[1]
-                await socket.rights_changed()
 
 
 def _logins(keys: set[str]) -> dict[str, tuple[int, bool]]:
