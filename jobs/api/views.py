@@ -19,6 +19,10 @@ Decisions (tests/jobs/api/test_views.py shows each one in use):
 - Dates are ISO 8601 in UTC. `created_after` is inclusive, `created_before`
   exclusive; a bare date means its midnight (server time zone).
 - Every URL ends with a slash.
+- Keys belong to their owner: `entity_key` and `session_key` must not start with a
+  prefix a plug-in reserved for the keys it makes (`sheet:`, `write-back:`; a 400), and
+  the by-session / by-entity lookups and unique-job dedup only match the caller's own
+  jobs (staff: `?owner=name`), so a reserved key may be looked up, never forged.
 - `POST /api/jobs/` takes `"after": [ids]`: the job waits for those jobs (ones the
   caller can see; others are a 400) and runs once they all succeeded; the job JSON
   lists `depends_on` (all) and `waiting_for` (not yet succeeded).
@@ -388,7 +392,8 @@ def by_entity(request: HttpRequest, key: str) -> HttpResponse:
 def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
     """The caller's active job with this key, else their most recent one.
 
-    Keys belong to a user: staff look up someone else's with `?owner=name`.
+    Keys belong to a user: staff look up someone else's with `?owner=name`. A reserved
+    key (`sheet:12`) may be looked up: only the caller's own jobs match it.
     """
     params = query(request, {"kind", "owner"})
     check_text("key", key)
