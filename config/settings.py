@@ -73,6 +73,32 @@ def env_prices(name: str) -> dict[str, dict[str, float]]:
     return {model: {side: float(v) for side, v in price.items()} for model, price in prices.items()}
 
 
+def env_task_queues(name: str, default: list[str]) -> dict[str, dict[str, float | int]]:
+    """Django Tasks queues from a comma-separated variable: each a name, then options
+    after colons: a bare number is its cap (most of its tasks running at once),
+    `time_limit=SECONDS` its tasks' time limit, `retries=N` its automatic retries.
+    E.g. `default,serial:1,long:time_limit=3600,flaky:retries=3`."""
+    queues: dict[str, dict[str, float | int]] = {}
+    for item in env_list(name, default):
+        queue, *options = [part.strip() for part in item.split(":")]
+        found: dict[str, float | int] = {}
+        for option in filter(None, options):
+            key, _, value = option.rpartition("=")
+            key = key or "cap"
+            try:
+                number = float(value) if key == "time_limit" else int(value)
+            except ValueError:
+                number = -1
+            if key not in ("cap", "time_limit", "retries") or number < (key != "retries"):
+                raise ImproperlyConfigured(
+                    f"{name}: {option!r} of queue {queue!r} is not a cap (a number from 1), "
+                    f"time_limit=SECONDS or retries=N"
+                )
+            found[key] = number
+        queues[queue] = found
+    return queues
+
+
 def _is_price(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e6
 
@@ -217,8 +243,7 @@ Q_CLUSTER = {
     "name": env_str("CONVEYOR_QUEUE", "conveyor"),
     "workers": CONVEYOR_WORKERS,
     "recycle": 500,
-    "timeout": env_int("CONVEYOR_TASK_TIMEOUT", 300),
-    "retry": env_int("CONVEYOR_TASK_TIMEOUT", 300) + 60,
+    # "timeout" and "retry" are set below, from the Django tasks' time limits.
     "max_attempts": 1,
     "ack_failures": True,
     "save_limit": 50,
@@ -238,11 +263,14 @@ else:
 
 # --- Django Tasks: `@task` functions run as Conveyor jobs (jobs/tasks_backend.py) ----
 TASKS = {"default": {"BACKEND": "jobs.tasks_backend.ConveyorBackend"}}
-# Queues, comma-separated, each "name" or "name:cap" (most of its tasks running at once).
-CONVEYOR_TASK_QUEUES: dict[str, int | None] = {
-    name.strip(): int(cap) if cap.strip() else None
-    for name, _, cap in (q.partition(":") for q in env_list("CONVEYOR_TASK_QUEUES", ["default"]))
-}
+# Queues, comma-separated, each a name with options (`env_task_queues`): {"name": {"cap":
+# N, "time_limit": seconds, "retries": N}} (a bare number or None as the value: the cap).
+CONVEYOR_TASK_QUEUES: dict[str, dict[str, float | int] | int | None] = env_task_queues(
+    "CONVEYOR_TASK_QUEUES", ["default"]
+)
+# Longest a Django task may run (seconds of running time) unless its queue sets its own
+# time_limit; past it the task fails (its worker is replaced if it reaches no checkpoint).
+CONVEYOR_TASK_TIMEOUT = env_float("CONVEYOR_TASK_TIMEOUT", 300.0)
 if find_spec("django.tasks") is None:  # Django 5.2: the django-tasks backport
     INSTALLED_APPS.append("django_tasks")
 
@@ -293,6 +321,21 @@ CONVEYOR_SCHEDULE_MIN_EVERY_SECONDS = env_int("CONVEYOR_SCHEDULE_MIN_EVERY_SECON
 # Most schedules one user may have (staff: no limit; 0: no limit); beyond it a create is
 # refused (API 409, CLI error).
 CONVEYOR_MAX_SCHEDULES_PER_USER = env_int("CONVEYOR_MAX_SCHEDULES_PER_USER", 50)
+# A cancelled job has this long to reach a checkpoint (so does a job past its time
+# limit); then its worker is stopped and replaced, and the job ends (a force stop).
+CONVEYOR_CANCEL_GRACE_SECONDS = env_float("CONVEYOR_CANCEL_GRACE_SECONDS", 10.0)
+
+# django-q2's timeout of one slice task is only a backstop (a handler that reaches no
+# checkpoint for that long fails and its worker is replaced): Conveyor's own limits act
+# first, even for a Django task that starts at the end of its worker's task budget.
+_LONGEST_TASK = max(
+    [CONVEYOR_TASK_TIMEOUT]
+    + [q.get("time_limit", 0) for q in CONVEYOR_TASK_QUEUES.values() if isinstance(q, dict)]
+)
+Q_CLUSTER["timeout"] = int(
+    CONVEYOR_TASK_BUDGET_SECONDS + _LONGEST_TASK + CONVEYOR_CANCEL_GRACE_SECONDS + 60
+)
+Q_CLUSTER["retry"] = Q_CLUSTER["timeout"] + 60  # above timeout (django-q/#183)
 
 # --- Auth, i18n, static -----------------------------------------------------
 LOGIN_URL = "login"

@@ -60,7 +60,7 @@ def status_badge(job: Job) -> SafeString:
     colour = STATUS_COLOURS.get(job.status, "#6b7280")
     label = job.get_status_display()
     if job.requested:
-        label += f" ({job.requested} requested)"
+        label += f" ({job.get_requested_display().lower()} requested)"
     return format_html(
         '<span class="job-status" data-status="{}" style="background:{};color:#fff;'
         'padding:1px 7px;border-radius:9px;white-space:nowrap">{}</span>',
@@ -231,6 +231,7 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
         "retry_jobs",
         "retry_failed_rows",
         "cancel_jobs",
+        "force_stop_jobs",
         "pause_jobs",
         "resume_jobs",
         "delete_jobs",
@@ -508,6 +509,18 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         changed, skipped = self._run_action(request, queryset, "cancel")
         report = self._stopped(changed, Job.Status.CANCELLED, "cancelled", "stop")
+        self._report(request, report, skipped)
+
+    @admin.action(
+        description="Force stop selected running jobs (their workers are replaced)",
+        permissions=["operate"],
+    )
+    def force_stop_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        changed, skipped = self._run_action(request, queryset, "force-stop")
+        now = sum(1 for job in changed if job.status == Job.Status.CANCELLED)
+        report = [f"{plural(now)} cancelled"]
+        if len(changed) > now:
+            report.append(f"{plural(len(changed) - now)} force-stopped within seconds")
         self._report(request, report, skipped)
 
     @admin.action(description="Pause selected jobs", permissions=["operate"])

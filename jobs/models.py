@@ -152,6 +152,9 @@ class Job(models.Model):
         NONE = "", "none"
         PAUSE = "pause"
         CANCEL = "cancel"
+        # Cancel by stopping the worker that runs it (terminated and replaced): for a
+        # handler that reaches no checkpoint. Its heartbeat acts on it within a beat.
+        FORCE = "force", "Force stop"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.PAUSED, Status.RETRYING)
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

@@ -11,14 +11,16 @@ How the Tasks API maps onto jobs:
   `transaction.atomic()` block the job commits, and is dispatched, with the caller's
   writes, or not at all. `enqueue_many` submits many calls of a task in one transaction.
 - Queues: the job's kind is `tasks.<queue_name>`, one kind per queue of
-  CONVEYOR_TASK_QUEUES (`{"name": cap or None}`), registered at start-up in every
-  process (`JobsConfig.ready`). Dispatch caps concurrency per kind, so a queue's cap is
-  its kind's `concurrency`. A kind per task path (what the issue first asked) would cap
+  CONVEYOR_TASK_QUEUES (`{"name": {"cap": N, "time_limit": S, "retries": N}}`, each
+  optional; a bare number is the cap), registered at start-up in every process
+  (`JobsConfig.ready`). Dispatch caps concurrency per kind, so a queue's cap is its
+  kind's `concurrency`. A kind per task path (what the issue first asked) would cap
   each task on its own instead of the queue; the path is the label instead, so the
   dashboard, the admin (searchable) and notifications name the task.
-- Priority: Django's -100..100 divided by 10, rounded half away from zero: 100 is
-  Conveyor's high (10), 0 normal, -100 low (-10). Priorities within the same tenth tie;
-  ties run by owners' turns, then age.
+- Priority: Django's -100..100 is the job's priority as it is, so Django's whole order
+  holds (higher first; Conveyor's high is 10, normal 0, low -10). Equal priorities run
+  by owners' turns, then age. An owned task above 0 counts against the owner's
+  CONVEYOR_MAX_HIGH_PRIORITY_JOBS like any job (beyond it: run at 0).
 - `run_after` is the job's `run_after`: not claimable before then; a worker's heartbeat
   dispatches it within a few seconds of being due.
 - Owner: none (a system job), unless enqueued inside `with enqueue_as(user):` (a
@@ -35,24 +37,44 @@ How the Tasks API maps onto jobs:
   live bar and pause and cancel stop it at its next checkpoint. The function cannot
   resume halfway, so its kind is not resumable: it is never cut into slices or
   preempted, and every run (after a pause, a retry or a lost worker) starts it afresh.
-- Async functions run with asyncio in the worker (`Task.call`). Transient errors
-  (`jobs.engine.errors.is_transient`) are retried with backoff like any job's; a task
-  must finish within CONVEYOR_TASK_TIMEOUT, the django-q2 limit of one task.
-- Signals: `task_enqueued` is sent; `task_started` and `task_finished` are not (the
-  job's timeline, notifications and live updates report those).
+- Async functions run with asyncio in the worker (`Task.call`).
+- Runs once, as Django promises: no automatic retries, unless the queue (`retries` in
+  CONVEYOR_TASK_QUEUES) or the task (`@retries(n)` under `@task`) opts in; then
+  transient errors (`jobs.engine.errors.is_transient`), its time limit and a lost
+  worker start it again from the beginning, with backoff, up to n more times. Without
+  retries a lost worker (killed, machine gone) fails it ("its run ended without an
+  outcome") rather than running it a second time.
+- Time limit: CONVEYOR_TASK_TIMEOUT seconds of running time, or its queue's
+  `time_limit`. A task past it fails with an error that names the limit and the
+  setting; one that reaches no checkpoint (any plain task) gets
+  CONVEYOR_CANCEL_GRACE_SECONDS more, then its worker is stopped and replaced.
+- Cancel: a task that takes a context stops at its next checkpoint; one that reaches
+  none within CONVEYOR_CANCEL_GRACE_SECONDS (any plain task) is force-stopped (its
+  worker is replaced); a force stop does that at once. Either way it ends FAILED with
+  `jobs.engine.errors.Cancelled`.
+- Anything the function raises fails the task, `SystemExit` and `KeyboardInterrupt`
+  included (Django's immediate backend re-raises KeyboardInterrupt; here only a real
+  Ctrl-C of a process running tasks in the foreground is re-raised): the worker goes on.
+- Signals: `task_enqueued`, `task_started` (in the worker, before the function runs)
+  and `task_finished` (after the outcome is committed: by the worker, by a force stop
+  or by recovery). A receiver's error is logged, not raised.
+- `errors`: the error of the run that failed the task (a succeeded one has none; the
+  errors of earlier, retried runs are on the job's timeline). `attempts` and
+  `worker_ids` count every run, retries and restarts after a lost worker included.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -61,9 +83,10 @@ from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 
 from jobs.engine import secrets
-from jobs.engine.kinds import job_kind
+from jobs.engine.errors import UnknownKind
+from jobs.engine.kinds import get_kind, job_kind
 from jobs.engine.services import Submission, job_submit, job_submit_many
-from jobs.models import Job, JobEvent, Priority
+from jobs.models import Job, JobEvent
 from jobs.tasks_compat import (
     DEFAULT_TASK_BACKEND_ALIAS,
     BaseTaskBackend,
@@ -76,10 +99,14 @@ from jobs.tasks_compat import (
     TaskResultStatus,
     normalize_json,
     task_enqueued,
+    task_finished,
+    task_started,
 )
 
 if TYPE_CHECKING:
     from jobs.engine.context import JobContext
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 KIND_PREFIX = "tasks."
 CANCELLED_EXCEPTION = "jobs.engine.errors.Cancelled"
@@ -97,6 +124,8 @@ STATUSES = {
 }
 
 _owner: ContextVar[Any] = ContextVar("conveyor_task_owner", default=None)
+log = logging.getLogger(__name__)
+RETRIES_ATTRIBUTE = "conveyor_retries"
 
 
 class InvalidTaskArguments(InvalidTask, TypeError):
@@ -122,9 +151,47 @@ def enqueue_as(user: Any) -> Iterator[None]:
 
 
 def conveyor_priority(priority: int) -> int:
-    """Django's -100..100 onto Conveyor's scale: a tenth, rounded half away from zero."""
-    tenths = (abs(priority) + 5) // 10
-    return int(min(Priority.HIGH, tenths) if priority >= 0 else max(Priority.LOW, -tenths))
+    """Django's -100..100 is the job's priority as it is: Django's whole order holds
+    (Conveyor's high, normal and low are 10, 0 and -10 on the same scale)."""
+    return int(priority)
+
+
+def retries(times: int) -> Callable[[F], F]:
+    """Opt a task into automatic retries, under `@task`:
+
+        @task
+        @retries(3)
+        def fetch(url): ...
+
+    A transient error (network, HTTP 429/5xx, "database is locked", TransientError),
+    its time limit or a lost worker then runs it again from the beginning, with
+    backoff, up to `times` more times. Without it (and without `retries` on its queue)
+    a task runs once, as Django's Tasks API promises."""
+    if isinstance(times, bool) or not isinstance(times, int) or times < 0:
+        raise ValueError("retries must be a whole number, 0 or more")
+
+    def mark(func: F) -> F:
+        setattr(func, RETRIES_ATTRIBUTE, times)
+        return func
+
+    return mark
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    cap: int | None = None
+    time_limit: float | None = None
+    retries: int = 0
+
+
+def queue_options(name: str) -> QueueOptions:
+    """A queue's options from CONVEYOR_TASK_QUEUES: a dict of them, or just its cap."""
+    value = settings.CONVEYOR_TASK_QUEUES[name]
+    if not isinstance(value, Mapping):
+        return QueueOptions(cap=value)
+    return QueueOptions(
+        cap=value.get("cap"), time_limit=value.get("time_limit"), retries=value.get("retries", 0)
+    )
 
 
 def queue_kind(queue_name: str) -> str:
@@ -132,14 +199,25 @@ def queue_kind(queue_name: str) -> str:
 
 
 def register_kinds() -> None:
-    """One job kind per queue of CONVEYOR_TASK_QUEUES, capped at the queue's cap."""
-    for name, cap in settings.CONVEYOR_TASK_QUEUES.items():
+    """One job kind per queue of CONVEYOR_TASK_QUEUES: the queue's cap, time limit
+    (CONVEYOR_TASK_TIMEOUT unless it has its own) and retries (none unless it has)."""
+    for name in settings.CONVEYOR_TASK_QUEUES:
+        options = queue_options(name)
+        own_limit = options.time_limit is not None
         job_kind(
             queue_kind(name),
             label=f"Django task ({name} queue)",
-            concurrency=cap,
+            concurrency=options.cap,
+            time_limit=options.time_limit if own_limit else settings.CONVEYOR_TASK_TIMEOUT,
+            time_limit_setting=(
+                f"the time_limit of queue {name!r} in CONVEYOR_TASK_QUEUES"
+                if own_limit
+                else "CONVEYOR_TASK_TIMEOUT"
+            ),
+            max_attempts=1 + options.retries,
             resumable=False,
             validate_params=_validate_params,
+            on_end=send_task_finished,
         )(run_task)
 
 
@@ -165,6 +243,19 @@ class ConveyorBackend(BaseTaskBackend):
                 hint="Add them to CONVEYOR_TASK_QUEUES.",
                 id="jobs.E001",
             )
+        covered = settings.Q_CLUSTER.get("timeout")
+        for name in sorted(self.queues - set(unknown)):
+            with contextlib.suppress(UnknownKind):
+                limit = get_kind(queue_kind(name)).time_limit or 0
+                needed = limit + settings.CONVEYOR_CANCEL_GRACE_SECONDS
+                if covered and needed + settings.CONVEYOR_TASK_BUDGET_SECONDS > covered:
+                    yield checks.Error(
+                        f"Tasks of queue {name!r} may run {limit:g} s, longer than "
+                        f"django-q2's timeout (Q_CLUSTER['timeout'] = {covered} s) allows.",
+                        hint="Raise Q_CLUSTER['timeout'] above the longest task time "
+                        "limit plus CONVEYOR_TASK_BUDGET_SECONDS and the cancel grace.",
+                        id="jobs.E002",
+                    )
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         """One job, in one transaction (the caller's, inside an atomic block)."""
@@ -176,6 +267,7 @@ class ConveyorBackend(BaseTaskBackend):
             priority=submission.priority,
             label=submission.label,
             run_after=submission.run_after,
+            max_attempts=submission.max_attempts,
         )
         return self._enqueued(task, job, submission.params)
 
@@ -211,6 +303,7 @@ class ConveyorBackend(BaseTaskBackend):
         }
         if task.run_after is not None:
             params["run_after"] = task.run_after.isoformat()
+        opted = getattr(task.func, RETRIES_ATTRIBUTE, None)
         return Submission(
             kind=queue_kind(task.queue_name),
             params=params,
@@ -218,6 +311,7 @@ class ConveyorBackend(BaseTaskBackend):
             priority=conveyor_priority(task.priority),
             label=task.module_path,
             run_after=task.run_after,
+            max_attempts=None if opted is None else 1 + opted,
         )
 
     def _enqueued(self, task: Task, job: Job, params: dict[str, Any]) -> TaskResult:
@@ -274,6 +368,9 @@ def _validate_params(params: dict[str, Any], owner: Any) -> dict[str, Any]:
         params.get("kwargs", {}), dict
     ):
         raise ValueError("args must be a list and kwargs an object")
+    priority = params.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 100:
+        raise ValueError("priority must be a whole number between -100 and 100")
     path = str(params.get("task", ""))
     if path.rpartition(".")[0] not in sys.modules:
         # Importing runs a module's code: a user naming any dotted path would make this
@@ -332,9 +429,10 @@ def _starts(job: Job) -> list[tuple[str, datetime]]:
 
 
 def _errors(job: Job) -> list[TaskError]:
+    """The error that failed the task (earlier, retried runs' are on its timeline)."""
     if job.status == Status.CANCELLED:
         return [TaskError(exception_class_path=CANCELLED_EXCEPTION, traceback="Cancelled")]
-    if not job.error and not job.traceback:
+    if job.status != Status.FAILED or (not job.error and not job.traceback):
         return []
     path = exception_path(job.traceback) if job.traceback else None
     if path is None:
@@ -401,7 +499,34 @@ def run_task(ctx: JobContext) -> Any:
     params = ctx.params
     task = _import_task(params["task"])
     args = list(params.get("args", []))
+    result = result_from_job(Job.objects.get(pk=ctx.job_id))
     if task.takes_context:
-        result = result_from_job(Job.objects.get(pk=ctx.job_id))
         args.insert(0, ConveyorTaskContext(task_result=result, job=ctx))
+    _send(task_started, result)
     return normalize_json(task.call(*args, **params.get("kwargs", {})))
+
+
+def send_task_finished(job_id: int) -> None:
+    """The kinds' `on_end`: `task_finished` with the result as committed."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        return
+    try:
+        result = result_from_job(job)
+    except InvalidTask:  # a job whose path names no task never ran one
+        return
+    _send(task_finished, result)
+
+
+def _send(signal: Any, result: TaskResult) -> None:
+    """Send a Tasks signal from a worker: a receiver's error is logged, never the
+    task's outcome (nor the worker's end)."""
+    for receiver, response in signal.send_robust(ConveyorBackend, task_result=result):
+        if isinstance(response, Exception):
+            log.error(
+                "%s receiver %r failed for task %s",
+                signal,
+                receiver,
+                result.id,
+                exc_info=response,
+            )

@@ -314,8 +314,12 @@ def _no_body(request: HttpRequest) -> None:
 
 @api_view("POST")
 def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    _no_body(request)
-    return _action_response(request, job_id, "cancel")
+    """Body {"force": true} stops the job's worker at once (a force stop); a plain
+    cancel becomes one when the job reaches no checkpoint within the grace."""
+    data = json_object(request, required=False)
+    only_fields(data, {"force"})
+    name = "force-stop" if bool_field(data, "force") else "cancel"
+    return _action_response(request, job_id, name)
 
 
 @api_view("POST")

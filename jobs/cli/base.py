@@ -164,6 +164,11 @@ def apply_action(action: str, job: Job, user, *, failed_rows: bool = False) -> J
 
 def state_line(job: Job) -> str:
     """The job's state after an action, with a request a worker has yet to act on."""
+    if job.requested == Job.Request.FORCE:
+        return (
+            f"Job #{job.pk} is {job.status}; force stop requested "
+            "(its worker is stopped and replaced within seconds)."
+        )
     if job.requested:
         return (
             f"Job #{job.pk} is {job.status}; {job.requested} requested "
@@ -222,7 +227,7 @@ def _when(value: datetime | None) -> str:
 
 def status_text(job: Job) -> str:
     """The human form of `status`: a few labelled lines."""
-    requested = f" ({job.requested} requested)" if job.requested else ""
+    requested = f" ({job.get_requested_display().lower()} requested)" if job.requested else ""
     lines = [
         f"Job #{job.pk}  {job.title}  [{job.kind}]",
         f"Status    {job.status}{requested}, priority {job.priority_label}",

@@ -47,8 +47,18 @@ def _list(command: Any, user: Any, options: dict[str, Any]) -> None:
 
 def _act(command: Any, user: Any, options: dict[str, Any]) -> None:
     job = find_job(user, options["id"])
-    job = apply_action(options["action"], job, user, failed_rows=options.get("failed_rows", False))
+    action = "force-stop" if options.get("force") else options["action"]
+    job = apply_action(action, job, user, failed_rows=options.get("failed_rows", False))
     command.show(job, options, state_line(job))
+
+
+def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    _job_id(parser)
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Stop the worker running it at once (for a job that reaches no checkpoint).",
+    )
 
 
 def _retry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +68,9 @@ def _retry_arguments(parser: argparse.ArgumentParser) -> None:
 
 register_verb(Verb("status", "Show a job.", _job_id, _status))
 register_verb(Verb("list", "List recent jobs.", _list_arguments, _list))
-register_verb(Verb("cancel", "Cancel a job.", _job_id, _act))
+register_verb(
+    Verb("cancel", "Cancel a job (--force: stop its worker now).", _cancel_arguments, _act)
+)
 register_verb(Verb("pause", "Pause a job.", _job_id, _act))
 register_verb(Verb("resume", "Resume a paused job.", _job_id, _act))
 register_verb(Verb("retry", "Run a finished job again.", _retry_arguments, _act))

@@ -125,6 +125,16 @@ class JobContext:
     def time_limit_exceeded(self) -> bool:
         return self.time_limit is not None and self.budget_used() > self.time_limit
 
+    def time_limit_error(self) -> str:
+        """What a job past its time limit fails with: the limit and where it is set."""
+        source = "the time_limit it was submitted with"
+        if self.kind.time_limit_setting and self.time_limit == self.kind.time_limit:
+            source = self.kind.time_limit_setting
+        return (
+            f"Time limit exceeded: ran {self.budget_used():.1f} s of running time; the "
+            f"limit is {self.time_limit:g} s ({source})."
+        )
+
     def slice_over(self) -> bool:
         """The slice has used its time: reach a checkpoint soon, without hurrying work."""
         return time.monotonic() > self._slice_deadline
@@ -175,8 +185,8 @@ class JobContext:
         if message is not None:
             fields["message"] = message[:500]
         progressed = processed is not None and processed > self.processed
-        if progressed or cursor is not _UNSET:
-            fields["attempts"] = 0
+        if (progressed or cursor is not _UNSET) and self.kind.resumable:
+            fields["attempts"] = 0  # a crash now loses only what follows: a new start
         stored = {**fields, **self.usage()}  # read before the transaction (it holds a lock)
         atomic_retry(lambda: self._commit(stored, write))
         for name, value in fields.items():
@@ -228,15 +238,12 @@ class JobContext:
         fresh = time.monotonic() - self._requested_read_at < 0.05
         if not fresh:
             self._read_control()
-        if self._requested == Job.Request.CANCEL:
+        if self._requested in (Job.Request.CANCEL, Job.Request.FORCE):
             raise Cancelled("Cancelled")
         if self._requested == Job.Request.PAUSE:
             raise PauseRequested("Paused")
         if self.time_limit_exceeded():
-            raise TimeLimitExceeded(
-                f"Time limit exceeded: ran {self.budget_used():.1f} s of running time, "
-                f"the limit is {self.time_limit:g} s."
-            )
+            raise TimeLimitExceeded(self.time_limit_error())
         now = time.monotonic()
         if self.kind.resumable and now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
             self._last_preemption_check = now

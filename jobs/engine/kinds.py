@@ -7,6 +7,7 @@ start-up (`autodiscover_modules("kinds")`); `jobs/kinds.py` is a worked example.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from jobs.engine.errors import UnknownKind
 if TYPE_CHECKING:
     from jobs.engine.context import JobContext
     from jobs.models import Job
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class JobKind:
     label_for: Callable[[dict[str, Any]], str] | None = None
     total_for: Callable[[dict[str, Any]], int | None] | None = None
     resumable: bool = True
+    time_limit_setting: str = ""
+    on_end: Callable[[int], Any] | None = None
 
     def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
         """Params checked by the kind (raises ValueError with a user-facing message)."""
@@ -62,6 +67,8 @@ def job_kind(
     label_for: Callable[[dict[str, Any]], str] | None = None,
     total_for: Callable[[dict[str, Any]], int | None] | None = None,
     resumable: bool = True,
+    time_limit_setting: str = "",
+    on_end: Callable[[int], Any] | None = None,
 ) -> Callable[[Callable[[JobContext], Any]], Callable[[JobContext], Any]]:
     """Register `handler(ctx)` as the job kind `name`.
 
@@ -81,7 +88,14 @@ def job_kind(
     resumable: False for a handler that cannot resume from its cursor (a Django task
         runs its function from the start each time): its checkpoints never end the
         slice for fairness nor yield to a higher-priority job; it stops only when
-        cancelled or paused, at its time limit, or when its worker stops.
+        cancelled or paused, at its time limit, or when its worker stops. Its
+        worker's crash restarts it from the beginning, only as often as
+        `max_attempts` allows.
+    time_limit_setting: where `time_limit` comes from (a setting's name), named in the
+        error of a job that runs past it.
+    on_end: `on_end(job_id)` after a job of the kind ended (succeeded, failed or
+        cancelled) by its run, a force stop or recovery, once that is committed, in the
+        process that ended it (the Django Tasks backend sends `task_finished`).
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -100,6 +114,8 @@ def job_kind(
             label_for=label_for,
             total_for=total_for,
             resumable=resumable,
+            time_limit_setting=time_limit_setting,
+            on_end=on_end,
         )
         return handler
 
@@ -113,6 +129,18 @@ def get_kind(name: str) -> JobKind:
         raise UnknownKind(
             f"Unknown job kind {name!r}: is the app that registers it installed here?"
         ) from None
+
+
+def job_ended(name: str | None, job_id: int) -> None:
+    """Call the kind's `on_end` hook, if any; its errors are logged, never raised (the
+    job's outcome is committed already, and the worker must go on)."""
+    kind = _registry.get(name or "")
+    if kind is None or kind.on_end is None:
+        return
+    try:
+        kind.on_end(job_id)
+    except Exception:  # noqa: BLE001 - a hook's failure is not the job's
+        log.exception("the on_end hook of kind %s failed for job %s", name, job_id)
 
 
 def all_kinds() -> list[JobKind]:

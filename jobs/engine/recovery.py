@@ -3,8 +3,10 @@
 A running job holds a lease that its worker's heartbeat renews. When the lease
 expires (worker killed, machine lost) or the worker process is known dead (same host,
 pid gone: what a restarted cluster finds at start-up), the job is released to resume
-from its last checkpoint. Each loss counts as an attempt, so a "poison" job that kills
-every worker that runs it fails after its attempt limit instead of looping forever.
+from its last checkpoint (a kind that cannot resume, such as a Django task, restarts
+from the beginning, only as often as its retries allow). Each loss counts as an
+attempt, so a "poison" job that kills every worker that runs it fails after its
+attempt limit instead of looping forever.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from django_q.models import Schedule
 from jobs.engine import transitions
 from jobs.engine.db import atomic_retry, lock_scheduler
 from jobs.engine.dispatch import release_stale_dispatches
+from jobs.engine.errors import UnknownKind
+from jobs.engine.kinds import get_kind, job_ended
 from jobs.models import Job, Worker
 
 log = logging.getLogger(__name__)
@@ -70,11 +74,21 @@ def recover_dead_local_workers() -> list[int]:
 
 
 def recover_job(job_id: int, lost_owner: str, reason: str) -> bool:
-    """Put a job back to run again, or fail it once its attempts are used up."""
-    recovered = atomic_retry(lambda: transitions.recover(job_id, lost_owner, reason))
-    if recovered:
+    """Put a job back to run again (from its last checkpoint, or from the beginning if
+    its kind cannot resume), or fail it once its attempts are used up."""
+    kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+    try:
+        resumable = get_kind(kind or "").resumable
+    except UnknownKind:
+        resumable = True
+    status = atomic_retry(
+        lambda: transitions.recover(job_id, lost_owner, reason, resumable=resumable)
+    )
+    if status:
         log.warning("job %s recovered: %s", job_id, reason)
-    return recovered
+    if status in Job.TERMINAL:
+        job_ended(kind, job_id)
+    return bool(status)
 
 
 def ensure_schedule() -> None:

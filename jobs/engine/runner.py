@@ -7,6 +7,13 @@ a worker goes from job to job without a broker round trip, for up to the task's 
 budget. Every write after a claim is conditional on this worker still holding the
 lease (`jobs.engine.transitions`), so a worker that was presumed dead (and whose job
 was recovered elsewhere) can never overwrite what its successor did.
+
+Whatever the handler raises ends its job, never its worker: `SystemExit`,
+`KeyboardInterrupt` and other `BaseException`s fail the job once (only an interrupt
+that a real signal raised goes on up). A handler that reaches no checkpoint when it
+must stop (force stop, a cancel or its time limit past the grace) is ended by its
+worker's heartbeat with `stop_by_force`, which writes the outcome before the worker
+ends its own process (django-q2 starts a new one).
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from django_q.conf import Conf
 from django_q.exceptions import TimeoutException
 
 from jobs.engine import dispatch, secrets, transitions, worker
@@ -39,11 +46,12 @@ from jobs.engine.errors import (
     is_transient,
 )
 from jobs.engine.journal import Journal
-from jobs.engine.kinds import get_kind
+from jobs.engine.kinds import get_kind, job_ended
 from jobs.models import Job, Notification
 
 log = logging.getLogger(__name__)
 Status = Job.Status
+ENDED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
@@ -56,6 +64,10 @@ class Settlement:
     message: str | None = None
     data: dict[str, Any] | None = None
     notification: tuple[str, str] | None = None
+    # Raised again once settled: django-q2's timeout, after which django-q2 replaces
+    # the worker process.
+    reraise: BaseException | None = None
+    released: bool = False
 
 
 def run_slice(job_id: int) -> str:
@@ -73,7 +85,10 @@ def run_slice(job_id: int) -> str:
     while job is not None:
         settlement = run_claimed(job, name)
         more = time.monotonic() < budget_ends and not worker.stopping()
+        more = more and settlement.reraise is None
+        ended = job
         job = atomic_retry(lambda s=settlement, j=job, m=more: settle(j.pk, name, s, then_next=m))
+        _after_settle(ended, settlement)
         outcomes.append(settlement.outcome)
     if not worker.stopping():
         dispatch.dispatch()
@@ -88,7 +103,17 @@ def run_one_slice(job_id: int) -> str:
         return "not claimed"
     settlement = run_claimed(job, name)
     atomic_retry(lambda: settle(job.pk, name, settlement))
+    _after_settle(job, settlement)
     return settlement.outcome
+
+
+def _after_settle(job: Job, settlement: Settlement) -> None:
+    """After the commit: the kind's end hook for a job that ended here, and django-q2's
+    timeout raised again (its worker is then replaced)."""
+    if settlement.released and settlement.outcome in ENDED:
+        job_ended(job.kind, job.pk)
+    if settlement.reraise is not None:
+        raise settlement.reraise
 
 
 def run_claimed(job: Job, name: str) -> Settlement:
@@ -105,7 +130,7 @@ def run_claimed(job: Job, name: str) -> Settlement:
     except Exception as exc:  # noqa: BLE001 - whatever it is, the job cannot run
         log.warning("job %s could not start: %s", job.pk, exc)
         return _failed(secrets.scrub(f"Could not start: {describe(exc)}"), "")
-    with worker.running(ctx):
+    with worker.running(ctx, force=lambda cause: stop_by_force(ctx, name, cause)):
         return _run(ctx)
 
 
@@ -124,6 +149,7 @@ def settle(job_id: int, name: str, settlement: Settlement, then_next: bool = Fal
             notification=settlement.notification,
             journal=journal,
         )
+        settlement.released = released
         if not released:
             log.warning("job %s: lease lost before its slice was settled", job_id)
     next_job = dispatch.pick_next(name, journal) if then_next else None
@@ -152,10 +178,68 @@ def _run(ctx: JobContext) -> Settlement:
         note = (Notification.Level.INFO, "was cancelled")
         return _with_time(ctx, Settlement("cancelled", fields, "Cancelled", notification=note))
     except TimeLimitExceeded as exc:
-        return _with_time(ctx, _failed(str(exc), ""))
+        return _with_time(ctx, _on_time_limit(ctx, str(exc)))
     except Exception as exc:  # noqa: BLE001 - any handler error is the job's outcome
         return _with_time(ctx, _on_error(ctx, exc, traceback.format_exc()))
+    except TimeoutException as exc:  # django-q2's own timeout: a SystemExit
+        error = (
+            f"Stopped by django-q2's timeout of its worker's task ({Conf.TIMEOUT} s, "
+            f"Q_CLUSTER['timeout']): it reached no checkpoint for that long."
+        )
+        settlement = _with_time(ctx, _failed(error, traceback.format_exc()))
+        settlement.reraise = exc
+        return settlement
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, ...
+        if worker.raised_by_signal(exc):
+            raise  # a real Ctrl-C: stop this process, as asked
+        error = (
+            f"{describe(exc)}, raised by the job's code: it ends the job, not the worker "
+            f"that runs it."
+        )
+        return _with_time(ctx, _failed(error, traceback.format_exc()))
     return _with_time(ctx, _succeeded(ctx, result))
+
+
+def stop_by_force(ctx: JobContext, name: str, cause: str) -> bool:
+    """End the slice in hand without its handler (run by this worker's heartbeat thread,
+    while the handler is still busy): `cause` "force" (a force stop), "cancel" or
+    "time limit" (no checkpoint within CONVEYOR_CANCEL_GRACE_SECONDS). Writes the
+    outcome as `settle` would; True if the job ended here, after which the heartbeat
+    ends this worker process (the handler cannot be stopped otherwise)."""
+    grace = settings.CONVEYOR_CANCEL_GRACE_SECONDS
+    replaced = f"its worker {name} was stopped (a new one replaces it)"
+    if cause == "time limit":
+        error = (
+            f"{ctx.time_limit_error()} It reached no checkpoint within {grace:g} s "
+            f"(CONVEYOR_CANCEL_GRACE_SECONDS), so {replaced}."
+        )
+        settlement = _on_time_limit(ctx, error)
+    else:
+        message = f"Cancelled by force stop: {replaced}"
+        if cause == "cancel":
+            message = (
+                f"Cancelled by force: it reached no checkpoint within {grace:g} s of the "
+                f"cancel (CONVEYOR_CANCEL_GRACE_SECONDS), so {replaced}"
+            )
+        fields = {**transitions.cancelled_fields(timezone.now()), "message": message[:500]}
+        note = (Notification.Level.INFO, "was cancelled")
+        settlement = Settlement("cancelled", fields, message, notification=note)
+    settlement = _with_time(ctx, settlement)
+    ended = atomic_retry(
+        lambda: transitions.stopped_by_force(
+            ctx.job_id,
+            name,
+            settlement.fields,
+            settlement.message or "",
+            data=settlement.data,
+            notification=settlement.notification,
+        )
+    )
+    if ended:
+        log.warning("job %s: %s", ctx.job_id, settlement.message)
+        if settlement.outcome in ENDED:
+            job_ended(ctx.kind.name, ctx.job_id)
+    return ended
 
 
 def _with_time(ctx: JobContext, settlement: Settlement) -> Settlement:
@@ -194,24 +278,35 @@ def _failed(error: str, tb: str) -> Settlement:
 
 
 def _on_error(ctx: JobContext, exc: Exception, tb: str) -> Settlement:
-    """Retry transient errors with backoff until `max_attempts`; fail on anything else."""
+    """Retry transient errors with backoff until `max_attempts`; fail on anything else
+    (a kind with one attempt, such as a Django task that did not opt into retries,
+    fails on the first)."""
     error = describe(exc)
-    transient = is_transient(exc) or isinstance(exc, TimeoutException)
-    if not transient:
+    if not is_transient(exc):
         return _failed(error, tb)
     attempt = ctx.attempts + 1
     if attempt >= ctx.max_attempts:
+        if ctx.max_attempts <= 1:
+            return _failed(error, tb)
         return _failed(f"Gave up after {attempt} attempts: {error}", tb)
+    return _retrying(ctx, attempt, error, tb, f"Transient error: {error}")
+
+
+def _on_time_limit(ctx: JobContext, error: str) -> Settlement:
+    """Past its time limit the job fails; a kind that cannot resume (each run starts
+    afresh, with the whole limit) runs again only while its attempts allow."""
+    attempt = ctx.attempts + 1
+    if ctx.kind.resumable or attempt >= ctx.max_attempts:
+        return _failed(error, "")
+    return _retrying(ctx, attempt, error, "", error.rstrip("."))
+
+
+def _retrying(ctx: JobContext, attempt: int, error: str, tb: str, reason: str) -> Settlement:
     delay = backoff_seconds(attempt)
-    fields = {
-        "status": Status.RETRYING,
-        "attempts": attempt,
-        "run_after": timezone.now() + timedelta(seconds=delay),
-        "error": error,
-        "traceback": tb,
-    }
-    message = (
-        f"Transient error: {error}; retrying in {delay:.1f} s "
-        f"(attempt {attempt + 1} of {ctx.max_attempts})"
-    )
+    fields = transitions.retrying_fields(attempt, error, tb, delay, timezone.now())
+    again = "retrying"
+    if not ctx.kind.resumable:  # the next run starts from the beginning, with a new budget
+        fields["run_seconds_at_retry"] = ctx.run_seconds
+        again = "restarting from the beginning"
+    message = f"{reason}; {again} in {delay:.1f} s (attempt {attempt + 1} of {ctx.max_attempts})"
     return Settlement("error", fields, message, data={"delay": delay, "attempt": attempt})

@@ -71,6 +71,7 @@ class Submission:
     after: tuple[int, ...] = ()
     run_after: datetime | None = None
     params_sealed: bool = False
+    max_attempts: int | None = None
 
     def build(self) -> Job:
         job_kind = get_kind(self.kind)
@@ -89,7 +90,9 @@ class Submission:
             schedule=self.schedule,
             scheduled_for=self.scheduled_for,
             time_limit=self.time_limit if self.time_limit is not None else job_kind.time_limit,
-            max_attempts=job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS,
+            max_attempts=(
+                self.max_attempts or job_kind.max_attempts or settings.CONVEYOR_MAX_ATTEMPTS
+            ),
             total=total,
             run_after=self.run_after,
         )
@@ -115,6 +118,7 @@ def job_submit(
     after: list[int] | tuple[int, ...] = (),
     run_after: datetime | None = None,
     params_sealed: bool = False,
+    max_attempts: int | None = None,
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
@@ -127,6 +131,7 @@ def job_submit(
     `run_after`: not claimed before then (a worker's heartbeat dispatches it when due).
     `params_sealed`: `params` come from the engine's own store (a schedule's), their
     secrets sealed already; anything a user gives is sealed here, unconditionally.
+    `max_attempts`: instead of the kind's (a Django task that opts into retries).
     """
     job = Submission(
         kind=kind,
@@ -142,6 +147,7 @@ def job_submit(
         total=total,
         run_after=run_after,
         params_sealed=params_sealed,
+        max_attempts=max_attempts,
     ).build()
     upstream = sorted(set(after))
 
@@ -354,9 +360,15 @@ def job_resume(*, job: Job, by=None) -> Job:
     return job
 
 
-def job_cancel(*, job: Job, by=None) -> Job:
-    """Cancel now if no worker holds the job, else stop it at its next checkpoint."""
-    if not atomic_retry(lambda: transitions.cancel(job, by)):
+def job_cancel(*, job: Job, by=None, force: bool = False) -> Job:
+    """Cancel now if no worker holds the job, else stop it at its next checkpoint; one
+    that reaches none within CONVEYOR_CANCEL_GRACE_SECONDS is force-stopped.
+
+    `force`: a force stop, for a handler that never reaches a checkpoint: the worker
+    running the job is terminated at once (django-q2 starts a new one; the other
+    workers and their jobs go on) and the job ends cancelled. Its work since the last
+    checkpoint is lost."""
+    if not atomic_retry(lambda: transitions.cancel(job, by, force=force)):
         raise JobActionError(f"Job #{job.pk} is {job.status}; there is nothing to cancel.")
     return job
 
@@ -465,10 +477,13 @@ class Action:
     run: Callable[..., Any]
     permission: str = "change"
     failed_rows: bool = False
+    force: bool = False
 
     def apply(self, job: Job, user: Any) -> Any:
         if self.failed_rows:
             return self.run(job=job, by=user, failed_rows=True)
+        if self.force:
+            return self.run(job=job, by=user, force=True)
         return self.run(job=job, by=user)
 
     def applies_to(self, job: Job) -> bool:
@@ -479,6 +494,8 @@ class Action:
             return job.status == Status.PAUSED or job.requested == Job.Request.PAUSE
         if self.name == "cancel":
             return job.is_active
+        if self.name == "force-stop":
+            return job.status == Status.RUNNING
         if self.name == "retry-failed":
             return job.is_terminal and bool(job.failed)
         return job.is_terminal  # retry, delete
@@ -490,6 +507,7 @@ ACTIONS: dict[str, Action] = {
         Action("pause", "Pause", "paused", job_pause),
         Action("resume", "Resume", "resumed", job_resume),
         Action("cancel", "Cancel", "cancelled", job_cancel),
+        Action("force-stop", "Force stop", "force-stopped", job_cancel, force=True),
         Action("retry", "Retry", "queued again", job_retry),
         Action(
             "retry-failed",

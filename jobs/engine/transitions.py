@@ -94,7 +94,30 @@ def failed_fields(error: str, tb: str, now: datetime) -> dict[str, Any]:
 
 
 def succeeded_fields(result: Any, message: str, now: datetime) -> dict[str, Any]:
-    return {"status": Status.SUCCEEDED, "result": result, "finished_at": now, "message": message}
+    """A success clears the error of an earlier attempt (it is on the timeline), and a
+    pause its handler never reached."""
+    return {
+        "status": Status.SUCCEEDED,
+        "result": result,
+        "finished_at": now,
+        "message": message,
+        "error": "",
+        "traceback": "",
+        "requested": "",
+    }
+
+
+def retrying_fields(
+    attempt: int, error: str, tb: str, delay: float, now: datetime
+) -> dict[str, Any]:
+    """A failed attempt that will be tried again after `delay` seconds."""
+    return {
+        "status": Status.RETRYING,
+        "attempts": attempt,
+        "run_after": now + timedelta(seconds=delay),
+        "error": error,
+        "traceback": tb,
+    }
 
 
 def retry_fields() -> dict[str, Any]:
@@ -586,38 +609,79 @@ def yield_to(job_id: int, worker: str, winner: int, run_seconds: float) -> bool:
     return True
 
 
+def stopped_by_force(
+    job_id: int,
+    worker: str,
+    fields: dict[str, Any],
+    message: str,
+    *,
+    data: dict[str, Any] | None = None,
+    notification: tuple[str, str] | None = None,
+    journal: Journal | None = None,
+) -> bool:
+    """A job ended by stopping its worker (a force stop, or a cancel or time limit that
+    reached no checkpoint in time): written by that worker's heartbeat just before it
+    ends its own process, so the job ends once, here, and is never recovered by lease
+    expiry. `fields` is the outcome (cancelled, failed, or retrying); False if the
+    worker no longer holds the job (its slice ended first: nothing to stop)."""
+    return release(
+        job_id, worker, fields, message, data=data, notification=notification, journal=journal
+    )
+
+
 # -- rescue ------------------------------------------------------------------------------
 
 
-def recover(job_id: int, lost_owner: str, reason: str) -> bool:
+def recover(job_id: int, lost_owner: str, reason: str, *, resumable: bool = True) -> str:
     """Take a job back from a worker presumed dead: honour a pending pause or cancel,
     fail it once its attempts are used up, else make it runnable again to resume from
-    its last checkpoint. Each loss counts as an attempt."""
+    its last checkpoint. Each loss counts as an attempt.
+
+    A job whose kind cannot resume (`resumable=False`: a Django task) starts again from
+    the beginning: it is queued again (so its next run is a new "Running again" on the
+    timeline), with a fresh time budget, only while its attempts allow; with one
+    attempt (no retries) it fails. Returns the job's new status ("" if not recovered).
+    """
     job = Job.objects.filter(pk=job_id, lease_owner=lost_owner).first()
     if job is None:
-        return False
+        return ""
     now = timezone.now()
     attempt = job.attempts + 1
     common = {"attempts": attempt, **released_fields(now)}
     rows = _rows(job_id, owner=lost_owner)
     with _journal(None) as notes:
         if job.requested:
-            cancel = job.requested == Request.CANCEL
+            cancel = job.requested in (Request.CANCEL, Request.FORCE)
             fields = cancelled_fields(now) if cancel else paused_fields()
             rows.update(**common, **fields)
             status = fields["status"]
             label = Status(status).label.capitalize()
             notes.event(job_id, STATE, f"{label} ({reason})", status, at=now)
         elif attempt >= job.max_attempts:
-            error = (
-                f"Gave up after {attempt} attempts: {reason} each time, without progress "
-                f"in between. The job may crash the worker that runs it."
-            )
+            if resumable:
+                error = (
+                    f"Gave up after {attempt} attempts: {reason} each time, without "
+                    f"progress in between. The job may crash the worker that runs it."
+                )
+            else:
+                error = _restart_refused(reason, attempt, job.max_attempts)
             rows.update(**common, **failed_fields(error, "", now))
             notes.event(job_id, STATE, error, Status.FAILED, at=now)
             message = f"{job.title} failed: {error}"
             notes.notify(job.owner_id, job_id, Notification.Level.ERROR, message, job.batch_id)
             status = Status.FAILED
+        elif not resumable:
+            restart = {"status": Status.QUEUED, "run_seconds_at_retry": job.run_seconds}
+            rows.update(**common, **restart, dispatched_at=None)
+            notes.event(
+                job_id,
+                STATE,
+                f"Recovered: {reason}; restarting from the beginning (it cannot resume "
+                f"from a checkpoint; attempt {attempt + 1} of {job.max_attempts})",
+                Status.QUEUED,
+                at=now,
+            )
+            status = Status.QUEUED
         else:
             rows.update(**common)
             notes.event(
@@ -633,7 +697,20 @@ def recover(job_id: int, lost_owner: str, reason: str) -> bool:
             notes.ended(job.batch_id)
         if job.has_dependents and status in Job.TERMINAL:
             settle_dependents(job_id, status, notes)
-    return True
+    return status
+
+
+def _restart_refused(reason: str, attempt: int, max_attempts: int) -> str:
+    if max_attempts <= 1:
+        return (
+            f"Its run ended without an outcome: {reason}. It cannot resume from a "
+            f"checkpoint and is not run again from the beginning without retries (a "
+            f"Django task runs once unless its queue or the task opts into retries)."
+        )
+    return (
+        f"Gave up after {attempt} runs: {reason} each time. It cannot resume from a "
+        f"checkpoint; each run started from the beginning."
+    )
 
 
 # -- users' actions ------------------------------------------------------------------------
@@ -674,9 +751,15 @@ def pause(job: Job, who: Any = None) -> str:
     return outcome
 
 
-def cancel(job: Job, who: Any = None) -> str:
-    """ "now" (cancelled), "requested" (its worker stops at the next checkpoint) or ""."""
-    outcome = _stop(job, cancelled_fields(timezone.now()), Request.CANCEL)
+def cancel(job: Job, who: Any = None, *, force: bool = False) -> str:
+    """ "now" (cancelled), "requested" (its worker stops at the next checkpoint, or is
+    force-stopped after CONVEYOR_CANCEL_GRACE_SECONDS) or "".
+
+    `force`: the request is a force stop: the worker's heartbeat writes the job
+    cancelled (`stopped_by_force`) and ends its own process at once, checkpoint or not.
+    """
+    request = Request.FORCE if force else Request.CANCEL
+    outcome = _stop(job, cancelled_fields(timezone.now()), request)
     with _journal(None) as notes:
         if outcome == "now":
             notes.event(job.pk, STATE, f"Cancelled{by(who)}", Status.CANCELLED)
@@ -686,7 +769,8 @@ def cancel(job: Job, who: Any = None) -> str:
             if Job.objects.filter(pk=job.pk, has_dependents=True).exists():
                 settle_dependents(job.pk, Status.CANCELLED, notes)
         elif outcome == "requested":
-            notes.event(job.pk, LOG, f"Cancel requested{by(who)}")
+            asked = "Force stop" if force else "Cancel"
+            notes.event(job.pk, LOG, f"{asked} requested{by(who)}")
         if outcome:
             notes.changed(job.pk)
     return outcome
@@ -715,6 +799,7 @@ def retry(job: Job, extra: dict[str, Any], what: str, who: Any = None) -> bool:
     fields = {**retry_fields(), **extra}
     if fields.get("processed") == 0:  # run again from the start: a new clock too
         fields["run_seconds"] = 0.0
+        fields["worked_units"] = 0
     fields["run_seconds_at_retry"] = fields.get("run_seconds", job.run_seconds)
     if not _update(_rows(job.pk, TRANSITIONS[Status.QUEUED]), dict(fields)):
         return False

@@ -8,6 +8,13 @@ time), starts the runs of due schedules, and now and then runs recovery and disp
 When the process dies the heartbeat stops with it, so its lease expires and the job is
 recovered.
 
+Force stop: a handler that reaches no checkpoint cannot be stopped from inside its
+process, so when its job is force-stopped, or was cancelled (or, for a kind that
+cannot resume, ran past its time limit) CONVEYOR_CANCEL_GRACE_SECONDS ago, the
+heartbeat writes the job's outcome (the runner's `stop_by_force`, conditional on the
+lease) and then SIGKILLs its own process; django-q2's guard starts a new worker. The
+job ends once, by that write: its lease is released with it, so recovery never sees it.
+
 Stopping is graceful: on SIGTERM (or SIGUSR1, which the cluster's sentinel sends its
 workers when the cluster is asked to stop) the job in hand ends its slice at once
 (in-flight work may finish for STOP_GRACE_SECONDS, then it is cancelled), commits what
@@ -24,7 +31,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import psutil
@@ -35,7 +42,7 @@ from django.utils import timezone
 from django_q.signals import post_spawn
 
 from jobs.engine import maintenance, recovery, schedules, transitions
-from jobs.models import Worker
+from jobs.models import Job, Worker
 
 if TYPE_CHECKING:
     from jobs.engine.context import JobContext
@@ -54,10 +61,19 @@ def worker_name() -> str:
 
 
 class _Current:
-    """The job context this process is running now (one slice at a time)."""
+    """The job context this process is running now (one slice at a time), how to end
+    it by force, and since when (monotonic) its heartbeat has seen it asked to stop."""
 
     ctx: JobContext | None = None
+    force: Callable[[str], bool] | None = None
+    stop_seen_at: float | None = None
     lock = threading.Lock()
+
+
+class _Interrupt:
+    """The KeyboardInterrupt that a real SIGINT raised while a handler ran, if any."""
+
+    raised: BaseException | None = None
 
 
 def stopping() -> bool:
@@ -82,16 +98,47 @@ def _wind_down(ctx: JobContext) -> None:
 
 
 @contextlib.contextmanager
-def running(ctx: JobContext) -> Iterator[None]:
+def running(ctx: JobContext, force: Callable[[str], bool] | None = None) -> Iterator[None]:
+    """`ctx`'s slice runs in this process; `force(cause)` ends it without the handler
+    (see `_enforce_stop`)."""
     with _Current.lock:
-        _Current.ctx = ctx
+        _Current.ctx, _Current.force, _Current.stop_seen_at = ctx, force, None
     if stopping():
         _wind_down(ctx)
     try:
-        yield
+        with _interrupts_marked():
+            yield
     finally:
         with _Current.lock:
-            _Current.ctx = None
+            _Current.ctx, _Current.force = None, None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    _Interrupt.raised = KeyboardInterrupt()
+    raise _Interrupt.raised
+
+
+@contextlib.contextmanager
+def _interrupts_marked() -> Iterator[None]:
+    """Where Python's own SIGINT handler is installed (a process run from a terminal,
+    not a cluster's worker, which ignores SIGINT), remember the KeyboardInterrupt a
+    real Ctrl-C raises, so the runner lets it stop the process instead of failing the
+    job with it (`raised_by_signal`). SIGTERM never raises: `begin_stop` handles it."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    _Interrupt.raised = None
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def raised_by_signal(exc: BaseException) -> bool:
+    """Whether `exc` is the interrupt of a real signal, not one the job's code raised."""
+    return exc is _Interrupt.raised
 
 
 def beat(first: bool = False) -> None:
@@ -113,11 +160,41 @@ def beat(first: bool = False) -> None:
     )
     if ctx is not None:
         requested = transitions.renew_lease(ctx.job_id, ctx.worker)
-        if requested or ctx.time_limit_exceeded():
-            ctx.stop_event.set()
+        if requested is not None:
+            _enforce_stop(ctx, requested)
     if first:
         recovery.recover_dead_local_workers()
         recovery.ensure_schedule()
+
+
+def _enforce_stop(ctx: JobContext, requested: str) -> None:
+    """Tell the running job to stop at its next checkpoint when it was asked to (or ran
+    out of time); end it by force, and this process with it: at once on a force stop,
+    and when a cancel (or, for a kind that cannot resume, its time limit) has not been
+    acted on within CONVEYOR_CANCEL_GRACE_SECONDS. A pause waits for a checkpoint, as
+    does a resumable job past its time limit (its rows in flight are paid for)."""
+    over_time = ctx.time_limit_exceeded()
+    if not requested and not over_time:
+        _Current.stop_seen_at = None
+        return
+    ctx.stop_event.set()
+    if requested in (Job.Request.FORCE, Job.Request.CANCEL):
+        cause = "force" if requested == Job.Request.FORCE else "cancel"
+    elif over_time and not ctx.kind.resumable:
+        cause = "time limit"
+    else:
+        return
+    now = time.monotonic()
+    if _Current.stop_seen_at is None:
+        _Current.stop_seen_at = now
+    if cause != "force" and now - _Current.stop_seen_at < settings.CONVEYOR_CANCEL_GRACE_SECONDS:
+        return
+    with _Current.lock:
+        force = _Current.force if _Current.ctx is ctx else None
+    if force is not None and force(cause):
+        Worker.objects.filter(name=ctx.worker).delete()  # not a free worker for dispatch
+        log.warning("worker %s: stopping itself to end job %s (%s)", ctx.worker, ctx.job_id, cause)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _heartbeat_loop() -> None:

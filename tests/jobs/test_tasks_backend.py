@@ -14,10 +14,12 @@ from datetime import timedelta
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
+from jobs.engine.kinds import get_kind
 from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel, job_pause, job_resume, job_submit
 from jobs.engine.worker import worker_name
@@ -38,6 +40,8 @@ from jobs.tasks_compat import (
     task,
     task_backends,
     task_enqueued,
+    task_finished,
+    task_started,
 )
 from jobs.web import live
 from tests.conftest import subprocess_env
@@ -70,7 +74,8 @@ def test_the_default_backend_is_conveyors_and_supports_the_whole_api():
     assert default_task_backend.alias == "default"
     assert backend.supports_defer and backend.supports_priority
     assert backend.supports_get_result and backend.supports_async_task
-    assert backend.queues == {"default", "serial"} and list(backend.check()) == []
+    assert backend.queues == {"default", "serial", "short", "retried"}
+    assert list(backend.check()) == []
 
 
 def test_enqueue_returns_a_ready_result_that_get_result_reads_back():
@@ -171,7 +176,7 @@ def test_a_task_is_a_job_of_its_queues_kind_labelled_with_its_path():
         "queued",
         None,
     )
-    assert job.priority == Priority.HIGH and job.run_after == run_after
+    assert job.priority == 100 and job.run_after == run_after
     assert job.params == {
         "task": "tests.plugin_app.tasks.add",
         "args": [1],
@@ -184,11 +189,16 @@ def test_a_task_is_a_job_of_its_queues_kind_labelled_with_its_path():
     assert default_task_backend.get_result(result.id).task.run_after == run_after
 
 
-def test_priorities_map_onto_conveyors_scale_by_tenths():
-    assert [conveyor_priority(p) for p in (-100, -95, -94, -5, -4, 0, 4, 5, 14, 15, 100)] == [
-        -10, -10, -9, -1, 0, 0, 0, 1, 1, 2, 10,
-    ]  # fmt: skip
-    assert job_of(tasks.add.using(priority=-100).enqueue(1, 1)).priority == Priority.LOW
+def test_priorities_keep_djangos_whole_order():
+    """Django's -100..100 is the job's priority as it is: 0, 1 and 4 no longer tie, -4
+    is below normal (issue 22: they collapsed to tenths)."""
+    given = [0, 1, 4, -4, -5, 100, -100, 99]
+    assert [conveyor_priority(p) for p in given] == given
+    results = [tasks.add.using(priority=p).enqueue(1, 1) for p in given]
+    assert [job_of(r).priority for r in results] == given
+    assert job_of(results[3]).priority < Priority.NORMAL < job_of(results[1]).priority
+    order = Job.objects.filter(pk__in=[int(r.id) for r in results]).order_by("-priority", "pk")
+    assert list(order.values_list("priority", flat=True)) == sorted(given, reverse=True)
 
 
 def test_enqueue_as_makes_the_job_the_users(user):
@@ -260,6 +270,149 @@ def test_a_result_that_is_not_json_fails_the_task():
     result = tasks.not_json.enqueue()
     run(result)
     assert result.status == FAILED and result.errors[0].exception_class is TypeError
+
+
+@pytest.mark.parametrize(
+    ("enqueue", "path", "error"),
+    [
+        (lambda p: tasks.note_then_exit.enqueue(p, 3), "builtins.SystemExit", "SystemExit: 3"),
+        (
+            lambda p: tasks.raise_base_exception.enqueue("KeyboardInterrupt"),
+            "builtins.KeyboardInterrupt",
+            "KeyboardInterrupt",
+        ),
+        (
+            lambda p: tasks.raise_base_exception.enqueue("GeneratorExit"),
+            "builtins.GeneratorExit",
+            "GeneratorExit",
+        ),
+        (
+            lambda p: tasks.raise_base_exception.enqueue("CancelledError"),
+            "asyncio.exceptions.CancelledError",
+            "CancelledError",
+        ),
+    ],
+)
+def test_a_task_raising_a_base_exception_fails_once_and_this_process_goes_on(
+    tmp_path, enqueue, path, error
+):
+    """SystemExit and friends end the job, not the process running it (issue 22: the
+    worker died, five times a run)."""
+    result = enqueue(str(tmp_path / "runs"))
+    run(result)
+    assert result.status == FAILED and result.attempts == 1
+    [failure] = result.errors
+    assert failure.exception_class_path == path
+    job = job_of(result)
+    assert (
+        job.error
+        == f"{error}, raised by the job's code: it ends the job, not the worker that runs it."
+    )
+    assert (job.lease_owner, job.attempts) == ("", 0)
+
+
+def test_a_real_ctrl_c_still_stops_a_process_that_runs_a_task():
+    """Only a KeyboardInterrupt that the code raised fails the job: one that a real SIGINT
+    raised (a process running tasks in a terminal) stops the process, as asked."""
+    result = tasks.interrupt_own_process.enqueue()
+    with pytest.raises(KeyboardInterrupt):
+        run_one_slice(int(result.id))
+    assert job_of(result).status == "running", "left to recovery, as a killed worker's"
+
+
+def test_a_transient_error_fails_a_task_that_did_not_opt_into_retries(tmp_path):
+    """Django's Tasks API promises no retries (issue 22: a ConnectionError ran the task
+    again without asking)."""
+    result = tasks.fail_once_with_connection_error.enqueue(str(tmp_path / "runs"))
+    run(result)
+    assert result.status == FAILED and result.attempts == 1
+    assert result.errors[0].exception_class_path == "builtins.ConnectionError"
+    assert job_of(result).error == "ConnectionError: the first run fails"
+    assert (tmp_path / "runs").read_text() == "ran\n"
+
+
+@pytest.mark.parametrize("opted_in", ["queue", "task"])
+def test_a_task_that_opted_into_retries_succeeds_without_its_old_error(tmp_path, user, opted_in):
+    path = str(tmp_path / "runs")
+    with enqueue_as(user):
+        if opted_in == "queue":  # CONVEYOR_TASK_QUEUES: "retried": {"retries": 2}
+            result = tasks.fail_once_with_connection_error.using(queue_name="retried").enqueue(path)
+        else:  # @retries(2)
+            result = tasks.fail_once_with_connection_error_retried.enqueue(path)
+    assert job_of(result).max_attempts == 3
+    run(result)
+    job = job_of(result)
+    assert (result.status, job.status) == (READY, "retrying")
+    assert "Transient error: ConnectionError: the first run fails; restarting from the " in (
+        job.message + " ".join(job.events.values_list("message", flat=True))
+    )
+    Job.objects.filter(pk=job.pk).update(run_after=None)
+    run(result)
+    assert (result.status, result.return_value, result.errors) == (SUCCESSFUL, "second run", [])
+    assert result.attempts == 2 and len(result.worker_ids) == 2
+    assert job_of(result).error == job_of(result).traceback == ""
+    client = Client()
+    client.force_login(user)
+    assert client.get(f"/api/jobs/{result.id}/").json()["error"] == ""
+
+
+def test_task_started_and_task_finished_are_sent(tmp_path):
+    seen = []
+
+    def started(sender, task_result, **kwargs):
+        seen.append(("started", sender, task_result.id, task_result.status))
+
+    def finished(sender, task_result, **kwargs):
+        seen.append(("finished", sender, task_result.id, task_result.status))
+
+    task_started.connect(started)
+    task_finished.connect(finished)
+    try:
+        ok, failing = tasks.add.enqueue(1, 2), tasks.explode.enqueue("boom")
+        run(ok)
+        run(failing)
+    finally:
+        task_started.disconnect(started)
+        task_finished.disconnect(finished)
+    assert seen == [
+        ("started", ConveyorBackend, ok.id, RUNNING),
+        ("finished", ConveyorBackend, ok.id, SUCCESSFUL),
+        ("started", ConveyorBackend, failing.id, RUNNING),
+        ("finished", ConveyorBackend, failing.id, FAILED),
+    ]
+
+
+def test_a_receivers_error_is_logged_not_the_tasks_outcome(caplog):
+    def broken(sender, task_result, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    task_finished.connect(broken)
+    try:
+        result = tasks.add.enqueue(1, 2)
+        run(result)
+    finally:
+        task_finished.disconnect(broken)
+    assert result.status == SUCCESSFUL and "receiver bug" in caplog.text
+
+
+def test_a_tasks_time_limit_is_its_queues_or_conveyor_task_timeout():
+    default, short = get_kind("tasks.default"), get_kind("tasks.short")
+    assert default.time_limit == settings.CONVEYOR_TASK_TIMEOUT
+    assert default.time_limit_setting == "CONVEYOR_TASK_TIMEOUT"
+    assert (default.max_attempts, short.time_limit) == (1, 2)
+    assert job_of(tasks.add.enqueue(1, 1)).time_limit == settings.CONVEYOR_TASK_TIMEOUT
+    assert job_of(tasks.add.using(queue_name="short").enqueue(1, 1)).time_limit == 2
+
+
+def test_a_context_task_past_its_time_limit_fails_once_naming_the_limit_and_setting():
+    result = tasks.count_slowly.using(queue_name="short").enqueue(200, delay=0.02)
+    run(result)
+    job = job_of(result)
+    assert result.status == FAILED and result.attempts == 1 and 0 < job.processed < 200
+    assert job.error.startswith("Time limit exceeded: ran 2.")
+    assert job.error.endswith(
+        "the limit is 2 s (the time_limit of queue 'short' in CONVEYOR_TASK_QUEUES)."
+    )
 
 
 def test_a_context_task_reports_progress_and_sees_its_attempt():
@@ -376,6 +529,18 @@ def test_with_one_worker_a_later_higher_priority_task_starts_before_earlier_ones
     started = Job.objects.filter(pk__in=ids).order_by("started_at", "id")
     expected = [int(result.id) for result in (high, normal, *low)]
     assert list(started.values_list("pk", flat=True)) == expected
+
+
+@pytest.mark.cluster
+def test_with_one_worker_tasks_start_in_djangos_whole_priority_order(cluster_factory):
+    """0, 1 and 4 are three priorities, -4 is below normal (issue 22: they tied)."""
+    cluster = cluster_factory(workers=1, start=False)
+    results = [tasks.add.using(priority=p).enqueue(p, 0) for p in (0, 1, -4, 4, -5)]
+    cluster.start()
+    wait_for(lambda: finished(*results), timeout=60, what="the tasks to end")
+    ids = [int(result.id) for result in results]
+    started = Job.objects.filter(pk__in=ids).order_by("started_at", "id")
+    assert list(started.values_list("priority", flat=True)) == [4, 1, 0, -4, -5]
 
 
 @pytest.mark.cluster

@@ -412,7 +412,7 @@ def test_staff_can_act_on_anyones_job(user, staff):
 def test_bad_action_bodies_are_400(user, alice, body):
     job = finish(submit_demo(user, n=3), Job.Status.FAILED)
     assert post(alice, f"/api/jobs/{job.pk}/retry/", body).status_code == 400
-    assert post(alice, f"/api/jobs/{job.pk}/cancel/", {"force": True}).status_code == 400
+    assert post(alice, f"/api/jobs/{job.pk}/cancel/", {"force": "yes"}).status_code == 400
     assert status_of(job) == "failed"
 
 
