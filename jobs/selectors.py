@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models.functions import Left
 
 from jobs.engine.errors import JobActionError
 from jobs.models import (
@@ -145,9 +146,14 @@ def filter_jobs(
     text: str = "",
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    keys_of: Any = None,
 ) -> QuerySet[Job]:
-    """The job-list filters: status names, kind, text (label, kind, key, message, error,
-    or #id), created in [created_after, created_before)."""
+    """The job-list filters: status names, kind, text (label, kind, entity or session
+    key, message, error, or #id), created in [created_after, created_before).
+
+    `keys_of`: the user whose keys the text may match (a staff list of everyone's jobs
+    matches other users' labels, never their keys); None for a list already narrowed to
+    one owner."""
     if statuses:
         jobs = jobs.filter(status__in=statuses_named(statuses))
     if kind := kind.replace("\x00", ""):  # PostgreSQL refuses NUL characters
@@ -157,10 +163,13 @@ def filter_jobs(
     if created_before is not None:
         jobs = jobs.filter(created_at__lt=created_before)
     if text := text.replace("\x00", "").strip()[:MAX_SEARCH]:
+        keys = Q(entity_key__icontains=text) | Q(session_key__icontains=text)
+        if keys_of is not None:
+            keys &= Q(owner=keys_of)
         match = (
             Q(label__icontains=text)
             | Q(kind__icontains=text)
-            | Q(entity_key__icontains=text)
+            | keys
             | Q(message__icontains=text)
             | Q(error__icontains=text)
         )
@@ -178,16 +187,66 @@ def owned_by(jobs: QuerySet[Job], username: str) -> QuerySet[Job]:
     return jobs.filter(**{f"owner__{get_user_model().USERNAME_FIELD}": username})
 
 
+KEY_FIELDS = ("entity_key", "session_key")
+
+
+def with_key(jobs: QuerySet[Job], field: str, key: str, *, prefix: bool = False) -> QuerySet[Job]:
+    """`jobs` whose entity or session key (`field`) is `key`, or starts with it. Keys
+    are compared exactly on every database: SQLite's LIKE (Django's `startswith` there)
+    ignores ASCII case, so the prefix is checked again by equality."""
+    if field not in KEY_FIELDS:
+        raise ValueError(f"not a key field: {field}")
+    if not prefix:
+        return jobs.filter(**{field: key})
+    head = f"{field}_head"
+    return (
+        jobs.filter(**{f"{field}__startswith": key})
+        .alias(**{head: Left(field, len(key))})
+        .filter(**{head: key})
+    )
+
+
+def keyed_jobs(user: Any, owner: str = "") -> QuerySet[Job]:
+    """The jobs a lookup by key searches: keys belong to a user, so the user's own;
+    staff look among someone else's with `owner` (a username)."""
+    jobs = visible_jobs(user)
+    return owned_by(jobs, owner) if owner else jobs.filter(owner=user)
+
+
 def job_with_key(user: Any, field: str, key: str, *, kind: str = "", owner: str = "") -> Job | None:
     """The user's active job with this entity or session key, else their latest one.
 
     Keys belong to a user; staff look up someone else's with `owner`.
     """
-    jobs = visible_jobs(user).filter(**{field: key})
-    jobs = owned_by(jobs, owner) if owner else jobs.filter(owner=user)
+    jobs = with_key(keyed_jobs(user, owner), field, key)
     if kind:
         jobs = jobs.filter(kind=kind)
     return jobs.active().first() or jobs.first()
+
+
+def jobs_with_key_prefix(
+    user: Any, field: str, prefix: str, *, kind: str = "", owner: str = ""
+) -> QuerySet[Job]:
+    """The user's jobs whose entity or session key starts with `prefix`
+    (`grading-assign7-`), newest first; staff look among someone else's with `owner`."""
+    jobs = with_key(keyed_jobs(user, owner), field, prefix, prefix=True)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    return jobs.order_by("-created_at", "-id")
+
+
+def notifications_with_keys(user: Any, keys: dict[str, tuple[str, bool]]) -> QuerySet[Notification]:
+    """The user's notifications about jobs of theirs with these keys: `keys` maps
+    "entity_key" / "session_key" to (key, is_prefix). A batch's one notification counts
+    for each of its jobs. Another user's jobs never match, whatever their keys."""
+    mine = Notification.objects.filter(user=user)
+    if not keys:
+        return mine
+    jobs = Job.objects.filter(owner=user)
+    for field, (key, prefix) in keys.items():
+        jobs = with_key(jobs, field, key, prefix=prefix)
+    batches = jobs.filter(batch__isnull=False).values("batch_id")
+    return mine.filter(Q(job__in=jobs.values("pk")) | Q(batch__in=batches))
 
 
 def running_count(user_id: int) -> int:

@@ -30,8 +30,11 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
-    """The job's public state; `detail=True` adds params, result and running budget."""
+def job_as_dict(job: Job, *, detail: bool = False, viewer: Any = None) -> dict[str, Any]:
+    """The job's public state; `detail=True` adds params, result, running budget and,
+    for its owner and staff (`viewer`), the traceback of its error (secrets masked when
+    it was stored). `run_after`: not started before then; `next_retry_at`: when a job
+    waiting for a retry is tried again (its `run_after`)."""
     data: dict[str, Any] = {
         "id": job.pk,
         "kind": job.kind,
@@ -61,6 +64,8 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "cancelled_at": iso(job.cancelled_at),
+        "run_after": iso(job.run_after),
+        "next_retry_at": iso(job.run_after) if job.status == Job.Status.RETRYING else None,
         "schedule": job.schedule_id,
         "scheduled_for": iso(job.scheduled_for),
         "batch": job.batch_id,
@@ -75,8 +80,16 @@ def job_as_dict(job: Job, *, detail: bool = False) -> dict[str, Any]:
             time_limit=job.time_limit,
             run_seconds=round(job.run_seconds, 3),
             max_attempts=job.max_attempts,
+            traceback=job.traceback if _may_see_traceback(viewer, job) else None,
         )
     return data
+
+
+def _may_see_traceback(viewer: Any, job: Job) -> bool:
+    """A traceback names the server's code and files: its owner's and staff's to read."""
+    if viewer is None or not getattr(viewer, "is_authenticated", False):
+        return False
+    return bool(viewer.is_staff) or viewer.pk == job.owner_id
 
 
 def _dependencies(job: Job) -> dict[str, list[int]]:

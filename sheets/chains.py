@@ -119,3 +119,29 @@ def _step_of(last: Job, known: dict[int, Job]) -> LatestStep:
 def _step_before(job: Job, known: dict[int, Job]) -> Job | None:
     _, after, ids = job.entity_key.partition(":after:")
     return known.get(int(ids)) if after and ids.isdigit() else None
+
+
+def with_new_results(sheets: list[Sheet]) -> set[int]:
+    """Ids of those sheets with results that came in since their owner last opened them
+    (`seen_at`; never opened: since the import): a job of theirs (a chain's steps too)
+    that ended after that, having processed rows. One query for all of them."""
+    seen = {sheet.pk: sheet.seen_at or sheet.created_at for sheet in sheets}
+    keys = {entity_key(sheet): sheet.pk for sheet in sheets}
+    if not keys:
+        return set()
+    match = Q(entity_key__in=keys)
+    for key in keys:
+        match |= Q(entity_key__startswith=f"{key}:after:")
+    ended = Job.objects.filter(
+        kind=KIND,
+        owner__in={sheet.owner_id for sheet in sheets},
+        status__in=Job.TERMINAL,
+        processed__gt=0,
+        finished_at__gt=min(seen.values()),
+    ).filter(match)
+    new: set[int] = set()
+    for key, finished_at in ended.values_list("entity_key", "finished_at"):
+        sheet_id = keys.get(key.partition(":after:")[0])
+        if sheet_id is not None and finished_at > seen[sheet_id]:
+            new.add(sheet_id)
+    return new

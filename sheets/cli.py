@@ -23,6 +23,7 @@ from jobs.cli.base import (
     EXIT_JOB_FAILED,
     CliError,
     Verb,
+    deduplicated,
     find_job,
     register_verb,
     wait_for_job,
@@ -156,8 +157,10 @@ def submit_sheet(
     worksheet: str | None = None,
     priority: str | None = None,
     after: str | None = None,
-) -> Job:
-    """Import `source` and queue a `sheets.process` job on it.
+) -> tuple[Job, bool]:
+    """Import `source` and queue a `sheets.process` job on it; `(job, created)`:
+    `created` is False when the sheet's active job was found instead (`sheet:ID` of a
+    sheet with one), and nothing new started.
 
     Cheap checks come before the import; if the job's parameters are then refused
     (columns, rows, options), the sheet imported for it is deleted again, so bad input
@@ -169,7 +172,7 @@ def submit_sheet(
     sheet = import_sheet(source, owner, worksheet)
     imported = not is_sheet_ref(source)
     try:
-        job, _ = sheet_job_submit(
+        return sheet_job_submit(
             sheet=sheet,
             owner=owner,
             processor=processor,
@@ -181,7 +184,6 @@ def submit_sheet(
             priority=priority,
             after=upstream,
         )
-        return job
     except ValueError as exc:  # SheetParamsError is one
         if imported:
             sheet.delete()
@@ -343,7 +345,7 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
     if len(options["path"]) > 1:
         _submit_batch(command, user, options)
         return
-    job = submit_sheet(
+    job, created = submit_sheet(
         source=options["path"][0],
         owner=user,
         processor=options["processor"],
@@ -356,15 +358,21 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
         priority=options["priority"],
         after=options["after"],
     )
+    if not created:
+        deduplicated(command, options, job, "on this sheet")
+        return
     if not options["wait"]:
-        command.show(job, options, str(job.pk))
+        if options["json"]:
+            command.print_json({**job_as_dict(job), "deduplicated": False})
+        else:
+            command.stdout.write(str(job.pk))
         return
     if not options["json"]:
         command.stdout.write(str(job.pk))
         command.stdout.flush()
     job = wait_for_job(job, command.stderr)
     if options["json"]:
-        command.print_json(job_as_dict(job))
+        command.print_json({**job_as_dict(job), "deduplicated": False})
     if job.status != Job.Status.SUCCEEDED:
         raise CliError("", EXIT_JOB_FAILED)
 

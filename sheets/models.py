@@ -51,6 +51,12 @@ class Sheet(models.Model):
     )
     import_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When its owner last opened its page (or its results): later results "
+        "are marked new on the sheets list. Never opened: since its import.",
+    )
 
     objects = SheetQuerySet.as_manager()
 

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError
@@ -250,6 +251,13 @@ def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:
 
 
 MAX_NAME = 200
+
+
+def sheet_seen(*, sheet: Sheet, by) -> None:
+    """Its owner opened the sheet (its page, or its results table refreshed live): the
+    sheets list no longer marks results that came in before. Others' looks don't count."""
+    if by is not None and by.pk == sheet.owner_id:
+        Sheet.objects.filter(pk=sheet.pk).update(seen_at=timezone.now())
 
 
 def sheet_rename(*, sheet: Sheet, name: str) -> Sheet:

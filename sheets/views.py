@@ -24,7 +24,7 @@ from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
 from jobs.selectors import may_submit_for, priority_for, sort_key
 from sheets import export
-from sheets.chains import chain_progress, latest_steps, sheet_jobs
+from sheets.chains import chain_progress, latest_steps, sheet_jobs, with_new_results
 from sheets.estimate import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
@@ -44,6 +44,7 @@ from sheets.services import (
     sheet_job_submit,
     sheet_rename,
     sheet_schedules,
+    sheet_seen,
     sheet_upload,
     sheet_write_back,
     sheets_upload,
@@ -111,6 +112,7 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
     context = {
         "page": page,
         "rows": rows,
+        "new_results": with_new_results(list(page.object_list)),
         "error": error,
         "max_mb": _max_mb(),
         "processors": all_processors(),
@@ -340,6 +342,7 @@ def sheet_detail(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = _visible_sheet(request, sheet_id)
     if not sheet.is_ready:
         return _render_importing(request, sheet)
+    sheet_seen(sheet=sheet, by=request.user)
     return _render_sheet(request, sheet)
 
 
@@ -832,6 +835,7 @@ def results(request: HttpRequest, sheet_id: int) -> HttpResponse:
     job = job or current
     if job is None:
         return HttpResponse("", status=204)
+    sheet_seen(sheet=sheet, by=request.user)  # a live refresh: the owner sees them come in
     context = {"sheet": sheet, **_results_context(request, sheet, job, job != current)}
     return render(request, "sheets/sheet_detail.html#results", context)
 

@@ -213,6 +213,6 @@ def schedule_run_now_view(request: HttpRequest, schedule_id: str) -> HttpRespons
         raise ApiError(429, str(exc)) from None
     except (JobActionError, UnknownKind) as exc:
         raise ApiError(409, str(exc)) from None
-    response = JsonResponse(job_as_dict(job, detail=True), status=201)
+    response = JsonResponse(job_as_dict(job, detail=True, viewer=request.user), status=201)
     response["Location"] = reverse("api:job", args=[job.pk])
     return response

@@ -12,6 +12,7 @@ app_name = "api"
 urlpatterns = [
     path("jobs/", api.jobs, name="jobs"),
     path("jobs/running/", api.running, name="running"),
+    path("jobs/active/", api.active, name="active"),
     path("jobs/recent-completions/", api.recent_completions, name="recent-completions"),
     path("jobs/by-session/<path:key>/", api.by_session, name="by-session"),
     path("jobs/by-entity/<path:key>/", api.by_entity, name="by-entity"),

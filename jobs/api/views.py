@@ -22,7 +22,13 @@ Decisions (tests/jobs/api/test_views.py shows each one in use):
 - Keys belong to their owner: `entity_key` and `session_key` must not start with a
   prefix a plug-in reserved for the keys it makes (`sheet:`, `write-back:`; a 400), and
   the by-session / by-entity lookups and unique-job dedup only match the caller's own
-  jobs (staff: `?owner=name`), so a reserved key may be looked up, never forged.
+  jobs (staff: `?owner=name`), so a reserved key may be looked up, never forged. The
+  same holds for prefix lookups (`by-entity/grading-assign7-*/`), the list's and the
+  notifications' key filters (`entity_prefix=`, ...) and `q=` where it matches a key.
+- Job JSON: `run_after` (not started before then) and `next_retry_at` (a retry-waiting
+  job's next try) everywhere; `traceback` in one job's JSON (GET, submit, actions,
+  by-key), for its owner and staff. `/api/jobs/running/` is the running state only;
+  `/api/jobs/active/` adds queued, paused and retry-waiting jobs.
 - `POST /api/jobs/` takes `"after": [ids]`: the job waits for those jobs (ones the
   caller can see; others are a 400) and runs once they all succeeded; the job JSON
   lists `depends_on` (all) and `waiting_for` (not yet succeeded).
@@ -76,7 +82,14 @@ View = Callable[..., HttpResponse]
 RECENT_EVENTS = 50  # events shown with one job, newest kept
 MAX_TIME_LIMIT = 366 * 24 * 3600.0
 MAX_IDS = 1000
-LIST_FILTERS = {"status", "kind", "q", "owner", "created_after", "created_before"}
+# Keys as query parameters: a key exactly, or every key that starts with a prefix.
+KEY_PARAMS = {
+    "entity_key": ("entity_key", False),
+    "entity_prefix": ("entity_key", True),
+    "session_key": ("session_key", False),
+    "session_prefix": ("session_key", True),
+}
+LIST_FILTERS = {"status", "kind", "q", "owner", "created_after", "created_before", *KEY_PARAMS}
 PAGE_PARAMS = {"page", "page_size"}
 SUBMIT_FIELDS = {
     "kind",
@@ -145,7 +158,10 @@ def visible_job(request: HttpRequest, job_id: str) -> Job:
     return found_or_404(visible_jobs(request), job_id, "Job")
 
 
-def _filtered(jobs: QuerySet[Job], params: dict[str, str]) -> QuerySet[Job]:
+def _filtered(jobs: QuerySet[Job], params: dict[str, str], user: Any) -> QuerySet[Job]:
+    """The list's filters. Keys belong to their owner: key filters, and `q` where it
+    matches a key, see the caller's own jobs (staff: those of `owner`)."""
+    owner = params.get("owner", "").strip()
     statuses = [s.strip() for s in params.get("status", "").split(",") if s.strip()]
     text = params.get("q", "").strip()
     if len(text) > MAX_TEXT:
@@ -158,10 +174,31 @@ def _filtered(jobs: QuerySet[Job], params: dict[str, str]) -> QuerySet[Job]:
             text=text,
             created_after=query_datetime(params, "created_after"),
             created_before=query_datetime(params, "created_before"),
+            keys_of=None if owner else user,
         )
     except ValueError as exc:
         raise bad("status", str(exc)) from None
-    return selectors.owned_by(jobs, params.get("owner", "").strip())
+    if keys := _key_filters(params):
+        jobs = jobs if owner else jobs.filter(owner=user)
+        for field, (key, prefix) in keys.items():
+            jobs = selectors.with_key(jobs, field, key, prefix=prefix)
+    return selectors.owned_by(jobs, owner)
+
+
+def _key_filters(params: dict[str, str]) -> dict[str, tuple[str, bool]]:
+    """`entity_key` / `entity_prefix` / `session_key` / `session_prefix` as
+    {field: (key, is_prefix)}; one of each pair."""
+    keys: dict[str, tuple[str, bool]] = {}
+    for name, (field, prefix) in KEY_PARAMS.items():
+        value = params.get(name, "")
+        if not value:
+            continue
+        if len(value) > MAX_TEXT:
+            raise bad(name, f"must be at most {MAX_TEXT} characters")
+        if field in keys:
+            raise bad(name, f"give either {field} or {field.split('_')[0]}_prefix, not both")
+        keys[field] = (value, prefix)
+    return keys
 
 
 # --- jobs -------------------------------------------------------------------
@@ -173,7 +210,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _submit(request)
     params = query(request, LIST_FILTERS | PAGE_PARAMS)
-    rows, numbers = paginate(params, _filtered(visible_jobs(request), params))
+    rows, numbers = paginate(params, _filtered(visible_jobs(request), params, request.user))
     return JsonResponse({"results": [job_as_dict(job) for job in rows], **numbers})
 
 
@@ -187,7 +224,7 @@ def _submit(request: HttpRequest) -> JsonResponse:
         raise ApiError(429, str(exc)) from None
     except JobActionError as exc:  # e.g. `after` names a job that failed
         raise bad("after", str(exc)) from None
-    body = {**job_as_dict(job, detail=True), "deduplicated": not created}
+    body = {**job_as_dict(job, detail=True, viewer=request.user), "deduplicated": not created}
     response = JsonResponse(body, status=201 if created else 200)
     response["Location"] = reverse("api:job", args=[job.pk])
     return response
@@ -287,7 +324,7 @@ def job(request: HttpRequest, job_id: str) -> HttpResponse:
         _act(request, found, "delete")
         return HttpResponse(status=204)
     events = selectors.recent_events(found, RECENT_EVENTS)
-    body = job_as_dict(found, detail=True)
+    body = job_as_dict(found, detail=True, viewer=request.user)
     body["events"] = [event_as_dict(event) for event in events]
     return JsonResponse(body)
 
@@ -305,7 +342,7 @@ def _act(request: HttpRequest, job: Job, name: str) -> None:
 
 def _action_response(request: HttpRequest, job_id: str, name: str) -> JsonResponse:
     _act(request, visible_job(request, job_id), name)
-    return JsonResponse(job_as_dict(visible_job(request, job_id), detail=True))
+    return JsonResponse(job_as_dict(visible_job(request, job_id), detail=True, viewer=request.user))
 
 
 def _no_body(request: HttpRequest) -> None:
@@ -345,15 +382,34 @@ def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @api_view("GET")
 def running(request: HttpRequest) -> HttpResponse:
-    """Jobs in the running state (what the navigation badge counts), newest first."""
+    """Jobs in the running state only (what the navigation badge counts), newest first:
+    queued, paused and retry-waiting jobs are not here (`/api/jobs/active/` has them);
+    `statuses` says so in the answer."""
+    return _in_states(request, [Job.Status.RUNNING])
+
+
+@api_view("GET")
+def active(request: HttpRequest) -> HttpResponse:
+    """Every job not yet ended: queued, running, paused and retry-waiting, newest first."""
+    return _in_states(request, list(Job.ACTIVE))
+
+
+def _in_states(request: HttpRequest, statuses: list[str]) -> JsonResponse:
+    """At most CONVEYOR_API_MAX_PAGE_SIZE jobs in `statuses`; `count` is all of them."""
     params = query(request, {"kind", "owner"})
     jobs = selectors.owned_by(
-        visible_jobs(request).filter(status=Job.Status.RUNNING), params.get("owner", "")
+        visible_jobs(request).filter(status__in=statuses), params.get("owner", "")
     )
     if kind := params.get("kind", "").strip():
         jobs = jobs.filter(kind=kind)
     rows = list(jobs[: settings.CONVEYOR_API_MAX_PAGE_SIZE])
-    return JsonResponse({"results": [job_as_dict(j) for j in rows], "count": jobs.count()})
+    return JsonResponse(
+        {
+            "results": [job_as_dict(j) for j in rows],
+            "count": jobs.count(),
+            "statuses": [str(status) for status in statuses],
+        }
+    )
 
 
 @api_view("GET")
@@ -394,15 +450,21 @@ def by_entity(request: HttpRequest, key: str) -> HttpResponse:
 
 
 def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
-    """The caller's active job with this key, else their most recent one.
+    """The caller's active job with this key, else their most recent one; a key ending
+    in `*` (`grading-assign7-*`) is a prefix: every job of the caller's whose key starts
+    with it, newest first, paginated.
 
     Keys belong to a user: staff look up someone else's with `?owner=name`. A reserved
     key (`sheet:12`) may be looked up: only the caller's own jobs match it.
     """
-    params = query(request, {"kind", "owner"})
+    params = query(request, {"kind", "owner"} | PAGE_PARAMS)
     check_text("key", key)
     if len(key) > MAX_TEXT:
         raise bad("key", f"must be at most {MAX_TEXT} characters")
+    if key.endswith("*"):
+        return _by_key_prefix(request, field, key[:-1], params)
+    if paged := sorted(PAGE_PARAMS & set(params)):
+        raise bad(paged[0], "pages are for prefix lookups (a key ending in *)")
     found = selectors.job_with_key(
         request.user,
         field,
@@ -412,7 +474,23 @@ def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
     )
     if found is None:
         raise ApiError(404, f"No job with {field.replace('_', ' ')} {key!r}.")
-    return JsonResponse(job_as_dict(found, detail=True))
+    return JsonResponse(job_as_dict(found, detail=True, viewer=request.user))
+
+
+def _by_key_prefix(
+    request: HttpRequest, field: str, prefix: str, params: dict[str, str]
+) -> JsonResponse:
+    if not prefix:
+        raise bad("key", "give at least one character before the *")
+    jobs = selectors.jobs_with_key_prefix(
+        request.user,
+        field,
+        prefix,
+        kind=params.get("kind", "").strip(),
+        owner=params.get("owner", "").strip(),
+    )
+    rows, numbers = paginate(params, jobs)
+    return JsonResponse({"results": [job_as_dict(job) for job in rows], **numbers})
 
 
 # --- notifications ----------------------------------------------------------
@@ -420,10 +498,13 @@ def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
 
 @api_view("GET")
 def notifications(request: HttpRequest) -> HttpResponse:
-    """The caller's notifications, newest first; `?unread=1` for unread ones only."""
-    params = query(request, {"unread"} | PAGE_PARAMS)
+    """The caller's notifications, newest first; `?unread=1` for unread ones only;
+    `entity_key`, `entity_prefix`, `session_key`, `session_prefix` for those about the
+    caller's jobs with such keys (a batch's counts for each of its jobs)."""
+    params = query(request, {"unread", *KEY_PARAMS} | PAGE_PARAMS)
     mine = Notification.objects.filter(user=request.user)
-    shown = mine.filter(read_at__isnull=True) if query_flag(params, "unread") else mine
+    shown = selectors.notifications_with_keys(request.user, _key_filters(params))
+    shown = shown.filter(read_at__isnull=True) if query_flag(params, "unread") else shown
     rows, numbers = paginate(params, shown)
     return JsonResponse(
         {

@@ -27,10 +27,12 @@ from jobs import selectors
 from jobs.engine.errors import JobActionError
 from jobs.engine.services import ACTIONS
 from jobs.models import Job
+from jobs.serializers import job_as_dict
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the awaited job failed or was cancelled
 EXIT_BAD_INPUT = 2  # bad arguments, file, options, user or job id; an action that doesn't apply
+EXIT_DEDUPLICATED = 3  # nothing new started: an active job already does this work
 EXIT_INTERRUPTED = 130  # Ctrl-C while waiting; the job keeps running
 
 POLL_SECONDS = 0.5
@@ -175,6 +177,29 @@ def state_line(job: Job) -> str:
             "(its worker acts on it at the next checkpoint)."
         )
     return f"Job #{job.pk} is {job.status}."
+
+
+def deduplicated(command: Any, options: dict[str, Any], job: Job, where: str) -> None:
+    """THE rule of every verb that may find its work already done by an active job
+    (`submit`, `schedule run-now`): nothing new was started, and the command says so.
+    With --json: that job's JSON with `"deduplicated": true`, exit 0 (the API's answer).
+    Otherwise: its id on stdout, "Job #N (kind) is already running on this sheet;
+    nothing new started." on stderr, exit EXIT_DEDUPLICATED (3). Never waits."""
+    if options.get("json"):
+        command.print_json({**job_as_dict(job), "deduplicated": True})
+        return
+    command.stdout.write(str(job.pk))
+    command.stderr.write(
+        f"Job #{job.pk} ({job_kind_text(job)}) is already {job.status} {where}; "
+        f"nothing new started (manage.py conveyor status {job.pk}).",
+        style_func=_plain,
+    )
+    raise CliError("", EXIT_DEDUPLICATED)
+
+
+def job_kind_text(job: Job) -> str:
+    """The job's kind, and its label when it has one ("sheets.process: leads.csv · Clean")."""
+    return f"{job.kind}: {job.label}" if job.label else job.kind
 
 
 # -- showing jobs ---------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs import selectors
-from jobs.cli.base import CliError, Verb, register_group, register_verb
-from jobs.engine.errors import JobActionError, QuotaExceeded, ScheduleError
+from jobs.cli.base import CliError, Verb, deduplicated, find_job, register_group, register_verb
+from jobs.engine.errors import AlreadyActive, JobActionError, QuotaExceeded, ScheduleError
 from jobs.engine.schedules import (
     schedule_create,
     schedule_delete,
@@ -234,10 +234,13 @@ def _run_now(command: Any, user: Any, options: dict[str, Any]) -> None:
     found = _checked(user, options)
     try:
         job = schedule_run_now(schedule=found, by=user)
+    except AlreadyActive as exc:  # the CLI's one rule for work already being done
+        deduplicated(command, options, find_job(user, exc.job_id), exc.where)
+        return
     except (JobActionError, QuotaExceeded) as exc:
         raise CliError(str(exc)) from None
     if options["json"]:
-        command.print_json(job_as_dict(job))
+        command.print_json({**job_as_dict(job), "deduplicated": False})
     else:
         command.stdout.write(str(job.pk))
 

@@ -58,6 +58,17 @@ class JobActionError(Exception):
     """An action that does not apply to this job; the message is shown to the user."""
 
 
+class AlreadyActive(JobActionError):
+    """Nothing new was started: job `job_id`, still active, already does this work
+    (`where`: "on sheet:12", "for schedule #3"). Front ends that deduplicate report it
+    as such (the CLI's one rule: exit 3, or `"deduplicated": true` with --json)."""
+
+    def __init__(self, message: str, *, job_id: int, where: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.where = where
+
+
 class QuotaExceeded(JobActionError):
     """The owner has as many active jobs as allowed (CONVEYOR_MAX_ACTIVE_JOBS)."""
 

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from jobs.engine import secrets, transitions
 from jobs.engine.db import atomic_retry
-from jobs.engine.errors import JobActionError, ScheduleError, UnknownKind
+from jobs.engine.errors import AlreadyActive, JobActionError, ScheduleError, UnknownKind
 from jobs.engine.kinds import get_kind
 from jobs.engine.recurrence import Recurrence, RecurrenceError, recurrence
 from jobs.engine.services import job_submit
@@ -337,12 +337,17 @@ def schedule_run_now(*, schedule: Schedule, by: Any = None, now: datetime | None
         if fresh.owner is not None and not fresh.owner.is_active:
             raise JobActionError(f"Schedule #{fresh.pk} cannot run: {OWNER_INACTIVE}.")
         if fresh.overlap == Schedule.Overlap.SKIP and (active := active_run(fresh)):
-            raise JobActionError(
-                f"Schedule #{fresh.pk}'s run job #{active} is still active (overlap: skip)."
+            raise AlreadyActive(
+                f"Schedule #{fresh.pk}'s run job #{active} is still active (overlap: skip).",
+                job_id=active,
+                where=f"for schedule #{fresh.pk}",
             )
         job, created = _submit(fresh, now)
         if not created:
-            raise JobActionError(f"Job #{job.pk} is already active on {job.entity_key}.")
+            where = f"on {job.entity_key or job.session_key}"
+            raise AlreadyActive(
+                f"Job #{job.pk} is already active {where}.", job_id=job.pk, where=where
+            )
         _record_run(fresh, job, now)
         return job
 

@@ -26,7 +26,7 @@ from jobs import selectors
 from jobs.engine.errors import JobActionError
 from jobs.engine.kinds import all_kinds
 from jobs.engine.services import ACTIONS, batch_apply, notifications_mark_read
-from jobs.models import Job, Notification
+from jobs.models import Job
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -50,9 +50,10 @@ def _parse_day(value: str) -> datetime | None:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-def filter_jobs(jobs: QuerySet[Job], params, *, status: bool = True) -> QuerySet[Job]:
+def filter_jobs(jobs: QuerySet[Job], params, user, *, status: bool = True) -> QuerySet[Job]:
     """The dashboard's filters: a status tab (unless `status` is False: the tabs' counts),
-    kind, created date range (whole days), text."""
+    kind, created date range (whole days), text (which matches the keys of `user`'s own
+    jobs only, also on staff's list of everyone's)."""
     group = selectors.status_group(params.get("status", "")) if status else ""
     end = _parse_day(params.get("to", ""))
     return selectors.filter_jobs(
@@ -62,6 +63,7 @@ def filter_jobs(jobs: QuerySet[Job], params, *, status: bool = True) -> QuerySet
         text=params.get("q", ""),
         created_after=_parse_day(params.get("from", "")),
         created_before=end + timedelta(days=1) if end else None,
+        keys_of=user,
     )
 
 
@@ -72,11 +74,11 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
     jobs = selectors.visible_jobs(request.user)
     if not all_users:
         jobs = jobs.filter(owner=request.user)
-    counts = selectors.status_counts(filter_jobs(jobs, request.GET, status=False))
+    counts = selectors.status_counts(filter_jobs(jobs, request.GET, request.user, status=False))
     sort, order_by = selectors.sort_key(
         request.GET.get("sort", ""), selectors.JOB_SORTS, "-created"
     )
-    jobs = filter_jobs(jobs, request.GET).order_by(*order_by, "-id")
+    jobs = filter_jobs(jobs, request.GET, request.user).order_by(*order_by, "-id")
     page = Paginator(jobs, 25).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -181,13 +183,31 @@ def job_bulk(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def notifications(request: HttpRequest) -> HttpResponse:
-    mine = Notification.objects.filter(user=request.user).select_related("job")
+    """The user's notifications, newest first; `?entity=KEY` / `?session=KEY` keep those
+    about their jobs with that key (a trailing `*` matches keys starting with the rest)."""
     if request.method == "POST":
         notifications_mark_read(user=request.user)
         messages.success(request, "All notifications marked as read.")
         return redirect("jobs:notifications")
+    keys = {
+        field: typed
+        for field, name in (("entity_key", "entity"), ("session_key", "session"))
+        if (typed := _typed_key(request.GET.get(name, "")))
+    }
+    mine = selectors.notifications_with_keys(request.user, keys).select_related("job")
     page = Paginator(mine, 30).get_page(request.GET.get("page"))
-    return render(request, "jobs/notifications.html", {"page": page})
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"page": page, "filters": request.GET, "query": query.urlencode()}
+    return render(request, "jobs/notifications.html", context)
+
+
+def _typed_key(value: str) -> tuple[str, bool] | None:
+    """A key typed in a filter as (key, is_prefix): a trailing `*` makes it a prefix;
+    None when there is nothing to match."""
+    value = value.replace("\x00", "").strip()[: selectors.MAX_SEARCH]
+    key = value.removesuffix("*")
+    return (key, key != value) if key else None
 
 
 @require_GET

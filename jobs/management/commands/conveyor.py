@@ -4,7 +4,9 @@
 Parsing and printing only: the verbs live in `jobs/cli/verbs.py` and in each app's
 `cli` module (found with `autodiscover_modules("cli")`) and work through the same
 services as the pages. Exit codes: 0 done, 1 the awaited job failed or was cancelled,
-2 bad input or an action that does not apply to the job, 130 Ctrl-C. From the shell an
+2 bad input or an action that does not apply to the job, 3 nothing new started (an
+active job already does the work: `jobs.cli.base.deduplicated`, the rule of every verb
+that may deduplicate), 130 Ctrl-C. From the shell an
 error is one "Error: ..." line on stderr; through `call_command` it is raised as
 `jobs.cli.base.CliError` (`.code`, `.message`).
 """

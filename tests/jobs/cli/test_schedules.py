@@ -61,8 +61,8 @@ def test_pause_resume_run_now_delete(admin):
     job_id = int(conveyor("schedule", "run-now", str(schedule.pk)).out)
     job = Job.objects.get(pk=job_id)
     assert (job.schedule_id, job.kind) == (schedule.pk, "demo.count")
-    refused = conveyor("schedule", "run-now", str(schedule.pk))
-    assert refused.code == 2 and "still active" in refused.err
+    refused = conveyor("schedule", "run-now", str(schedule.pk))  # nothing new: exit 3
+    assert refused.code == 3 and "already queued for schedule" in refused.err
     assert "deleted" in conveyor("schedule", "delete", str(schedule.pk)).out
     assert not Schedule.objects.exists() and Job.objects.filter(pk=job_id).exists()
 
