@@ -491,7 +491,8 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
         self._report(request, [f"{plural(len(changed))} {ACTIONS['retry'].done}"], skipped)
 
     @admin.action(
-        description="Retry only the failed rows of selected jobs", permissions=["operate"]
+        description="Retry the failed rows (and rows never processed) of selected jobs",
+        permissions=["operate"],
     )
     def retry_failed_rows(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         changed, skipped = self._run_action(request, queryset, "retry-failed")

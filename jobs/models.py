@@ -184,6 +184,11 @@ class Job(models.Model):
     total = models.BigIntegerField(null=True, blank=True)
     processed = models.BigIntegerField(default=0, help_text="Units finished, failed ones included.")
     failed = models.BigIntegerField(default=0)
+    worked_units = models.BigIntegerField(
+        default=0,
+        help_text="Units processed by doing the work (answers reused from earlier jobs "
+        "apart), across retries; the rate is these over the running time.",
+    )
     message = models.CharField(max_length=500, blank=True)
 
     entity_key = models.CharField(max_length=200, blank=True, db_index=True)
@@ -329,10 +334,11 @@ class Job(models.Model):
 
     @property
     def rate(self) -> float | None:
-        """Units per second of running time (not wall time: pauses don't count)."""
-        if self.run_seconds < 0.5 or not self.processed:
+        """Units worked per second of running time (not wall time: pauses don't count;
+        units reused from earlier jobs came at no time, so they don't count either)."""
+        if self.run_seconds < 0.5 or not self.worked_units:
             return None
-        return self.processed / self.run_seconds
+        return self.worked_units / self.run_seconds
 
     @property
     def eta_seconds(self) -> float | None:

@@ -9,6 +9,7 @@ sheet when it starts: a new Sheet is imported and the job's params point at it.
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from jobs.engine.context import JobContext
-from jobs.engine.errors import Cancelled, PermanentError
+from jobs.engine.errors import Cancelled, PermanentError, Preempted, SliceDone
 from jobs.engine.kinds import job_kind
 from jobs.models import Job
 from jobs.selectors import may_submit_for
 from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
 from sheets.importing import kept_upload, sheet_from_google, store_table
 from sheets.models import RowResult, Sheet
-from sheets.pipeline import RowSource, run_in_batches, run_streaming
+from sheets.pipeline import RowSource, rows_without_result, run_in_batches, run_streaming
 from sheets.processors import OptionsError, get_processor
 from sheets.processors.base import UnknownProcessor
 from sheets.sources import SourceError, open_upload
@@ -271,13 +272,31 @@ def _label_for(params: dict[str, Any]) -> str:
 
 
 def prepare_failed_rows_retry(job: Job) -> dict[str, Any]:
-    """A failed-rows pass: count the failed rows as not yet processed, then redo them."""
-    failed = RowResult.objects.filter(job=job, failed=True).count()
+    """A failed-rows pass (inside the retry's transaction): the failed rows' results are
+    deleted, so they count as not processed, and the job then does every row of its
+    range without a result: those, and the rows it never reached (a job cancelled or
+    failed midway) — a retry never ends Succeeded over rows it skipped. The message
+    says which rows it will do."""
+    start, count = job.params["start_row"], job.params.get("row_count") or 0
+    in_range = RowResult.objects.filter(
+        job=job, row_number__gte=start, row_number__lt=start + count
+    )
+    redo, _ = in_range.filter(failed=True).delete()
+    kept = in_range.count()
     return {
-        "cursor": {"next": job.params["start_row"], "mode": "failed"},
-        "processed": max(0, (job.processed or 0) - failed),
+        "cursor": {"next": start, "mode": "missing"},
+        "processed": kept,
         "failed": 0,
+        "message": failed_rows_retry_plan(redo, count - kept - redo),
     }
+
+
+def failed_rows_retry_plan(failed: int, never: int) -> str:
+    """What a failed-rows retry will do, for the job's message and timeline."""
+    plan = f"Redo {failed} failed row{'s' if failed != 1 else ''}"
+    if never > 0:
+        plan += f" and process the {never} row{'s' if never != 1 else ''} never processed"
+    return plan
 
 
 @job_kind(
@@ -308,12 +327,40 @@ def process_sheet(ctx: JobContext) -> dict[str, Any]:
     source = RowSource(ctx, sheet, params)
     run = run_streaming if processor.is_async else run_in_batches
     run(ctx, source, processor, options, params["row_timeout"])
+    check_every_row_processed(ctx, params)
     return {
         "processed": ctx.processed,
         "failed": ctx.failed,
         "reused": RowResult.objects.filter(job_id=ctx.job_id, reused=True).count(),
         "output_columns": params["output_columns"],
     }
+
+
+def check_every_row_processed(ctx: JobContext, params: dict[str, Any]) -> None:
+    """The job is never Succeeded while rows of its range have no result: here, where
+    the kind ends, rows left without one (a cursor of an older failed-rows retry, which
+    redid only failed rows; a row the sheet no longer holds) fail the job, saying how
+    many and which is first, with its counters made true and its cursor set so that a
+    retry processes exactly those rows."""
+    start, count = params["start_row"], params["row_count"]
+    rows = RowResult.objects.filter(
+        job_id=ctx.job_id, row_number__gte=start, row_number__lt=start + count
+    )
+    stored = rows.count()
+    if stored >= count:
+        return
+    [first] = rows_without_result(ctx.job_id, start, start + count, 1)
+    missing = count - stored
+    with suppress(SliceDone, Preempted):  # it ends here all the same; a cancel or pause wins
+        ctx.commit(
+            cursor={"next": start, "mode": "missing"},
+            processed=stored,
+            failed=rows.filter(failed=True).count(),
+        )
+    raise PermanentError(
+        f"{missing} of the job's {count} rows were never processed (row {first} the first), "
+        "so it cannot count as succeeded. Retry it to process them."
+    )
 
 
 def reread_google_sheet(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:

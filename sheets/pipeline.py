@@ -32,13 +32,18 @@ from sheets.processors.base import RowStream
 # Measured on a no-op job (PostgreSQL, 50k rows): 2,000 rows a commit is ~7 % faster than
 # 1,000 (one COMMIT's flush is ~14 ms), 5,000 no faster; a batch is also a live update.
 CPU_BATCH_ROWS = 2_000
+MISSING_WINDOW = 5_000  # rows looked at per query for rows without a result
 COMMIT_EVERY_SECONDS = 1.0
 COLLECT_WAIT_SECONDS = 0.2
 
 
 class RowSource:
-    """The rows a job still has to do, in order: its row range, or (on a failed-rows
-    pass) its failed rows; `take` reads the next ones and moves past them."""
+    """The rows a job still has to do, in order; `take` reads the next ones and moves
+    past them. Modes (the cursor's `mode`): "all", every row of the range from the
+    cursor; "missing" (a failed-rows pass: its failed results were deleted), every row
+    of the range from the cursor that has no result yet, the failed ones and those never
+    processed alike; "failed", only rows with a failed result (cursors of jobs retried
+    before "missing" existed: the job's end checks what that leaves undone)."""
 
     def __init__(self, ctx: JobContext, sheet: Sheet, params: dict[str, Any]) -> None:
         cursor = ctx.cursor or {}
@@ -47,6 +52,7 @@ class RowSource:
         self.columns = params["columns"]
         self.sources: dict[str, int] = params.get("sources") or {}
         self.mode = cursor.get("mode", "all")
+        self.start = params["start_row"]
         self.next = cursor.get("next", params["start_row"])
         self.end = params["start_row"] + params["row_count"]  # exclusive
 
@@ -56,14 +62,51 @@ class RowSource:
                 job_id=self.job_id, failed=True, row_number__gte=self.next, row_number__lt=self.end
             ).order_by("row_number")
             numbers = list(failed.values_list("row_number", flat=True)[:size])
+        elif self.mode == "missing":
+            numbers = self._without_result(size)
         else:
             numbers = list(range(self.next, min(self.next + size, self.end)))
-        if numbers:
+        if self.mode == "missing" and len(numbers) < size:
+            self.next = self.end  # every row to the end was looked at: none is left
+        elif numbers:
             self.next = numbers[-1] + 1
         return load_rows(self.sheet, numbers, self.columns, self.sources)
 
+    def _without_result(self, size: int) -> list[int]:
+        # Rows before the cursor are stored or in flight: only rows from it on count.
+        return rows_without_result(self.job_id, self.next, self.end, size)
+
+    def describe(self, last: int) -> str:
+        """Where the job is, in the terms of its own range, as its progress counts it:
+        "Row 12 of 400" beside "12 / 400", not "of 1000" (the sheet's rows)."""
+        if self.start == 1:
+            where = f"Row {last} of {self.end - 1}"
+        else:
+            where = f"Row {last} of rows {self.start}–{self.end - 1}"
+        redoing = {
+            "missing": " (redoing failed and unprocessed rows)",
+            "failed": " (redoing failed rows)",
+        }
+        return where + redoing.get(self.mode, "")
+
     def rewind(self, number: int) -> None:
         self.next = number
+
+
+def rows_without_result(job_id: int, start: int, end: int, size: int) -> list[int]:
+    """The first `size` row numbers in [start, end) that have no result of the job, in
+    order: one query per MISSING_WINDOW rows."""
+    numbers: list[int] = []
+    while len(numbers) < size and start < end:
+        stop = min(start + MISSING_WINDOW, end)
+        stored = set(
+            RowResult.objects.filter(
+                job_id=job_id, row_number__gte=start, row_number__lt=stop
+            ).values_list("row_number", flat=True)
+        )
+        numbers += [n for n in range(start, stop) if n not in stored][: size - len(numbers)]
+        start = stop
+    return numbers
 
 
 class ReuseKey:
@@ -366,9 +409,10 @@ def commit(
         cursor={"next": next_number, "mode": source.mode},
         processed=ctx.processed + len(results),
         failed=ctx.failed + sum(1 for r in results if r.failed),
-        message=f"Row {last} of {source.sheet.row_count}",
+        message=source.describe(last),
         write=lambda: store_results(ctx.job_id, source.sheet.pk, results),
         spent=batch_spent(done),
+        reused=sum(1 for r in results if r.reused),
     )
 
 

@@ -60,6 +60,7 @@ TOKENS = "tokens"  # the llm processor's tokens of a row's request
 REUSED_TOKENS = "0 (reused)"
 THEN_STEPS = 2  # "then run …" steps the start form offers after the first
 TRIAL_ROWS = 5
+WATCHING = "conveyor_watching_sheet"  # session: the sheet whose job the user just started
 TYPED_SECRET = "(typed)"  # the options notice's stand-in for a key typed in the form
 FIELD_LABELS = {
     "processor": "Processor",
@@ -291,6 +292,7 @@ def _render_sheet(
 ) -> HttpResponse:
     history = list(_sheet_jobs(sheet).order_by("-created_at", "-id")[:HISTORY])
     job = history[0] if history else None
+    watching = request.session.pop(WATCHING, None) == sheet.pk  # just started here
     chain = chain_progress(job) if job is not None else None
     if chain is not None:
         job = chain.current  # the step running now (or next): the page follows it live
@@ -308,6 +310,7 @@ def _render_sheet(
         "live_entities": _live_entities(sheet, chain),
         "history": history,
         "live_id": "current-job-live",
+        "watching": watching,
         "finished_while_away": finished_while_away,
         "preview": preview_rows(sheet, limit=10),
         **_form_context(
@@ -561,6 +564,13 @@ def _submit_posted(
         return _render_sheet(request, sheet, data, {"priority": str(exc)}, 400)
 
 
+def _watch(request: HttpRequest, sheet: Sheet) -> HttpResponse:
+    """The sheet's page after "Start and watch": the user stays with the job they just
+    started, so its page does not greet them with the "Still running" of coming back."""
+    request.session[WATCHING] = sheet.pk
+    return redirect(sheet)
+
+
 def _already_active(request: HttpRequest, sheet: Sheet, job: Job) -> HttpResponse:
     messages.info(request, f"This sheet already has an active job (#{job.pk}); here it is.")
     return redirect(sheet)
@@ -585,7 +595,7 @@ def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
             "You'll get a notification when it finishes.",
         )
         return redirect("sheets:list")
-    return redirect(sheet)
+    return _watch(request, sheet)
 
 
 def _posted_steps(post) -> list[dict[str, str]]:
@@ -673,7 +683,7 @@ def _start_chain(request: HttpRequest, sheet: Sheet, data: dict[str, Any]) -> Ht
         request,
         f"A chain of {len(jobs)} steps is queued (jobs {', '.join(f'#{job.pk}' for job in jobs)}).",
     )
-    return redirect(sheet)
+    return _watch(request, sheet)
 
 
 # -- before spending money: the prompt, an estimate, a trial on a few rows --------------
@@ -699,7 +709,7 @@ def trial(request: HttpRequest, sheet_id: int) -> HttpResponse:
         f"Trying the first {job.total} rows (job #{job.pk}): their answers and the tokens "
         "they used appear below. A run with the same options reuses them at no cost.",
     )
-    return redirect(sheet)
+    return _watch(request, sheet)
 
 
 def _field_label(processor, name: str) -> str:

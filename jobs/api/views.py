@@ -373,7 +373,8 @@ def job_resume_view(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @api_view("POST")
 def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    """Body {"failed_rows": true} redoes only the failed rows (kinds that support it)."""
+    """Body {"failed_rows": true} redoes the failed rows and does any rows the job never
+    reached (kinds that support it); the answer's `message` says which."""
     data = json_object(request, required=False)
     only_fields(data, {"failed_rows"})
     name = "retry-failed" if bool_field(data, "failed_rows") else "retry"

@@ -48,8 +48,12 @@ def _list(command: Any, user: Any, options: dict[str, Any]) -> None:
 def _act(command: Any, user: Any, options: dict[str, Any]) -> None:
     job = find_job(user, options["id"])
     action = "force-stop" if options.get("force") else options["action"]
-    job = apply_action(action, job, user, failed_rows=options.get("failed_rows", False))
-    command.show(job, options, state_line(job))
+    failed_rows = options.get("failed_rows", False)
+    job = apply_action(action, job, user, failed_rows=failed_rows)
+    line = state_line(job)
+    if failed_rows and job.message:  # what the retry will do: "Redo 3 failed rows and ..."
+        line = f"{line} {job.message}."
+    command.show(job, options, line)
 
 
 def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +67,11 @@ def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _retry_arguments(parser: argparse.ArgumentParser) -> None:
     _job_id(parser)
-    parser.add_argument("--failed-rows", action="store_true", help="Only the failed rows.")
+    parser.add_argument(
+        "--failed-rows",
+        action="store_true",
+        help="Redo the failed rows (and process any rows the job never reached).",
+    )
 
 
 register_verb(Verb("status", "Show a job.", _job_id, _status))

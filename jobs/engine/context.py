@@ -74,6 +74,7 @@ class JobContext:
         self.total: int | None = job.total
         self.processed: int = job.processed
         self.failed: int = job.failed
+        self.worked_units: int = job.worked_units
         self.spent: dict[str, float] = dict(job.spent or {})
         self.message: str = job.message
         self.attempts: int = job.attempts
@@ -164,12 +165,15 @@ class JobContext:
         message: str | None = None,
         write: Callable[[], Any] | None = None,
         spent: dict[str, float] | None = None,
+        reused: int = 0,
     ) -> None:
         """Store a batch: `write()` (the results), cursor and counters in one transaction.
 
         Counters are absolute; `spent` is what this batch cost (e.g. tokens), added to
         the job's totals in the same transaction, so a batch redone after a crash is
-        not counted twice. Then `checkpoint()` runs, which may raise `StopSlice`.
+        not counted twice. `reused`: units of this batch done without work (answers
+        taken from earlier jobs): processed, but not in the rate (`Job.worked_units`).
+        Then `checkpoint()` runs, which may raise `StopSlice`.
         """
         fields: dict[str, Any] = {}
         if spent:
@@ -178,6 +182,9 @@ class JobContext:
             fields["cursor"] = cursor
         if processed is not None:
             fields["processed"] = processed
+            worked = processed - self.processed - reused
+            if worked > 0:
+                fields["worked_units"] = self.worked_units + worked
         if failed is not None:
             fields["failed"] = failed
         if total is not _UNSET:

@@ -77,7 +77,9 @@ def job_kind(
     max_attempts: consecutive failed attempts (transient errors or lost workers,
         without progress in between) before the job fails.
     retry_failed_rows: `prepare(job)` called inside the retry transaction to set the
-        job up to redo only its failed units; enables "retry failed rows".
+        job up to redo its failed units and do any units it never reached (a job
+        cancelled midway must not end Succeeded over them); returns the fields to set,
+        a `message` saying what it will do among them; enables "retry failed rows".
     validate_params: `validate(params, owner) -> params` for submissions from users
         (API, CLI, pages); raises ValueError with a message the user sees.
     entity_key_for, label_for: derive a job's entity key (what it works on, e.g.

@@ -245,7 +245,8 @@ def batch_apply(
     *, batch: Batch, action: str, by=None, check: Callable[[Job, Action], None] | None = None
 ) -> tuple[int, list[str]]:
     """Apply one of `ACTIONS` to every job of the batch it applies to (pause the active
-    ones, retry the finished ones, ...); returns how many changed and why others did not.
+    ones, retry the finished ones, ...); returns how many changed and, for each job
+    that did not, why (the action does not apply to it, or the service refused it).
     `check` (the front end's permission rule, `selectors.check_may_act`) may refuse a
     job with JobActionError. Each job changes in its own transaction, as from the jobs
     page's bulk form."""
@@ -253,6 +254,7 @@ def batch_apply(
     changed, skipped = 0, []
     for job in batch.jobs.order_by("pk"):
         if not chosen.applies_to(job):
+            skipped.append(chosen.why_not(job))
             continue
         try:
             if check is not None:
@@ -377,7 +379,9 @@ def job_retry(*, job: Job, by=None, failed_rows: bool = False) -> Job:
     """Queue a finished job again.
 
     Failed and cancelled jobs resume from their last checkpoint; succeeded jobs run
-    again from the start; `failed_rows=True` asks the kind to redo only failed units.
+    again from the start; `failed_rows=True` asks the kind to redo its failed units and
+    do any units it never reached (a job cancelled or failed midway), so that it cannot
+    end Succeeded over units it skipped; the job's message says what it will do.
     Each retry gets a fresh attempt count and running-time budget.
     """
     kind = get_kind(job.kind)
@@ -391,7 +395,10 @@ def job_retry(*, job: Job, by=None, failed_rows: bool = False) -> Job:
                 f"Job #{job.pk} is {job.status}; only finished jobs can be retried."
             )
         extra = _retry_extra(job, kind, failed_rows)
-        what = "failed rows only" if failed_rows else "whole job"
+        what = "whole job"
+        if failed_rows:
+            plan = extra.get("message") or "failed rows"
+            what = plan[:1].lower() + plan[1:]
         if lowered := _lower_beyond_high_ceiling([job]):
             extra["priority"] = job.priority
         if not transitions.retry(job, extra, what, by):
@@ -428,11 +435,39 @@ def _pending_upstream(job: Job) -> int:
 def _resume_point(job: Job, kind: JobKind, failed_rows: bool) -> dict[str, Any]:
     if failed_rows:
         if not job.failed:
-            raise JobActionError(f"Job #{job.pk} has no failed rows to retry.")
+            raise JobActionError(no_failed_rows(job))
         return kind.retry_failed_rows(job) or {}
     if job.status == Status.SUCCEEDED:
         return {"cursor": None, "processed": 0, "failed": 0, "message": ""}
     return {}
+
+
+def failed_rows_retry_label(job: Job) -> str:
+    """The "retry failed rows" control of a finished job, saying that it also does the
+    units the job never reached (`job_retry(failed_rows=True)`)."""
+    left = (job.total or 0) - job.processed
+    if left <= 0:
+        return "Retry failed rows"
+    return f"Retry failed rows and the {left} never processed"
+
+
+def no_failed_rows(job: Job) -> str:
+    """Why "retry failed rows" does nothing for a finished job without failed rows, and
+    what would: a job that failed as a whole is retried whole, one that stopped midway
+    resumes with Retry."""
+    if job.status == Status.FAILED:
+        return (
+            f"Job #{job.pk} failed as a whole, not row by row: it has no failed rows to "
+            "retry. Retry resumes it from its last checkpoint."
+        )
+    left = (job.total or 0) - job.processed
+    if job.status == Status.CANCELLED:
+        unprocessed = f" ({left} not processed)" if left > 0 else ""
+        return (
+            f"Job #{job.pk} was cancelled with no failed rows{unprocessed}: Retry resumes "
+            "it from its last checkpoint."
+        )
+    return f"Job #{job.pk} has no failed rows to retry."
 
 
 def job_delete(*, job: Job, by=None) -> None:
@@ -500,6 +535,21 @@ class Action:
             return job.is_terminal and bool(job.failed)
         return job.is_terminal  # retry, delete
 
+    def why_not(self, job: Job) -> str:
+        """Why it does not apply to this job (`applies_to` is False): the service's words."""
+        if self.name == "retry-failed" and job.is_terminal:
+            return no_failed_rows(job)
+        needs = {
+            "pause": "only active jobs can be paused",
+            "resume": "only paused jobs can be resumed",
+            "cancel": "there is nothing to cancel",
+            "force-stop": "only a running job's worker can be stopped",
+            "retry": "only finished jobs can be retried",
+            "retry-failed": "only finished jobs can be retried",
+            "delete": "cancel it before deleting",
+        }.get(self.name, f"{self.label.lower()} does not apply")
+        return f"Job #{job.pk} is {job.status}; {needs}."
+
 
 ACTIONS: dict[str, Action] = {
     action.name: action
@@ -512,7 +562,7 @@ ACTIONS: dict[str, Action] = {
         Action(
             "retry-failed",
             "Retry failed rows",
-            "queued to retry failed rows",
+            "queued to retry failed rows (and any rows never processed)",
             job_retry,
             failed_rows=True,
         ),

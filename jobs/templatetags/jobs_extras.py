@@ -8,6 +8,7 @@ from django import template
 
 from jobs import extensions
 from jobs.engine.redact import redact
+from jobs.engine.services import failed_rows_retry_label
 
 register = template.Library()
 
@@ -32,6 +33,13 @@ def per_second(rate: float | None) -> str:
     if rate is None:
         return "—"
     return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.1f}/s"
+
+
+@register.filter
+def retry_failed_label(job) -> str:
+    """The label of a finished job's "retry failed rows" button (it says when the retry
+    also processes rows the job never reached)."""
+    return failed_rows_retry_label(job)
 
 
 @register.filter

@@ -307,11 +307,13 @@ def test_retry_failed_rows_only_for_jobs_with_failed_rows_of_a_kind_that_can(adm
 
     message = act(admin_client, "retry_failed_rows", [with_failures, without, demo])
 
-    assert message.startswith("1 job queued to retry failed rows; 2 skipped: ")
+    assert message.startswith(
+        "1 job queued to retry failed rows (and any rows never processed); 2 skipped: "
+    )
     assert f"Job #{without.pk} has no failed rows to retry." in message
     assert "Jobs of kind demo.count cannot retry only failed rows." in message
     job = fresh(with_failures)
-    assert job.status == S.QUEUED and job.cursor["mode"] == "failed"
+    assert job.status == S.QUEUED and job.cursor["mode"] == "missing"
     assert job.processed == 3 and job.failed == 0
     assert status_of(without) == S.SUCCEEDED and status_of(demo) == S.FAILED
 

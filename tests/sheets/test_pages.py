@@ -289,8 +289,9 @@ def test_a_finished_job_shows_completed_while_away_once(alice, user):
 def test_a_running_job_says_still_running_with_its_progress(alice, user):
     sheet = make_sheet(user, [["a"], *[[str(i)] for i in range(10)]])
     job = _start(alice, sheet)
+    alice.get(f"/sheets/{sheet.pk}/")  # the page "Start and watch" opens
     Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, processed=7)
-    html = alice.get(f"/sheets/{sheet.pk}/").content.decode()
+    html = alice.get(f"/sheets/{sheet.pk}/").content.decode()  # coming back
     assert "Still running, 70%" in html and 'id="current-job-live"' in html
 
 

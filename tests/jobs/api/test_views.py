@@ -430,7 +430,7 @@ def test_retry_only_the_failed_rows(user, alice):
     assert rows.failed == 1
     response = post(alice, f"/api/jobs/{rows.pk}/retry/", {"failed_rows": True})
     assert response.status_code == 200
-    assert "Retry (failed rows only) by alice" in [e.message for e in rows.events.all()]
+    assert "Retry (failed rows) by alice" in [e.message for e in rows.events.all()]
     plain = run_to_end(submit_demo(user, n=4, fail_units=[2]))
     refused = post(alice, f"/api/jobs/{plain.pk}/retry/", {"failed_rows": True})
     assert refused.status_code == 409 and "failed rows" in refused.json()["error"]
