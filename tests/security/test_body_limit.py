@@ -134,11 +134,12 @@ def test_accepted_50_mb_upload_streams_to_disk(web, user):
     grown = rss(web) - before
     assert status == 302, answer[:500]
     from jobs.models import Job
+    from sheets.importing import kept_upload
     from sheets.models import Sheet
 
     sheet = Sheet.objects.get(owner=user)
     assert sheet.status == "importing" and sheet.columns == ["id", "notes"]
-    kept = Job.objects.get(kind="sheets.import").params["path"]
+    kept = kept_upload(Job.objects.get(kind="sheets.import").params["upload"])
     assert os.path.getsize(kept) > 49 * MB
     assert grown < 100 * MB, f"daphne grew by {grown / MB:.0f} MB"
     print(f"50 MB upload: {time.monotonic() - started:.1f} s, daphne grew {grown / MB:.0f} MB")
