@@ -493,7 +493,8 @@ class JobEvent(models.Model):
 
 class Notification(models.Model):
     """One per terminal transition of a user's job (or, for the jobs of a batch, one
-    when the batch's last job ends); unread until seen."""
+    when the batch's last job ends); unread until seen. `shown_at`: when a page of the
+    user showed it (a toast on an open page, or the next page's "while you were away")."""
 
     class Level(models.TextChoices):
         SUCCESS = "success"
@@ -512,6 +513,7 @@ class Notification(models.Model):
     url = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True)
+    shown_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

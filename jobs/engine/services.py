@@ -496,6 +496,29 @@ def notifications_mark_read(
     return marked
 
 
+def notifications_mark_shown(ids: list[int]) -> int:
+    """These notifications reached an open page of their user (as toasts)."""
+    unshown = Notification.objects.filter(pk__in=ids, shown_at__isnull=True)
+    return unshown.update(shown_at=timezone.now()) if ids else 0
+
+
+def notifications_take_unshown(*, user) -> list[Notification]:
+    """The user's unread notifications that no page showed (their jobs ended while no
+    page of the user was open), newest first, marked shown: a page shows them once.
+
+    Marked first, then read back by that mark, so two pages opened at once do not both
+    show them. The mark is a write: only made when the read finds something.
+    """
+    unshown = Notification.objects.filter(user=user, read_at__isnull=True, shown_at__isnull=True)
+    if not unshown.exists():
+        return []
+    now = timezone.now()
+    if not unshown.update(shown_at=now):
+        return []
+    taken = Notification.objects.filter(user=user, shown_at=now)
+    return list(taken.select_related("job", "batch"))
+
+
 # -- the table of actions --------------------------------------------------------------------
 
 

@@ -22,6 +22,11 @@ class RelayChannelLayer(InMemoryChannelLayer):
         super().__init__(group_expiry=group_expiry, **kwargs)
         self._cleaned_at = 0.0
 
+    def has_members(self, group: str) -> bool:
+        """Whether a consumer of this process is in the group (the relay's toasts to a
+        user's group: was a page of theirs open?)."""
+        return bool(self.groups.get(group))
+
     def _clean_expired(self) -> None:
         now = time.monotonic()
         if now - self._cleaned_at >= CLEAN_EVERY_SECONDS:

@@ -7,7 +7,9 @@ CONVEYOR_RELAY_POLL_SECONDS) says something was committed. For each
 changed job it reads the committed row once, renders its fragments once and sends
 them to the groups allowed to see them: `job-<id>`, the owner's `user-<id>`, the
 owner's entity group, `staff`, and its batch's `batch-<id>` (the batch's one progress,
-rendered once per batch however many of its jobs changed). New notifications become toasts. The consumers
+rendered once per batch however many of its jobs changed). New notifications become toasts,
+marked shown when a page of their user is open in this process (the others are listed by
+the user's next page, "while you were away": jobs/web/context_processors.py). The consumers
 (jobs/consumers.py) only forward what arrives in their groups.
 """
 
@@ -29,6 +31,7 @@ from django.template.loader import render_to_string
 
 from jobs import extensions, selectors
 from jobs.engine.journal import CHANNEL
+from jobs.engine.services import notifications_mark_shown
 from jobs.models import Batch, Job, JobChange, Notification
 
 log = logging.getLogger(__name__)
@@ -130,6 +133,13 @@ def deleted_job_fragments(job_id: int) -> list[Fragment]:
     return [(STAFF_ROWS_GROUP, html)]
 
 
+def has_members(layer, group: str) -> bool:
+    """Whether a socket of this process is in the group. A layer that cannot tell
+    (not ours) counts as yes: its toasts are taken as shown, as before."""
+    check = getattr(layer, "has_members", None)
+    return check(group) if check is not None else True
+
+
 def toast_fragments(notifications: Iterable[Notification]) -> list[Fragment]:
     return [
         (user_group(n.user_id), render_to_string("jobs/_toast.html", {"notification": n}))
@@ -139,8 +149,9 @@ def toast_fragments(notifications: Iterable[Notification]) -> list[Fragment]:
 
 def updates_for(
     job_ids: set[int], since_notification: int, badges_sent: dict[int, str] | None = None
-) -> tuple[list[Fragment], int]:
-    """Fragments for changed jobs, badges of their owners, toasts of new notifications.
+) -> tuple[list[Fragment], int, list[tuple[int, int]]]:
+    """Fragments for changed jobs, badges of their owners, toasts of new notifications;
+    the position in the notifications, and the (id, user id) of those toasted.
 
     `badges_sent` remembers each user's last badges: most commits change progress, not
     the counts, and need not send every open page of the user a badges frame.
@@ -173,7 +184,7 @@ def updates_for(
             if badges_sent is not None:
                 badges_sent[uid] = badges
     last = new_notes[-1].pk if new_notes else since_notification
-    return fragments, last
+    return fragments, last, [(n.pk, n.user_id) for n in new_notes]
 
 
 # -- the relay (async, one per process) ----------------------------------------
@@ -271,10 +282,16 @@ class Relay:
         self.last_notification = Notification.objects.aggregate(m=Max("pk"))["m"] or 0
 
     async def publish(self, job_ids: set[int]) -> None:
-        fragments, self.last_notification = await self._in_thread(
+        fragments, self.last_notification, toasted = await self._in_thread(
             updates_for, job_ids, self.last_notification, self.badges_sent
         )
         layer = get_channel_layer()
+        # A toast that goes where a page of its user is open here is shown; the others are
+        # the next page's "while you were away" (unless another process's page shows them).
+        # Marked before it goes: a user who sees it and opens another page is not told twice.
+        shown = [pk for pk, uid in toasted if has_members(layer, user_group(uid))]
+        if shown:
+            await self._in_thread(notifications_mark_shown, shown)
         for group, html in fragments:
             await layer.group_send(group, {"type": "live.fragment", "html": html})
 

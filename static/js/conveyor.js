@@ -8,6 +8,8 @@
 //   shows the sheet once its import job ends;
 // - a page listing things whose latest job changes ([data-live-refresh]) re-reads itself;
 // - a job that finishes in front of the user marks its notification read (it was seen);
+// - the "while you were away" notice closes with its button, and a toast of a job it
+//   already lists (pushed as the page opened) is not shown twice;
 // - after 2 s without the socket, a "Reconnecting…" banner says live updates paused;
 // - a form or link with data-confirm asks its question before it goes (no inline handlers);
 // - an htmx GET never puts a typed key or the CSRF token in its URL.
@@ -238,6 +240,12 @@
   document.addEventListener("htmx:oobAfterSwap", () => {
     document.querySelectorAll("#toasts .toast:not([data-timer])").forEach((toast) => {
       toast.dataset.timer = "1";
+      const listed = toast.dataset.notification &&
+        document.querySelector('#away-notices [data-notification="' + toast.dataset.notification + '"]');
+      if (listed) {
+        toast.remove();
+        return;
+      }
       markSeen(toast);
       dismissLater(toast);
     });
@@ -245,5 +253,7 @@
   document.addEventListener("click", (event) => {
     const close = event.target.closest && event.target.closest(".toast-close");
     if (close) close.closest(".toast").remove();
+    const away = event.target.closest && event.target.closest(".away-close");
+    if (away) away.closest("#away-notices").remove();
   });
 })();
