@@ -244,6 +244,7 @@ def test_the_sheets_list_shows_a_chains_current_step_in_one_query(
     for n in range(6):
         other = make_sheet(user, [["value"], ["a"]], name=f"more{n}.csv")
         run_to_end(_start(alice, other))
+    alice.get("/sheets/")  # lists the six jobs that ended meanwhile, once ("while you were away")
     with django_assert_max_num_queries(queries):
         alice.get("/sheets/")  # more sheets with jobs: not one more query
 
