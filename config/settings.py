@@ -398,9 +398,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs every enqueue and task at INFO; Conveyor's own timeline has the story.
     # django-axes logs every failed login at INFO; lockouts are WARNING.
+    # The Tasks API logs every task's start and end at INFO (failures at ERROR).
     "loggers": {
         "django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
         "axes": {"level": env_str("AXES_LOG_LEVEL", "WARNING")},
+        "django_tasks": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+        "django.tasks": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
     },
 }
 

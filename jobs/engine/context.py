@@ -64,6 +64,7 @@ def add_spent(total: dict[str, float], more: dict[str, float]) -> dict[str, floa
 class JobContext:
     def __init__(self, job: Job, kind: JobKind, worker: str) -> None:
         self.job_id: int = job.pk
+        self.claimed: Job = job  # the row as claimed (read-only): what a hook may describe
         self.kind = kind
         self.label: str = job.label
         self.params: dict[str, Any] = secrets.unseal(job.params or {})

@@ -38,7 +38,7 @@ class JobKind:
     total_for: Callable[[dict[str, Any]], int | None] | None = None
     resumable: bool = True
     time_limit_setting: str = ""
-    on_end: Callable[[int], Any] | None = None
+    on_end: Callable[[int, dict[str, Any] | None], Any] | None = None
 
     def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
         """Params checked by the kind (raises ValueError with a user-facing message)."""
@@ -68,7 +68,7 @@ def job_kind(
     total_for: Callable[[dict[str, Any]], int | None] | None = None,
     resumable: bool = True,
     time_limit_setting: str = "",
-    on_end: Callable[[int], Any] | None = None,
+    on_end: Callable[[int, dict[str, Any] | None], Any] | None = None,
 ) -> Callable[[Callable[[JobContext], Any]], Callable[[JobContext], Any]]:
     """Register `handler(ctx)` as the job kind `name`.
 
@@ -95,9 +95,10 @@ def job_kind(
         `max_attempts` allows.
     time_limit_setting: where `time_limit` comes from (a setting's name), named in the
         error of a job that runs past it.
-    on_end: `on_end(job_id)` after a job of the kind ended (succeeded, failed or
+    on_end: `on_end(job_id, fields)` after a job of the kind ended (succeeded, failed or
         cancelled) by its run, a force stop or recovery, once that is committed, in the
-        process that ended it (the Django Tasks backend sends `task_finished`).
+        process that ended it, with the fields the end wrote (None from recovery). The
+        Django Tasks backend sends `task_finished` from it.
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -133,14 +134,14 @@ def get_kind(name: str) -> JobKind:
         ) from None
 
 
-def job_ended(name: str | None, job_id: int) -> None:
+def job_ended(name: str | None, job_id: int, fields: dict[str, Any] | None = None) -> None:
     """Call the kind's `on_end` hook, if any; its errors are logged, never raised (the
     job's outcome is committed already, and the worker must go on)."""
     kind = _registry.get(name or "")
     if kind is None or kind.on_end is None:
         return
     try:
-        kind.on_end(job_id)
+        kind.on_end(job_id, fields)
     except Exception:  # noqa: BLE001 - a hook's failure is not the job's
         log.exception("the on_end hook of kind %s failed for job %s", name, job_id)
 

@@ -111,7 +111,7 @@ def _after_settle(job: Job, settlement: Settlement) -> None:
     """After the commit: the kind's end hook for a job that ended here, and django-q2's
     timeout raised again (its worker is then replaced)."""
     if settlement.released and settlement.outcome in ENDED:
-        job_ended(job.kind, job.pk)
+        job_ended(job.kind, job.pk, settlement.fields)
     if settlement.reraise is not None:
         raise settlement.reraise
 
@@ -238,7 +238,7 @@ def stop_by_force(ctx: JobContext, name: str, cause: str) -> bool:
     if ended:
         log.warning("job %s: %s", ctx.job_id, settlement.message)
         if settlement.outcome in ENDED:
-            job_ended(ctx.kind.name, ctx.job_id)
+            job_ended(ctx.kind.name, ctx.job_id, settlement.fields)
     return ended
 
 

@@ -357,13 +357,15 @@ def test_a_task_that_opted_into_retries_succeeds_without_its_old_error(tmp_path,
 
 
 def test_task_started_and_task_finished_are_sent(tmp_path):
-    seen = []
+    seen, details = [], []
 
     def started(sender, task_result, **kwargs):
         seen.append(("started", sender, task_result.id, task_result.status))
+        details.append((task_result.worker_ids, task_result.finished_at, task_result.errors))
 
     def finished(sender, task_result, **kwargs):
         seen.append(("finished", sender, task_result.id, task_result.status))
+        details.append((task_result.worker_ids, task_result.finished_at, task_result.errors))
 
     task_started.connect(started)
     task_finished.connect(finished)
@@ -380,6 +382,11 @@ def test_task_started_and_task_finished_are_sent(tmp_path):
         ("started", ConveyorBackend, failing.id, RUNNING),
         ("finished", ConveyorBackend, failing.id, FAILED),
     ]
+    assert all(workers == [worker_name()] for workers, _, _ in details)
+    assert [(at is not None, bool(errors)) for _, at, errors in details] == [
+        (False, False), (True, False), (False, False), (True, True),
+    ]  # fmt: skip
+    assert details[3][2][0].exception_class is tasks.TaskBoom
 
 
 def test_a_receivers_error_is_logged_not_the_tasks_outcome(caplog):
