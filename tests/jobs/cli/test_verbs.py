@@ -381,10 +381,20 @@ def test_wait_exits_1_with_the_error_when_the_job_fails(admin, people):
     assert err.splitlines()[-1].startswith(f"Job #{job.pk} failed: The sheet was deleted.")
 
 
+def as_from_a_terminal() -> None:
+    """Ctrl-C's default in the child, even when the test run itself ignores SIGINT (a
+    shell's background job does): Python then installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_ctrl_c_stops_waiting_but_not_the_job(admin, people):
-    proc = conveyor_process("submit", str(people), "--processor", "clean", "--wait")
-    job_id = int(proc.stdout.readline())
+    proc = conveyor_process(
+        "submit", str(people), "--processor", "clean", "--wait", preexec_fn=as_from_a_terminal
+    )
+    line = proc.stdout.readline()
+    assert line.strip().isdigit(), line + proc.stderr.read()
+    job_id = int(line)
     first = proc.stderr.readline()
     assert first.startswith(f"Job #{job_id} queued    [....................]   0%  0/3 done")
     proc.send_signal(signal.SIGINT)
