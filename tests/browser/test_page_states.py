@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 S = Job.Status
 
 
-def slow_sheet_job(user, fake_openai, rows: int = 40, latency: float = 0.05):
+def slow_sheet_job(user, fake_openai, rows: int = 40, latency: float = 0.05, sheet=None):
     fake_openai.latency = latency
-    sheet = make_sheet(user, [["name"]] + [[f"Apple {i}"] for i in range(1, rows + 1)])
+    sheet = sheet or make_sheet(user, [["name"]] + [[f"Apple {i}"] for i in range(1, rows + 1)])
     job, _ = sheet_job_submit(
         sheet=sheet,
         owner=user,
@@ -83,8 +83,9 @@ def test_the_sheets_list_shows_the_latest_job_live(fake_openai, cluster, open_pa
 def test_a_job_watched_to_its_end_is_not_completed_while_away(
     fake_openai, cluster, open_page, user
 ):
-    sheet, job = slow_sheet_job(user, fake_openai, rows=20, latency=0.02)
-    page = open_page(user, sheet.get_absolute_url())
+    sheet = make_sheet(user, [["name"]] + [[f"Apple {i}"] for i in range(1, 21)])
+    page = open_page(user, sheet.get_absolute_url())  # open and live before the job starts
+    sheet, job = slow_sheet_job(user, fake_openai, latency=0.02, sheet=sheet)
     page.locator("#current-job-live .status", has_text="Succeeded").wait_for(timeout=30_000)
     page.locator("#toasts .toast").first.wait_for()
     wait_for(
