@@ -243,13 +243,10 @@ def test_an_unreachable_endpoint_is_a_row_error_after_retries(settings):
 
 def test_concurrency_is_used_and_never_exceeded(fake_openai):
     fake_openai.latency = 0.1
-    began = time.monotonic()
     outcomes = run(options_for(fake_openai, prompt="Hi {name}", concurrency="6"), rows(24))
-    elapsed = time.monotonic() - began
     assert len(outcomes) == 24
+    # Six at once, as the server saw them (speed is the benchmarks' business: bench llm).
     assert fake_openai.max_in_flight == 6
-    # 4 rounds of 0.1 s; with fewer rows at once it would take 0.8 s or more
-    assert elapsed < 0.7, f"24 rows at 6 x 0.1 s took {elapsed:.2f} s"
 
 
 def arrival_gaps(calls, window: int) -> list[float]:
