@@ -161,8 +161,8 @@ def bare_client(base_url: str, rows: int, concurrency: int) -> None:
 
 def _sheet(tag: str, rows: int):
     """A sheet whose every row names its tag, so the fake's log tells the jobs apart."""
-    from sheets.importing import sheet_import
-    from sheets.sources import open_upload
+    from sheets.io.importing import sheet_import
+    from sheets.io.sources import open_upload
 
     lines = ["sheet,text", *(f"{tag},record {n} of sheet {tag}" for n in range(1, rows + 1))]
     data = io.BytesIO(("\n".join(lines) + "\n").encode())

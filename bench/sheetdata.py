@@ -100,8 +100,8 @@ def owner():
 
 def import_contacts(bench: Bench, count: int, user=None):
     """A Sheet of `count` contact rows, imported as an upload would be."""
-    from sheets.importing import sheet_import
-    from sheets.sources import open_upload
+    from sheets.io.importing import sheet_import
+    from sheets.io.sources import open_upload
 
     path = write_contacts(bench, count)
     table = open_upload(path, path.name)

@@ -27,9 +27,7 @@ from django.utils.safestring import SafeString
 from jobs import extensions
 from jobs.engine.errors import JobActionError, UnknownKind
 from jobs.engine.redact import redact
-from jobs.engine.schedules import schedule_pause, schedule_resume, schedule_run_now
 from jobs.engine.services import ACTIONS
-from jobs.engine.tokens import token_revoke
 from jobs.models import (
     ApiToken,
     Batch,
@@ -40,7 +38,9 @@ from jobs.models import (
     Schedule,
     Worker,
 )
+from jobs.schedules.services import schedule_pause, schedule_resume, schedule_run_now
 from jobs.templatetags.jobs_extras import duration, pretty_json
+from jobs.tokens import token_revoke
 
 TIMELINE_LIMIT = 200  # events shown on a job's page (newest), however long its life
 SKIPS_SHOWN = 10
@@ -606,7 +606,7 @@ class FailedJobAdmin(JobAdmin):
 @admin.register(Schedule)
 class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
     """Schedules, read-only: made through the API and CLI, paused, resumed and run now
-    through `jobs.engine.schedules` by the actions below."""
+    through `jobs.schedules.services` by the actions below."""
 
     list_display = [
         "id",

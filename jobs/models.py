@@ -386,7 +386,7 @@ class Schedule(models.Model):
 
     Each run is a Job with `schedule` and `scheduled_for` (its due time). Workers claim a
     due time by moving `next_run_at` on with a conditional UPDATE, so one run starts per
-    due time however many clusters look. Written by `jobs.engine.schedules` only.
+    due time however many clusters look. Written by `jobs.schedules.services` only.
     """
 
     class Overlap(models.TextChoices):

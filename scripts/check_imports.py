@@ -1,5 +1,6 @@
 """Check the import graph of the apps: no cycle among their modules, no import from
-jobs into sheets. Every runtime import counts, function-level ones included; imports
+jobs into sheets, and sheets (a plug-in) reaches jobs only through its declared surface,
+`jobs.public`, and `jobs.models`. Every runtime import counts, function-level ones included; imports
 under `if TYPE_CHECKING:` do not (they never run).
 
 import-linter (`lint-imports`, contracts in pyproject.toml) checks the layers; this
@@ -15,6 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ["jobs", "sheets", "config"]
+PLUGINS = ["sheets"]
+PLUGIN_SURFACE = {"jobs.public", "jobs.models"}
 
 
 def module_name(path: Path) -> str:
@@ -116,6 +119,12 @@ def main() -> int:
     for name, targets in sorted(graph.items()):
         if name.split(".")[0] == "jobs":
             problems += [f"{name} imports {t}" for t in sorted(targets) if t.startswith("sheets")]
+        if name.split(".")[0] in PLUGINS:
+            problems += [
+                f"{name} imports {t} (a plug-in uses jobs.public and jobs.models only)"
+                for t in sorted(targets)
+                if t.split(".")[0] == "jobs" and t not in PLUGIN_SURFACE
+            ]
     for problem in problems:
         print(problem)
     edges = sum(map(len, graph.values()))

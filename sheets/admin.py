@@ -14,8 +14,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from jobs.admin import FilterLookupsOnly, ViewOnly, json_block
-from jobs.engine.redact import redact
+from jobs.public import FilterLookupsOnly, ViewOnly, json_block, redact
 from sheets.kinds import entity_key
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.plugin import row_results_url

@@ -19,7 +19,7 @@ class SheetsConfig(AppConfig):
     verbose_name = "Sheets"
 
     def ready(self) -> None:
-        from jobs.engine.keys import reserve_entity_prefix
+        from jobs.public import reserve_entity_prefix
         from sheets import plugin  # noqa: F401  (registers the sheet kind's front-end hooks)
 
         for prefix in KEY_PREFIXES:

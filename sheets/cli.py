@@ -4,7 +4,7 @@ results) and `schedule add` (process a sheet on a cron expression or an interval
 Google Sheet is re-read at every run), registered with the command's verb registry.
 
 Everything goes through the same functions as the pages (`sheets.services`,
-`sheets.importing`, `sheets.export`); problems raise `CliError` (exit code 2).
+`sheets.io.importing`, `sheets.io.export`); problems raise `CliError` (exit code 2).
 """
 
 from __future__ import annotations
@@ -18,28 +18,33 @@ from typing import Any
 
 from django.core.management.base import OutputWrapper
 
-from jobs import selectors
-from jobs.cli.base import (
+from jobs import public
+from jobs.models import Batch, Job
+from jobs.public import (
     EXIT_JOB_FAILED,
+    GROUP,
     CliError,
+    JobActionError,
     Verb,
+    add_schedule_arguments,
+    batch_as_dict,
+    create_schedule,
     deduplicated,
     find_job,
+    job_as_dict,
     register_verb,
+    schedule_as_dict,
+    schedule_text,
     wait_for_job,
 )
-from jobs.cli.schedules import GROUP, add_schedule_arguments, create_schedule, schedule_text
-from jobs.engine.errors import JobActionError
-from jobs.models import Batch, Job
-from jobs.serializers import batch_as_dict, job_as_dict, schedule_as_dict
-from sheets.export import csv_chunks, xlsx_file
-from sheets.importing import sheet_from_google, sheet_import
+from sheets.io.export import csv_chunks, xlsx_file
+from sheets.io.importing import sheet_from_google, sheet_import
+from sheets.io.sources import SourceError, open_upload
 from sheets.kinds import KIND as SHEET_KIND
 from sheets.kinds import validate_params
 from sheets.models import Sheet
 from sheets.processors import UnknownProcessor, get_processor
 from sheets.services import sheet_job_submit, sheets_batch_submit
-from sheets.sources import SourceError, open_upload
 
 GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
 SHEET_REF = re.compile(r"sheet:#?(\d+)")
@@ -84,7 +89,7 @@ def check_priority(value: str | None, user: Any) -> None:
     """The rule of the pages and the API for the user the CLI acts as: high, normal or
     low; integers for staff only (`selectors.priority_for`)."""
     try:
-        selectors.priority_for(user, value)
+        public.priority_for(user, value)
     except ValueError as exc:
         raise CliError(f"Bad --priority {value!r}: {exc}.") from None
 
@@ -97,7 +102,7 @@ def parse_after(value: str | None, user: Any) -> list[int]:
         ids = [int(part.strip().lstrip("#")) for part in value.split(",") if part.strip()]
     except ValueError:
         raise CliError(f"--after takes job ids separated by commas, not {value!r}.") from None
-    if missing := selectors.missing_jobs(user, ids):
+    if missing := public.missing_jobs(user, ids):
         raise CliError(f"--after: no job {', '.join(f'#{i}' for i in missing)}.")
     return ids
 
@@ -116,7 +121,7 @@ def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
     may act for them (`selectors.may_submit_for`, as on the pages and the API)."""
     if match := SHEET_REF.fullmatch(source.strip()):
         sheet = Sheet.objects.visible_to(owner).filter(pk=int(match.group(1))).first()
-        if sheet is None or not selectors.may_submit_for(owner, sheet.owner_id):
+        if sheet is None or not public.may_submit_for(owner, sheet.owner_id):
             raise CliError(f"No sheet #{match.group(1)} (acting as {owner.get_username()}).")
         return sheet
     path = Path(source)
@@ -283,7 +288,7 @@ def export_format(fmt: str | None, target: str) -> str:
 def export_results(job: Job, fmt: str, target: str, stdout: OutputWrapper) -> int:
     """Write the job's rows as CSV or XLSX to `target` ("-": stdout); return how many.
 
-    Uses `sheets.export`, so formulas are neutralised exactly as in the page's
+    Uses `sheets.io.export`, so formulas are neutralised exactly as in the page's
     downloads. On stdout the CSV has no byte-order mark (it is for pipes, not Excel).
     """
     sheet = export_sheet(job)
@@ -394,7 +399,7 @@ def _submit_batch(command: Any, user: Any, options: dict[str, Any]) -> None:
         priority=options["priority"],
     )
     if options["json"]:
-        progress = selectors.batch_progress(batch)
+        progress = public.batch_progress(batch)
         command.print_json(batch_as_dict(batch, progress.jobs, progress.percent))
         return
     command.stdout.write(f"batch {batch.pk}")

@@ -18,18 +18,23 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from jobs.engine.context import JobContext
-from jobs.engine.errors import Cancelled, PermanentError, Preempted, SliceDone
-from jobs.engine.kinds import job_kind
 from jobs.models import Job
-from jobs.selectors import may_submit_for
-from sheets.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
-from sheets.importing import kept_upload, sheet_from_google, store_table
+from jobs.public import (
+    Cancelled,
+    JobContext,
+    PermanentError,
+    Preempted,
+    SliceDone,
+    job_kind,
+    may_submit_for,
+)
+from sheets.io.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
+from sheets.io.importing import kept_upload, sheet_from_google, store_table
+from sheets.io.sources import SourceError, open_upload
 from sheets.models import RowResult, Sheet
 from sheets.pipeline import RowSource, rows_without_result, run_in_batches, run_streaming
 from sheets.processors import OptionsError, get_processor
 from sheets.processors.base import UnknownProcessor
-from sheets.sources import SourceError, open_upload
 
 KIND = "sheets.process"
 WRITE_BACK = "sheets.write_back"
@@ -125,7 +130,7 @@ def _google(sheet: Sheet, params: dict[str, Any]) -> dict[str, Any]:
         return {}
     if not isinstance(url, str):
         raise SheetParamsError({"google_url": "must be a Google Sheets link"})
-    from sheets import google  # gspread + google-auth (~25 MB): loaded when a sheet needs them
+    from sheets.io import google  # gspread + google-auth (~25 MB): loaded when a sheet needs them
 
     try:
         google_id, _ = google.parse_google_url(url)
@@ -419,7 +424,7 @@ def _read_from(sheet: Sheet, params: dict[str, Any]) -> dict[str, Any]:
 
 @job_kind(WRITE_BACK, label="Write results back to Google Sheets", max_attempts=3)
 def write_back_job(ctx: JobContext) -> dict[str, Any]:
-    from sheets import google  # gspread + google-auth (~25 MB): loaded when a job needs them
+    from sheets.io import google  # gspread + google-auth (~25 MB): loaded when a job needs them
 
     source = Job.objects.filter(pk=ctx.params["job_id"]).first()
     if source is None:

@@ -1,6 +1,6 @@
 """Imported spreadsheets: one Sheet per upload or Google Sheet, one SheetRow per data row.
 
-Rows are copied in once by `sheets.importing` and never change afterwards, so a job
+Rows are copied in once by `sheets.io.importing` and never change afterwards, so a job
 can read any slice of them by row number (`sheet.rows.filter(number__gte=a,
 number__lt=b)`) and redo a slice after a crash against exactly the same input.
 """

@@ -23,8 +23,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from jobs.engine.context import JobContext
-from jobs.engine.errors import Cancelled, Preempted, SliceDone, StopSlice
+from jobs.public import Cancelled, JobContext, Preempted, SliceDone, StopSlice
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, run_rows
 from sheets.processors.base import RowStream

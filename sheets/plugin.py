@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from jobs.extensions import Link, UnitTable, extend_kind
 from jobs.models import Job
+from jobs.public import Link, UnitTable, extend_kind
 from sheets.chains import chain_progress
 from sheets.kinds import KIND
 from sheets.models import Sheet

@@ -10,12 +10,17 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from jobs.engine.db import atomic_retry
-from jobs.engine.errors import JobActionError
-from jobs.engine.schedules import schedule_delete
-from jobs.engine.services import Submission, batch_submit, job_delete, job_submit
 from jobs.models import Batch, Job, Schedule
-from sheets.importing import (
+from jobs.public import (
+    JobActionError,
+    Submission,
+    atomic_retry,
+    batch_submit,
+    job_delete,
+    job_submit,
+    schedule_delete,
+)
+from sheets.io.importing import (
     SpooledUpload,
     sheet_from_spooled,
     sheet_from_upload,
@@ -23,10 +28,10 @@ from sheets.importing import (
     spool_upload,
     unique_name,
 )
+from sheets.io.sources import SourceError
 from sheets.kinds import IMPORT, KIND, WRITE_BACK, SheetParamsError, entity_key, validate_params
 from sheets.models import Sheet
 from sheets.processors import OptionsError, get_processor
-from sheets.sources import SourceError
 
 
 def sheet_job_submit(

@@ -19,11 +19,15 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, Stream
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs.engine.errors import JobActionError, QuotaExceeded
-from jobs.engine.services import notifications_mark_read
 from jobs.models import Job, parse_priority
-from jobs.selectors import may_submit_for, priority_for, sort_key
-from sheets import export
+from jobs.public import (
+    JobActionError,
+    QuotaExceeded,
+    may_submit_for,
+    notifications_mark_read,
+    priority_for,
+    sort_key,
+)
 from sheets.chains import chain_progress, latest_steps, sheet_jobs, with_new_results
 from sheets.estimate import (
     CHARS_PER_TOKEN,
@@ -32,7 +36,9 @@ from sheets.estimate import (
     price_text,
     prompt_for_row,
 )
-from sheets.importing import preview_rows, sheet_from_google, sheet_from_upload
+from sheets.io import export
+from sheets.io.importing import preview_rows, sheet_from_google, sheet_from_upload
+from sheets.io.sources import SourceError
 from sheets.kinds import IMPORT, KIND, SheetParamsError, entity_key, validate_params
 from sheets.models import RowResult, Sheet
 from sheets.processors import all_processors, get_processor
@@ -49,7 +55,6 @@ from sheets.services import (
     sheet_write_back,
     sheets_upload,
 )
-from sheets.sources import SourceError
 
 SAMPLE = Path(__file__).parent / "samples" / "contacts.csv"
 RESULTS_PER_PAGE = 50

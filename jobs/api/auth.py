@@ -15,7 +15,7 @@ from django.http import HttpRequest, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 
-from jobs.engine.tokens import user_for_token
+from jobs.tokens import user_for_token
 
 
 class AuthError(Exception):

@@ -5,7 +5,7 @@ Same conventions as `jobs.api.views`: JSON errors, 400 with `fields` for bad inp
 (a bad cron expression, an unknown time zone, an interval too short: nothing is
 created), unknown fields refused, another user's schedule a 404, an action that does
 not apply (or is not the caller's to apply) a 409. Changes go through
-`jobs.engine.schedules`; `kind` and `params` are checked as for `POST /api/jobs/`.
+`jobs.schedules.services`; `kind` and `params` are checked as for `POST /api/jobs/`.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ from jobs.api.views import (
     api_view,
 )
 from jobs.engine.errors import JobActionError, QuotaExceeded, ScheduleError, UnknownKind
-from jobs.engine.recurrence import RecurrenceError, recurrence
-from jobs.engine.schedules import (
+from jobs.models import Schedule
+from jobs.schedules.recurrence import RecurrenceError, recurrence
+from jobs.schedules.services import (
     EDITABLE,
     schedule_create,
     schedule_delete,
     schedule_run_now,
     schedule_update,
 )
-from jobs.models import Schedule
 from jobs.serializers import job_as_dict, schedule_as_dict
 
 CREATE_FIELDS = EDITABLE | {"kind"}

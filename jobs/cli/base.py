@@ -2,7 +2,7 @@
 a file and submit a sheet job, wait for a job with a progress bar, export its results.
 
 Everything goes through the same functions as the pages and the API (`jobs.engine.services`,
-`sheets.services`, `sheets.importing`, `sheets.export`), with jobs scoped by
+`sheets.services`, `sheets.io.importing`, `sheets.io.export`), with jobs scoped by
 `Job.objects.visible_to(user)`. Expected problems raise `CliError`; the command turns
 one into a single stderr line and its exit code (the EXIT_* values below).
 """

@@ -2,7 +2,7 @@
 schedules, and the pieces an app's `schedule add` verb uses (sheets registers one).
 
 Schedules are scoped like jobs (the user's own; staff all) and changed through
-`jobs.engine.schedules`; bad input is a CliError (exit code 2, one line).
+`jobs.schedules.services`; bad input is a CliError (exit code 2, one line).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from django.utils import timezone
 from jobs import selectors
 from jobs.cli.base import CliError, Verb, deduplicated, find_job, register_group, register_verb
 from jobs.engine.errors import AlreadyActive, JobActionError, QuotaExceeded, ScheduleError
-from jobs.engine.schedules import (
+from jobs.models import Schedule
+from jobs.schedules.services import (
     schedule_create,
     schedule_delete,
     schedule_pause,
     schedule_resume,
     schedule_run_now,
 )
-from jobs.models import Schedule
 from jobs.serializers import job_as_dict, schedule_as_dict
 
 GROUP = "schedule"

@@ -1,17 +1,22 @@
-"""Periodic upkeep: recover lost work, start due schedules and fill free capacity (every
-few heartbeats of each worker, and every minute from a django-q2 schedule), and prune
-finished jobs older than the retention setting (from the schedule).
+"""Periodic upkeep: recover lost work, run the upkeep hooks (the due schedules) and fill
+free capacity (every few heartbeats of each worker, and every minute from a django-q2
+schedule), and prune finished jobs older than the retention setting (from the schedule).
+
+Hooks keep the engine below what it runs: `jobs.schedules` registers its due runs at app
+start (`on_upkeep`), so the engine never imports the schedules' services.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.engine import dispatch, recovery, schedules
+from jobs.engine import dispatch, recovery
 from jobs.engine.db import atomic_retry
 from jobs.models import Job, JobChange
 
@@ -19,6 +24,20 @@ CHANGE_FEED_KEEP = timedelta(minutes=10)
 
 
 PRUNE_BATCH_JOBS = 100
+
+_UPKEEP_HOOKS: list[Callable[[], Any]] = []
+
+
+def on_upkeep(hook: Callable[[], Any]) -> None:
+    """Run `hook` at every heartbeat's upkeep (once, however often it is registered)."""
+    if hook not in _UPKEEP_HOOKS:
+        _UPKEEP_HOOKS.append(hook)
+
+
+def run_upkeep_hooks() -> None:
+    """The light part of upkeep, due at every heartbeat (the due schedules)."""
+    for hook in _UPKEEP_HOOKS:
+        hook()
 
 
 def prunable_jobs(days: int | None = None) -> QuerySet[Job]:
@@ -63,9 +82,9 @@ def prune_change_feed() -> int:
 
 
 def maintain() -> None:
-    """Recover lost work, start due schedules and fill free capacity."""
+    """Recover lost work, run the upkeep hooks and fill free capacity."""
     recovery.recover()
-    schedules.run_due_schedules()
+    run_upkeep_hooks()
     dispatch.dispatch()
 
 

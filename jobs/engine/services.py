@@ -124,7 +124,7 @@ def job_submit(
 
     `created` is False when an active job of the same owner and kind already holds
     the entity or session key: that job is returned instead of starting a duplicate.
-    `schedule` and `scheduled_for`: the schedule run (`jobs.engine.schedules`) it is.
+    `schedule` and `scheduled_for`: the schedule run (`jobs.schedules.services`) it is.
     `after`: ids of jobs this one waits for (it runs once they all succeeded and is
     cancelled if one fails or is cancelled); the caller checks the user may see them.
     Raises JobActionError for an unknown, failed or cancelled one.

@@ -41,7 +41,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django_q.signals import post_spawn
 
-from jobs.engine import maintenance, recovery, schedules, transitions
+from jobs.engine import maintenance, recovery, transitions
 from jobs.models import Job, Worker
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def _heartbeat_loop() -> None:
             if beats % MAINTENANCE_EVERY_BEATS == 0:
                 maintenance.maintain()  # due schedules included
             else:
-                schedules.run_due_schedules()
+                maintenance.run_upkeep_hooks()
         except Exception:  # noqa: BLE001 - the heartbeat must outlive DB hiccups
             log.exception("heartbeat failed")
             close_old_connections()

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from jobs.engine.tokens import user_for_token
 from jobs.models import Job, Worker
+from jobs.tokens import user_for_token
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -1,6 +1,6 @@
 """The Schedules page: the user's schedules with their next run and how the last one
 went, and the pause, resume, run-now and delete buttons (POST forms, through
-`jobs.engine.schedules`). The table refreshes itself every few seconds (htmx polling
+`jobs.schedules.services`). The table refreshes itself every few seconds (htmx polling
 of its partial), so next and last runs stay current without a reload.
 """
 
@@ -19,13 +19,13 @@ from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors
 from jobs.engine.errors import JobActionError
-from jobs.engine.schedules import (
+from jobs.models import Schedule
+from jobs.schedules.services import (
     schedule_delete,
     schedule_pause,
     schedule_resume,
     schedule_run_now,
 )
-from jobs.models import Schedule
 
 
 class HtmxHttpRequest(HttpRequest):

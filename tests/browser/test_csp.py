@@ -97,8 +97,8 @@ def test_login_page_raises_no_csp_violation(chromium, web):
 
 
 def test_deleting_a_schedule_asks_first_under_the_csp(open_page, user):
-    from jobs.engine.schedules import schedule_create
     from jobs.models import Schedule
+    from jobs.schedules.services import schedule_create
 
     schedule = schedule_create(owner=user, kind="demo.count", name="Nightly", every="1d")
     page = open_page(user, "/schedules/")

@@ -11,9 +11,9 @@ import pytest
 from django.test import Client
 
 from jobs.engine.services import job_submit
-from jobs.engine.tokens import token_create
 from jobs.models import Worker
 from jobs.serializers import job_as_dict
+from jobs.tokens import token_create
 from tests.conftest import subprocess_env
 from tests.jobs.factories import fresh, run_to_end, submit_demo
 from tests.support.processes import ROOT, wait_for

@@ -13,8 +13,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from jobs.engine.runner import run_one_slice
-from jobs.engine.schedules import schedule_create
 from jobs.models import Batch, Job, Schedule
+from jobs.schedules.services import schedule_create
 from sheets.kinds import KIND
 from sheets.models import Sheet
 from tests.jobs.cli.test_verbs import conveyor

@@ -134,7 +134,7 @@ def test_accepted_50_mb_upload_streams_to_disk(web, user):
     grown = rss(web) - before
     assert status == 302, answer[:500]
     from jobs.models import Job
-    from sheets.importing import kept_upload
+    from sheets.io.importing import kept_upload
     from sheets.models import Sheet
 
     sheet = Sheet.objects.get(owner=user)

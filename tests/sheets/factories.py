@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.engine.runner import run_one_slice
 from jobs.models import Job
-from sheets.importing import sheet_from_upload
+from sheets.io.importing import sheet_from_upload
 from sheets.models import Sheet
 
 

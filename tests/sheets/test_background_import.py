@@ -13,7 +13,7 @@ from django.test import Client
 
 from jobs.engine.services import job_cancel, job_submit
 from jobs.models import Job
-from sheets.importing import kept_upload
+from sheets.io.importing import kept_upload
 from sheets.kinds import IMPORT
 from sheets.models import Sheet, SheetRow
 from tests.support.processes import wait_for

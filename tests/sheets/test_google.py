@@ -1,4 +1,4 @@
-"""sheets.google: read and write back Google Sheets, against the fake API on 127.0.0.1."""
+"""sheets.io.google: read and write back Google Sheets, against the fake API on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sheets.google import open_google_sheet, parse_google_url, write_back
-from sheets.importing import sheet_from_google
+from sheets.io.google import open_google_sheet, parse_google_url, write_back
+from sheets.io.importing import sheet_from_google
+from sheets.io.sources import SourceError
 from sheets.models import Sheet, SheetRow
-from sheets.sources import SourceError
 
 SHEET_ID = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
 URL = f"https://docs.google.com/spreadsheets/d/{SHEET_ID}/edit#gid=1000"

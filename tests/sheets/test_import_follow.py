@@ -13,9 +13,9 @@ from django.test import Client
 from jobs.engine.runner import run_one_slice
 from jobs.models import Job
 from jobs.web import live
+from sheets.io.sources import open_upload
 from sheets.kinds import IMPORT, KIND
 from sheets.models import Sheet
-from sheets.sources import open_upload
 from tests.jobs.factories import run_to_end
 from tests.jobs.web.test_live import connect, receive_until
 

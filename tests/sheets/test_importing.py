@@ -1,4 +1,4 @@
-"""sheets.importing: a sheet is stored whole, or not at all with a clear message.
+"""sheets.io.importing: a sheet is stored whole, or not at all with a clear message.
 
 Every kind of bad input the spec lists has a test here asserting the message and that
 no Sheet or SheetRow is left behind.
@@ -12,9 +12,9 @@ import psutil
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile, TemporaryUploadedFile
 
-from sheets.importing import preview_rows, sheet_from_upload, sheet_import
+from sheets.io.importing import preview_rows, sheet_from_upload, sheet_import
+from sheets.io.sources import SourceError, open_upload
 from sheets.models import Sheet, SheetRow
-from sheets.sources import SourceError, open_upload
 from tests.sheets import make_files
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ import pytest
 
 from jobs.engine.services import job_cancel, job_retry
 from jobs.models import Job
-from sheets import export
+from sheets.io import export
 from sheets.kinds import SheetParamsError
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
@@ -217,7 +217,7 @@ def test_copy_processor_passes_the_chosen_columns_through(user):
 
 
 def test_outputs_are_written_back_to_the_google_sheet(user, google_sheets, client):
-    from sheets.importing import sheet_from_google
+    from sheets.io.importing import sheet_from_google
 
     sheet_id = "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms"
     rows = [["name", "email"], ["  Ada ", "ADA@example.com"], ["Bob", "bob@x"]]

@@ -11,9 +11,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.engine.runner import run_one_slice
-from jobs.engine.schedules import schedule_create
 from jobs.engine.services import job_cancel, job_submit
 from jobs.models import Job, Schedule
+from jobs.schedules.services import schedule_create
 from sheets.kinds import KIND, WRITE_BACK
 from sheets.models import RowResult, Sheet, SheetRow
 from sheets.pipeline import CPU_BATCH_ROWS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.engine.schedules import run_due_schedules
 from jobs.models import Job, JobEvent, Schedule
+from jobs.schedules.services import run_due_schedules
 from sheets.models import RowResult, Sheet
 from tests.jobs.cli.test_verbs import GOOGLE_ID, PEOPLE, conveyor, run_in_process, run_process
 from tests.sheets.make_files import write_csv

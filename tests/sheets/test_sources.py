@@ -1,4 +1,4 @@
-"""sheets.sources: files are read by content, with encoding and dialect detected, streaming.
+"""sheets.io.sources: files are read by content, with encoding and dialect detected, streaming.
 
 These tests read files only (no database); what a bad file leaves behind in the
 database is tested in test_importing.py.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sheets.sources import SourceError, Table, cell_text, open_upload
+from sheets.io.sources import SourceError, Table, cell_text, open_upload
 from tests.sheets import make_files
 
 ACCENTED = [["name", "city", "price"], ["René", "Besançon", "12 €"], ["Zoë", "Köln", "5 €"]]

@@ -11,8 +11,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.engine.tokens import token_create, token_revoke, tokens_matching
 from jobs.models import ApiToken
+from jobs.tokens import token_create, token_revoke, tokens_matching
 
 
 class Command(BaseCommand):

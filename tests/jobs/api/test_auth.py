@@ -14,8 +14,8 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
-from jobs.engine.tokens import token_create
 from jobs.models import ApiToken, Job
+from jobs.tokens import token_create
 from tests.jobs.factories import submit_demo
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from jobs.engine.schedules import run_due_schedules, schedule_create
 from jobs.models import Job, Schedule
+from jobs.schedules.services import run_due_schedules, schedule_create
 from tests.jobs.api.conftest import client_for
 
 pytestmark = pytest.mark.django_db

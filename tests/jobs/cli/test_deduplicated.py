@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.cli.base import EXIT_DEDUPLICATED
-from jobs.engine.schedules import schedule_create
 from jobs.models import Job
+from jobs.schedules.services import schedule_create
 from tests.jobs.cli.test_verbs import conveyor, run_process
 from tests.sheets.make_files import write_csv
 

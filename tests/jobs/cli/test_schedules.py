@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from jobs.cli.base import GROUPS, VERBS
-from jobs.engine.schedules import run_due_schedules, schedule_create
 from jobs.management.commands import conveyor as command  # registers every app's verbs
 from jobs.models import Job, Schedule
+from jobs.schedules.services import run_due_schedules, schedule_create
 from tests.jobs.cli.test_verbs import conveyor, run_process
 
 pytestmark = pytest.mark.django_db

@@ -24,7 +24,7 @@ def maintenance_schedules() -> list[int]:
 
 def make_schedule(name: str = SCHEDULE_NAME) -> Schedule:
     return Schedule.objects.create(
-        name=name, func="jobs.maintenance.run_periodic", schedule_type=Schedule.MINUTES
+        name=name, func="jobs.engine.maintenance.run_periodic", schedule_type=Schedule.MINUTES
     )
 
 

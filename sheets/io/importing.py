@@ -1,4 +1,4 @@
-"""Import a Table (from `sheets.sources` or `sheets.google`) into a Sheet and its SheetRows.
+"""Import a Table (from `sheets.io.sources` or `sheets.io.google`) into a Sheet and its SheetRows.
 
 The header is validated first; the rows are read, checked and spooled to a temporary
 file, then inserted in batches inside one transaction: an import either stores the
@@ -25,8 +25,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from sheets.models import Sheet, SheetRow
-from sheets.sources import (
+from sheets.io.sources import (
     SourceError,
     Table,
     TableInfo,
@@ -34,6 +33,7 @@ from sheets.sources import (
     column_name,
     open_upload,
 )
+from sheets.models import Sheet, SheetRow
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -222,7 +222,7 @@ def sheet_from_google(
     *, url_or_id: str, owner: AbstractBaseUser, worksheet: str | None = None
 ) -> Sheet:
     """Import a worksheet of a Google Sheet (by URL or id) with the service account."""
-    from sheets import google  # gspread + google-auth (~25 MB): loaded for Google imports only
+    from sheets.io import google  # gspread + google-auth (~25 MB): loaded for Google imports only
 
     google_id, _ = google.parse_google_url(url_or_id)
     table = google.open_google_sheet(url_or_id, worksheet=worksheet)

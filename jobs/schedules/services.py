@@ -37,9 +37,9 @@ from jobs.engine import secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import AlreadyActive, JobActionError, ScheduleError, UnknownKind
 from jobs.engine.kinds import get_kind
-from jobs.engine.recurrence import Recurrence, RecurrenceError, recurrence
 from jobs.engine.services import job_submit
 from jobs.models import Job, Schedule, parse_priority
+from jobs.schedules.recurrence import Recurrence, RecurrenceError, recurrence
 
 log = logging.getLogger(__name__)
 

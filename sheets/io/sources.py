@@ -2,7 +2,7 @@
 
 `open_upload` looks at a file's content, not its name, and returns a `Table`: the header
 plus an iterator of data rows as strings, read lazily so memory stays flat whatever the
-file size. `sheets.importing` turns a Table into stored rows; `sheets.google` makes
+file size. `sheets.io.importing` turns a Table into stored rows; `sheets.io.google` makes
 Tables from Google Sheets. Every problem with the input is a `SourceError` whose text
 is shown to the user as is.
 """

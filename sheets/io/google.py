@@ -26,7 +26,7 @@ from google.oauth2 import service_account
 from gspread.exceptions import APIError, SpreadsheetNotFound
 from gspread.http_client import HTTPClient
 
-from sheets.sources import SourceError, Table, TableInfo, column_name
+from sheets.io.sources import SourceError, Table, TableInfo, column_name
 
 SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
 GOOGLE_API_URL = "https://sheets.googleapis.com"

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.engine.recurrence import (
+from jobs.schedules.recurrence import (
     Recurrence,
     RecurrenceError,
     check_cron,

@@ -12,9 +12,11 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs.engine import schedules
 from jobs.engine.errors import JobActionError, ScheduleError
-from jobs.engine.schedules import (
+from jobs.engine.services import job_cancel, job_submit
+from jobs.models import Job, JobEvent, Schedule
+from jobs.schedules import services as schedules
+from jobs.schedules.services import (
     due_runs,
     run_due_schedules,
     schedule_create,
@@ -24,8 +26,6 @@ from jobs.engine.schedules import (
     schedule_run_now,
     schedule_update,
 )
-from jobs.engine.services import job_cancel, job_submit
-from jobs.models import Job, JobEvent, Schedule
 from tests.jobs.factories import fresh, run_to_end
 from tests.support.processes import wait_for
 

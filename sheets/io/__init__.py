@@ -1,0 +1,1 @@
+"""Where rows come from and go to: file sources, the import into stored rows, Google Sheets, exports."""
