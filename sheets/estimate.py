@@ -20,7 +20,7 @@ from typing import Any
 from sheets.models import Sheet
 from sheets.pipeline import ReuseKey, answered_before, load_rows
 from sheets.processors import get_processor
-from sheets.processors.llm import build_messages, cost_usd, model_price
+from sheets.processors.builtins.llm import build_messages, cost_usd, model_price
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and GPT-style tokenizers
 DEFAULT_COMPLETION_TOKENS = 256

@@ -25,8 +25,7 @@ from django.utils import timezone
 
 from jobs.public import Cancelled, JobContext, Preempted, SliceDone, StopSlice
 from sheets.models import RowResult, Sheet, SheetRow
-from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, run_rows
-from sheets.processors.base import RowStream
+from sheets.processors import DEDUPE_KEY, Processor, RowOutcome, RowStream, run_rows
 
 # Measured on a no-op job (PostgreSQL, 50k rows): 2,000 rows a commit is ~7 % faster than
 # 1,000 (one COMMIT's flush is ~14 ms), 5,000 no faster; a batch is also a live update.

@@ -1,22 +1,31 @@
-"""Processors: what a sheet job does to each row. The registry and runner live in
-`base.py`; the built-ins `llm`, `web`, `clean` and `copy` register on the registry's first
-use (`base.BUILT_INS`), so processes that never run a row never load their libraries.
+"""Processors: what a sheet job does to each row, and everything a processor needs.
+
+`registry` (`@processor`, `get_processor`), `options` (`Option`, `OptionsError`),
+`runner` (`run_rows`, `RowStream`, `RowError`), the HTTP plumbing every request goes
+through (`outbound`: the address guard; `ratelimit`: requests/min and retries) and the
+built-ins (`builtins/`). A plug-in imports what it needs from here; how to write one:
+docs/processors.md.
 """
 
 from __future__ import annotations
 
-from sheets.processors.base import (
-    DEDUPE_KEY,
-    USAGE_KEY,
-    Option,
-    OptionsError,
+from sheets.processors.options import Option, OptionsError, match_column, parse_columns
+from sheets.processors.registry import (
     Processor,
-    RowError,
-    RowOutcome,
     UnknownProcessor,
     all_processors,
     get_processor,
     processor,
+    unregister,
+)
+from sheets.processors.runner import (
+    DEDUPE_KEY,
+    USAGE_KEY,
+    RowError,
+    RowOutcome,
+    RowStream,
+    extend_row_deadline,
+    note_retry,
     run_rows,
 )
 
@@ -28,9 +37,15 @@ __all__ = [
     "Processor",
     "RowError",
     "RowOutcome",
+    "RowStream",
     "UnknownProcessor",
     "all_processors",
+    "extend_row_deadline",
     "get_processor",
+    "match_column",
+    "note_retry",
+    "parse_columns",
     "processor",
     "run_rows",
+    "unregister",
 ]

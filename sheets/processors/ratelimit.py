@@ -29,7 +29,7 @@ from limits.aio import strategies as async_strategies
 from limits.aio.storage import RedisStorage
 from limits.storage import MemoryStorage
 
-from sheets.processors.base import RowError, extend_row_deadline, note_retry
+from sheets.processors.runner import RowError, extend_row_deadline, note_retry
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)

@@ -1,4 +1,4 @@
-"""The `web` processor against a small fake website (sheets/processors/web.py)."""
+"""The `web` processor against a small fake website (sheets/processors/builtins/web.py)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ and the length of the main text (script, style, nav and the like stripped). An H
 error status (404, 500) is a result; network errors, timeouts, redirect loops and pages
 over `max_bytes` are row errors. A URL without a scheme is fetched over https://.
 
-Every connection goes through the guarded client of `outbound.py`: private, loopback
+Every connection goes through the guarded client of `sheets/processors/outbound.py`: private, loopback
 and other non-public addresses are refused unless `CONVEYOR_WEB_ALLOW_PRIVATE` or
 `CONVEYOR_WEB_ALLOWED_NETWORKS` allow them. Redirects are followed by hand, so each hop
 gets a new check.
@@ -22,7 +22,7 @@ import httpx
 from django.conf import settings
 from selectolax.lexbor import LexborHTMLParser
 
-from sheets.processors.base import Option, OptionsError, RowError, match_column, processor
+from sheets.processors import Option, OptionsError, RowError, match_column, processor
 from sheets.processors.outbound import BlockedAddress, guarded_client, read_capped
 from sheets.processors.ratelimit import describe_http_error, send_with_retries
 
@@ -43,14 +43,7 @@ OPTIONS = [
     Option("max_bytes", "Largest page to read (bytes)", "int", default=2_000_000, min=1_000),
     Option("max_redirects", "Redirects to follow", "int", default=5, min=0, max=20),
     Option("concurrency", "Pages at once", "int", default=8, min=1, max=64),
-    Option(
-        "reuse",
-        "Reuse earlier answers",
-        "bool",
-        default=True,
-        help="Rows you already had answered (same inputs and options) cost no request.",
-    ),
-]
+]  # and `reuse`, which `reusable=True` adds
 OUTPUTS = ["status", "final_url", "title", "description", "text_length"]
 
 

@@ -1,4 +1,5 @@
-"""The processor registry, option validation and `run_rows` (sheets/processors/base.py)."""
+"""The row runner: plain rows in order, async rows concurrently with a session, row
+errors, timeouts and stops (sheets/processors/runner.py)."""
 
 from __future__ import annotations
 
@@ -6,192 +7,16 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from sheets.processors import (
-    DEDUPE_KEY,
-    Option,
-    OptionsError,
-    RowError,
-    UnknownProcessor,
-    all_processors,
-    get_processor,
-    processor,
-    run_rows,
-)
-from sheets.processors.base import unregister
+from sheets.processors import DEDUPE_KEY, Option, RowError, get_processor, processor, run_rows
 
 NEVER = lambda: False  # noqa: E731
 
 
-@pytest.fixture
-def registered() -> Iterator[list[str]]:
-    """Names of throwaway processors a test registers; removed afterwards."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        unregister(name)
-
-
 def rows_of(n: int) -> list[tuple[int, dict[str, str]]]:
     return [(i, {"name": f"row {i}"}) for i in range(1, n + 1)]
-
-
-# --- the registry ---------------------------------------------------------------
-
-
-def test_built_in_processors_are_registered_on_import():
-    names = {proc.name for proc in all_processors()}
-    assert {"llm", "web", "clean"} <= names
-    assert get_processor("web").io_bound and get_processor("llm").io_bound
-    assert not get_processor("clean").io_bound
-
-
-def test_unknown_processor_names_the_available_ones():
-    with pytest.raises(UnknownProcessor, match="'nope'.*clean.*llm.*web"):
-        get_processor("nope")
-
-
-def test_decorator_registers_a_processor_with_options_and_outputs(registered):
-    @processor(
-        "test.shout",
-        label="Shout",
-        description="Upper-cases a column.",
-        options=[Option("column", "Column", "str", required=True)],
-        outputs=["shouted"],
-    )
-    def shout(row, options):
-        return {"shouted": row[options["column"]].upper()}
-
-    registered.append("test.shout")
-    proc = get_processor("test.shout")
-    assert proc is shout
-    assert (proc.label, proc.description, proc.io_bound) == (
-        "Shout",
-        "Upper-cases a column.",
-        False,
-    )
-    assert proc.output_columns({"column": "a"}, ["a"]) == ["shouted"]
-    assert proc.notice({}) == ""
-    assert proc in all_processors()
-
-
-def test_registering_another_function_under_a_taken_name_is_refused(registered):
-    def first(row, options):
-        return {}
-
-    def second(row, options):
-        return {}
-
-    processor("test.taken")(first)
-    registered.append("test.taken")
-    assert processor("test.taken")(first).fn is first  # the same function again: a re-import
-    with pytest.raises(ValueError, match="'test.taken' is already registered"):
-        processor("test.taken")(second)
-
-
-def test_io_bound_processors_must_be_async(registered):
-    with pytest.raises(TypeError, match="async def"):
-        processor("test.sync_io", io_bound=True)(lambda row, options: {})
-
-
-def test_outputs_may_depend_on_the_options(registered):
-    proc = processor(
-        "test.echo",
-        options=[Option("columns", "Columns", "columns")],
-        outputs=lambda options, columns: [f"echo_{c}" for c in options["columns"] or columns],
-    )(lambda row, options: dict(row))
-    registered.append("test.echo")
-    assert proc.output_columns({"columns": ["b"]}, ["a", "b"]) == ["echo_b"]
-    assert proc.output_columns({"columns": []}, ["a", "b"]) == ["echo_a", "echo_b"]
-
-
-# --- options ----------------------------------------------------------------------
-
-OPTIONS = [
-    Option("name", "Name", "str", required=True),
-    Option("note", "Note", "text", default="  keep  "),
-    Option("count", "Count", "int", default=3, min=1, max=10),
-    Option("ratio", "Ratio", "float", default=0.5, min=0, max=1),
-    Option("loud", "Loud", "bool", default=False),
-    Option("mode", "Mode", "choice", default="fast", choices=("fast", "slow")),
-    Option("token", "Token", "secret", default=""),
-    Option("endpoint", "Endpoint", "url", default=lambda: "https://default.example/v1"),
-    Option("fields", "Fields", "columns"),
-]
-
-
-@pytest.fixture
-def configurable(registered):
-    proc = processor("test.options", options=OPTIONS, outputs=["x"])(lambda row, o: {"x": 1})
-    registered.append("test.options")
-    return proc
-
-
-def test_options_are_typed_and_defaults_filled(configurable):
-    options = configurable.validate_options(
-        {"name": " Ada ", "count": "7", "loud": "on", "fields": "Email, city"},
-        ["email", "City", "zip"],
-    )
-    assert options == {
-        "name": "Ada",
-        "note": "  keep  ",
-        "count": 7,
-        "ratio": 0.5,
-        "loud": True,
-        "mode": "fast",
-        "token": "",
-        "endpoint": "https://default.example/v1",
-        "fields": ["email", "City"],
-    }
-
-
-def test_validated_options_validate_again_unchanged(configurable):
-    columns = ["email", "city"]
-    options = configurable.validate_options({"name": "Ada", "fields": "city"}, columns)
-    assert configurable.validate_options(options, columns) == options
-
-
-def test_every_invalid_option_gets_its_own_message(configurable):
-    with pytest.raises(OptionsError) as caught:
-        configurable.validate_options(
-            {
-                "count": "11",
-                "ratio": "lots",
-                "loud": "maybe",
-                "mode": "medium",
-                "endpoint": "ftp://files.example",
-                "fields": "email, phone, fax",
-                "colour": "red",
-            },
-            ["email", "city"],
-        )
-    errors = caught.value.errors
-    assert errors == {
-        "name": "This field is required.",
-        "count": "Must be at most 10.",
-        "ratio": "Enter a number.",
-        "loud": "Enter yes or no.",
-        "mode": "Choose one of: fast, slow.",
-        "endpoint": "Enter a full http:// or https:// URL.",
-        "fields": "Unknown columns: phone, fax. Columns are: email, city.",
-        "colour": "Unknown option.",
-    }
-
-
-def test_numbers_must_be_finite_and_whole_for_int_options(configurable):
-    with pytest.raises(OptionsError) as caught:
-        configurable.validate_options({"name": "x", "count": "2.5", "ratio": "nan"}, [])
-    assert caught.value.errors == {"count": "Enter a whole number.", "ratio": "Enter a number."}
-
-
-def test_option_declarations_are_checked():
-    with pytest.raises(ValueError, match="unknown type"):
-        Option("x", "X", "date")
-    with pytest.raises(ValueError, match="needs choices"):
-        Option("x", "X", "choice")
 
 
 # --- running rows: plain functions ---------------------------------------------------

@@ -7,7 +7,7 @@ be one of them and goes to the `category` column (a default prompt is used when 
 given); without, the answer goes to `answer`. `tokens` holds the request's total token
 count when the API reports it; its prompt and completion tokens (and their cost, at the
 operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into the job's `spent`. Requests per minute are limited across workers (see
-`ratelimit.py`); 429, 5xx, timeouts and connection errors are retried.
+`sheets/processors/ratelimit.py`); 429, 5xx, timeouts and connection errors are retried.
 
 The server's key (OPENAI_API_KEY) goes only to the server's endpoint (OPENAI_BASE_URL);
 a user may type another base URL only if the operator listed it in
@@ -26,14 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from sheets.processors.base import (
-    USAGE_KEY,
-    Option,
-    OptionsError,
-    RowError,
-    match_column,
-    processor,
-)
+from sheets.processors import USAGE_KEY, Option, OptionsError, RowError, match_column, processor
 from sheets.processors.outbound import guarded_client, host_of, send_capped
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
@@ -89,14 +82,7 @@ OPTIONS = [
     ),
     Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
     Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
-    Option(
-        "reuse",
-        "Reuse earlier answers",
-        "bool",
-        default=True,
-        help="Rows you already had answered (same inputs and options) cost no request.",
-    ),
-]
+]  # and `reuse`, which `reusable=True` adds
 
 
 # --- prompts -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The `clean` processor (sheets/processors/clean.py)."""
+"""The `clean` processor (sheets/processors/builtins/clean.py)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ import phonenumbers
 from django.conf import settings
 from email_validator import EmailNotValidError, validate_email
 
-from sheets.processors.base import DEDUPE_KEY, Option, OptionsError, processor
-from sheets.processors.web import with_scheme
+from sheets.processors import DEDUPE_KEY, Option, OptionsError, processor
+from sheets.processors.builtins.web import with_scheme
 
 KINDS = ("email", "phone", "url")
 KIND_NAMES = {"email": "an e-mail", "phone": "a phone", "url": "a URL"}

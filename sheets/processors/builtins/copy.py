@@ -6,7 +6,7 @@ benchmarks use to measure Conveyor's own per-row overhead.
 
 from __future__ import annotations
 
-from sheets.processors.base import processor
+from sheets.processors import processor
 
 
 def _outputs(options: dict, input_columns: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The `llm` processor against a fake OpenAI-compatible API (sheets/processors/llm.py)."""
+"""The `llm` processor against a fake OpenAI-compatible API
+(sheets/processors/builtins/llm.py)."""
 
 from __future__ import annotations
 
