@@ -1,8 +1,9 @@
 """The Django admin for operators: every job, its timeline, failures, notifications,
 workers, schedules and API tokens.
 
-Jobs are read-only here; the bulk actions apply `jobs.engine.services.ACTIONS` (the one
-way to change a job), report how many jobs changed and name the ones skipped and why.
+Jobs are read-only here; the bulk actions are built from the action registries
+(`jobs.actions`: one admin action per entry, through the services), report how many
+changed and name the ones skipped and why.
 Secret parameters are masked (`jobs.engine.redact`). A kind's app adds links to a job's
 page (e.g. its sheet and row results) through `jobs.extensions`.
 django-q2's own admin (tasks, failures, schedules, queue) stays registered as it is.
@@ -15,6 +16,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.actions import delete_selected
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -25,9 +27,12 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from jobs import extensions
+from jobs.actions.base import Action, Registry
+from jobs.actions.jobs import JOBS
+from jobs.actions.schedules import SCHEDULES
 from jobs.engine.errors import JobActionError, UnknownKind
 from jobs.engine.redact import redact
-from jobs.engine.services import ACTIONS
+from jobs.engine.services import notifications_set_read
 from jobs.models import (
     ApiToken,
     Batch,
@@ -38,36 +43,20 @@ from jobs.models import (
     Schedule,
     Worker,
 )
-from jobs.schedules.services import schedule_pause, schedule_resume, schedule_run_now
 from jobs.templatetags.jobs_extras import duration, pretty_json
 from jobs.tokens import token_revoke
 
 TIMELINE_LIMIT = 200  # events shown on a job's page (newest), however long its life
 SKIPS_SHOWN = 10
 
-STATUS_COLOURS = {
-    Job.Status.QUEUED: "#6b7280",
-    Job.Status.RUNNING: "#2563eb",
-    Job.Status.PAUSED: "#a16207",
-    Job.Status.RETRYING: "#c2410c",
-    Job.Status.SUCCEEDED: "#15803d",
-    Job.Status.FAILED: "#b91c1c",
-    Job.Status.CANCELLED: "#4b5563",
-}
-
 
 def status_badge(job: Job) -> SafeString:
-    colour = STATUS_COLOURS.get(job.status, "#6b7280")
+    """The status as a coloured badge; colours by status in static/css/admin-jobs.css
+    (no inline style: the CSP has no 'unsafe-inline')."""
     label = job.get_status_display()
     if job.requested:
         label += f" ({job.get_requested_display().lower()} requested)"
-    return format_html(
-        '<span class="job-status" data-status="{}" style="background:{};color:#fff;'
-        'padding:1px 7px;border-radius:9px;white-space:nowrap">{}</span>',
-        job.status,
-        colour,
-        label,
-    )
+    return format_html('<span class="job-status" data-status="{}">{}</span>', job.status, label)
 
 
 def exact_time(when) -> str:
@@ -85,11 +74,58 @@ def time_field(name: str) -> Callable[[Any, Job], str]:
 
 
 def json_block(value: Any) -> SafeString:
-    return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', pretty_json(value))
+    return format_html('<pre class="admin-pre">{}</pre>', pretty_json(value))
 
 
 def plural(count: int, word: str = "job") -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# -- actions from the registries ----------------------------------------------------
+
+
+def report(model_admin: Any, request: HttpRequest, done: list[str], skipped: list[str]) -> None:
+    """One message: '3 jobs cancelled; 2 skipped: Job #4 is succeeded; ...'."""
+    text = ", ".join(done) if done else "Nothing changed"
+    level = messages.SUCCESS
+    if skipped:
+        reasons = " ".join(skipped[:SKIPS_SHOWN])
+        if len(skipped) > SKIPS_SHOWN:
+            reasons += f" …and {len(skipped) - SKIPS_SHOWN} more."
+        text += f"; {len(skipped)} skipped: {reasons}"
+        level = messages.WARNING
+    model_admin.message_user(request, text, level)
+
+
+def admin_action(registry: Registry, action: Action) -> Callable[..., Any]:
+    """The admin action of a registry entry: run it on each selected object (one it
+    does not apply to, or whose service refuses it, is a skip) and report. Changing
+    needs the admin's "operate" permission, deleting its "delete" one; a delete asks
+    first (the admin's `confirm_delete`)."""
+
+    def run(model_admin: Any, request: HttpRequest, queryset: QuerySet) -> Any:
+        if action.permission == "delete" and request.POST.get("post") != "yes":
+            return model_admin.confirm_delete(request, queryset)
+        changed, skipped = [], []
+        for obj in queryset.select_related(None).order_by("pk"):
+            try:
+                result = action.run(obj, by=request.user)
+            except (JobActionError, UnknownKind) as exc:
+                skipped.append(str(exc))
+                continue
+            changed.append(obj)
+            skipped.extend(getattr(result, "skipped", ()))  # a batch's jobs skipped
+        report(model_admin, request, registry.reported(action, changed), skipped)
+        return None
+
+    plural_name = registry.model + ("es" if registry.model.endswith("ch") else "s")
+    run.__name__ = action.admin_name or f"{action.name.replace('-', '_')}_{plural_name}"
+    permission = "operate" if action.permission == "change" else action.permission
+    return admin.action(description=action.description, permissions=[permission])(run)
+
+
+def admin_actions(registry: Registry) -> list[Callable[..., Any]]:
+    return [admin_action(registry, action) for action in registry.values()]
 
 
 # -- filters ----------------------------------------------------------------------
@@ -222,20 +258,9 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     ordering = ["-created_at", "-id"]
-    inlines = [JobEventInline]
+    inlines = [JobEventInline]  # styled by admin-jobs.css (templates/admin/base_site.html)
 
-    class Media:
-        css = {"all": ["css/admin-jobs.css"]}
-
-    actions = [
-        "retry_jobs",
-        "retry_failed_rows",
-        "cancel_jobs",
-        "force_stop_jobs",
-        "pause_jobs",
-        "resume_jobs",
-        "delete_jobs",
-    ]
+    actions = admin_actions(JOBS)
     fieldsets = [
         (None, {"fields": ["id", "title", "kind", "status_badge", "owner", "priority_display"]}),
         (
@@ -409,14 +434,14 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
     def error_display(self, job: Job) -> SafeString | str:
         if not job.error:
             return "—"
-        return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', job.error)
+        return format_html('<pre class="admin-pre">{}</pre>', job.error)
 
     @admin.display(description="traceback")
     def traceback_display(self, job: Job) -> SafeString | str:
         if not job.traceback:
             return "—"
         return format_html(
-            '<pre style="margin:0;white-space:pre;overflow:auto;max-height:40em">{}</pre>',
+            '<pre class="admin-pre admin-traceback">{}</pre>',
             job.traceback,
         )
 
@@ -450,102 +475,10 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
             " · ", '<a href="{}">{}</a>', ((url, label) for label, url in found)
         )
 
-    # -- bulk actions -------------------------------------------------------------------
-    def _apply(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Job],
-        change: Callable[[Job], Any],
-    ) -> tuple[list[Any], list[str]]:
-        """Run `change` on each selected job; a job it does not apply to is a skip."""
-        results, skipped = [], []
-        for job in queryset.select_related(None).order_by("pk"):
-            try:
-                change(job)
-                results.append(job)
-            except (JobActionError, UnknownKind) as exc:
-                skipped.append(str(exc))
-        return results, skipped
-
-    def _report(self, request: HttpRequest, done: list[str], skipped: list[str]) -> None:
-        """One message: '3 jobs cancelled; 2 skipped: Job #4 is succeeded; ...'."""
-        text = ", ".join(done) if done else "No jobs changed"
-        level = messages.SUCCESS
-        if skipped:
-            reasons = " ".join(skipped[:SKIPS_SHOWN])
-            if len(skipped) > SKIPS_SHOWN:
-                reasons += f" …and {len(skipped) - SKIPS_SHOWN} more."
-            text += f"; {len(skipped)} skipped: {reasons}"
-            level = messages.WARNING
-        self.message_user(request, text, level)
-
-    def _run_action(
-        self, request: HttpRequest, queryset: QuerySet[Job], name: str
-    ) -> tuple[list[Job], list[str]]:
-        action = ACTIONS[name]
-        return self._apply(request, queryset, lambda job: action.apply(job, request.user))
-
-    @admin.action(description="Retry selected jobs (whole job)", permissions=["operate"])
-    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._run_action(request, queryset, "retry")
-        self._report(request, [f"{plural(len(changed))} {ACTIONS['retry'].done}"], skipped)
-
-    @admin.action(
-        description="Retry the failed rows (and rows never processed) of selected jobs",
-        permissions=["operate"],
-    )
-    def retry_failed_rows(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._run_action(request, queryset, "retry-failed")
-        self._report(request, [f"{plural(len(changed))} {ACTIONS['retry-failed'].done}"], skipped)
-
-    def _stopped(self, changed: list[Job], status: str, done: str, asked: str) -> list[str]:
-        """'2 jobs cancelled, 1 job asked to stop at the next checkpoint'."""
-        now = sum(1 for job in changed if job.status == status)
-        report = [f"{plural(now)} {done}"]
-        if len(changed) > now:
-            report.append(f"{plural(len(changed) - now)} asked to {asked} at the next checkpoint")
-        return report
-
-    @admin.action(description="Cancel selected jobs", permissions=["operate"])
-    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._run_action(request, queryset, "cancel")
-        report = self._stopped(changed, Job.Status.CANCELLED, "cancelled", "stop")
-        self._report(request, report, skipped)
-
-    @admin.action(
-        description="Force stop selected running jobs (their workers are replaced)",
-        permissions=["operate"],
-    )
-    def force_stop_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._run_action(request, queryset, "force-stop")
-        now = sum(1 for job in changed if job.status == Job.Status.CANCELLED)
-        report = [f"{plural(now)} cancelled"]
-        if len(changed) > now:
-            report.append(f"{plural(len(changed) - now)} force-stopped within seconds")
-        self._report(request, report, skipped)
-
-    @admin.action(description="Pause selected jobs", permissions=["operate"])
-    def pause_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._run_action(request, queryset, "pause")
-        self._report(request, self._stopped(changed, Job.Status.PAUSED, "paused", "pause"), skipped)
-
-    @admin.action(description="Resume selected jobs", permissions=["operate"])
-    def resume_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        changed, skipped = self._run_action(request, queryset, "resume")
-        self._report(request, [f"{plural(len(changed))} {ACTIONS['resume'].done}"], skipped)
-
-    @admin.action(
-        description="Delete selected finished jobs (with their results)", permissions=["delete"]
-    )
-    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:
-        """Asks for confirmation first, like Django's own delete action."""
-        if request.POST.get("post") != "yes":
-            return self._confirm_delete(request, queryset)
-        deleted, skipped = self._run_action(request, queryset, "delete")
-        self._report(request, [f"{plural(len(deleted))} deleted"], skipped)
-        return None
-
-    def _confirm_delete(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse:
+    # -- bulk actions: `JOBS`, see `admin_action` ----------------------------------------
+    def confirm_delete(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse:
+        """Asks before deleting, like Django's own delete action, counting the active
+        jobs that will be skipped."""
         jobs = list(queryset.select_related("owner").order_by("pk")[:500])
         finished = [job for job in jobs if job.is_terminal]
         context = {
@@ -585,7 +518,11 @@ class FailedJobAdmin(JobAdmin):
         ("finished_at", admin.DateFieldListFilter),
     ]
     ordering = ["-finished_at", "-id"]
-    actions = ["retry_jobs", "retry_failed_rows", "delete_jobs"]
+    actions = [
+        action
+        for action in JobAdmin.actions
+        if action.__name__ in ("retry_jobs", "retry_failed_rows", "delete_jobs")
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         return super().get_queryset(request).filter(status=Job.Status.FAILED)
@@ -626,7 +563,7 @@ class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
     search_fields = ["name", "kind", "owner__username", "cron"]
     list_select_related = ["owner", "last_job"]
     ordering = ["name", "id"]
-    actions = ["pause_schedules", "resume_schedules", "run_schedules_now"]
+    actions = admin_actions(SCHEDULES)
     fields = [
         "id",
         "title",
@@ -667,32 +604,10 @@ class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
     def params_json(self, schedule: Schedule) -> SafeString:
         return json_block(redact(schedule.params))
 
-    def _each(
-        self, request: HttpRequest, queryset: QuerySet[Schedule], change: Callable[..., Any]
-    ) -> None:
-        done, skipped = 0, []
-        for schedule in queryset:
-            try:
-                change(schedule=schedule, by=request.user)
-                done += 1
-            except (JobActionError, UnknownKind) as exc:
-                skipped.append(str(exc))
-        text = f"{plural(done, 'schedule')} done"
-        if skipped:
-            text += f"; {len(skipped)} skipped: " + " ".join(skipped[:SKIPS_SHOWN])
-        self.message_user(request, text, messages.WARNING if skipped else messages.SUCCESS)
-
-    @admin.action(description="Pause selected schedules", permissions=["operate"])
-    def pause_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        self._each(request, queryset, schedule_pause)
-
-    @admin.action(description="Resume selected schedules", permissions=["operate"])
-    def resume_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        self._each(request, queryset, schedule_resume)
-
-    @admin.action(description="Run selected schedules now", permissions=["operate"])
-    def run_schedules_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        self._each(request, queryset, schedule_run_now)
+    def confirm_delete(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> Any:
+        """Django's own confirmation page; its "yes" comes back to the registry's delete
+        (named `delete_selected` here, in place of Django's), which uses the service."""
+        return delete_selected(self, request, queryset)
 
 
 # -- notifications, workers, tokens ---------------------------------------------------
@@ -746,12 +661,12 @@ class NotificationAdmin(ViewOnly, admin.ModelAdmin):
 
     @admin.action(description="Mark selected notifications read", permissions=["operate"])
     def mark_read(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        count = queryset.filter(read_at__isnull=True).update(read_at=timezone.now())
+        count = notifications_set_read(list(queryset.values_list("pk", flat=True)), read=True)
         self.message_user(request, f"{plural(count, 'notification')} marked read.")
 
     @admin.action(description="Mark selected notifications unread", permissions=["operate"])
     def mark_unread(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        count = queryset.filter(read_at__isnull=False).update(read_at=None)
+        count = notifications_set_read(list(queryset.values_list("pk", flat=True)), read=False)
         self.message_user(request, f"{plural(count, 'notification')} marked unread.")
 
 

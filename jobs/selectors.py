@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Prefetch, Q, QuerySet
@@ -28,9 +28,6 @@ from jobs.models import (
     Worker,
     parse_priority,
 )
-
-if TYPE_CHECKING:
-    from jobs.engine.services import Action
 
 Status = Job.Status
 
@@ -319,19 +316,6 @@ def priority_for(user: Any, value: Any) -> int:
     if abs(priority) > MAX_PRIORITY:
         raise ValueError(f"must be between {-MAX_PRIORITY} and {MAX_PRIORITY}")
     return priority
-
-
-def may_act(user: Any, job: Job, action: Action) -> bool:
-    """`may_act_for` on a job: its owner, or the action's model permission (change, or
-    delete for delete)."""
-    return may_act_for(user, job.owner_id, action.permission)
-
-
-def check_may_act(user: Any, job: Job, action: Action) -> None:
-    if not may_act(user, job, action):
-        raise JobActionError(
-            f"Job #{job.pk} belongs to another user; you may not {action.name} it."
-        )
 
 
 def visible_schedules(user: Any) -> QuerySet[Schedule]:

@@ -1,7 +1,7 @@
 """The batches part of the JSON API: `/api/batches/` (list; create a batch of jobs in
 one request), `/api/batches/<id>/` (read: its one progress and its jobs) and
-`POST /api/batches/<id>/<action>/` (pause, resume, cancel, retry, retry-failed or
-delete every job of the batch it applies to, through `ACTIONS`).
+`POST /api/batches/<id>/<action>/` (any entry of `jobs.actions.batches.BATCHES`: pause,
+resume, cancel, retry, ... every job of the batch it applies to).
 
 Same conventions as `jobs.api.views`: each job of `POST /api/batches/` is checked as a
 `POST /api/jobs/` body (without `after`); every bad field of every job is reported at
@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
 from jobs import selectors
+from jobs.actions.batches import BATCHES
 from jobs.api.input import (
     ApiError,
     bad,
@@ -30,7 +31,7 @@ from jobs.api.input import (
 )
 from jobs.api.views import PAGE_PARAMS, SUBMIT_FIELDS, _no_body, _submission, api_view
 from jobs.engine.errors import JobActionError, QuotaExceeded
-from jobs.engine.services import ACTIONS, Submission, batch_apply, batch_submit
+from jobs.engine.services import Submission, batch_submit
 from jobs.models import Batch
 from jobs.serializers import batch_as_dict, job_as_dict
 
@@ -109,16 +110,11 @@ def batch(request: HttpRequest, batch_id: str) -> HttpResponse:
 
 @api_view("POST")
 def batch_action(request: HttpRequest, batch_id: str, action: str) -> HttpResponse:
-    """Apply one of `ACTIONS` to the batch's jobs; 200 with how many changed."""
+    """Any entry of `BATCHES` on the batch's jobs; 200 with how many changed."""
     _no_body(request)
     found = visible_batch(request, batch_id)
-    if action not in ACTIONS:
-        raise ApiError(404, f"No batch action {action!r}; use {', '.join(ACTIONS)}.")
-    changed, skipped = batch_apply(
-        batch=found,
-        action=action,
-        by=request.user,
-        check=lambda job, chosen: selectors.check_may_act(request.user, job, chosen),
-    )
+    if action not in BATCHES:
+        raise ApiError(404, f"No batch action {action!r}; use {', '.join(BATCHES)}.")
+    outcome = BATCHES.act(action, found, request.user)
     found.refresh_from_db()
-    return JsonResponse({**_as_dict(found), "changed": changed, "skipped": skipped})
+    return JsonResponse({**_as_dict(found), "changed": outcome.changed, "skipped": outcome.skipped})

@@ -1,5 +1,6 @@
 """The schedules part of the JSON API: `/api/schedules/` (list, create),
-`/api/schedules/<id>/` (read, PATCH, DELETE) and `POST /api/schedules/<id>/run-now/`.
+`/api/schedules/<id>/` (read, PATCH, DELETE) and `POST /api/schedules/<id>/<action>/`
+for each entry of `jobs.actions.schedules.SCHEDULES` (pause, resume, run-now, delete).
 
 Same conventions as `jobs.api.views`: JSON errors, 400 with `fields` for bad input
 (a bad cron expression, an unknown time zone, an interval too short: nothing is
@@ -18,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
 from jobs import selectors
+from jobs.actions.schedules import SCHEDULES
 from jobs.api.input import (
     ApiError,
     bad,
@@ -31,6 +33,7 @@ from jobs.api.input import (
 )
 from jobs.api.views import (
     PAGE_PARAMS,
+    View,
     _clean_params,
     _no_body,
     _priority,
@@ -38,15 +41,9 @@ from jobs.api.views import (
     api_view,
 )
 from jobs.engine.errors import JobActionError, QuotaExceeded, ScheduleError, UnknownKind
-from jobs.models import Schedule
+from jobs.models import Job, Schedule
 from jobs.schedules.recurrence import RecurrenceError, recurrence
-from jobs.schedules.services import (
-    EDITABLE,
-    schedule_create,
-    schedule_delete,
-    schedule_run_now,
-    schedule_update,
-)
+from jobs.schedules.services import EDITABLE, schedule_create, schedule_update
 from jobs.serializers import job_as_dict, schedule_as_dict
 
 CREATE_FIELDS = EDITABLE | {"kind"}
@@ -164,9 +161,7 @@ def schedule(request: HttpRequest, schedule_id: str) -> HttpResponse:
     query(request, set())
     found = visible_schedule(request, schedule_id)
     if request.method == "DELETE":
-        _check(request, found, "delete")
-        schedule_delete(schedule=found, by=request.user)
-        return HttpResponse(status=204)
+        return _act(request, found, "delete")
     if request.method == "PATCH":
         _update(request, found)
         found = visible_schedule(request, schedule_id)
@@ -201,18 +196,32 @@ def _check(request: HttpRequest, found: Schedule, permission: str) -> None:
         raise ApiError(409, str(exc)) from None
 
 
-@api_view("POST")
-def schedule_run_now_view(request: HttpRequest, schedule_id: str) -> HttpResponse:
-    """Submit a run now; 409 while a run is active and the overlap policy is `skip`."""
-    _no_body(request)
-    found = visible_schedule(request, schedule_id)
-    _check(request, found, "change")
+def _act(request: HttpRequest, found: Schedule, name: str) -> HttpResponse:
+    """Run an entry of `SCHEDULES`: 201 with the job it started (run-now), 204 when it
+    deleted the schedule, else 200 with the schedule; 409 when it does not apply (a run
+    still active with overlap `skip`) or is not the caller's, 429 over the job quota."""
     try:
-        job = schedule_run_now(schedule=found, by=request.user)
+        result = SCHEDULES.act(name, found, request.user)
     except QuotaExceeded as exc:
         raise ApiError(429, str(exc)) from None
     except (JobActionError, UnknownKind) as exc:
         raise ApiError(409, str(exc)) from None
-    response = JsonResponse(job_as_dict(job, detail=True, viewer=request.user), status=201)
-    response["Location"] = reverse("api:job", args=[job.pk])
-    return response
+    if result is None:
+        return HttpResponse(status=204)
+    if isinstance(result, Job):
+        response = JsonResponse(job_as_dict(result, detail=True, viewer=request.user), status=201)
+        response["Location"] = reverse("api:job", args=[result.pk])
+        return response
+    return JsonResponse(schedule_as_dict(visible_schedule(request, str(found.pk))))
+
+
+def schedule_action_view(name: str) -> View:
+    """`POST /api/schedules/<id>/<name>/` for an entry of `SCHEDULES`."""
+
+    @api_view("POST")
+    def act(request: HttpRequest, schedule_id: str) -> HttpResponse:
+        _no_body(request)
+        return _act(request, visible_schedule(request, schedule_id), name)
+
+    act.__name__ = act.__qualname__ = f"schedule_{name.replace('-', '_')}_view"
+    return act

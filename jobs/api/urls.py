@@ -1,9 +1,15 @@
-"""URLs of the JSON API, mounted at /api/ (see `jobs.api.views` for the conventions)."""
+"""URLs of the JSON API, mounted at /api/ (see `jobs.api.views` for the conventions).
+
+The action routes are built from the registries (`jobs.actions`): one
+`POST .../<id>/<name>/` per entry, named after it (`api:cancel`, `api:schedule-pause`).
+"""
 
 from __future__ import annotations
 
 from django.urls import path, re_path
 
+from jobs.actions.jobs import JOBS
+from jobs.actions.schedules import SCHEDULES
 from jobs.api import batches, schedules
 from jobs.api import views as api
 
@@ -17,10 +23,12 @@ urlpatterns = [
     path("jobs/by-session/<path:key>/", api.by_session, name="by-session"),
     path("jobs/by-entity/<path:key>/", api.by_entity, name="by-entity"),
     path("jobs/<str:job_id>/", api.job, name="job"),
-    path("jobs/<str:job_id>/cancel/", api.job_cancel_view, name="cancel"),
-    path("jobs/<str:job_id>/pause/", api.job_pause_view, name="pause"),
-    path("jobs/<str:job_id>/resume/", api.job_resume_view, name="resume"),
-    path("jobs/<str:job_id>/retry/", api.job_retry_view, name="retry"),
+    *[
+        path(
+            f"jobs/<str:job_id>/{action.name}/", api.job_action_view(action.name), name=action.name
+        )
+        for action in JOBS.values()
+    ],
     path("notifications/", api.notifications, name="notifications"),
     path("notifications/mark-read/", api.notifications_mark_read, name="notifications-mark-read"),
     path("batches/", batches.batches, name="batches"),
@@ -28,10 +36,13 @@ urlpatterns = [
     path("batches/<str:batch_id>/<slug:action>/", batches.batch_action, name="batch-action"),
     path("schedules/", schedules.schedules, name="schedules"),
     path("schedules/<str:schedule_id>/", schedules.schedule, name="schedule"),
-    path(
-        "schedules/<str:schedule_id>/run-now/",
-        schedules.schedule_run_now_view,
-        name="schedule-run-now",
-    ),
+    *[
+        path(
+            f"schedules/<str:schedule_id>/{action.name}/",
+            schedules.schedule_action_view(action.name),
+            name=f"schedule-{action.name}",
+        )
+        for action in SCHEDULES.values()
+    ],
     re_path(r"^(?P<rest>.*)$", api.not_found),
 ]

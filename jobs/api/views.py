@@ -9,9 +9,11 @@ Decisions (tests/jobs/api/test_views.py shows each one in use):
   job is a 404, never a 403. Staff see all jobs and may filter with `?owner=name`
   (for anyone else that filter can only narrow their own jobs). Notifications are
   always the caller's own.
-- State changes go through `jobs.engine.services.ACTIONS`; an action that does not
-  apply (cancel a finished job, delete an active one, someone else's job without the
-  model permission) is a 409 with the service's message.
+- State changes go through the registry `jobs.actions.jobs.JOBS`: each entry is
+  `POST /api/jobs/<id>/<name>/` (an entry's options are body fields: cancel takes
+  {"force": true}, retry {"failed_rows": true}); an action that does not apply (cancel
+  a finished job, delete an active one, someone else's job without the model
+  permission) is a 409 with the service's message.
 - Errors are JSON: {"error": "...", "fields": {...}}. Bad bodies, fields, query
   parameters, dates, ids and page numbers are 400; bodies over
   CONVEYOR_API_MAX_BODY_BYTES are 413; unknown URLs are a JSON 404; a wrong method
@@ -50,6 +52,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from jobs import selectors
+from jobs.actions.jobs import JOBS
 from jobs.api.auth import AuthError, authenticate
 from jobs.api.input import (
     MAX_BIGINT,
@@ -72,7 +75,7 @@ from jobs.api.input import (
 from jobs.engine.errors import JobActionError, QuotaExceeded, UnknownKind
 from jobs.engine.keys import ReservedKey, check_user_key
 from jobs.engine.kinds import get_kind, submittable_kinds
-from jobs.engine.services import ACTIONS, job_submit
+from jobs.engine.services import job_submit
 from jobs.engine.services import notifications_mark_read as mark_read
 from jobs.models import Job, Notification
 from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
@@ -329,56 +332,41 @@ def job(request: HttpRequest, job_id: str) -> HttpResponse:
     return JsonResponse(body)
 
 
-def _act(request: HttpRequest, job: Job, name: str) -> None:
-    """Apply an action of `ACTIONS`; one that does not apply (or is not the caller's to
-    apply) is a 409 with the service's message."""
-    action = ACTIONS[name]
+def _act(request: HttpRequest, job: Job, name: str) -> Any:
+    """Run an entry of `JOBS`; one that does not apply (or is not the caller's to apply)
+    is a 409 with the service's message."""
     try:
-        selectors.check_may_act(request.user, job, action)
-        action.apply(job, request.user)
+        return JOBS.act(name, job, request.user)
     except (JobActionError, UnknownKind) as exc:
         raise ApiError(409, str(exc)) from None
-
-
-def _action_response(request: HttpRequest, job_id: str, name: str) -> JsonResponse:
-    _act(request, visible_job(request, job_id), name)
-    return JsonResponse(job_as_dict(visible_job(request, job_id), detail=True, viewer=request.user))
 
 
 def _no_body(request: HttpRequest) -> None:
     only_fields(json_object(request, required=False), set())
 
 
-@api_view("POST")
-def job_cancel_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    """Body {"force": true} stops the job's worker at once (a force stop); a plain
-    cancel becomes one when the job reaches no checkpoint within the grace."""
+def chosen_action(request: HttpRequest, registry: Any, name: str) -> str:
+    """The entry a POST asks for: `name`, or another one an option of its body turns it
+    into ({"force": true} makes cancel a force stop); any other body field is a 400."""
+    options = registry[name].options
     data = json_object(request, required=False)
-    only_fields(data, {"force"})
-    name = "force-stop" if bool_field(data, "force") else "cancel"
-    return _action_response(request, job_id, name)
+    only_fields(data, {option.name for option in options})
+    return registry.chosen(name, {option.name: bool_field(data, option.name) for option in options})
 
 
-@api_view("POST")
-def job_pause_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    _no_body(request)
-    return _action_response(request, job_id, "pause")
+def job_action_view(name: str) -> View:
+    """`POST /api/jobs/<id>/<name>/`: the job's JSON after the action (204 if deleted)."""
 
+    @api_view("POST")
+    def act(request: HttpRequest, job_id: str) -> HttpResponse:
+        chosen = chosen_action(request, JOBS, name)
+        if _act(request, visible_job(request, job_id), chosen) is None:
+            return HttpResponse(status=204)
+        found = visible_job(request, job_id)
+        return JsonResponse(job_as_dict(found, detail=True, viewer=request.user))
 
-@api_view("POST")
-def job_resume_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    _no_body(request)
-    return _action_response(request, job_id, "resume")
-
-
-@api_view("POST")
-def job_retry_view(request: HttpRequest, job_id: str) -> HttpResponse:
-    """Body {"failed_rows": true} redoes the failed rows and does any rows the job never
-    reached (kinds that support it); the answer's `message` says which."""
-    data = json_object(request, required=False)
-    only_fields(data, {"failed_rows"})
-    name = "retry-failed" if bool_field(data, "failed_rows") else "retry"
-    return _action_response(request, job_id, name)
+    act.__name__ = act.__qualname__ = f"job_{name.replace('-', '_')}_view"
+    return act
 
 
 @api_view("GET")

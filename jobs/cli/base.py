@@ -24,8 +24,8 @@ from django.core.management.base import OutputWrapper
 from django.utils import timezone
 
 from jobs import selectors
+from jobs.actions.base import Registry
 from jobs.engine.errors import JobActionError
-from jobs.engine.services import ACTIONS
 from jobs.models import Job
 from jobs.serializers import job_as_dict
 
@@ -153,15 +153,13 @@ def list_jobs(user, *, status: str | None, kind: str | None, limit: int) -> list
 # -- actions ------------------------------------------------------------------------------
 
 
-def apply_action(action: str, job: Job, user, *, failed_rows: bool = False) -> Job:
-    """An action of `ACTIONS` through the services; "doesn't apply" is bad input."""
-    name = "retry-failed" if action == "retry" and failed_rows else action
+def apply_action(registry: Registry, name: str, obj: Any, user: Any) -> Any:
+    """An entry of an action registry (`jobs.actions`), run as `user`; one that does not
+    apply, or is not theirs to apply, is bad input."""
     try:
-        selectors.check_may_act(user, job, ACTIONS[name])
-        ACTIONS[name].apply(job, user)
+        return registry.act(name, obj, user)
     except JobActionError as exc:
         raise CliError(str(exc)) from None
-    return job
 
 
 def state_line(job: Job) -> str:

@@ -1,8 +1,9 @@
-"""`manage.py conveyor schedule ...`: list, show, pause, resume, delete and run-now
-schedules, and the pieces an app's `schedule add` verb uses (sheets registers one).
+"""`manage.py conveyor schedule ...`: list and show schedules, one verb per entry of
+`jobs.actions.schedules.SCHEDULES` (pause, resume, run-now, delete), and the pieces an
+app's `schedule add` verb uses (sheets registers one).
 
-Schedules are scoped like jobs (the user's own; staff all) and changed through
-`jobs.schedules.services`; bad input is a CliError (exit code 2, one line).
+Schedules are scoped like jobs (the user's own; staff all) and changed through the
+registry; bad input is a CliError (exit code 2, one line).
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs import selectors
-from jobs.cli.base import CliError, Verb, deduplicated, find_job, register_group, register_verb
-from jobs.engine.errors import AlreadyActive, JobActionError, QuotaExceeded, ScheduleError
-from jobs.models import Schedule
-from jobs.schedules.services import (
-    schedule_create,
-    schedule_delete,
-    schedule_pause,
-    schedule_resume,
-    schedule_run_now,
+from jobs.actions.base import Action
+from jobs.actions.schedules import SCHEDULES
+from jobs.cli.base import (
+    CliError,
+    Verb,
+    deduplicated,
+    find_job,
+    register_group,
+    register_verb,
 )
+from jobs.engine.errors import AlreadyActive, JobActionError, ScheduleError
+from jobs.models import Job, Schedule
+from jobs.schedules.services import schedule_create
 from jobs.serializers import job_as_dict, schedule_as_dict
 
 GROUP = "schedule"
@@ -200,45 +204,39 @@ def _print(command: Any, options: dict[str, Any], found: Schedule, text: str) ->
         command.stdout.write(text)
 
 
-def _checked(user: Any, options: dict[str, Any], permission: str = "change") -> Schedule:
-    found = find_schedule(user, options["id"])
-    try:
-        selectors.check_may_act_on_schedule(user, found, permission)
-    except JobActionError as exc:
-        raise CliError(str(exc)) from None
-    return found
+def _action_verb(action: Action) -> Verb:
+    """`conveyor schedule NAME ID`: the schedule's state after the action; run-now prints
+    the job it started (or says an active one already does the work), delete says so."""
+
+    def handle(command: Any, user: Any, options: dict[str, Any]) -> None:
+        found = find_schedule(user, options["id"])
+        try:
+            result = SCHEDULES.act(action.name, found, user)
+        except AlreadyActive as exc:  # the CLI's one rule for work already being done
+            deduplicated(command, options, find_job(user, exc.job_id), exc.where)
+            return
+        except JobActionError as exc:
+            raise CliError(str(exc)) from None
+        if result is None:
+            _deleted(command, options, found)
+        elif isinstance(result, Job):
+            _started(command, options, result)
+        else:
+            found = find_schedule(user, found.pk)
+            text = f"Schedule #{found.pk} is {state(found)}; next run {_local(found.next_run_at)}."
+            _print(command, options, found, text)
+
+    return Verb(action.name, action.help, _schedule_id, handle, group=GROUP)
 
 
-def _pause_or_resume(command: Any, user: Any, options: dict[str, Any]) -> None:
-    found = _checked(user, options)
-    change = schedule_pause if options["action"] == "pause" else schedule_resume
-    try:
-        change(schedule=found, by=user)
-    except JobActionError as exc:
-        raise CliError(str(exc)) from None
-    found = find_schedule(user, found.pk)
-    text = f"Schedule #{found.pk} is {state(found)}; next run {_local(found.next_run_at)}."
-    _print(command, options, found, text)
-
-
-def _delete(command: Any, user: Any, options: dict[str, Any]) -> None:
-    found = _checked(user, options, "delete")
-    schedule_delete(schedule=found, by=user)
+def _deleted(command: Any, options: dict[str, Any], found: Schedule) -> None:
     if options["json"]:
         command.print_json({"deleted": found.pk})
     else:
         command.stdout.write(f"Schedule #{found.pk} deleted (its runs stay as jobs).")
 
 
-def _run_now(command: Any, user: Any, options: dict[str, Any]) -> None:
-    found = _checked(user, options)
-    try:
-        job = schedule_run_now(schedule=found, by=user)
-    except AlreadyActive as exc:  # the CLI's one rule for work already being done
-        deduplicated(command, options, find_job(user, exc.job_id), exc.where)
-        return
-    except (JobActionError, QuotaExceeded) as exc:
-        raise CliError(str(exc)) from None
+def _started(command: Any, options: dict[str, Any], job: Job) -> None:
     if options["json"]:
         command.print_json({**job_as_dict(job), "deduplicated": False})
     else:
@@ -248,9 +246,6 @@ def _run_now(command: Any, user: Any, options: dict[str, Any]) -> None:
 for verb in [
     Verb("list", "List schedules.", _list_arguments, _list, group=GROUP),
     Verb("show", "Show a schedule.", _schedule_id, _show, group=GROUP),
-    Verb("pause", "Pause a schedule.", _schedule_id, _pause_or_resume, group=GROUP),
-    Verb("resume", "Resume a paused schedule.", _schedule_id, _pause_or_resume, group=GROUP),
-    Verb("delete", "Delete a schedule (its jobs stay).", _schedule_id, _delete, group=GROUP),
-    Verb("run-now", "Start a run now; prints the job id.", _schedule_id, _run_now, group=GROUP),
+    *[_action_verb(action) for action in SCHEDULES.values()],
 ]:
     register_verb(verb)

@@ -1,4 +1,6 @@
-"""The generic verbs of `manage.py conveyor`: status, list, cancel, pause, resume, retry.
+"""The generic verbs of `manage.py conveyor`: status, list, and one verb per entry of the
+job actions (`jobs.actions.jobs.JOBS`: pause, resume, cancel [--force], retry
+[--failed-rows], delete), and per entry of the batch actions (`conveyor batch pause ID`).
 
 Apps register more (sheets: `submit`, `export`) in their own `cli` module.
 """
@@ -6,24 +8,45 @@ Apps register more (sheets: `submit`, `export`) in their own `cli` module.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
+from jobs import selectors
+from jobs.actions.base import Action
+from jobs.actions.batches import BATCHES
+from jobs.actions.jobs import JOBS
 from jobs.cli.base import (
+    CliError,
     Verb,
     apply_action,
     find_job,
     jobs_table,
     list_jobs,
+    register_group,
     register_verb,
     state_line,
     status_text,
 )
-from jobs.models import Job
+from jobs.models import Batch, Job
 from jobs.serializers import job_as_dict
+
+BATCH_GROUP = "batch"
 
 
 def _job_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", metavar="ID")
+
+
+def find_batch(user: Any, batch_id: str) -> Batch:
+    """The batch if `user` may see it; another user's is "not found"."""
+    try:
+        pk = int(str(batch_id).strip().lstrip("#"))
+    except ValueError:
+        raise CliError(f"{batch_id!r} is not a batch id (a number).") from None
+    found = selectors.visible_batches(user).filter(pk=pk).first()
+    if found is None:
+        raise CliError(f"Batch #{pk} not found (acting as {user.get_username()}).")
+    return found
 
 
 def _status(command: Any, user: Any, options: dict[str, Any]) -> None:
@@ -45,40 +68,62 @@ def _list(command: Any, user: Any, options: dict[str, Any]) -> None:
         command.stdout.write(jobs_table(jobs))
 
 
-def _act(command: Any, user: Any, options: dict[str, Any]) -> None:
-    job = find_job(user, options["id"])
-    action = "force-stop" if options.get("force") else options["action"]
-    failed_rows = options.get("failed_rows", False)
-    job = apply_action(action, job, user, failed_rows=failed_rows)
-    line = state_line(job)
-    if failed_rows and job.message:  # what the retry will do: "Redo 3 failed rows and ..."
-        line = f"{line} {job.message}."
-    command.show(job, options, line)
+def _option_flags(action: Action) -> Callable[[argparse.ArgumentParser], None]:
+    """The ID and a flag per option of the entry (`cancel --force`)."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        _job_id(parser)
+        for option in action.options:
+            parser.add_argument(
+                option.flag, dest=option.name, action="store_true", help=option.help
+            )
+
+    return add
 
 
-def _cancel_arguments(parser: argparse.ArgumentParser) -> None:
-    _job_id(parser)
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="Stop the worker running it at once (for a job that reaches no checkpoint).",
-    )
+def _job_verb(action: Action) -> Verb:
+    """`conveyor NAME ID [--option]`: the job's state after the action."""
+
+    def handle(command: Any, user: Any, options: dict[str, Any]) -> None:
+        job = find_job(user, options["id"])
+        chosen = JOBS[JOBS.chosen(action.name, options)]
+        if apply_action(JOBS, chosen.name, job, user) is None:
+            _deleted(command, options, job.pk, f"Job #{job.pk} deleted.")
+            return
+        line = state_line(job)
+        if chosen.tells_plan and job.message:  # "Redo 3 failed rows and ..."
+            line = f"{line} {job.message}."
+        command.show(job, options, line)
+
+    return Verb(action.name, action.help, _option_flags(action), handle)
 
 
-def _retry_arguments(parser: argparse.ArgumentParser) -> None:
-    _job_id(parser)
-    parser.add_argument(
-        "--failed-rows",
-        action="store_true",
-        help="Redo the failed rows (and process any rows the job never reached).",
-    )
+def _deleted(command: Any, options: dict[str, Any], pk: int, text: str) -> None:
+    if options["json"]:
+        command.print_json({"deleted": pk})
+    else:
+        command.stdout.write(text)
+
+
+def _batch_verb(action: Action) -> Verb:
+    """`conveyor batch NAME ID`: how many of the batch's jobs changed, and why not others."""
+
+    def handle(command: Any, user: Any, options: dict[str, Any]) -> None:
+        found = find_batch(user, options["id"])
+        outcome = apply_action(BATCHES, action.name, found, user)
+        if options["json"]:
+            command.print_json({"changed": outcome.changed, "skipped": outcome.skipped})
+        else:
+            command.stdout.write("\n".join(outcome.lines(action.done)))
+
+    return Verb(action.name, action.help, _job_id, handle, group=BATCH_GROUP)
 
 
 register_verb(Verb("status", "Show a job.", _job_id, _status))
 register_verb(Verb("list", "List recent jobs.", _list_arguments, _list))
-register_verb(
-    Verb("cancel", "Cancel a job (--force: stop its worker now).", _cancel_arguments, _act)
-)
-register_verb(Verb("pause", "Pause a job.", _job_id, _act))
-register_verb(Verb("resume", "Resume a paused job.", _job_id, _act))
-register_verb(Verb("retry", "Run a finished job again.", _retry_arguments, _act))
+register_group(BATCH_GROUP, "Act on every job of a batch: pause, resume, cancel, ...")
+for action in JOBS.values():
+    if action.on_cli:
+        register_verb(_job_verb(action))
+for action in BATCHES.values():
+    register_verb(_batch_verb(action))

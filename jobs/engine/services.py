@@ -1,11 +1,10 @@
 """The one way to change a job from outside a worker: submit, pause, resume, cancel,
-retry, delete, and `ACTIONS`, the table of what users may do to a job; batches (jobs
-submitted together) are submitted and controlled here too.
+retry, delete; batches (jobs submitted together) are submitted here too.
 
-Pages, the JSON API, admin actions and the CLI all call these (through `ACTIONS` for
-the per-job controls). Each runs in one transaction that asks `transitions` for the
-change (which writes the row, the event, the notification and the announcement);
-dispatch runs after commit.
+Pages, the JSON API, admin actions and the CLI all call these (the per-job controls
+through the registry `jobs.actions.jobs.JOBS`). Each runs in one transaction that asks
+`transitions` for the change (which writes the row, the event, the notification and the
+announcement); dispatch runs after commit.
 """
 
 from __future__ import annotations
@@ -241,31 +240,6 @@ def batch_submit(
         ) from None
 
 
-def batch_apply(
-    *, batch: Batch, action: str, by=None, check: Callable[[Job, Action], None] | None = None
-) -> tuple[int, list[str]]:
-    """Apply one of `ACTIONS` to every job of the batch it applies to (pause the active
-    ones, retry the finished ones, ...); returns how many changed and, for each job
-    that did not, why (the action does not apply to it, or the service refused it).
-    `check` (the front end's permission rule, `selectors.check_may_act`) may refuse a
-    job with JobActionError. Each job changes in its own transaction, as from the jobs
-    page's bulk form."""
-    chosen = ACTIONS[action]
-    changed, skipped = 0, []
-    for job in batch.jobs.order_by("pk"):
-        if not chosen.applies_to(job):
-            skipped.append(chosen.why_not(job))
-            continue
-        try:
-            if check is not None:
-                check(job, chosen)
-            chosen.apply(job, by)
-            changed += 1
-        except JobActionError as exc:
-            skipped.append(str(exc))
-    return changed, skipped
-
-
 def _may_skip_the_queue(job: Job, upstream: list[int]) -> bool:
     """A job that is runnable at once and whose kind has no concurrency cap may be
     marked dispatched by its own INSERT when a worker is free: that saves the second
@@ -496,6 +470,13 @@ def notifications_mark_read(
     return marked
 
 
+def notifications_set_read(ids: list[int], *, read: bool = True) -> int:
+    """Mark these notifications, whoever's, read (or unread again): the admin's operators
+    act on any user's. Returns how many changed."""
+    chosen = Notification.objects.filter(pk__in=ids, read_at__isnull=read)
+    return chosen.update(read_at=timezone.now() if read else None)
+
+
 def notifications_mark_shown(ids: list[int]) -> int:
     """These notifications reached an open page of their user (as toasts)."""
     unshown = Notification.objects.filter(pk__in=ids, shown_at__isnull=True)
@@ -517,78 +498,3 @@ def notifications_take_unshown(*, user) -> list[Notification]:
         return []
     taken = Notification.objects.filter(user=user, shown_at=now)
     return list(taken.select_related("job", "batch"))
-
-
-# -- the table of actions --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Action:
-    """A control users apply to a job, the same on pages, the API, the admin and the CLI.
-
-    `permission` is the model permission needed to apply it to someone else's job.
-    """
-
-    name: str
-    label: str
-    done: str  # past tense for reports: "3 jobs cancelled"
-    run: Callable[..., Any]
-    permission: str = "change"
-    failed_rows: bool = False
-    force: bool = False
-
-    def apply(self, job: Job, user: Any) -> Any:
-        if self.failed_rows:
-            return self.run(job=job, by=user, failed_rows=True)
-        if self.force:
-            return self.run(job=job, by=user, force=True)
-        return self.run(job=job, by=user)
-
-    def applies_to(self, job: Job) -> bool:
-        """Whether to offer it for this job (the service still has the last word)."""
-        if self.name == "pause":
-            return job.is_active and job.status != Status.PAUSED
-        if self.name == "resume":
-            return job.status == Status.PAUSED or job.requested == Job.Request.PAUSE
-        if self.name == "cancel":
-            return job.is_active
-        if self.name == "force-stop":
-            return job.status == Status.RUNNING
-        if self.name == "retry-failed":
-            return job.is_terminal and bool(job.failed)
-        return job.is_terminal  # retry, delete
-
-    def why_not(self, job: Job) -> str:
-        """Why it does not apply to this job (`applies_to` is False): the service's words."""
-        if self.name == "retry-failed" and job.is_terminal:
-            return no_failed_rows(job)
-        needs = {
-            "pause": "only active jobs can be paused",
-            "resume": "only paused jobs can be resumed",
-            "cancel": "there is nothing to cancel",
-            "force-stop": "only a running job's worker can be stopped",
-            "retry": "only finished jobs can be retried",
-            "retry-failed": "only finished jobs can be retried",
-            "delete": "cancel it before deleting",
-        }.get(self.name, f"{self.label.lower()} does not apply")
-        return f"Job #{job.pk} is {job.status}; {needs}."
-
-
-ACTIONS: dict[str, Action] = {
-    action.name: action
-    for action in [
-        Action("pause", "Pause", "paused", job_pause),
-        Action("resume", "Resume", "resumed", job_resume),
-        Action("cancel", "Cancel", "cancelled", job_cancel),
-        Action("force-stop", "Force stop", "force-stopped", job_cancel, force=True),
-        Action("retry", "Retry", "queued again", job_retry),
-        Action(
-            "retry-failed",
-            "Retry failed rows",
-            "queued to retry failed rows (and any rows never processed)",
-            job_retry,
-            failed_rows=True,
-        ),
-        Action("delete", "Delete", "deleted", job_delete, permission="delete"),
-    ]
-}

@@ -3,7 +3,9 @@ notifications.
 
 Each page and its live fragments come from one template with named partials, so
 what the relay pushes over the websocket is exactly what the page renders. Every
-query goes through `jobs.selectors`, every control through `ACTIONS`.
+query goes through `jobs.selectors`, every control through the action registries
+(`jobs.actions`): `/jobs/<id>/<action>/` and `/jobs/batches/<id>/<action>/` take any
+of their entries.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors
-from jobs.engine.errors import JobActionError
+from jobs.actions.batches import BATCHES, each_job
+from jobs.actions.jobs import JOBS
+from jobs.engine.errors import JobActionError, UnknownKind
 from jobs.engine.kinds import all_kinds
-from jobs.engine.services import ACTIONS, batch_apply, notifications_mark_read
+from jobs.engine.services import notifications_mark_read
 from jobs.models import Job
 
 
@@ -37,7 +41,7 @@ class HtmxHttpRequest(HttpRequest):
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     jobs = Job.objects.filter(owner=request.user).select_related("owner")[:10]
-    return render(request, "home.html", {"jobs": jobs, "actions": ACTIONS.values()})
+    return render(request, "home.html", {"jobs": jobs, "actions": JOBS.values()})
 
 
 def _parse_day(value: str) -> datetime | None:
@@ -98,7 +102,7 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
             (name, name.capitalize() or "All", counts[name])
             for name in ["", *selectors.STATUS_GROUPS]
         ],
-        "actions": ACTIONS.values(),
+        "actions": JOBS.values(),
         "kinds": all_kinds(),
     }
     template = "jobs/job_list.html"
@@ -127,19 +131,21 @@ def job_detail(request: HtmxHttpRequest, job_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpResponse:
+    """Any entry of `JOBS`; htmx gets the job's live part back (or a 409 with the
+    refusal), a plain form a message and the job's page."""
     job = get_object_or_404(Job.objects.visible_to(request.user), pk=job_id)
-    if action not in ACTIONS:
+    if action not in JOBS:
         return HttpResponse(f"Unknown action {action!r}.", status=400)
     try:
-        selectors.check_may_act(request.user, job, ACTIONS[action])
-        ACTIONS[action].apply(job, request.user)
-    except JobActionError as exc:
+        result = JOBS.act(action, job, request.user)
+    except (JobActionError, UnknownKind) as exc:
         if request.htmx:
             return HttpResponse(str(exc), status=409)
         messages.error(request, str(exc))
         return redirect(job)
-    if action == "delete":
-        messages.success(request, f"Job #{job_id} deleted.")
+    said = JOBS.said(JOBS[action], job, result)
+    if result is None:  # deleted
+        messages.success(request, said)
         if request.htmx:
             return HttpResponseClientRedirect("/jobs/")
         return redirect("jobs:list")
@@ -147,8 +153,15 @@ def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespon
         job.refresh_from_db()
         live_id = request.POST.get("live_id", "")[:100]
         return render(request, "jobs/job_detail.html#live", {"job": job, "live_id": live_id})
-    messages.success(request, f"Job #{job_id} {ACTIONS[action].done}.")
+    messages.success(request, said)
     return redirect(job)
+
+
+def _say(request: HttpRequest, lines: list[str]) -> None:
+    """A count of what changed, then (a warning) what was skipped and why."""
+    messages.success(request, lines[0])
+    for line in lines[1:]:
+        messages.warning(request, line)
 
 
 @require_POST
@@ -159,24 +172,15 @@ def job_bulk(request: HttpRequest) -> HttpResponse:
     back = request.POST.get("next") or "/jobs/"
     if not back.startswith("/") or back.startswith("//"):
         back = "/jobs/"
-    if action not in ACTIONS:
+    if action not in JOBS:
         messages.error(request, "Choose an action for the selected jobs.")
         return redirect(back)
     ids = [int(v) for v in request.POST.getlist("ids") if v.isdigit()][:500]
     if not ids:
         messages.error(request, "Select at least one job.")
         return redirect(back)
-    changed, skipped = 0, []
-    for job in Job.objects.visible_to(request.user).filter(pk__in=ids):
-        try:
-            selectors.check_may_act(request.user, job, ACTIONS[action])
-            ACTIONS[action].apply(job, request.user)
-            changed += 1
-        except JobActionError as exc:
-            skipped.append(str(exc))
-    messages.success(request, f"{changed} job{'s' if changed != 1 else ''} {ACTIONS[action].done}.")
-    if skipped:
-        messages.warning(request, f"{len(skipped)} skipped: " + " ".join(skipped[:5]))
+    chosen = Job.objects.visible_to(request.user).filter(pk__in=ids).order_by("pk")
+    _say(request, each_job(chosen, action, request.user).lines(JOBS[action].done))
     return redirect(back)
 
 
@@ -219,7 +223,7 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     context = {
         "batch": batch,
         "progress": selectors.batch_progress(batch),
-        "actions": ACTIONS.values(),
+        "actions": JOBS.values(),
     }
     return render(request, "jobs/batch_detail.html", context)
 
@@ -227,18 +231,10 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
 @require_POST
 @login_required
 def batch_action(request: HttpRequest, batch_id: int, action: str) -> HttpResponse:
-    """One of `ACTIONS` on every job of the batch it applies to."""
+    """Any entry of `BATCHES`: a job action on every job of the batch it applies to."""
     batch = get_object_or_404(selectors.visible_batches(request.user), pk=batch_id)
-    if action not in ACTIONS:
+    if action not in BATCHES:
         return HttpResponse(f"Unknown action {action!r}.", status=400)
-    changed, skipped = batch_apply(
-        batch=batch,
-        action=action,
-        by=request.user,
-        check=lambda job, chosen: selectors.check_may_act(request.user, job, chosen),
-    )
-    done = ACTIONS[action].done
-    messages.success(request, f"{changed} job{'s' if changed != 1 else ''} {done}.")
-    if skipped:
-        messages.warning(request, f"{len(skipped)} skipped: " + " ".join(skipped[:5]))
+    outcome = BATCHES.act(action, batch, request.user)
+    _say(request, outcome.lines(BATCHES[action].done))
     return redirect(batch)

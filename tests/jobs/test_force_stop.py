@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.engine.services import ACTIONS
+from jobs.actions.jobs import JOBS
 from jobs.models import Job
 from tests.jobs.api.conftest import client_for
 from tests.jobs.cli.test_verbs import conveyor
@@ -89,5 +89,5 @@ def test_the_job_page_offers_force_stop_for_a_running_job(user):
     page = alice.post(url, HTTP_HX_REQUEST="true").content.decode()
     assert fresh(running).requested == FORCE
     assert "Stopping…" in page and f'hx-post="{url}"' not in page
-    assert ACTIONS["force-stop"].applies_to(fresh(running))
-    assert not ACTIONS["force-stop"].applies_to(queued)
+    assert JOBS["force-stop"].applies(fresh(running))
+    assert not JOBS["force-stop"].applies(queued)

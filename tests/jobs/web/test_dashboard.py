@@ -9,7 +9,7 @@ from django.template.loader import render_to_string
 from django.test import Client, RequestFactory
 from django.views.defaults import server_error
 
-from jobs.engine.services import ACTIONS
+from jobs.actions.jobs import JOBS
 from jobs.models import Job, Notification
 from jobs.selectors import STATUS_GROUPS, status_counts
 from tests.jobs.factories import submit_demo
@@ -114,7 +114,7 @@ def test_home_job_table_has_the_dashboards_bulk_actions(alice, user):
     job, other = _jobs(user, "queued", "queued")
     html = alice.get("/").content.decode()
     assert 'id="bulk-form"' in html and f'form="bulk-form" aria-label="Select job {job.pk}"' in html
-    for action in ACTIONS.values():
+    for action in JOBS.values():
         assert f'value="{action.name}"' in html
     response = alice.post("/jobs/bulk/", {"action": "cancel", "ids": [job.pk], "next": "/"})
     assert response["Location"] == "/"

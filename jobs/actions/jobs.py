@@ -1,0 +1,176 @@
+"""The actions on one job: pause, resume, cancel, force stop, retry, retry failed rows,
+delete. Each runs through `jobs.engine.services`; `JOBS` is what the job pages, the API
+(`POST /api/jobs/<id>/<name>/`), the admin's job list and the CLI offer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jobs.actions.base import Action, Option, Registry, plural
+from jobs.engine import services
+from jobs.models import Job
+
+Status = Job.Status
+
+
+def _needs(rule: str) -> Callable[[Job], str]:
+    """Why an action does not apply: the service's words, "Job #4 is queued; <rule>."."""
+    return lambda job: f"Job #{job.pk} is {job.status}; {rule}."
+
+
+def _stopped(status: str, done: str, pending: str) -> Callable[[list[Job]], list[str]]:
+    """The admin's report of a stop: '2 jobs cancelled, 1 job asked to stop at the next
+    checkpoint' (those a worker holds change when it acts on the request)."""
+
+    def report(changed: list[Job]) -> list[str]:
+        now = sum(1 for job in changed if job.status == status)
+        lines = [f"{plural(now, 'job')} {done}"]
+        if len(changed) > now:
+            lines.append(f"{plural(len(changed) - now, 'job')} {pending}")
+        return lines
+
+    return report
+
+
+def _pause(job: Job, *, by: Any) -> Job:
+    return services.job_pause(job=job, by=by)
+
+
+def _resume(job: Job, *, by: Any) -> Job:
+    return services.job_resume(job=job, by=by)
+
+
+def _cancel(job: Job, *, by: Any) -> Job:
+    return services.job_cancel(job=job, by=by)
+
+
+def _force_stop(job: Job, *, by: Any) -> Job:
+    return services.job_cancel(job=job, by=by, force=True)
+
+
+def _retry(job: Job, *, by: Any) -> Job:
+    return services.job_retry(job=job, by=by)
+
+
+def _retry_failed(job: Job, *, by: Any) -> Job:
+    return services.job_retry(job=job, by=by, failed_rows=True)
+
+
+def _delete(job: Job, *, by: Any) -> None:
+    services.job_delete(job=job, by=by)
+
+
+def _no_failed_rows(job: Job) -> str:
+    if job.is_terminal:
+        return services.no_failed_rows(job)
+    return _needs("only finished jobs can be retried")(job)
+
+
+def _refusal(job: Job, action: Action[Job]) -> str:
+    return f"Job #{job.pk} belongs to another user; you may not {action.name} it."
+
+
+RETRIED = "queued to retry failed rows (and any rows never processed)"
+
+JOBS: Registry[Job] = Registry(
+    model="job",
+    refusal=_refusal,
+    entries=(
+        Action(
+            name="pause",
+            label="Pause",
+            description="Pause selected jobs",
+            help="Pause a job.",
+            applies=lambda job: job.is_active and job.status != Status.PAUSED,
+            why_not=_needs("only active jobs can be paused"),
+            run=_pause,
+            done="paused",
+            report=_stopped(Status.PAUSED, "paused", "asked to pause at the next checkpoint"),
+        ),
+        Action(
+            name="resume",
+            label="Resume",
+            description="Resume selected jobs",
+            help="Resume a paused job.",
+            applies=lambda job: job.status == Status.PAUSED or job.requested == Job.Request.PAUSE,
+            why_not=_needs("only paused jobs can be resumed"),
+            run=_resume,
+            done="resumed",
+        ),
+        Action(
+            name="cancel",
+            label="Cancel",
+            description="Cancel selected jobs",
+            help="Cancel a job (--force: stop its worker now).",
+            applies=lambda job: job.is_active,
+            why_not=_needs("there is nothing to cancel"),
+            run=_cancel,
+            done="cancelled",
+            report=_stopped(Status.CANCELLED, "cancelled", "asked to stop at the next checkpoint"),
+            options=(
+                Option(
+                    "force",
+                    "force-stop",
+                    "Stop the worker running it at once (for a job that reaches no checkpoint).",
+                ),
+            ),
+            danger=True,
+        ),
+        Action(
+            name="force-stop",
+            label="Force stop",
+            description="Force stop selected running jobs (their workers are replaced)",
+            help="Stop the worker running a job at once.",
+            applies=lambda job: job.status == Status.RUNNING,
+            why_not=_needs("only a running job's worker can be stopped"),
+            run=_force_stop,
+            done="force-stopped",
+            report=_stopped(Status.CANCELLED, "cancelled", "force-stopped within seconds"),
+            danger=True,
+            on_cli=False,  # `cancel --force`
+        ),
+        Action(
+            name="retry",
+            label="Retry",
+            description="Retry selected jobs (whole job)",
+            help="Run a finished job again.",
+            applies=lambda job: job.is_terminal,
+            why_not=_needs("only finished jobs can be retried"),
+            run=_retry,
+            done="queued again",
+            options=(
+                Option(
+                    "failed_rows",
+                    "retry-failed",
+                    "Redo the failed rows (and process any rows the job never reached).",
+                ),
+            ),
+        ),
+        Action(
+            name="retry-failed",
+            label="Retry failed rows",
+            description="Retry the failed rows (and rows never processed) of selected jobs",
+            help="Redo a finished job's failed rows (and any rows it never reached).",
+            applies=lambda job: job.is_terminal and bool(job.failed),
+            why_not=_no_failed_rows,
+            run=_retry_failed,
+            done=RETRIED,
+            admin_name="retry_failed_rows",
+            on_cli=False,  # `retry --failed-rows`
+            tells_plan=True,
+        ),
+        Action(
+            name="delete",
+            label="Delete",
+            description="Delete selected finished jobs (with their results)",
+            help="Delete a finished job with its results.",
+            applies=lambda job: job.is_terminal,
+            why_not=_needs("cancel it before deleting"),
+            run=_delete,
+            done="deleted",
+            permission="delete",
+            danger=True,
+        ),
+    ),
+)
