@@ -17,7 +17,7 @@ from jobs.models import Job
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
 from tests.sheets.factories import make_sheet, run_to_end
-from tests.sheets.test_sheet_jobs import CATEGORIES, llm_options, review_rows
+from tests.sheets.test_kinds import CATEGORIES, llm_options, review_rows
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

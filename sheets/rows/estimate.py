@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sheets.models import Sheet
-from sheets.pipeline import ReuseKey, answered_before, load_rows
 from sheets.processors import get_processor
 from sheets.processors.builtins.llm import build_messages, cost_usd, model_price
+from sheets.rows.reuse import ReuseKey, answered_before
+from sheets.rows.source import load_rows
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text and GPT-style tokenizers
 DEFAULT_COMPLETION_TOKENS = 256

@@ -1,6 +1,6 @@
 """Before spending money on an `llm` job: the rendered prompt of a row, a trial on five
 rows (a real job: answers and tokens), an estimate of the whole run calibrated by that
-trial, and the tokens and cost a job actually spent (sheets/estimate.py, the views)."""
+trial, and the tokens and cost a job actually spent (sheets/rows/estimate.py, the views)."""
 
 from __future__ import annotations
 

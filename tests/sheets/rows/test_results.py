@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sheets.kinds import SheetParamsError
+from sheets.run import SheetParamsError
 from sheets.services import sheet_job_submit
 from tests.jobs.factories import run_to_end
 from tests.sheets.factories import make_sheet

@@ -12,7 +12,7 @@ import pytest
 from jobs.models import Job
 from jobs.web import live
 from sheets.io import export
-from sheets.kinds import SheetParamsError
+from sheets.run import SheetParamsError
 from sheets.services import sheet_job_submit
 from tests.sheets.factories import make_sheet, run_to_end
 from tests.support.processes import wait_for
