@@ -211,9 +211,7 @@ class JobContext:
                 "failed": fields.get("failed", self.failed),
                 "total": fields.get("total", self.total),
             }
-        self._requested = transitions.commit_progress(
-            self.job_id, self.worker, fields, progress=progress
-        )
+        self._requested = transitions.progress(self.job_id, self.worker, fields, event=progress)
         self._requested_read_at = time.monotonic()
         if write is not None:
             write()

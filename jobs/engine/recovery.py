@@ -82,7 +82,7 @@ def recover_job(job_id: int, lost_owner: str, reason: str) -> bool:
     except UnknownKind:
         resumable = True
     status = atomic_retry(
-        lambda: transitions.recover(job_id, lost_owner, reason, resumable=resumable)
+        lambda: transitions.rescue(job_id, lost_owner, reason, resumable=resumable)
     )
     if status:
         log.warning("job %s recovered: %s", job_id, reason)

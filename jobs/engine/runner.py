@@ -22,11 +22,10 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from django_q.conf import Conf
 from django_q.exceptions import TimeoutException
 
@@ -47,27 +46,29 @@ from jobs.engine.errors import (
 )
 from jobs.engine.journal import Journal
 from jobs.engine.kinds import get_kind, job_ended
-from jobs.models import Job, Notification
+from jobs.engine.transitions import Outcome
+from jobs.models import Job
 
 log = logging.getLogger(__name__)
-Status = Job.Status
-ENDED = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
 class Settlement:
-    """How a slice ended, to be written by `settle`: the job's new fields (none: it stays
-    running for a next slice), the timeline message and the owner's notification."""
+    """How a slice ended, to be written by `settle`: what this worker calls it (the
+    task's result lists it) and the job's `Outcome` (None: the job is no longer this
+    worker's to write: its lease was lost, or it yielded to a higher-priority job)."""
 
-    outcome: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    message: str | None = None
-    data: dict[str, Any] | None = None
-    notification: tuple[str, str] | None = None
+    name: str
+    outcome: Outcome | None = None
     # Raised again once settled: django-q2's timeout, after which django-q2 replaces
     # the worker process.
     reraise: BaseException | None = None
     released: bool = False
+
+    @property
+    def ended(self) -> bool:
+        """The job ended here (its kind's end hook is due)."""
+        return self.released and self.outcome is not None and self.outcome.ended
 
 
 def run_slice(job_id: int) -> str:
@@ -89,7 +90,7 @@ def run_slice(job_id: int) -> str:
         ended = job
         job = atomic_retry(lambda s=settlement, j=job, m=more: settle(j.pk, name, s, then_next=m))
         _after_settle(ended, settlement)
-        outcomes.append(settlement.outcome)
+        outcomes.append(settlement.name)
     if not worker.stopping():
         dispatch.dispatch()
     return ", ".join(outcomes) or "not claimed"
@@ -104,14 +105,14 @@ def run_one_slice(job_id: int) -> str:
     settlement = run_claimed(job, name)
     atomic_retry(lambda: settle(job.pk, name, settlement))
     _after_settle(job, settlement)
-    return settlement.outcome
+    return settlement.name
 
 
 def _after_settle(job: Job, settlement: Settlement) -> None:
     """After the commit: the kind's end hook for a job that ended here, and django-q2's
     timeout raised again (its worker is then replaced)."""
-    if settlement.released and settlement.outcome in ENDED:
-        job_ended(job.kind, job.pk, settlement.fields)
+    if settlement.ended:
+        job_ended(job.kind, job.pk, settlement.outcome.fields)
     if settlement.reraise is not None:
         raise settlement.reraise
 
@@ -139,16 +140,8 @@ def settle(job_id: int, name: str, settlement: Settlement, then_next: bool = Fal
     in one transaction (the caller's); their events and announcements go out together.
     """
     journal = Journal()
-    if settlement.outcome not in ("lease lost", "preempted"):  # else the job is not ours now
-        released = transitions.release(
-            job_id,
-            name,
-            settlement.fields,
-            settlement.message,
-            data=settlement.data,
-            notification=settlement.notification,
-            journal=journal,
-        )
+    if settlement.outcome is not None:
+        released = transitions.end_slice(job_id, name, settlement.outcome, journal=journal)
         settlement.released = released
         if not released:
             log.warning("job %s: lease lost before its slice was settled", job_id)
@@ -165,18 +158,15 @@ def _run(ctx: JobContext) -> Settlement:
         return Settlement("lease lost")
     except SliceDone:
         if worker.stopping():  # back to the queue, for whichever worker is up next
-            fields = {"status": Status.QUEUED}
-            requeued = Settlement("requeued", fields, "Requeued: its worker is stopping")
-            return _with_time(ctx, requeued)
-        return _with_time(ctx, Settlement("slice done"))
+            requeued = Outcome.requeued("its worker is stopping")
+            return _with_time(ctx, Settlement("requeued", requeued))
+        return _with_time(ctx, Settlement("slice done", Outcome.next_slice()))
     except Preempted:
         return Settlement("preempted")
     except PauseRequested:
-        return _with_time(ctx, Settlement("paused", transitions.paused_fields(), "Paused"))
+        return _with_time(ctx, Settlement("paused", Outcome.paused()))
     except Cancelled:
-        fields = transitions.cancelled_fields(timezone.now())
-        note = (Notification.Level.INFO, "was cancelled")
-        return _with_time(ctx, Settlement("cancelled", fields, "Cancelled", notification=note))
+        return _with_time(ctx, Settlement("cancelled", Outcome.cancelled()))
     except TimeLimitExceeded as exc:
         return _with_time(ctx, _on_time_limit(ctx, str(exc)))
     except Exception as exc:  # noqa: BLE001 - any handler error is the job's outcome
@@ -221,39 +211,22 @@ def stop_by_force(ctx: JobContext, name: str, cause: str) -> bool:
                 f"Cancelled by force: it reached no checkpoint within {grace:g} s of the "
                 f"cancel (CONVEYOR_CANCEL_GRACE_SECONDS), so {replaced}"
             )
-        fields = {**transitions.cancelled_fields(timezone.now()), "message": message[:500]}
-        note = (Notification.Level.INFO, "was cancelled")
-        settlement = Settlement("cancelled", fields, message, notification=note)
-    settlement = _with_time(ctx, settlement)
-    ended = atomic_retry(
-        lambda: transitions.stopped_by_force(
-            ctx.job_id,
-            name,
-            settlement.fields,
-            settlement.message or "",
-            data=settlement.data,
-            notification=settlement.notification,
-        )
-    )
+        settlement = Settlement("cancelled", Outcome.cancelled(message))
+    outcome = _with_time(ctx, settlement).outcome
+    ended = atomic_retry(lambda: transitions.stop_by_force(ctx.job_id, name, outcome))
     if ended:
-        log.warning("job %s: %s", ctx.job_id, settlement.message)
-        if settlement.outcome in ENDED:
-            job_ended(ctx.kind.name, ctx.job_id, settlement.fields)
+        log.warning("job %s: %s", ctx.job_id, outcome.message)
+        if outcome.ended:
+            job_ended(ctx.kind.name, ctx.job_id, outcome.fields)
     return ended
 
 
 def _with_time(ctx: JobContext, settlement: Settlement) -> Settlement:
     """The settlement with the job's running time, CPU and memory, and its secrets
     scrubbed from every text it stores (an upstream error may echo an API key)."""
-    settlement.fields.update(ctx.usage())
-    for name in ("error", "traceback", "message"):
-        if settlement.fields.get(name):
-            settlement.fields[name] = ctx.scrub(settlement.fields[name])
-    if settlement.message:
-        settlement.message = ctx.scrub(settlement.message)
-    if settlement.notification:
-        level, text = settlement.notification
-        settlement.notification = (level, ctx.scrub(text))
+    if settlement.outcome is not None:
+        settlement.outcome.add_usage(ctx.usage())
+        settlement.outcome.scrub(ctx.scrub)
     return settlement
 
 
@@ -264,17 +237,11 @@ def _succeeded(ctx: JobContext, result: Any) -> Settlement:
         return _failed(
             f"The handler returned a result that is not JSON: {type(result).__name__}", ""
         )
-    errors = f" with {ctx.failed} row errors" if ctx.failed else ""
-    message = f"Succeeded{errors}"
-    fields = transitions.succeeded_fields(result, message, timezone.now())
-    level = Notification.Level.ERROR if ctx.failed else Notification.Level.SUCCESS
-    return Settlement("succeeded", fields, message, notification=(level, f"finished{errors}"))
+    return Settlement("succeeded", Outcome.succeeded(result, row_errors=ctx.failed))
 
 
 def _failed(error: str, tb: str) -> Settlement:
-    fields = transitions.failed_fields(error, tb, timezone.now())
-    note = (Notification.Level.ERROR, f"failed: {error}"[:400])
-    return Settlement("failed", fields, error, notification=note)
+    return Settlement("failed", Outcome.failed(error, tb))
 
 
 def _on_error(ctx: JobContext, exc: Exception, tb: str) -> Settlement:
@@ -302,11 +269,14 @@ def _on_time_limit(ctx: JobContext, error: str) -> Settlement:
 
 
 def _retrying(ctx: JobContext, attempt: int, error: str, tb: str, reason: str) -> Settlement:
-    delay = backoff_seconds(attempt)
-    fields = transitions.retrying_fields(attempt, error, tb, delay, timezone.now())
-    again = "retrying"
-    if not ctx.kind.resumable:  # the next run starts from the beginning, with a new budget
-        fields["run_seconds_at_retry"] = ctx.run_seconds
-        again = "restarting from the beginning"
-    message = f"{reason}; {again} in {delay:.1f} s (attempt {attempt + 1} of {ctx.max_attempts})"
-    return Settlement("error", fields, message, data={"delay": delay, "attempt": attempt})
+    outcome = Outcome.retrying(
+        attempt=attempt,
+        max_attempts=ctx.max_attempts,
+        error=error,
+        tb=tb,
+        delay=backoff_seconds(attempt),
+        reason=reason,
+        # a kind that cannot resume starts from the beginning, with a new time budget
+        restart_at=None if ctx.kind.resumable else ctx.run_seconds,
+    )
+    return Settlement("error", outcome)

@@ -1,34 +1,32 @@
 """THE writer of job state: every change of a job's status, lease, dispatch mark or
-progress goes through a function here.
+progress is a named transition here (`claim`, `progress`, `end_slice` with its
+`Outcome`, `yield_to`, `stop_by_force`, `rescue`, `pause`, `cancel`, `resume`, `retry`,
+`delete`, ...).
 
-Each function is one conditional UPDATE (or INSERT/DELETE) that applies only while the
-job is in a state the transition may leave (`TRANSITIONS`) and, for a worker's writes,
-only while that worker still holds the lease; it writes the transition's event and
-notification and announces the change, in the caller's transaction (callers wrap it in
-`atomic_retry`). The fields each outcome writes are defined once (`*_fields` below), so
-a cancelled job looks the same whoever cancelled it. Nothing else in the code base
-updates `Job` rows: runner, recovery, dispatch, services, admin, API and CLI ask here.
-
-Hot paths use `UPDATE ... RETURNING` (PostgreSQL, SQLite >= 3.35) so that one
-statement both checks the condition and reads what the caller needs next.
+Each transition owns the fields it writes (so a cancelled job looks the same whoever
+cancelled it) and applies only while the job is in a status it may leave
+(`TRANSITIONS`) and, for a worker's writes, only while that worker still holds the
+lease: one conditional UPDATE (or INSERT/DELETE, compiled in `jobs.engine.sql`) that
+writes the transition's event and notification and announces the change, in the
+caller's transaction (callers wrap it in `atomic_retry`). Callers say which outcome,
+never which fields; nothing else updates `Job` rows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import F, QuerySet
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
+from jobs.engine import sql
 from jobs.engine.errors import JobActionError, LeaseLost
-from jobs.engine.journal import CHANNEL, Event, Journal, event_of_inserted_job_sql
+from jobs.engine.journal import Event, Journal
 from jobs.models import Job, JobDependency, JobEvent, Notification
 
 Status = Job.Status
@@ -36,38 +34,55 @@ Request = Job.Request
 STATE = JobEvent.Kind.STATE
 LOG = JobEvent.Kind.LOG
 
-# Allowed transitions: new status -> statuses it may be entered from.
-# RUNNING -> RUNNING is a new slice of a job already started.
+# Allowed transitions: new status -> statuses it may be entered from; no transition
+# enters a status from elsewhere (tests/jobs/engine/test_transitions.py walks every
+# pair). RUNNING -> RUNNING is a new slice of a job already started.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     Status.QUEUED: (
-        Status.RUNNING,
-        Status.PAUSED,
-        Status.SUCCEEDED,
+        Status.RUNNING,  # requeue, yield_to, rescue (restart)
+        Status.PAUSED,  # resume
+        Status.SUCCEEDED,  # retry
         Status.FAILED,
         Status.CANCELLED,
     ),
-    Status.RUNNING: (Status.QUEUED, Status.RETRYING, Status.RUNNING),
-    Status.PAUSED: (Status.QUEUED, Status.RETRYING, Status.RUNNING),
-    Status.RETRYING: (Status.RUNNING,),
-    Status.SUCCEEDED: (Status.RUNNING,),
-    Status.FAILED: (Status.QUEUED, Status.RETRYING, Status.RUNNING),
+    Status.RUNNING: (Status.QUEUED, Status.RETRYING, Status.RUNNING),  # claim
+    Status.PAUSED: (Status.QUEUED, Status.RETRYING, Status.RUNNING),  # pause
+    Status.RETRYING: (Status.RUNNING,),  # retry_later
+    Status.SUCCEEDED: (Status.RUNNING,),  # succeeded
+    Status.FAILED: (Status.RUNNING,),  # failed, rescue (gave up)
     Status.CANCELLED: (Status.QUEUED, Status.RETRYING, Status.RUNNING, Status.PAUSED),
 }
 CLAIMABLE = (Status.QUEUED, Status.RETRYING, Status.RUNNING)
+# What `progress` may write: a batch's counters, cursor and usage, never a status.
+PROGRESS_FIELDS = frozenset(
+    {
+        "cursor",
+        "processed",
+        "failed",
+        "total",
+        "message",
+        "spent",
+        "worked_units",
+        "attempts",
+        "run_seconds",
+        "cpu_seconds",
+        "peak_rss_mb",
+    }
+)
 
 
-def by(user: Any) -> str:
+def _by(user: Any) -> str:
     return f" by {user.get_username()}" if user is not None else ""
 
 
-def lease_expiry(now: datetime) -> datetime:
+def _lease_expiry(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.CONVEYOR_LEASE_SECONDS)
 
 
-# -- the fields each outcome writes ------------------------------------------------------
+# -- the fields each status owns ------------------------------------------------------
 
 
-def cancelled_fields(now: datetime) -> dict[str, Any]:
+def _cancelled(now: datetime) -> dict[str, Any]:
     return {
         "status": Status.CANCELLED,
         "requested": "",
@@ -78,11 +93,11 @@ def cancelled_fields(now: datetime) -> dict[str, Any]:
     }
 
 
-def paused_fields() -> dict[str, Any]:
+def _paused() -> dict[str, Any]:
     return {"status": Status.PAUSED, "requested": "", "dispatched_at": None}
 
 
-def failed_fields(error: str, tb: str, now: datetime) -> dict[str, Any]:
+def _failed(error: str, tb: str, now: datetime) -> dict[str, Any]:
     return {
         "status": Status.FAILED,
         "error": error,
@@ -93,7 +108,7 @@ def failed_fields(error: str, tb: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def succeeded_fields(result: Any, message: str, now: datetime) -> dict[str, Any]:
+def _succeeded(result: Any, message: str, now: datetime) -> dict[str, Any]:
     """A success clears the error of an earlier attempt (it is on the timeline), and a
     pause its handler never reached."""
     return {
@@ -107,9 +122,7 @@ def succeeded_fields(result: Any, message: str, now: datetime) -> dict[str, Any]
     }
 
 
-def retrying_fields(
-    attempt: int, error: str, tb: str, delay: float, now: datetime
-) -> dict[str, Any]:
+def _retrying(attempt: int, error: str, tb: str, delay: float, now: datetime) -> dict[str, Any]:
     """A failed attempt that will be tried again after `delay` seconds."""
     return {
         "status": Status.RETRYING,
@@ -120,7 +133,7 @@ def retrying_fields(
     }
 
 
-def retry_fields() -> dict[str, Any]:
+def _queued_again() -> dict[str, Any]:
     """A finished job queued again: a fresh attempt count and running-time budget (the
     running time itself goes on, so rate and ETA stay true; a rerun from the start
     resets it with the counters)."""
@@ -138,8 +151,110 @@ def retry_fields() -> dict[str, Any]:
     }
 
 
-def released_fields(now: datetime) -> dict[str, Any]:
+def _released(now: datetime) -> dict[str, Any]:
     return {"lease_owner": "", "lease_expires_at": None, "updated_at": now}
+
+
+# -- how a worker's slice ends ------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """How a worker's slice ends, decided when its handler returns or raises and
+    written by `end_slice` (or by `stop_by_force`, from the worker's heartbeat): the
+    fields of the status the job enters (none: it stays running for its next slice),
+    the timeline line and the owner's notification ("<title> <text>").
+
+    Made by the named constructors below, which own those fields."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+    data: dict[str, Any] | None = None
+    notification: tuple[str, str] | None = None
+
+    @property
+    def status(self) -> str:
+        return self.fields.get("status", "")
+
+    @property
+    def ended(self) -> bool:
+        return self.status in Job.TERMINAL
+
+    @classmethod
+    def next_slice(cls) -> Outcome:
+        """The slice ended at a checkpoint; the job stays running for its next one."""
+        return cls()
+
+    @classmethod
+    def succeeded(cls, result: Any, row_errors: int = 0) -> Outcome:
+        errors = f" with {row_errors} row errors" if row_errors else ""
+        message = f"Succeeded{errors}"
+        level = Notification.Level.ERROR if row_errors else Notification.Level.SUCCESS
+        fields = _succeeded(result, message, timezone.now())
+        return cls(fields, message, notification=(level, f"finished{errors}"))
+
+    @classmethod
+    def failed(cls, error: str, tb: str = "") -> Outcome:
+        note = (Notification.Level.ERROR, f"failed: {error}"[:400])
+        return cls(_failed(error, tb, timezone.now()), error, notification=note)
+
+    @classmethod
+    def retrying(
+        cls,
+        *,
+        attempt: int,
+        max_attempts: int,
+        error: str,
+        tb: str,
+        delay: float,
+        reason: str,
+        restart_at: float | None = None,
+    ) -> Outcome:
+        """Attempt `attempt` failed (`reason`); the job runs again after `delay` s.
+        `restart_at`: the running time at which a kind that cannot resume starts
+        again from the beginning, with a new time budget."""
+        fields = _retrying(attempt, error, tb, delay, timezone.now())
+        again = "retrying"
+        if restart_at is not None:
+            fields["run_seconds_at_retry"] = restart_at
+            again = "restarting from the beginning"
+        message = f"{reason}; {again} in {delay:.1f} s (attempt {attempt + 1} of {max_attempts})"
+        return cls(fields, message, data={"delay": delay, "attempt": attempt})
+
+    @classmethod
+    def cancelled(cls, message: str | None = None) -> Outcome:
+        """Cancelled at a checkpoint ("Cancelled"), or by `message` (a force stop), which
+        then is also the job's message."""
+        fields = _cancelled(timezone.now())
+        if message is not None:
+            fields["message"] = message[:500]
+        note = (Notification.Level.INFO, "was cancelled")
+        return cls(fields, message or "Cancelled", notification=note)
+
+    @classmethod
+    def paused(cls) -> Outcome:
+        return cls(_paused(), "Paused")
+
+    @classmethod
+    def requeued(cls, reason: str) -> Outcome:
+        """Back to the queue, for whichever worker is up next."""
+        return cls({"status": Status.QUEUED}, f"Requeued: {reason}")
+
+    def add_usage(self, usage: dict[str, float]) -> None:
+        """The job's running time, CPU and memory so far, stored with the outcome."""
+        self.fields.update(usage)
+
+    def scrub(self, scrub: Callable[[str], str]) -> None:
+        """Every text the outcome stores passed through `scrub` (an upstream error may
+        echo an API key)."""
+        for name in ("error", "traceback", "message"):
+            if self.fields.get(name):
+                self.fields[name] = scrub(self.fields[name])
+        if self.message:
+            self.message = scrub(self.message)
+        if self.notification:
+            level, text = self.notification
+            self.notification = (level, scrub(text))
 
 
 # -- low-level writes ----------------------------------------------------------------
@@ -157,64 +272,6 @@ def _rows(job_id: int, sources: Iterable[str] | None = None, *, owner: str | Non
 def _update(rows: QuerySet[Job], fields: dict[str, Any]) -> int:
     fields.setdefault("updated_at", timezone.now())
     return rows.update(**fields)
-
-
-def _update_returning(rows: QuerySet[Job], fields: dict[str, Any], returning: list[str]):
-    """`rows.update(**fields)` that also returns `returning` of each updated row, in one
-    statement. Returned values are raw database values: ask for plain columns only."""
-    fields.setdefault("updated_at", timezone.now())
-    query = rows.query.chain(UpdateQuery)
-    query.add_update_values(fields)
-    sql, params = query.get_compiler(rows.db).as_sql()
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(Job._meta.get_field(name).column) for name in returning)
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {columns}", params)
-        return cursor.fetchall()
-
-
-# Hot paths (a worker's claim, commit and release, once or more per job) are written as
-# SQL by hand: building them with the ORM cost more CPU than running them.
-
-
-def _column(name: str) -> str:
-    return connection.ops.quote_name(Job._meta.get_field(name).column)
-
-
-def _prep(name: str, value: Any) -> Any:
-    return Job._meta.get_field(name).get_db_prep_save(value, connection)
-
-
-@functools.cache
-def _one_row_update(vendor: str, sets: tuple[str, ...], where: str, returning: str) -> str:
-    assignments = ", ".join(f"{_column(name)} = %s" for name in sets)
-    table = connection.ops.quote_name(Job._meta.db_table)
-    return f"UPDATE {table} SET {assignments} WHERE {where} RETURNING {returning}"
-
-
-def _update_job(
-    job_id: int,
-    fields: dict[str, Any],
-    returning: list[str],
-    *,
-    owner: str | None = None,
-    statuses: tuple[str, ...] | None = None,
-) -> list[tuple]:
-    """UPDATE one job (held by `owner`, in one of `statuses`) RETURNING columns."""
-    fields.setdefault("updated_at", timezone.now())
-    where, params = f"{_column('id')} = %s", [job_id]
-    if owner is not None:
-        where += f" AND {_column('lease_owner')} = %s"
-        params.append(owner)
-    if statuses:
-        where += f" AND {_column('status')} IN ({', '.join(['%s'] * len(statuses))})"
-        params += list(statuses)
-    columns = ", ".join(_column(name) for name in returning)
-    sql = _one_row_update(connection.vendor, tuple(fields), where, columns)
-    values = [_prep(name, value) for name, value in fields.items()]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values + params)
-        return cursor.fetchall()
 
 
 @contextlib.contextmanager
@@ -235,17 +292,6 @@ def _active_of(owner_id: int | None) -> QuerySet[Job]:
     return Job.objects.filter(owner_id=owner_id, status__in=Job.ACTIVE).order_by()
 
 
-def _insert_one(job: Job) -> None:
-    """One job's INSERT, its `turn` (the owner's active jobs) counted by the statement
-    and returned with its id. Compiled once: the ORM compiles the statement on every
-    save, which was half the time of a submit (bench engine)."""
-    sql, fields = _insert_sql(connection.vendor, job.owner_id is not None)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, _insert_params(job, fields))
-        job.pk, job.turn = cursor.fetchone()
-    job._state.adding, job._state.db = False, connection.alias
-
-
 def create_in_one_statement(job: Job, capacity: tuple[str, list]) -> tuple[bool, int]:
     """PostgreSQL: one queued job's INSERT with its "Queued" event and announcement, in
     one statement (a submit's round trips each wait for a server process that shares
@@ -258,62 +304,10 @@ def create_in_one_statement(job: Job, capacity: tuple[str, list]) -> tuple[bool,
     """
     now = timezone.now()
     job.status, job.created_at, job.updated_at, job.dispatched_at = Status.QUEUED, now, now, now
-    insert, fields = _insert_sql(connection.vendor, job.owner_id is not None, True)
-    cap_sql, cap_params = capacity
-    event = Event(0, STATE, "Queued", Status.QUEUED, at=now).values(connection)[1:]
-    sql = (
-        f"WITH cap AS ({cap_sql}), job AS ({insert}), "
-        f"event AS ({event_of_inserted_job_sql('job')}) "
-        f"SELECT job.id, job.turn, job.dispatched_at IS NOT NULL, cap.free, "
-        f"pg_notify(%s, job.id::text) FROM job, cap"
-    )
-    params = [*cap_params, *_insert_params(job, fields), *event, CHANNEL]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        job.pk, job.turn, dispatched, free, _ = cursor.fetchone()
+    event = Event(0, STATE, "Queued", Status.QUEUED, at=now)
+    dispatched, free = sql.insert_one_with_event(job, capacity, event)
     job.dispatched_at = now if dispatched else None
-    job._state.adding, job._state.db = False, connection.alias
     return dispatched, free
-
-
-def _insert_params(job: Job, fields: list) -> list:
-    """The parameters of `_insert_sql`: the job's values, then its turn's count."""
-    values = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
-    owner = [job.owner_id] if job.owner_id is not None else []
-    return [*values, *owner, *Job.ACTIVE]
-
-
-@functools.cache
-def _insert_sql(vendor: str, owned: bool, dispatch_if_free: bool = False) -> tuple[str, list]:
-    """A job's INSERT ... RETURNING id, turn. `dispatch_if_free`: inside a statement
-    with a `cap` CTE, `dispatched_at` is set only if `cap.beyond` > 0."""
-    quote = connection.ops.quote_name
-    owner = quote("owner_id") + (" = %s" if owned else " IS NULL")
-    statuses = ", ".join(["%s"] * len(Job.ACTIVE))
-    turn = (
-        f"(SELECT COUNT(*) FROM {quote(Job._meta.db_table)} "
-        f"WHERE {owner} AND {quote('status')} IN ({statuses}))"
-    )
-    columns = [
-        field
-        for field in Job._meta.concrete_fields
-        if not field.primary_key and field.attname != "turn"
-    ]
-    names = ", ".join(quote(field.column) for field in [*columns, Job._meta.get_field("turn")])
-    values = [
-        "CASE WHEN (SELECT beyond FROM cap) > 0 THEN %s END"
-        if dispatch_if_free and field.attname == "dispatched_at"
-        else "%s"
-        for field in columns
-    ]
-    returning = f"{quote('id')}, {quote('turn')}"
-    if dispatch_if_free:
-        returning += f", {quote('dispatched_at')}"
-    sql = (
-        f"INSERT INTO {quote(Job._meta.db_table)} ({names}) "
-        f"VALUES ({', '.join([*values, turn])}) RETURNING {returning}"
-    )
-    return sql, columns
 
 
 def create(
@@ -339,7 +333,7 @@ def create(
     if after:
         jobs[0].upstream_pending = _mark_upstream(after)
     if len(jobs) == 1:
-        _insert_one(jobs[0])
+        sql.insert_one(jobs[0])
         if after:
             links = [JobDependency(job=jobs[0], depends_on_id=up) for up in after]
             JobDependency.objects.bulk_create(links)
@@ -366,7 +360,7 @@ def _mark_upstream(after: list[int]) -> int:
     committed the status this returns.
     """
     found = dict(
-        _update_returning(
+        sql.update_returning(
             Job.objects.filter(pk__in=after), {"has_dependents": True}, ["id", "status"]
         )
     )
@@ -379,7 +373,7 @@ def _mark_upstream(after: list[int]) -> int:
     return sum(1 for status in found.values() if status != Status.SUCCEEDED)
 
 
-def settle_dependents(upstream: int, status: str, notes: Journal) -> None:
+def _settle_dependents(upstream: int, status: str, notes: Journal) -> None:
     """An upstream job ended: its waiting jobs take one step towards runnable if it
     succeeded, else they are cancelled (and theirs after them) with the reason."""
     now = timezone.now()
@@ -395,10 +389,10 @@ def settle_dependents(upstream: int, status: str, notes: Journal) -> None:
             notes.changed(job_id)
         return
     error = f"Cancelled: job #{upstream}, which it waits for, {status}."
-    fields = {**cancelled_fields(now), "error": error, "message": error}
+    fields = {**_cancelled(now), "error": error, "message": error}
     rows = waiting.filter(status__in=TRANSITIONS[Status.CANCELLED], lease_owner="")
     returning = ["id", "owner_id", "label", "kind", "has_dependents", "batch_id"]
-    found = _update_returning(rows, fields, returning)
+    found = sql.update_returning(rows, fields, returning)
     for job_id, owner_id, label, kind, has_dependents, batch_id in found:
         notes.event(job_id, STATE, error, Status.CANCELLED, at=now)
         message = f"{label or kind} {error}"
@@ -406,7 +400,7 @@ def settle_dependents(upstream: int, status: str, notes: Journal) -> None:
         notes.ended(batch_id)
         notes.changed(job_id)
         if has_dependents:
-            settle_dependents(job_id, Status.CANCELLED, notes)
+            _settle_dependents(job_id, Status.CANCELLED, notes)
 
 
 # -- dispatch marks --------------------------------------------------------------------
@@ -433,55 +427,6 @@ def release_stale_dispatches(cutoff: datetime) -> int:
 # -- a worker's writes -------------------------------------------------------------------
 
 
-@functools.cache
-def _claim_sql(vendor: str, statuses: tuple[str, ...]) -> str:
-    """The claim, as `Job.objects.claimable()` means it, returning the whole row."""
-    c = _column
-    table = connection.ops.quote_name(Job._meta.db_table)
-    columns = ", ".join(c(field.name) for field in Job._meta.concrete_fields)
-    return (
-        f"UPDATE {table} SET {c('status')} = %s, {c('lease_owner')} = %s, "
-        f"{c('lease_expires_at')} = %s, {c('heartbeat_at')} = %s, {c('dispatched_at')} = NULL, "
-        f"{c('run_after')} = NULL, {c('started_at')} = COALESCE({c('started_at')}, %s), "
-        f"{c('updated_at')} = %s "
-        f"WHERE {c('id')} = %s AND {c('status')} IN ({', '.join(['%s'] * len(statuses))}) "
-        f"AND {c('lease_owner')} = '' AND {c('upstream_pending')} = 0 "
-        f"AND ({c('run_after')} IS NULL OR {c('run_after')} <= %s) RETURNING {columns}"
-    )
-
-
-@functools.cache
-def _row_converters(vendor: str) -> list[tuple[Any, list]]:
-    """Each column's converters from the database's values to Python's (what a
-    queryset applies: SQLite's text datetimes, JSON), looked up once."""
-    converters = []
-    for field in Job._meta.concrete_fields:
-        column = field.get_col(Job._meta.db_table)
-        found = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
-        converters.append((column, found))
-    return converters
-
-
-def _job_from_row(row: tuple) -> Job:
-    values = []
-    for value, (column, converters) in zip(row, _row_converters(connection.vendor), strict=True):
-        for convert in converters:
-            value = convert(value, column, connection)
-        values.append(value)
-    return Job.from_db(connection.alias, None, values)
-
-
-def _claim_rows(job_id: int, worker: str, statuses: tuple[str, ...], now: datetime) -> list[Job]:
-    """UPDATE ... RETURNING of a claim: the job's whole row comes back in one statement
-    (built into a Job here: `Job.objects.raw` cost a third of the claim's time)."""
-    at = _prep("updated_at", now)
-    params = [Status.RUNNING, worker, _prep("lease_expires_at", lease_expiry(now)), at, at, at]
-    params += [job_id, *statuses, at]
-    with connection.cursor() as cursor:
-        cursor.execute(_claim_sql(connection.vendor, statuses), params)
-        return [_job_from_row(row) for row in cursor.fetchall()]
-
-
 def claim(job_id: int, worker: str, journal: Journal | None = None) -> Job | None:
     """Take the lease of a claimable job: it becomes (or stays) running on `worker`.
 
@@ -491,7 +436,8 @@ def claim(job_id: int, worker: str, journal: Journal | None = None) -> Job | Non
     so that the event can say which it was.
     """
     now = timezone.now()
-    found = _claim_rows(job_id, worker, (Status.QUEUED, Status.RETRYING), now)
+    expires = _lease_expiry(now)
+    found = sql.claim_rows(job_id, worker, (Status.QUEUED, Status.RETRYING), now, expires)
     if found:
         job = found[0]
         verb = "Started" if job.started_at == now else "Running again"
@@ -499,7 +445,7 @@ def claim(job_id: int, worker: str, journal: Journal | None = None) -> Job | Non
             notes.event(job.pk, STATE, f"{verb} on {worker}", Status.RUNNING, at=now)
             notes.changed(job.pk)
         return job
-    found = _claim_rows(job_id, worker, (Status.RUNNING,), now)
+    found = sql.claim_rows(job_id, worker, (Status.RUNNING,), now, expires)
     if not found:
         return None
     with _journal(journal) as notes:
@@ -507,27 +453,26 @@ def claim(job_id: int, worker: str, journal: Journal | None = None) -> Job | Non
     return found[0]
 
 
-def commit_progress(
-    job_id: int,
-    worker: str,
-    fields: dict[str, Any],
-    *,
-    progress: dict[str, Any] | None = None,
+def progress(
+    job_id: int, worker: str, fields: dict[str, Any], *, event: dict[str, Any] | None = None
 ) -> str:
-    """Store a batch's progress while `worker` holds the lease (renewing it).
+    """Store a batch's progress (`PROGRESS_FIELDS` only) while `worker` holds the lease,
+    renewing it.
 
-    `progress` (throttled by the caller) adds a progress event. Returns the pending
-    request ("", "pause", "cancel") read by the same statement; raises LeaseLost when
-    the worker no longer holds the job.
+    `event` (throttled by the caller) adds a progress event with that data. Returns the
+    pending request ("", "pause", "cancel", "force") read by the same statement; raises
+    LeaseLost when the worker no longer holds the job.
     """
+    if not fields.keys() <= PROGRESS_FIELDS:
+        raise ValueError(f"progress writes only {', '.join(sorted(PROGRESS_FIELDS))}")
     now = timezone.now()
-    fields = {**fields, "heartbeat_at": now, "lease_expires_at": lease_expiry(now)}
-    found = _update_job(job_id, fields, ["requested"], owner=worker)
+    fields = {**fields, "heartbeat_at": now, "lease_expires_at": _lease_expiry(now)}
+    found = sql.update_job(job_id, fields, ["requested"], owner=worker)
     if not found:
         raise LeaseLost(f"job {job_id} is no longer leased to {worker}")
     with _journal(None) as notes:
-        if progress is not None:
-            notes.event(job_id, JobEvent.Kind.PROGRESS, fields.get("message", ""), data=progress)
+        if event is not None:
+            notes.event(job_id, JobEvent.Kind.PROGRESS, fields.get("message", ""), data=event)
         notes.changed(job_id)
     return found[0][0] or ""
 
@@ -535,8 +480,8 @@ def commit_progress(
 def renew_lease(job_id: int, worker: str) -> str | None:
     """The heartbeat's lease renewal; returns the pending request, None if not held."""
     now = timezone.now()
-    fields = {"heartbeat_at": now, "lease_expires_at": lease_expiry(now), "updated_at": now}
-    found = _update_job(job_id, fields, ["requested"], owner=worker)
+    fields = {"heartbeat_at": now, "lease_expires_at": _lease_expiry(now), "updated_at": now}
+    found = sql.update_job(job_id, fields, ["requested"], owner=worker)
     return (found[0][0] or "") if found else None
 
 
@@ -556,42 +501,36 @@ def replace_input(
         notes.changed(job_id)
 
 
-def release(
-    job_id: int,
-    worker: str,
-    fields: dict[str, Any],
-    message: str | None,
-    *,
-    data: dict[str, Any] | None = None,
-    notification: tuple[str, str] | None = None,
-    journal: Journal | None = None,
+def end_slice(
+    job_id: int, worker: str, outcome: Outcome, *, journal: Journal | None = None
 ) -> bool:
-    """End a slice: release the lease and apply `fields` (a new status, or none to stay
-    running for the next slice), only if `worker` still holds the job. The event and
-    the owner's notification ("<title> <text>") commit with it. False if the lease was
-    lost."""
+    """End a slice: release the lease and write `outcome`, only if `worker` still holds
+    the job and the job may enter the outcome's status from where it is. Its event (a
+    state line, or a log line if the job stays running) and the owner's notification
+    commit with it; an end settles the jobs that wait for this one. False if the lease
+    was lost."""
     now = timezone.now()
-    status = fields.get("status")
+    status = outcome.status
     returning = ["owner", "label", "kind", "has_dependents", "batch"]
-    sources = TRANSITIONS[status] if status else None
-    found = _update_job(
-        job_id, {**fields, **released_fields(now)}, returning, owner=worker, statuses=sources
-    )
+    sources = TRANSITIONS[status] if status else (Status.RUNNING,)  # or stays running
+    fields = {**outcome.fields, **_released(now)}
+    found = sql.update_job(job_id, fields, returning, owner=worker, statuses=sources)
     if not found:
         return False
     owner_id, label, kind, has_dependents, batch_id = found[0]
     with _journal(journal) as notes:
-        if message is not None:
-            notes.event(job_id, STATE, message, status or "", data=data, at=now)
-        if notification is not None:
+        if outcome.message is not None:
+            line = STATE if status else LOG
+            notes.event(job_id, line, outcome.message, status, data=outcome.data, at=now)
+        if outcome.notification is not None:
+            level, text = outcome.notification
             title = label or f"{kind} #{job_id}"
-            text = f"{title} {notification[1]}"
-            notes.notify(owner_id, job_id, notification[0], text, batch_id)
-        if status in Job.TERMINAL:
+            notes.notify(owner_id, job_id, level, f"{title} {text}", batch_id)
+        if outcome.ended:
             notes.ended(batch_id)
         notes.changed(job_id)
-        if has_dependents and status in Job.TERMINAL:
-            settle_dependents(job_id, status, notes)
+        if has_dependents and outcome.ended:
+            _settle_dependents(job_id, status, notes)
     return True
 
 
@@ -599,7 +538,7 @@ def yield_to(job_id: int, worker: str, winner: int, run_seconds: float) -> bool:
     """Hand this job's worker to `winner`: back to queued, the winner marked dispatched."""
     rows = _rows(job_id, TRANSITIONS[Status.QUEUED], owner=worker)
     now = timezone.now()
-    fields = {"status": Status.QUEUED, "run_seconds": run_seconds, **released_fields(now)}
+    fields = {"status": Status.QUEUED, "run_seconds": run_seconds, **_released(now)}
     if not _update(rows, fields):
         return False
     mark_dispatched([winner])
@@ -609,95 +548,74 @@ def yield_to(job_id: int, worker: str, winner: int, run_seconds: float) -> bool:
     return True
 
 
-def stopped_by_force(
-    job_id: int,
-    worker: str,
-    fields: dict[str, Any],
-    message: str,
-    *,
-    data: dict[str, Any] | None = None,
-    notification: tuple[str, str] | None = None,
-    journal: Journal | None = None,
-) -> bool:
+def stop_by_force(job_id: int, worker: str, outcome: Outcome) -> bool:
     """A job ended by stopping its worker (a force stop, or a cancel or time limit that
     reached no checkpoint in time): written by that worker's heartbeat just before it
     ends its own process, so the job ends once, here, and is never recovered by lease
-    expiry. `fields` is the outcome (cancelled, failed, or retrying); False if the
-    worker no longer holds the job (its slice ended first: nothing to stop)."""
-    return release(
-        job_id, worker, fields, message, data=data, notification=notification, journal=journal
-    )
+    expiry. `outcome` is cancelled, failed or retrying; False if the worker no longer
+    holds the job (its slice ended first: nothing to stop)."""
+    return end_slice(job_id, worker, outcome)
 
 
 # -- rescue ------------------------------------------------------------------------------
 
 
-def recover(job_id: int, lost_owner: str, reason: str, *, resumable: bool = True) -> str:
-    """Take a job back from a worker presumed dead: honour a pending pause or cancel,
-    fail it once its attempts are used up, else make it runnable again to resume from
-    its last checkpoint. Each loss counts as an attempt.
+def rescue(job_id: int, lost_owner: str, reason: str, *, resumable: bool = True) -> str:
+    """Take a job back from a worker presumed dead, through the outcome it has now: a
+    pending pause or cancel honoured, a failure once its attempts are used up, else
+    runnable again to resume from its last checkpoint. Each loss counts as an attempt.
 
     A job whose kind cannot resume (`resumable=False`: a Django task) starts again from
     the beginning: it is queued again (so its next run is a new "Running again" on the
     timeline), with a fresh time budget, only while its attempts allow; with one
-    attempt (no retries) it fails. Returns the job's new status ("" if not recovered).
+    attempt (no retries) it fails. Returns the job's new status ("" if not rescued).
     """
     job = Job.objects.filter(pk=job_id, lease_owner=lost_owner).first()
     if job is None:
         return ""
-    now = timezone.now()
+    outcome = _rescued(job, reason, resumable)
+    outcome.fields["attempts"] = job.attempts + 1
+    if not end_slice(job_id, lost_owner, outcome):
+        return ""
+    return outcome.status or Status.RUNNING
+
+
+def _rescued(job: Job, reason: str, resumable: bool) -> Outcome:
+    """What becomes of a job whose worker was lost (`rescue`)."""
     attempt = job.attempts + 1
-    common = {"attempts": attempt, **released_fields(now)}
-    rows = _rows(job_id, owner=lost_owner)
-    with _journal(None) as notes:
-        if job.requested:
-            cancel = job.requested in (Request.CANCEL, Request.FORCE)
-            fields = cancelled_fields(now) if cancel else paused_fields()
-            rows.update(**common, **fields)
-            status = fields["status"]
-            label = Status(status).label.capitalize()
-            notes.event(job_id, STATE, f"{label} ({reason})", status, at=now)
-        elif attempt >= job.max_attempts:
-            if resumable:
-                error = (
-                    f"Gave up after {attempt} attempts: {reason} each time, without "
-                    f"progress in between. The job may crash the worker that runs it."
-                )
-            else:
-                error = _restart_refused(reason, attempt, job.max_attempts)
-            rows.update(**common, **failed_fields(error, "", now))
-            notes.event(job_id, STATE, error, Status.FAILED, at=now)
-            message = f"{job.title} failed: {error}"
-            notes.notify(job.owner_id, job_id, Notification.Level.ERROR, message, job.batch_id)
-            status = Status.FAILED
-        elif not resumable:
-            restart = {"status": Status.QUEUED, "run_seconds_at_retry": job.run_seconds}
-            rows.update(**common, **restart, dispatched_at=None)
-            notes.event(
-                job_id,
-                STATE,
-                f"Recovered: {reason}; restarting from the beginning (it cannot resume "
-                f"from a checkpoint; attempt {attempt + 1} of {job.max_attempts})",
-                Status.QUEUED,
-                at=now,
-            )
-            status = Status.QUEUED
+    if job.requested:
+        if job.requested in (Request.CANCEL, Request.FORCE):
+            outcome = Outcome.cancelled()
+            outcome.notification = None  # the owner asked for it; the timeline says when
         else:
-            rows.update(**common)
-            notes.event(
-                job_id,
-                LOG,
-                f"Recovered: {reason}; resuming from the last checkpoint "
-                f"(attempt {attempt + 1} of {job.max_attempts})",
-                at=now,
+            outcome = Outcome.paused()
+        outcome.message = f"{Status(outcome.status).label.capitalize()} ({reason})"
+        return outcome
+    if attempt >= job.max_attempts:
+        if resumable:
+            error = (
+                f"Gave up after {attempt} attempts: {reason} each time, without "
+                f"progress in between. The job may crash the worker that runs it."
             )
-            status = Status.RUNNING
-        notes.changed(job_id)
-        if status in Job.TERMINAL:
-            notes.ended(job.batch_id)
-        if job.has_dependents and status in Job.TERMINAL:
-            settle_dependents(job_id, status, notes)
-    return status
+        else:
+            error = _restart_refused(reason, attempt, job.max_attempts)
+        return Outcome.failed(error)
+    if not resumable:
+        restart = {
+            "status": Status.QUEUED,
+            "run_seconds_at_retry": job.run_seconds,
+            "dispatched_at": None,
+        }
+        message = (
+            f"Recovered: {reason}; restarting from the beginning (it cannot resume "
+            f"from a checkpoint; attempt {attempt + 1} of {job.max_attempts})"
+        )
+        return Outcome(restart, message)
+    message = (
+        f"Recovered: {reason}; resuming from the last checkpoint "
+        f"(attempt {attempt + 1} of {job.max_attempts})"
+    )
+    return Outcome({}, message)
 
 
 def _restart_refused(reason: str, attempt: int, max_attempts: int) -> str:
@@ -740,12 +658,12 @@ def _stop(job: Job, fields: dict[str, Any], request: str) -> str:
 
 def pause(job: Job, who: Any = None) -> str:
     """ "now" (paused), "requested" (its worker pauses at the next checkpoint) or ""."""
-    outcome = _stop(job, paused_fields(), Request.PAUSE)
+    outcome = _stop(job, _paused(), Request.PAUSE)
     with _journal(None) as notes:
         if outcome == "now":
-            notes.event(job.pk, STATE, f"Paused{by(who)}", Status.PAUSED)
+            notes.event(job.pk, STATE, f"Paused{_by(who)}", Status.PAUSED)
         elif outcome == "requested":
-            notes.event(job.pk, LOG, f"Pause requested{by(who)}")
+            notes.event(job.pk, LOG, f"Pause requested{_by(who)}")
         if outcome:
             notes.changed(job.pk)
     return outcome
@@ -756,21 +674,21 @@ def cancel(job: Job, who: Any = None, *, force: bool = False) -> str:
     force-stopped after CONVEYOR_CANCEL_GRACE_SECONDS) or "".
 
     `force`: the request is a force stop: the worker's heartbeat writes the job
-    cancelled (`stopped_by_force`) and ends its own process at once, checkpoint or not.
+    cancelled (`stop_by_force`) and ends its own process at once, checkpoint or not.
     """
     request = Request.FORCE if force else Request.CANCEL
-    outcome = _stop(job, cancelled_fields(timezone.now()), request)
+    outcome = _stop(job, _cancelled(timezone.now()), request)
     with _journal(None) as notes:
         if outcome == "now":
-            notes.event(job.pk, STATE, f"Cancelled{by(who)}", Status.CANCELLED)
+            notes.event(job.pk, STATE, f"Cancelled{_by(who)}", Status.CANCELLED)
             message = f"{job.title} was cancelled"
             notes.notify(job.owner_id, job.pk, Notification.Level.INFO, message, job.batch_id)
             notes.ended(job.batch_id)
             if Job.objects.filter(pk=job.pk, has_dependents=True).exists():
-                settle_dependents(job.pk, Status.CANCELLED, notes)
+                _settle_dependents(job.pk, Status.CANCELLED, notes)
         elif outcome == "requested":
             asked = "Force stop" if force else "Cancel"
-            notes.event(job.pk, LOG, f"{asked} requested{by(who)}")
+            notes.event(job.pk, LOG, f"{asked} requested{_by(who)}")
         if outcome:
             notes.changed(job.pk)
     return outcome
@@ -782,11 +700,11 @@ def resume(job: Job, who: Any = None) -> str:
     with _journal(None) as notes:
         if _update(_rows(job.pk, (Status.PAUSED,)), dict(fields)):
             _apply(job, fields)
-            notes.event(job.pk, STATE, f"Resumed{by(who)}", Status.QUEUED)
+            notes.event(job.pk, STATE, f"Resumed{_by(who)}", Status.QUEUED)
             outcome = "resumed"
         elif _update(Job.objects.filter(pk=job.pk, requested=Request.PAUSE), {"requested": ""}):
             job.requested = ""
-            notes.event(job.pk, LOG, f"Pause request withdrawn{by(who)}")
+            notes.event(job.pk, LOG, f"Pause request withdrawn{_by(who)}")
             outcome = "withdrawn"
         else:
             return ""
@@ -795,17 +713,18 @@ def resume(job: Job, who: Any = None) -> str:
 
 
 def retry(job: Job, extra: dict[str, Any], what: str, who: Any = None) -> bool:
-    """Queue a finished job again with `retry_fields()` plus `extra` (cursor, counters)."""
-    fields = {**retry_fields(), **extra}
+    """Queue a finished job again, with the fields its kind prepared in `extra` (cursor,
+    counters, message: what it will redo)."""
+    fields = {**_queued_again(), **extra}
     if fields.get("processed") == 0:  # run again from the start: a new clock too
         fields["run_seconds"] = 0.0
         fields["worked_units"] = 0
     fields["run_seconds_at_retry"] = fields.get("run_seconds", job.run_seconds)
-    if not _update(_rows(job.pk, TRANSITIONS[Status.QUEUED]), dict(fields)):
+    if not _update(_rows(job.pk, Job.TERMINAL), dict(fields)):
         return False
     _apply(job, fields)
     with _journal(None) as notes:
-        notes.event(job.pk, STATE, f"Retry ({what}){by(who)}", Status.QUEUED)
+        notes.event(job.pk, STATE, f"Retry ({what}){_by(who)}", Status.QUEUED)
         notes.ended(job.batch_id, -1)
         notes.changed(job.pk)
     return True
