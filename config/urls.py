@@ -18,5 +18,5 @@ urlpatterns = [
     path("jobs/", include("jobs.web.urls")),
     path("schedules/", include("jobs.web.schedule_urls")),
     path("metrics/", include("jobs.web.metrics_urls")),
-    path("sheets/", include("sheets.urls")),
+    path("sheets/", include("sheets.web.urls")),
 ]

@@ -15,8 +15,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.public import FilterLookupsOnly, ViewOnly, json_block, redact
-from sheets.kinds import entity_key
 from sheets.models import RowResult, Sheet, SheetRow
+from sheets.names import entity_key
 from sheets.plugin import row_results_url
 
 

@@ -10,7 +10,7 @@ from django.apps import AppConfig
 from django.utils.module_loading import autodiscover_modules
 
 # The entity keys sheets derives: `sheet:N` (imports, runs; `sheet:N:after:M` for a
-# chain's steps, sheets.kinds.entity_key) and `write-back:N` (sheets.services).
+# chain's steps, sheets.names.entity_key) and `write-back:N` (sheets.services).
 KEY_PREFIXES = ("sheet:", "write-back:")
 
 

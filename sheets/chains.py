@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from django.db.models import Q, QuerySet
 
 from jobs.models import Job, JobDependency
-from sheets.kinds import KIND, entity_key
 from sheets.models import Sheet
+from sheets.names import KIND, entity_key
 
 MAX_STEPS = 10  # how far a chain is followed (a page shows its own steps, not a graph)
 

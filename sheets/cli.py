@@ -37,14 +37,15 @@ from jobs.public import (
     schedule_text,
     wait_for_job,
 )
+from sheets import selectors
 from sheets.io.export import csv_chunks, xlsx_file
-from sheets.io.importing import sheet_from_google, sheet_import
+from sheets.io.importing import SpooledTable, spool_google, spool_table
 from sheets.io.sources import SourceError, open_upload
-from sheets.kinds import KIND as SHEET_KIND
-from sheets.kinds import validate_params
 from sheets.models import Sheet
+from sheets.names import KIND as SHEET_KIND
 from sheets.processors import UnknownProcessor, get_processor
-from sheets.services import sheet_job_submit, sheets_batch_submit
+from sheets.run import SheetRun
+from sheets.services import sheet_import_and_submit, sheet_import_then, sheets_import_and_submit
 
 GOOGLE_ID = re.compile(r"[A-Za-z0-9_-]{20,}")
 SHEET_REF = re.compile(r"sheet:#?(\d+)")
@@ -111,26 +112,23 @@ def is_google_sheet(source: str) -> bool:
     return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
 
 
-def is_sheet_ref(source: str) -> bool:
-    return bool(SHEET_REF.fullmatch(source.strip()))
-
-
-def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
-    """A new Sheet from a CSV/XLSX path, or from a Google Sheet URL or id; or, for
-    `sheet:ID`, that sheet already imported: the owner's, or another user's if the owner
-    may act for them (`selectors.may_submit_for`, as on the pages and the API)."""
+def read_source(source: str, owner, worksheet: str | None = None) -> Sheet | SpooledTable:
+    """`source` read and checked, nothing stored yet (`sheets.services` stores it with
+    what is done with it, in one transaction): a CSV/XLSX path, or a Google Sheet URL or
+    id; or, for `sheet:ID`, that sheet already imported: the owner's, or another user's
+    if the owner may act for them (`selectors.may_submit_for`, as on the pages and the
+    API). The caller closes a SpooledTable."""
     if match := SHEET_REF.fullmatch(source.strip()):
-        sheet = Sheet.objects.visible_to(owner).filter(pk=int(match.group(1))).first()
-        if sheet is None or not public.may_submit_for(owner, sheet.owner_id):
+        sheet = selectors.sheet_to_run(owner, int(match.group(1)))
+        if sheet is None:
             raise CliError(f"No sheet #{match.group(1)} (acting as {owner.get_username()}).")
         return sheet
     path = Path(source)
     try:
         if path.is_file():
-            table = open_upload(path, path.name, worksheet=worksheet)
-            return sheet_import(table=table, owner=owner, name=path.name)
+            return spool_table(open_upload(path, path.name, worksheet=worksheet), path.name)
         if not path.exists() and is_google_sheet(source):
-            return sheet_from_google(url_or_id=source, owner=owner, worksheet=worksheet)
+            return spool_google(url_or_id=source, worksheet=worksheet)
     except SourceError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
@@ -138,6 +136,19 @@ def import_sheet(source: str, owner, worksheet: str | None = None) -> Sheet:
     if path.exists():
         raise CliError(f"{source} is not a file.")
     raise CliError(f"No such file: {source}")
+
+
+def _closed(tables: list[Sheet | SpooledTable]) -> None:
+    for table in tables:
+        if isinstance(table, SpooledTable):
+            table.close()
+
+
+def refusal(exc: Exception) -> CliError:
+    """A refused run (SheetParamsError, a bad priority, a quota, an `--after` job that
+    failed) as the command's error, its fields named as the flags that set them."""
+    errors = getattr(exc, "errors", None)
+    return CliError(params_message(errors) if errors else str(exc))
 
 
 def params_message(errors: dict[str, str]) -> str:
@@ -167,37 +178,30 @@ def submit_sheet(
     `created` is False when the sheet's active job was found instead (`sheet:ID` of a
     sheet with one), and nothing new started.
 
-    Cheap checks come before the import; if the job's parameters are then refused
-    (columns, rows, options), the sheet imported for it is deleted again, so bad input
-    leaves nothing behind.
+    Cheap checks come before the import; the sheet and its job are then stored in one
+    transaction (`sheet_import_and_submit`), so a refused job leaves no sheet behind.
     """
     check_processor(processor)
     check_priority(priority, owner)
-    upstream = parse_after(after, owner)
-    sheet = import_sheet(source, owner, worksheet)
-    imported = not is_sheet_ref(source)
+    run = SheetRun(
+        sheet_id=None,
+        processor=processor,
+        options=options,
+        columns=columns,
+        start_row=start_row,
+        row_count=row_count,
+        row_timeout=row_timeout,
+        priority=priority,
+        after=parse_after(after, owner),
+    )
+    table = read_source(source, owner, worksheet)
     try:
-        return sheet_job_submit(
-            sheet=sheet,
-            owner=owner,
-            processor=processor,
-            options=options,
-            columns=columns,
-            start_row=start_row,
-            row_count=row_count,
-            row_timeout=row_timeout,
-            priority=priority,
-            after=upstream,
-        )
-    except ValueError as exc:  # SheetParamsError is one
-        if imported:
-            sheet.delete()
-        errors = getattr(exc, "errors", None)
-        raise CliError(params_message(errors) if errors else str(exc)) from None
-    except JobActionError as exc:  # a quota, or `--after` naming a failed job
-        if imported:
-            sheet.delete()
-        raise CliError(str(exc)) from None
+        _, job, created = sheet_import_and_submit(table=table, owner=owner, run=run)
+    except (ValueError, JobActionError) as exc:  # SheetParamsError is a ValueError
+        raise refusal(exc) from None
+    finally:
+        _closed([table])
+    return job, created
 
 
 def submit_batch(
@@ -215,56 +219,42 @@ def submit_batch(
 ) -> tuple[Batch, list[Job]]:
     """Import every source and queue one job per sheet as one batch: all or nothing.
 
-    A source that cannot be imported, or whose sheet refuses the job's parameters, ends
-    the command with a message naming it, and the sheets already imported for the batch
-    are deleted again.
+    A source that cannot be read, or whose sheet refuses the job's parameters, ends the
+    command with a message naming it; the sheets and the batch are stored in one
+    transaction (`sheets_import_and_submit`), so nothing is left behind.
     """
     check_processor(processor)
     check_priority(priority, owner)
-    imported: list[Sheet] = []
-    sheets: list[Sheet] = []
+    run = SheetRun(
+        sheet_id=None,
+        processor=processor,
+        options=options,
+        columns=columns,
+        start_row=start_row,
+        row_count=row_count,
+        row_timeout=row_timeout,
+        priority=priority,
+    )
+    tables: list[Sheet | SpooledTable] = []
     try:
         for source in sources:
-            sheet = _import_named(source, owner, worksheet)
-            sheets.append(sheet)
-            if not is_sheet_ref(source):
-                imported.append(sheet)
-        return sheets_batch_submit(
-            sheets=sheets,
-            owner=owner,
-            processor=processor,
-            options=options,
-            columns=columns,
-            start_row=start_row,
-            row_count=row_count,
-            row_timeout=row_timeout,
-            priority=priority,
-        )
-    except ValueError as exc:  # SheetParamsError is one
-        _delete(imported)
-        errors = getattr(exc, "errors", None)
-        message = params_message(errors) if errors else str(exc)
-        where = sources[sheets.index(exc.sheet)] if hasattr(exc, "sheet") else ""
-        raise CliError(f"{where}: {message}" if where else message) from None
-    except JobActionError as exc:
-        _delete(imported)
-        raise CliError(str(exc)) from None
-    except CliError:
-        _delete(imported)
-        raise
+            tables.append(_read_named(source, owner, worksheet))
+        _, batch, jobs = sheets_import_and_submit(tables=tables, owner=owner, run=run)
+    except (ValueError, JobActionError) as exc:
+        error = refusal(exc)
+        where = sources[exc.index] if hasattr(exc, "index") else ""
+        raise CliError(f"{where}: {error.message}" if where else error.message) from None
+    finally:
+        _closed(tables)
+    return batch, jobs
 
 
-def _import_named(source: str, owner, worksheet: str | None) -> Sheet:
+def _read_named(source: str, owner, worksheet: str | None) -> Sheet | SpooledTable:
     try:
-        return import_sheet(source, owner, worksheet)
+        return read_source(source, owner, worksheet)
     except CliError as exc:
         message = exc.message if exc.message.startswith(source) else f"{source}: {exc.message}"
         raise CliError(message, exc.code) from None
-
-
-def _delete(sheets: list[Sheet]) -> None:
-    for sheet in sheets:
-        sheet.delete()
 
 
 # -- exporting ----------------------------------------------------------------------------
@@ -428,42 +418,38 @@ def _export(command: Any, user: Any, options: dict[str, Any]) -> None:
 def schedule_sheet(*, source: str, owner, options: dict[str, Any]) -> Any:
     """A schedule of `sheets.process` jobs on `source`: a file (imported once, each run
     processes that sheet), `sheet:ID`, or a Google Sheet (imported now to check the
-    columns and options, then re-read at every run). Bad input leaves nothing behind."""
+    columns and options, then re-read at every run). The sheet and its schedule are
+    stored in one transaction: bad input leaves nothing behind."""
     check_processor(options["processor"])
     check_priority(options["priority"], owner)
-    sheet = import_sheet(source, owner, options["worksheet"])
-    imported = not is_sheet_ref(source)
-    google = sheet.source == Sheet.Source.GSHEET and not is_sheet_ref(source)
-    try:
-        params = validate_params(
-            {
-                "sheet_id": sheet.pk,
-                "processor": options["processor"],
-                "options": parse_options(options["option"]),
-                "columns": options["columns"],
-                "start_row": options["start_row"],
-                "row_count": options["rows"],
-                "row_timeout": options["row_timeout"],
-                **({"google_url": source.strip()} if google else {}),
-            },
-            owner,
-        )
+    table = read_source(source, owner, options["worksheet"])
+    google = isinstance(table, SpooledTable) and table.info.kind == Sheet.Source.GSHEET
+    run = SheetRun(
+        sheet_id=None,
+        processor=options["processor"],
+        options=parse_options(options["option"]),
+        columns=options["columns"],
+        start_row=options["start_row"],
+        row_count=options["rows"],
+        row_timeout=options["row_timeout"],
+        google_url=source.strip() if google else None,
+    )
+
+    def add_schedule(sheet: Sheet) -> Any:
         return create_schedule(
             owner=owner,
             kind=SHEET_KIND,
-            params=params,
+            params=run.replace(sheet_id=sheet.pk).check(owner),
             options=options,
             name=f"{sheet.name} · {get_processor(options['processor']).label}",
         )
+
+    try:
+        return sheet_import_then(table=table, owner=owner, then=add_schedule)
     except ValueError as exc:  # SheetParamsError is one
-        if imported:
-            sheet.delete()
-        errors = getattr(exc, "errors", None)
-        raise CliError(params_message(errors) if errors else str(exc)) from None
-    except CliError:
-        if imported:
-            sheet.delete()
-        raise
+        raise refusal(exc) from None
+    finally:
+        _closed([table])
 
 
 def _schedule_add_arguments(parser: argparse.ArgumentParser) -> None:

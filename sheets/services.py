@@ -1,16 +1,18 @@
-"""Starting work on a sheet: the functions pages, the CLI and scripts call."""
+"""Every write of the sheets app: importing, starting work on a sheet (a run, a chain, a
+batch; an import and the run on it in one transaction), renaming and deleting. Pages,
+API, CLI, admin and the kinds' handlers call these; reads are in `sheets.selectors`."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from jobs.models import Batch, Job, Schedule
+from jobs.models import Batch, Job
 from jobs.public import (
     JobActionError,
     Submission,
@@ -21,7 +23,7 @@ from jobs.public import (
     schedule_delete,
 )
 from sheets.io.importing import (
-    SpooledUpload,
+    SpooledTable,
     sheet_from_spooled,
     sheet_from_upload,
     sheet_import_later,
@@ -29,9 +31,13 @@ from sheets.io.importing import (
     unique_name,
 )
 from sheets.io.sources import SourceError
-from sheets.kinds import IMPORT, KIND, WRITE_BACK, SheetParamsError, entity_key, validate_params
 from sheets.models import Sheet
+from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key
 from sheets.processors import OptionsError, get_processor
+from sheets.run import SheetParamsError, SheetRun
+from sheets.selectors import others_active_on, sheet_all_jobs, sheet_schedules
+
+T = TypeVar("T")
 
 
 def sheet_job_submit(
@@ -49,35 +55,41 @@ def sheet_job_submit(
     after: list[int] | tuple[int, ...] = (),
     trial: bool = False,
 ) -> tuple[Job, bool]:
-    """Validate and queue a `sheets.process` job (raises SheetParamsError, ValueError).
+    """`run_submit` of a run given field by field (scripts, tests)."""
+    run = SheetRun(
+        sheet_id=sheet.pk,
+        processor=processor,
+        options=options or {},
+        columns=columns,
+        start_row=start_row,
+        row_count=row_count,
+        row_timeout=row_timeout,
+        priority=priority,
+        after=list(after),
+        trial=trial,
+    )
+    return run_submit(run, owner=owner, session_key=session_key)
+
+
+def run_submit(run: SheetRun, *, owner, session_key: str = "") -> tuple[Job, bool]:
+    """Check and queue a `sheets.process` job (raises SheetParamsError, ValueError).
 
     Returns `(job, created)`: a sheet has at most one active job, and while one is
-    active it is returned (`created` False) instead of starting a second. `after`: jobs
-    it waits for (see `job_submit`). `trial`: a first few rows (`row_count`) to see the
+    active it is returned (`created` False) instead of starting a second. `run.after`:
+    jobs it waits for (see `job_submit`). `run.trial`: a first few rows to see the
     answers and what they cost; a run with the same options then reuses them.
     """
-    params = validate_params(
-        {
-            "sheet_id": sheet.pk,
-            "processor": processor,
-            "options": options or {},
-            "columns": columns,
-            "start_row": start_row,
-            "row_count": row_count,
-            "row_timeout": row_timeout,
-            "after": list(after),
-            "trial": trial,
-        },
-        owner,
-    )
+    params = run.check(owner)
+    after = list(run.after or [])
     # A pipeline step waits for the sheet's earlier job: its own key, so that the rule
     # "one active job per sheet" (which dedupes double submits) does not swallow it.
-    step_key = f"{entity_key(sheet)}:after:{'-'.join(map(str, sorted(after)))}" if after else ""
+    key = entity_key(params["sheet_id"])
+    step_key = f"{key}:after:{'-'.join(map(str, sorted(after)))}" if after else ""
     return job_submit(
         kind=KIND,
         params=params,
         owner=owner,
-        priority=priority,
+        priority=run.priority,
         session_key=session_key,
         entity_key=step_key,
         after=after,
@@ -85,8 +97,8 @@ def sheet_job_submit(
 
 
 def sheet_chain_submit(*, sheet: Sheet, owner, steps: list[dict[str, Any]]) -> list[Job]:
-    """Queue steps on one sheet as one submission: each step (the keyword arguments of
-    `sheet_job_submit`) waits for the one before it, so it may read its output columns.
+    """Queue steps on one sheet as one submission: each step (the fields of a SheetRun
+    but the sheet) waits for the one before it, so it may read its output columns.
 
     All steps or none (one transaction). A refused step raises its SheetParamsError with
     `step` (its index); a sheet that already has an active job raises JobActionError
@@ -97,7 +109,9 @@ def sheet_chain_submit(*, sheet: Sheet, owner, steps: list[dict[str, Any]]) -> l
         for index, step in enumerate(steps):
             after = [jobs[-1].pk] if jobs else []
             try:
-                job, created = sheet_job_submit(sheet=sheet, owner=owner, after=after, **step)
+                job, created = run_submit(
+                    SheetRun(sheet_id=sheet.pk, after=after, **step), owner=owner
+                )
             except SheetParamsError as exc:
                 exc.step = index
                 raise
@@ -123,30 +137,91 @@ def sheets_batch_submit(
     priority: str | int | None = None,
     label: str = "",
 ) -> tuple[Batch, list[Job]]:
-    """One `sheets.process` job per sheet, with the same processor and options, as one
-    batch (one progress, one notification). Every sheet's parameters are checked before
-    anything is created; a refusal is a SheetParamsError whose `sheet` says which."""
+    """`batch_run_submit` of a run given field by field."""
+    run = SheetRun(
+        sheet_id=None,
+        processor=processor,
+        options=options or {},
+        columns=columns,
+        start_row=start_row,
+        row_count=row_count,
+        row_timeout=row_timeout,
+        priority=priority,
+    )
+    return batch_run_submit(sheets=sheets, owner=owner, run=run, label=label)
+
+
+def batch_run_submit(
+    *, sheets: list[Sheet], owner, run: SheetRun, label: str = ""
+) -> tuple[Batch, list[Job]]:
+    """One `sheets.process` job per sheet, the same `run` on each, as one batch (one
+    progress, one notification). Every sheet's parameters are checked before anything
+    is created; a refusal is a SheetParamsError whose `sheet` (and `index`, its place in
+    `sheets`) says which."""
     submissions = []
-    for sheet in sheets:
-        raw = {
-            "sheet_id": sheet.pk,
-            "processor": processor,
-            "options": options or {},
-            "columns": columns,
-            "start_row": start_row,
-            "row_count": row_count,
-            "row_timeout": row_timeout,
-        }
+    for index, sheet in enumerate(sheets):
         try:
-            params = validate_params(raw, owner)
+            params = run.replace(sheet_id=sheet.pk).check(owner)
         except SheetParamsError as exc:
-            exc.sheet = sheet
+            exc.sheet, exc.index = sheet, index
             raise
-        submissions.append(Submission(kind=KIND, params=params, owner=owner, priority=priority))
+        submissions.append(Submission(kind=KIND, params=params, owner=owner, priority=run.priority))
     if not label:
         count = f"{len(sheets)} sheet{'s' if len(sheets) != 1 else ''}"
-        label = f"{count} · {get_processor(processor).label}"
+        label = f"{count} · {get_processor(run.processor).label}"
     return batch_submit(owner=owner, submissions=submissions, label=label)
+
+
+# -- importing, and starting work on what was imported: both or neither ------------------
+
+
+def sheet_import_then(*, table: Sheet | SpooledTable, owner, then: Callable[[Sheet], T]) -> T:
+    """Store a table read beforehand (`sheets.io.importing.spool_*`) as a new sheet of
+    `owner` and do `then(sheet)` (start a run on it, point a running job at it, add a
+    schedule) in one transaction: if `then` refuses (bad parameters, a quota, a job it
+    waits for that failed, a lost lease), no sheet is left behind, and a sheet is never
+    seen without what was done with it. A Sheet given as `table` is taken as it is.
+
+    The reading is done before, outside the transaction: it would hold SQLite's one
+    write lock for as long as the parse takes."""
+
+    def store() -> T:
+        sheet = table if isinstance(table, Sheet) else sheet_from_spooled(table, owner=owner)
+        return then(sheet)
+
+    return atomic_retry(store)
+
+
+def sheet_import_and_submit(
+    *, table: Sheet | SpooledTable, owner, run: SheetRun
+) -> tuple[Sheet, Job, bool]:
+    """A new sheet and `run` started on it, both or neither (`sheet_import_then`)."""
+
+    def submit(sheet: Sheet) -> tuple[Sheet, Job, bool]:
+        return sheet, *run_submit(run.replace(sheet_id=sheet.pk), owner=owner)
+
+    return sheet_import_then(table=table, owner=owner, then=submit)
+
+
+def sheets_import_and_submit(
+    *, tables: list[Sheet | SpooledTable], owner, run: SheetRun | None = None
+) -> tuple[list[Sheet], Batch | None, list[Job]]:
+    """Store the spooled tables among `tables` as new sheets (the Sheets among them are
+    taken as they are) and, with `run`, start it on every sheet as one batch: all in
+    one transaction, so a refusal leaves none of the new sheets behind. Raises what
+    `batch_run_submit` raises."""
+
+    def store() -> tuple[list[Sheet], Batch | None, list[Job]]:
+        sheets = [
+            item if isinstance(item, Sheet) else sheet_from_spooled(item, owner=owner)
+            for item in tables
+        ]
+        if run is None:
+            return sheets, None, []
+        batch, jobs = batch_run_submit(sheets=sheets, owner=owner, run=run)
+        return sheets, batch, jobs
+
+    return atomic_retry(store)
 
 
 def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -> Sheet:
@@ -157,7 +232,10 @@ def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -
     if (upload.size or 0) <= settings.CONVEYOR_INLINE_IMPORT_BYTES:
         return sheet_from_upload(upload=upload, owner=owner, worksheet=worksheet)
     sheet, path = sheet_import_later(upload=upload, owner=owner, worksheet=worksheet)
-    try:
+
+    def start_import() -> None:
+        """The importing sheet and its import job: both or neither (a quota, say)."""
+        sheet.save()
         job_submit(
             kind=IMPORT,
             params={"sheet_id": sheet.pk, "upload": path.name, "worksheet": worksheet},
@@ -165,8 +243,10 @@ def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -
             entity_key=entity_key(sheet),
             label=f"Import {sheet.name}",
         )
-    except BaseException:  # a quota, say: no importing sheet without its import job
-        sheet.delete()
+
+    try:
+        atomic_retry(start_import)
+    except BaseException:
         path.unlink(missing_ok=True)
         raise
     return sheet
@@ -181,23 +261,24 @@ def sheets_upload(
     Every file is read, checked and spooled to disk before anything is written: no
     transaction is open while files are parsed (on SQLite it would hold the database's
     one write lock, and stop every other user's writes and every worker's heartbeat, for
-    the whole parse). Then each sheet goes in with its own short transaction and the
-    batch with another; a refused batch deletes the sheets again. Raises SourceError
-    naming the file, UnknownProcessor, SheetParamsError (`file` or `sheet` says which),
-    QuotaExceeded or JobActionError.
+    the whole parse). Then the sheets and the batch go in with one short transaction.
+    Raises SourceError naming the file, UnknownProcessor, SheetParamsError (`file` or
+    `sheet` says which), QuotaExceeded or JobActionError.
     """
     check = _options_check(get_processor(processor)) if processor else None
-    spooled: list[SpooledUpload] = []
+    run = SheetRun(sheet_id=None, processor=processor, options={}) if processor else None
+    spooled: list[SpooledTable] = []
     try:
         for upload in uploads:
             spooled.append(_spool_named(upload, worksheet, check))
-        return _store_several(spooled, owner, processor)
+        sheets, batch, _ = sheets_import_and_submit(tables=spooled, owner=owner, run=run)
     finally:
         for item in spooled:
             item.close()
+    return sheets, batch
 
 
-def _spool_named(upload: UploadedFile, worksheet: str | None, check) -> SpooledUpload:
+def _spool_named(upload: UploadedFile, worksheet: str | None, check) -> SpooledTable:
     name = upload.name or "upload"
     try:
         return spool_upload(upload=upload, worksheet=worksheet, check_columns=check)
@@ -220,23 +301,6 @@ def _options_check(processor):
             raise SheetParamsError(exc.errors) from None
 
     return check
-
-
-def _store_several(
-    spooled: list[SpooledUpload], owner, processor: str
-) -> tuple[list[Sheet], Batch | None]:
-    sheets: list[Sheet] = []
-    try:
-        for item in spooled:
-            sheets.append(sheet_from_spooled(item, owner=owner))
-        if not processor:
-            return sheets, None
-        batch, _ = sheets_batch_submit(sheets=sheets, owner=owner, processor=processor)
-    except BaseException:
-        for sheet in sheets:
-            sheet.delete()
-        raise
-    return sheets, batch
 
 
 def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:
@@ -276,33 +340,6 @@ def sheet_rename(*, sheet: Sheet, name: str) -> Sheet:
     sheet.name = unique_name(sheet.owner_id, name, exclude=sheet.pk)
     sheet.save(update_fields=["name"])
     return sheet
-
-
-def sheet_all_jobs(sheet: Sheet) -> QuerySet[Job]:
-    """Every job of the sheet's owner that works on the sheet: its imports, its runs and
-    its pipeline steps, and the write-backs of those runs (which read their results).
-    Keys belong to their owner: another user's job is never one of them, whatever key
-    it carries."""
-    key = entity_key(sheet)
-    on_sheet = Q(entity_key=key) | Q(entity_key__startswith=f"{key}:")
-    owners = Job.objects.filter(owner_id=sheet.owner_id)
-    runs = owners.filter(kind=KIND).filter(on_sheet).values_list("pk", flat=True)
-    writers = [f"write-back:{pk}" for pk in runs]  # sheet_write_back's entity key
-    return owners.filter(
-        (Q(kind__in=[KIND, IMPORT]) & on_sheet) | Q(kind=WRITE_BACK, entity_key__in=writers)
-    )
-
-
-def others_active_on(sheet: Sheet) -> bool:
-    """Whether another user's job is processing the sheet's rows: a job someone with
-    the permission to act for its owner started on it (`selectors.may_submit_for`)."""
-    jobs = Job.objects.active().filter(kind=KIND, params__sheet_id=sheet.pk)
-    return jobs.exclude(owner_id=sheet.owner_id).exists()
-
-
-def sheet_schedules(sheet: Sheet) -> QuerySet[Schedule]:
-    """The schedules that process the sheet: without it their runs could only fail."""
-    return Schedule.objects.filter(kind=KIND, params__sheet_id=sheet.pk).order_by("pk")
 
 
 def sheet_delete(*, sheet: Sheet) -> int:

@@ -51,11 +51,8 @@ def sheet_import(*, table: Table, owner: AbstractBaseUser, name: str, google_id:
     a Google Sheet (network calls) inside the transaction would hold SQLite's write
     lock, and stall every worker, for as long as the reading takes.
     """
-    with table:
-        columns = clean_header(table.info.columns)
-        sheet = _new_sheet(table.info, owner, name, columns, google_id=google_id)
-        store_table(sheet, table, columns)
-    return sheet
+    with spool_table(table, name, google_id=google_id) as spooled:
+        return sheet_from_spooled(spooled, owner=owner)
 
 
 def unique_name(owner, name: str, exclude: int | None = None) -> str:
@@ -127,18 +124,45 @@ def store_spooled(sheet: Sheet, spool: IO[bytes], count: int) -> None:
 
 
 @dataclass
-class SpooledUpload:
-    """An uploaded file read and checked into a spool file (`spool_upload`), not stored
-    yet: `sheet_from_spooled` stores it. Close it when done."""
+class SpooledTable:
+    """A table read and checked into a spool file (`spool_table`), not stored yet:
+    `sheet_from_spooled` stores it, in a transaction of its own or of its caller's (an
+    import and the job started on it, together). Close it when done."""
 
     name: str
     info: TableInfo
     columns: list[str]
     spool: IO[bytes]
     rows: int
+    google_id: str = ""
 
     def close(self) -> None:
         self.spool.close()
+
+    def __enter__(self) -> SpooledTable:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def spool_table(
+    table: Table,
+    name: str,
+    *,
+    google_id: str = "",
+    check_columns: Callable[[list[str]], None] | None = None,
+) -> SpooledTable:
+    """Read and check a table's rows into a spool file, writing nothing to the database
+    (no transaction, so no write lock, for however long the parse takes); closes the
+    table. `check_columns(columns)` may refuse the header before the rows are read.
+    Raises SourceError."""
+    with table:
+        columns = clean_header(table.info.columns)
+        if check_columns is not None:
+            check_columns(columns)
+        spool, count = spool_rows(table, columns)
+    return SpooledTable(name, table.info, columns, spool, count, google_id)
 
 
 def spool_upload(
@@ -146,24 +170,29 @@ def spool_upload(
     upload: UploadedFile,
     worksheet: str | None = None,
     check_columns: Callable[[list[str]], None] | None = None,
-) -> SpooledUpload:
-    """Read and check an uploaded file's rows into a spool file, writing nothing to the
-    database (no transaction, so no write lock, for however long the parse takes);
-    `check_columns(columns)` may refuse the header before the rows are read. Raises
-    SourceError."""
+) -> SpooledTable:
+    """An uploaded file, read and checked into a spool file (`spool_table`)."""
     name = upload.name or "upload"
     check_upload_size(upload.size or 0, name)
-    with open_upload(_source_of(upload), name, worksheet=worksheet) as table:
-        columns = clean_header(table.info.columns)
-        if check_columns is not None:
-            check_columns(columns)
-        spool, count = spool_rows(table, columns)
-    return SpooledUpload(name=name, info=table.info, columns=columns, spool=spool, rows=count)
+    table = open_upload(_source_of(upload), name, worksheet=worksheet)
+    return spool_table(table, name, check_columns=check_columns)
 
 
-def sheet_from_spooled(spooled: SpooledUpload, *, owner: AbstractBaseUser) -> Sheet:
-    """Store a spooled upload as a new Sheet of `owner`: one short transaction."""
-    sheet = _new_sheet(spooled.info, owner, spooled.name, spooled.columns)
+def spool_google(*, url_or_id: str, worksheet: str | None = None) -> SpooledTable:
+    """A worksheet of a Google Sheet (by URL or id), read with the service account and
+    checked into a spool file (`spool_table`)."""
+    from sheets.io import google  # gspread + google-auth (~25 MB): loaded for Google imports only
+
+    google_id, _ = google.parse_google_url(url_or_id)
+    table = google.open_google_sheet(url_or_id, worksheet=worksheet)
+    return spool_table(table, table.info.title, google_id=google_id)
+
+
+def sheet_from_spooled(spooled: SpooledTable, *, owner: AbstractBaseUser) -> Sheet:
+    """Store a spooled table as a new Sheet of `owner`: one short transaction."""
+    sheet = _new_sheet(
+        spooled.info, owner, spooled.name, spooled.columns, google_id=spooled.google_id
+    )
     spooled.spool.seek(0)
     store_spooled(sheet, spooled.spool, spooled.rows)
     return sheet
@@ -178,8 +207,9 @@ def kept_upload(name: str) -> Path:
 
 def sheet_import_later(*, upload: UploadedFile, owner: AbstractBaseUser, worksheet: str | None):
     """A large upload: check its header now (a bad file is refused at once), keep the
-    file, and return an importing Sheet with the path its import job reads (give the job
-    `path.name`: `kept_upload` finds it again).
+    file, and return an importing Sheet, not saved yet (the caller saves it with its
+    import job), with the path that job reads (give the job `path.name`: `kept_upload`
+    finds it again).
 
     The job (`sheets.import`) reads, checks and stores the rows with live progress, so
     the request returns at once whatever the file's size; the rows appear all together.
@@ -198,7 +228,6 @@ def sheet_import_later(*, upload: UploadedFile, owner: AbstractBaseUser, workshe
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    sheet.save()
     return sheet, path
 
 
@@ -206,10 +235,8 @@ def sheet_from_upload(
     *, upload: UploadedFile, owner: AbstractBaseUser, worksheet: str | None = None
 ) -> Sheet:
     """Import an uploaded CSV or XLSX file (type detected from its content)."""
-    name = upload.name or "upload"
-    check_upload_size(upload.size or 0, name)
-    table = open_upload(_source_of(upload), name, worksheet=worksheet)
-    return sheet_import(table=table, owner=owner, name=name)
+    with spool_upload(upload=upload, worksheet=worksheet) as spooled:
+        return sheet_from_spooled(spooled, owner=owner)
 
 
 def _source_of(upload: UploadedFile):
@@ -222,11 +249,8 @@ def sheet_from_google(
     *, url_or_id: str, owner: AbstractBaseUser, worksheet: str | None = None
 ) -> Sheet:
     """Import a worksheet of a Google Sheet (by URL or id) with the service account."""
-    from sheets.io import google  # gspread + google-auth (~25 MB): loaded for Google imports only
-
-    google_id, _ = google.parse_google_url(url_or_id)
-    table = google.open_google_sheet(url_or_id, worksheet=worksheet)
-    return sheet_import(table=table, owner=owner, name=table.info.title, google_id=google_id)
+    with spool_google(url_or_id=url_or_id, worksheet=worksheet) as spooled:
+        return sheet_from_spooled(spooled, owner=owner)
 
 
 def preview_rows(sheet: Sheet, limit: int = 10) -> list[SheetRow]:

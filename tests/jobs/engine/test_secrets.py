@@ -11,7 +11,7 @@ from jobs.engine import secrets
 from jobs.engine.redact import MASK
 from jobs.models import Job, JobEvent
 from sheets.io import export
-from sheets.kinds import SheetParamsError
+from sheets.run import SheetParamsError
 from sheets.services import sheet_job_submit
 from tests.sheets.factories import make_sheet, run_to_end
 

@@ -13,8 +13,8 @@ import pytest
 from jobs.engine.services import job_cancel, job_retry
 from jobs.models import Job
 from sheets.io import export
-from sheets.kinds import SheetParamsError
 from sheets.models import RowResult
+from sheets.run import SheetParamsError
 from sheets.services import sheet_job_submit
 from tests.sheets.factories import make_sheet, run_to_end
 from tests.support.processes import wait_for

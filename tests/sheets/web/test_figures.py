@@ -16,7 +16,7 @@ from jobs.models import Job
 from sheets.services import sheet_job_submit
 from tests.jobs.factories import run_to_end as run_demo_to_end
 from tests.sheets.factories import make_sheet, run_to_end
-from tests.sheets.test_sheet_jobs import CATEGORIES, llm_options, review_rows
+from tests.sheets.test_kinds import CATEGORIES, llm_options, review_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,7 +19,7 @@ from tests.sheets import make_files
 
 pytestmark = pytest.mark.django_db
 
-SAMPLE = Path(__file__).resolve().parents[2] / "sheets" / "samples" / "contacts.csv"
+SAMPLE = Path(__file__).resolve().parents[3] / "sheets" / "samples" / "contacts.csv"
 
 
 def upload(name: str, data: bytes) -> SimpleUploadedFile:

@@ -16,7 +16,7 @@ from jobs.models import Job, Schedule
 from jobs.schedules.services import schedule_create
 from sheets.kinds import KIND, WRITE_BACK
 from sheets.models import RowResult, Sheet, SheetRow
-from sheets.pipeline import CPU_BATCH_ROWS
+from sheets.rows.pipeline import CPU_BATCH_ROWS
 from sheets.services import sheet_chain_submit
 from tests.sheets.factories import make_sheet, run_to_end
 

@@ -221,3 +221,111 @@ def test_a_job_page_links_to_its_batch(user):
     job = batch.jobs.first()
     page = logged_in(user).get(f"/jobs/{job.pk}/").content.decode()
     assert f'href="/jobs/batches/{batch.pk}/"' in page
+
+
+# -- an import and the work started on it: both or neither (sheet_import_then) ----------
+
+
+def spooled(rows=ROWS, name: str = "in.csv"):
+    from sheets.io.importing import spool_upload
+    from tests.sheets.factories import csv_upload
+
+    return spool_upload(upload=csv_upload(rows, name))
+
+
+def nothing_stored() -> bool:
+    from sheets.models import SheetRow
+
+    return not (Sheet.objects.exists() or SheetRow.objects.exists() or Job.objects.exists())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_import_and_its_run_are_stored_together(user):
+    from sheets.run import SheetRun
+    from sheets.services import sheet_import_and_submit
+
+    with spooled() as table:
+        sheet, job, created = sheet_import_and_submit(
+            table=table, owner=user, run=SheetRun(processor="clean", row_count="1")
+        )
+    assert created and job.params["sheet_id"] == sheet.pk and job.total == 1
+    assert sheet.is_ready and sheet.rows.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_run_leaves_no_sheet(user):
+    from sheets.run import SheetParamsError, SheetRun
+    from sheets.services import sheet_import_and_submit
+
+    with spooled() as table, pytest.raises(SheetParamsError, match="Not columns of this sheet"):
+        sheet_import_and_submit(
+            table=table, owner=user, run=SheetRun(processor="clean", columns="x")
+        )
+    assert nothing_stored()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_refused_after_its_job_was_written_leaves_no_sheet_and_no_job(user, settings):
+    """The quota is checked after the job's row is inserted (its place in the owner's
+    queue): the refusal rolls back the job and the sheet imported for it."""
+    from jobs.public import QuotaExceeded
+    from sheets.run import SheetRun
+    from sheets.services import sheet_import_and_submit
+
+    settings.CONVEYOR_MAX_ACTIVE_JOBS = 1
+    with spooled() as table:
+        first, _, _ = sheet_import_and_submit(
+            table=table, owner=user, run=SheetRun(processor="clean")
+        )
+    with spooled(name="second.csv") as table, pytest.raises(QuotaExceeded):
+        sheet_import_and_submit(table=table, owner=user, run=SheetRun(processor="clean"))
+    assert list(Sheet.objects.all()) == [first] and Job.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_after_the_work_was_started_leaves_nothing(user):
+    from sheets.run import SheetRun
+    from sheets.services import run_submit, sheet_import_then
+
+    def start_then_fail(sheet):
+        run_submit(SheetRun(sheet.pk, "clean"), owner=user)
+        raise RuntimeError("the step after the import failed")
+
+    with spooled() as table, pytest.raises(RuntimeError):
+        sheet_import_then(table=table, owner=user, then=start_then_fail)
+    assert nothing_stored()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_refused_on_its_second_sheet_leaves_none_of_the_sheets(user):
+    from sheets.run import SheetParamsError, SheetRun
+    from sheets.services import sheets_import_and_submit
+
+    other = [["title"], ["x"]]
+    with (
+        spooled() as first,
+        spooled(other, "other.csv") as second,
+        pytest.raises(SheetParamsError) as caught,
+    ):
+        sheets_import_and_submit(
+            tables=[first, second], owner=user, run=SheetRun(processor="clean", columns="email")
+        )
+    assert caught.value.index == 1 and caught.value.sheet.name == "other.csv"
+    assert nothing_stored()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_upload_refused_its_import_job_leaves_no_sheet_and_no_kept_file(user, settings):
+    from jobs.public import QuotaExceeded
+    from sheets.io.importing import kept_upload
+    from sheets.services import sheet_upload
+    from tests.sheets.factories import csv_upload
+
+    settings.CONVEYOR_INLINE_IMPORT_BYTES = 0
+    settings.CONVEYOR_MAX_ACTIVE_JOBS = 1
+    sheet_upload(upload=csv_upload(ROWS, "first.csv"), owner=user)
+    kept = set(kept_upload("x").parent.iterdir())
+    with pytest.raises(QuotaExceeded):
+        sheet_upload(upload=csv_upload(ROWS, "second.csv"), owner=user)
+    assert list(Sheet.objects.values_list("name", flat=True)) == ["first.csv"]
+    assert set(kept_upload("x").parent.iterdir()) == kept

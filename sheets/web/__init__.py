@@ -1,0 +1,1 @@
+"""The sheets app's pages: one module per page group, urls in `sheets.web.urls`."""
