@@ -6,8 +6,9 @@ Works with OpenAI, Ollama, vLLM, LM Studio and anything else serving
 be one of them and goes to the `category` column (a default prompt is used when none is
 given); without, the answer goes to `answer`. `tokens` holds the request's total token
 count when the API reports it; its prompt and completion tokens (and their cost, at the
-operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into the job's `spent`. Requests per minute are limited across workers (see
-`sheets/processors/ratelimit.py`); 429, 5xx, timeouts and connection errors are retried.
+operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into the job's `spent`.
+Requests per minute are limited across workers (`sheets/processors/ratelimit.py`); 429,
+5xx, timeouts and connection errors are retried.
 
 The server's key (OPENAI_API_KEY) goes only to the server's endpoint (OPENAI_BASE_URL);
 a user may type another base URL only if the operator listed it in
@@ -153,9 +154,6 @@ def match_category(answer: str, categories: list[str]) -> str:
         f'the model answered "{shown}", which is not one of the categories '
         f"({', '.join(categories)})"
     )
-
-
-# --- options -----------------------------------------------------------------
 
 
 # --- endpoints -----------------------------------------------------------------
