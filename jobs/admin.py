@@ -118,10 +118,9 @@ def admin_action(registry: Registry, action: Action) -> Callable[..., Any]:
         report(model_admin, request, registry.reported(action, changed), skipped)
         return None
 
-    plural_name = registry.model + ("es" if registry.model.endswith("ch") else "s")
-    run.__name__ = action.admin_name or f"{action.name.replace('-', '_')}_{plural_name}"
+    run.__name__ = action.admin_name or f"{action.name.replace('-', '_')}_{registry.plural}"
     permission = "operate" if action.permission == "change" else action.permission
-    return admin.action(description=action.description, permissions=[permission])(run)
+    return admin.action(description=registry.description(action), permissions=[permission])(run)
 
 
 def admin_actions(registry: Registry) -> list[Callable[..., Any]]:

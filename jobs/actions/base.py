@@ -35,6 +35,24 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+def always(obj: Any) -> bool:
+    return True
+
+
+def no_reason(obj: Any) -> str:
+    return ""
+
+
+def through(service: Callable[..., Any], field: str, **fixed: Any) -> Callable[..., Any]:
+    """An entry's `run`: the service, given the object as `field` and the acting user
+    as `by` (and any `fixed` arguments: `force=True`)."""
+
+    def run(obj: Any, *, by: Any) -> Any:
+        return service(**{field: obj}, by=by, **fixed)
+
+    return run
+
+
 @dataclass(frozen=True)
 class Action(Generic[T]):
     """One thing users do to an object (`T`: a job, a batch, a schedule).
@@ -52,12 +70,12 @@ class Action(Generic[T]):
 
     name: str
     label: str
-    description: str
     help: str
-    applies: Callable[[T], bool]
-    why_not: Callable[[T], str]
     run: Callable[..., Any]
     done: str
+    description: str = ""  # default: "<Label> selected <objects>"
+    applies: Callable[[T], bool] = always
+    why_not: Callable[[T], str] = no_reason
     message: Callable[[T, Any], str] | None = None
     report: Callable[[list[T]], list[str]] | None = None
     permission: str = "change"
@@ -79,6 +97,7 @@ class Registry(Generic[T]):
     entries: tuple[Action[T], ...]
     refusal: Callable[[T, Action[T]], str]
     rule: Callable[[Any, T, Action[T]], bool] | None = None
+    counted_as: str = ""  # the admin's one word for every action ("3 schedules done")
 
     def __post_init__(self) -> None:
         names = [action.name for action in self.entries]
@@ -99,6 +118,14 @@ class Registry(Generic[T]):
 
     def values(self) -> tuple[Action[T], ...]:
         return self.entries
+
+    @property
+    def plural(self) -> str:
+        return self.model + ("es" if self.model.endswith("ch") else "s")
+
+    def description(self, action: Action[T]) -> str:
+        """The admin action's description."""
+        return action.description or f"{action.label} selected {self.plural}"
 
     def may(self, user: Any, obj: T, action: Action[T]) -> bool:
         """THE rule (`selectors.may_act_for`): one's own, or the model permission."""
@@ -127,7 +154,7 @@ class Registry(Generic[T]):
         """What the admin says after running `action` on the selected objects."""
         if action.report is not None:
             return action.report(changed)
-        return [f"{plural(len(changed), self.model)} {action.done}"]
+        return [f"{plural(len(changed), self.model)} {self.counted_as or action.done}"]
 
     def chosen(self, name: str, given: dict[str, Any]) -> str:
         """The entry `name` becomes with these options set (cancel + force: force-stop)."""

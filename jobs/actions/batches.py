@@ -53,10 +53,7 @@ def _on_each_job(job_action: Action[Job]) -> Action[Batch]:
     return Action(
         name=job_action.name,
         label=job_action.label,
-        description=f"{job_action.label} the jobs of selected batches",
         help=f"{job_action.label}: every job of a batch it applies to.",
-        applies=lambda batch: True,  # the jobs it does not apply to are reported skipped
-        why_not=lambda batch: "",
         run=run,
         done=job_action.done,
         message=lambda batch, outcome: " ".join(outcome.lines(job_action.done)),

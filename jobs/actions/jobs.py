@@ -5,9 +5,8 @@ delete. Each runs through `jobs.engine.services`; `JOBS` is what the job pages, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from jobs.actions.base import Action, Option, Registry, plural
+from jobs.actions.base import Action, Option, Registry, plural, through
 from jobs.engine import services
 from jobs.models import Job
 
@@ -33,34 +32,6 @@ def _stopped(status: str, done: str, pending: str) -> Callable[[list[Job]], list
     return report
 
 
-def _pause(job: Job, *, by: Any) -> Job:
-    return services.job_pause(job=job, by=by)
-
-
-def _resume(job: Job, *, by: Any) -> Job:
-    return services.job_resume(job=job, by=by)
-
-
-def _cancel(job: Job, *, by: Any) -> Job:
-    return services.job_cancel(job=job, by=by)
-
-
-def _force_stop(job: Job, *, by: Any) -> Job:
-    return services.job_cancel(job=job, by=by, force=True)
-
-
-def _retry(job: Job, *, by: Any) -> Job:
-    return services.job_retry(job=job, by=by)
-
-
-def _retry_failed(job: Job, *, by: Any) -> Job:
-    return services.job_retry(job=job, by=by, failed_rows=True)
-
-
-def _delete(job: Job, *, by: Any) -> None:
-    services.job_delete(job=job, by=by)
-
-
 def _no_failed_rows(job: Job) -> str:
     if job.is_terminal:
         return services.no_failed_rows(job)
@@ -80,32 +51,29 @@ JOBS: Registry[Job] = Registry(
         Action(
             name="pause",
             label="Pause",
-            description="Pause selected jobs",
             help="Pause a job.",
             applies=lambda job: job.is_active and job.status != Status.PAUSED,
             why_not=_needs("only active jobs can be paused"),
-            run=_pause,
+            run=through(services.job_pause, "job"),
             done="paused",
             report=_stopped(Status.PAUSED, "paused", "asked to pause at the next checkpoint"),
         ),
         Action(
             name="resume",
             label="Resume",
-            description="Resume selected jobs",
             help="Resume a paused job.",
             applies=lambda job: job.status == Status.PAUSED or job.requested == Job.Request.PAUSE,
             why_not=_needs("only paused jobs can be resumed"),
-            run=_resume,
+            run=through(services.job_resume, "job"),
             done="resumed",
         ),
         Action(
             name="cancel",
             label="Cancel",
-            description="Cancel selected jobs",
             help="Cancel a job (--force: stop its worker now).",
             applies=lambda job: job.is_active,
             why_not=_needs("there is nothing to cancel"),
-            run=_cancel,
+            run=through(services.job_cancel, "job"),
             done="cancelled",
             report=_stopped(Status.CANCELLED, "cancelled", "asked to stop at the next checkpoint"),
             options=(
@@ -124,7 +92,7 @@ JOBS: Registry[Job] = Registry(
             help="Stop the worker running a job at once.",
             applies=lambda job: job.status == Status.RUNNING,
             why_not=_needs("only a running job's worker can be stopped"),
-            run=_force_stop,
+            run=through(services.job_cancel, "job", force=True),
             done="force-stopped",
             report=_stopped(Status.CANCELLED, "cancelled", "force-stopped within seconds"),
             danger=True,
@@ -137,7 +105,7 @@ JOBS: Registry[Job] = Registry(
             help="Run a finished job again.",
             applies=lambda job: job.is_terminal,
             why_not=_needs("only finished jobs can be retried"),
-            run=_retry,
+            run=through(services.job_retry, "job"),
             done="queued again",
             options=(
                 Option(
@@ -154,7 +122,7 @@ JOBS: Registry[Job] = Registry(
             help="Redo a finished job's failed rows (and any rows it never reached).",
             applies=lambda job: job.is_terminal and bool(job.failed),
             why_not=_no_failed_rows,
-            run=_retry_failed,
+            run=through(services.job_retry, "job", failed_rows=True),
             done=RETRIED,
             admin_name="retry_failed_rows",
             on_cli=False,  # `retry --failed-rows`
@@ -167,7 +135,7 @@ JOBS: Registry[Job] = Registry(
             help="Delete a finished job with its results.",
             applies=lambda job: job.is_terminal,
             why_not=_needs("cancel it before deleting"),
-            run=_delete,
+            run=through(services.job_delete, "job"),
             done="deleted",
             permission="delete",
             danger=True,

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import OutputWrapper
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from jobs import selectors
@@ -127,16 +128,21 @@ def acting_user(username: str | None):
     return user
 
 
-def find_job(user, job_id: str | int) -> Job:
-    """The job if `user` may see it; another user's job is "not found", like on the pages."""
+def find_visible(rows: QuerySet, given: str | int, noun: str, user: Any) -> Any:
+    """The row `given` (a number, or #number) among those `user` may see; anyone else's is
+    "not found", like on the pages."""
     try:
-        pk = int(str(job_id).strip().lstrip("#"))
+        pk = int(str(given).strip().lstrip("#"))
     except ValueError:
-        raise CliError(f"{job_id!r} is not a job id (a number).") from None
-    job = Job.objects.visible_to(user).filter(pk=pk).first()
-    if job is None:
-        raise CliError(f"Job #{pk} not found (acting as {user.get_username()}).")
-    return job
+        raise CliError(f"{given!r} is not a {noun.lower()} id (a number).") from None
+    found = rows.filter(pk=pk).first()
+    if found is None:
+        raise CliError(f"{noun} #{pk} not found (acting as {user.get_username()}).")
+    return found
+
+
+def find_job(user, job_id: str | int) -> Job:
+    return find_visible(Job.objects.visible_to(user), job_id, "Job", user)
 
 
 def list_jobs(user, *, status: str | None, kind: str | None, limit: int) -> list[Job]:

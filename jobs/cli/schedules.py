@@ -22,6 +22,7 @@ from jobs.cli.base import (
     Verb,
     deduplicated,
     find_job,
+    find_visible,
     register_group,
     register_verb,
 )
@@ -106,14 +107,7 @@ def flags_message(errors: dict[str, str]) -> str:
 
 def find_schedule(user: Any, schedule_id: str | int) -> Schedule:
     """The schedule if `user` may see it; another user's is "not found"."""
-    try:
-        pk = int(str(schedule_id).strip().lstrip("#"))
-    except ValueError:
-        raise CliError(f"{schedule_id!r} is not a schedule id (a number).") from None
-    found = selectors.visible_schedules(user).filter(pk=pk).first()
-    if found is None:
-        raise CliError(f"Schedule #{pk} not found (acting as {user.get_username()}).")
-    return found
+    return find_visible(selectors.visible_schedules(user), schedule_id, "Schedule", user)
 
 
 def _local(value) -> str:

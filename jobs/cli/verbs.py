@@ -16,10 +16,10 @@ from jobs.actions.base import Action
 from jobs.actions.batches import BATCHES
 from jobs.actions.jobs import JOBS
 from jobs.cli.base import (
-    CliError,
     Verb,
     apply_action,
     find_job,
+    find_visible,
     jobs_table,
     list_jobs,
     register_group,
@@ -38,15 +38,7 @@ def _job_id(parser: argparse.ArgumentParser) -> None:
 
 
 def find_batch(user: Any, batch_id: str) -> Batch:
-    """The batch if `user` may see it; another user's is "not found"."""
-    try:
-        pk = int(str(batch_id).strip().lstrip("#"))
-    except ValueError:
-        raise CliError(f"{batch_id!r} is not a batch id (a number).") from None
-    found = selectors.visible_batches(user).filter(pk=pk).first()
-    if found is None:
-        raise CliError(f"Batch #{pk} not found (acting as {user.get_username()}).")
-    return found
+    return find_visible(selectors.visible_batches(user), batch_id, "Batch", user)
 
 
 def _status(command: Any, user: Any, options: dict[str, Any]) -> None:
