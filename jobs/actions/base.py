@@ -82,6 +82,7 @@ class Action(Generic[T]):
     admin_name: str = ""
     options: tuple[Option, ...] = ()
     danger: bool = False  # offered with a warning look (cancel, delete)
+    confirm: str = ""  # the question a page asks before running it
     on_cli: bool = True  # a verb of its own (False: reached through another's option)
     tells_plan: bool = False  # the object's message then says what it will do
 

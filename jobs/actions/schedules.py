@@ -56,6 +56,7 @@ SCHEDULES: Registry[Schedule] = Registry(
             permission="delete",
             admin_name="delete_selected",  # in place of Django's, whose confirmation it keeps
             danger=True,
+            confirm="Delete this schedule? Its jobs stay.",
         ),
     ),
 )

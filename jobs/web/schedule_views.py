@@ -27,6 +27,8 @@ def schedule_list(request: HtmxHttpRequest) -> HttpResponse:
     if not all_users:
         rows = rows.filter(owner=request.user)
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    for schedule in page:
+        schedule.offered = [action for action in SCHEDULES.values() if action.applies(schedule)]
     context = {"page": page, "all_users": all_users}
     template = "jobs/schedule_list.html"
     if request.htmx and not request.htmx.boosted:
