@@ -160,40 +160,31 @@ def params_message(errors: dict[str, str]) -> str:
     return "; ".join(parts) + "."
 
 
-def submit_sheet(
-    *,
-    source: str,
-    owner,
-    processor: str,
-    options: dict[str, str],
-    columns: str | None = None,
-    start_row: str | None = None,
-    row_count: str | None = None,
-    row_timeout: str | None = None,
-    worksheet: str | None = None,
-    priority: str | None = None,
-    after: str | None = None,
-) -> tuple[Job, bool]:
-    """Import `source` and queue a `sheets.process` job on it; `(job, created)`:
-    `created` is False when the sheet's active job was found instead (`sheet:ID` of a
-    sheet with one), and nothing new started.
-
-    Cheap checks come before the import; the sheet and its job are then stored in one
-    transaction (`sheet_import_and_submit`), so a refused job leaves no sheet behind.
-    """
-    check_processor(processor)
-    check_priority(priority, owner)
-    run = SheetRun(
-        sheet_id=None,
-        processor=processor,
-        options=options,
-        columns=columns,
-        start_row=start_row,
-        row_count=row_count,
-        row_timeout=row_timeout,
-        priority=priority,
-        after=parse_after(after, owner),
+def command_run(options: dict[str, Any], owner) -> SheetRun:
+    """The run the command line asks for (`--processor`, `--option`, `--columns`,
+    `--start-row`, `--rows`, `--row-timeout`, `--priority`), its processor and priority
+    checked first: cheap checks, before anything is read."""
+    check_processor(options["processor"])
+    check_priority(options["priority"], owner)
+    return SheetRun(
+        processor=options["processor"],
+        options=parse_options(options["option"]),
+        columns=options["columns"],
+        start_row=options["start_row"],
+        row_count=options["rows"],
+        row_timeout=options["row_timeout"],
+        priority=options["priority"],
     )
+
+
+def submit_sheet(
+    *, source: str, owner, run: SheetRun, worksheet: str | None = None
+) -> tuple[Job, bool]:
+    """Import `source` and queue `run` on it; `(job, created)`: `created` is False when
+    the sheet's active job was found instead (`sheet:ID` of a sheet with one), and
+    nothing new started. The sheet and its job are stored in one transaction
+    (`sheet_import_and_submit`), so a refused job leaves no sheet behind.
+    """
     table = read_source(source, owner, worksheet)
     try:
         _, job, created = sheet_import_and_submit(table=table, owner=owner, run=run)
@@ -205,36 +196,14 @@ def submit_sheet(
 
 
 def submit_batch(
-    *,
-    sources: list[str],
-    owner,
-    processor: str,
-    options: dict[str, str],
-    columns: str | None = None,
-    start_row: str | None = None,
-    row_count: str | None = None,
-    row_timeout: str | None = None,
-    worksheet: str | None = None,
-    priority: str | None = None,
+    *, sources: list[str], owner, run: SheetRun, worksheet: str | None = None
 ) -> tuple[Batch, list[Job]]:
-    """Import every source and queue one job per sheet as one batch: all or nothing.
+    """Import every source and queue `run` on each sheet as one batch: all or nothing.
 
     A source that cannot be read, or whose sheet refuses the job's parameters, ends the
     command with a message naming it; the sheets and the batch are stored in one
     transaction (`sheets_import_and_submit`), so nothing is left behind.
     """
-    check_processor(processor)
-    check_priority(priority, owner)
-    run = SheetRun(
-        sheet_id=None,
-        processor=processor,
-        options=options,
-        columns=columns,
-        start_row=start_row,
-        row_count=row_count,
-        row_timeout=row_timeout,
-        priority=priority,
-    )
     tables: list[Sheet | SpooledTable] = []
     try:
         for source in sources:
@@ -340,18 +309,10 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
     if len(options["path"]) > 1:
         _submit_batch(command, user, options)
         return
+    run = command_run(options, user)
+    run = run.replace(after=parse_after(options["after"], user))
     job, created = submit_sheet(
-        source=options["path"][0],
-        owner=user,
-        processor=options["processor"],
-        options=parse_options(options["option"]),
-        columns=options["columns"],
-        start_row=options["start_row"],
-        row_count=options["rows"],
-        row_timeout=options["row_timeout"],
-        worksheet=options["worksheet"],
-        priority=options["priority"],
-        after=options["after"],
+        source=options["path"][0], owner=user, run=run, worksheet=options["worksheet"]
     )
     if not created:
         deduplicated(command, options, job, "on this sheet")
@@ -379,14 +340,8 @@ def _submit_batch(command: Any, user: Any, options: dict[str, Any]) -> None:
     batch, jobs = submit_batch(
         sources=options["path"],
         owner=user,
-        processor=options["processor"],
-        options=parse_options(options["option"]),
-        columns=options["columns"],
-        start_row=options["start_row"],
-        row_count=options["rows"],
-        row_timeout=options["row_timeout"],
+        run=command_run(options, user),
         worksheet=options["worksheet"],
-        priority=options["priority"],
     )
     if options["json"]:
         progress = public.batch_progress(batch)
@@ -420,20 +375,10 @@ def schedule_sheet(*, source: str, owner, options: dict[str, Any]) -> Any:
     processes that sheet), `sheet:ID`, or a Google Sheet (imported now to check the
     columns and options, then re-read at every run). The sheet and its schedule are
     stored in one transaction: bad input leaves nothing behind."""
-    check_processor(options["processor"])
-    check_priority(options["priority"], owner)
+    run = command_run(options, owner)
     table = read_source(source, owner, options["worksheet"])
     google = isinstance(table, SpooledTable) and table.info.kind == Sheet.Source.GSHEET
-    run = SheetRun(
-        sheet_id=None,
-        processor=options["processor"],
-        options=parse_options(options["option"]),
-        columns=options["columns"],
-        start_row=options["start_row"],
-        row_count=options["rows"],
-        row_timeout=options["row_timeout"],
-        google_url=source.strip() if google else None,
-    )
+    run = run.replace(google_url=source.strip() if google else None)
 
     def add_schedule(sheet: Sheet) -> Any:
         return create_schedule(

@@ -25,12 +25,9 @@ MAX_ROW_TIMEOUT = 3600  # seconds
 UNSET: Any = object()  # `google_row_count` not given: the run's `row_count` then
 
 
-class SheetParamsError(ValueError):
-    """Bad job parameters; `errors` maps a field (or option) name to its message."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+class SheetParamsError(OptionsError):
+    """Bad job parameters; `errors` maps a field (or option) name to its message (a
+    processor's OptionsError, widened to every field of a run)."""
 
 
 @dataclass(frozen=True)

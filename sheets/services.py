@@ -24,6 +24,7 @@ from jobs.public import (
 )
 from sheets.io.importing import (
     SpooledTable,
+    sheet_from_google,
     sheet_from_spooled,
     sheet_from_upload,
     sheet_import_later,
@@ -41,33 +42,11 @@ T = TypeVar("T")
 
 
 def sheet_job_submit(
-    *,
-    sheet: Sheet,
-    owner,
-    processor: str,
-    options: dict[str, Any] | None = None,
-    columns: list[str] | str | None = None,
-    start_row: int | str | None = None,
-    row_count: int | str | None = None,
-    row_timeout: float | str | None = None,
-    priority: str | int | None = None,
-    session_key: str = "",
-    after: list[int] | tuple[int, ...] = (),
-    trial: bool = False,
+    *, sheet: Sheet, owner, session_key: str = "", **fields: Any
 ) -> tuple[Job, bool]:
-    """`run_submit` of a run given field by field (scripts, tests)."""
-    run = SheetRun(
-        sheet_id=sheet.pk,
-        processor=processor,
-        options=options or {},
-        columns=columns,
-        start_row=start_row,
-        row_count=row_count,
-        row_timeout=row_timeout,
-        priority=priority,
-        after=list(after),
-        trial=trial,
-    )
+    """`run_submit` of a run given by its fields (those of SheetRun: processor, options,
+    columns, start_row, row_count, row_timeout, priority, after, trial)."""
+    run = SheetRun(sheet_id=sheet.pk, **fields)
     return run_submit(run, owner=owner, session_key=session_key)
 
 
@@ -125,30 +104,10 @@ def sheet_chain_submit(*, sheet: Sheet, owner, steps: list[dict[str, Any]]) -> l
 
 
 def sheets_batch_submit(
-    *,
-    sheets: list[Sheet],
-    owner,
-    processor: str,
-    options: dict[str, Any] | None = None,
-    columns: list[str] | str | None = None,
-    start_row: int | str | None = None,
-    row_count: int | str | None = None,
-    row_timeout: float | str | None = None,
-    priority: str | int | None = None,
-    label: str = "",
+    *, sheets: list[Sheet], owner, label: str = "", **fields: Any
 ) -> tuple[Batch, list[Job]]:
-    """`batch_run_submit` of a run given field by field."""
-    run = SheetRun(
-        sheet_id=None,
-        processor=processor,
-        options=options or {},
-        columns=columns,
-        start_row=start_row,
-        row_count=row_count,
-        row_timeout=row_timeout,
-        priority=priority,
-    )
-    return batch_run_submit(sheets=sheets, owner=owner, run=run, label=label)
+    """`batch_run_submit` of a run given by its fields (those of SheetRun)."""
+    return batch_run_submit(sheets=sheets, owner=owner, run=SheetRun(**fields), label=label)
 
 
 def batch_run_submit(
@@ -250,6 +209,16 @@ def sheet_upload(*, upload: UploadedFile, owner, worksheet: str | None = None) -
         path.unlink(missing_ok=True)
         raise
     return sheet
+
+
+def sheet_from_link(*, url_or_id: str, owner, worksheet: str | None = None) -> Sheet:
+    """A Google Sheet (its link or id) imported as a new sheet; raises SourceError."""
+    return sheet_from_google(url_or_id=url_or_id, owner=owner, worksheet=worksheet)
+
+
+def sheet_from_file(*, upload: UploadedFile, owner) -> Sheet:
+    """A small file (the bundled sample) imported now, whatever its size."""
+    return sheet_from_upload(upload=upload, owner=owner)
 
 
 def sheets_upload(

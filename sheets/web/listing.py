@@ -20,12 +20,13 @@ from jobs.public import (
     sort_key,
 )
 from sheets.chains import latest_steps, with_new_results
-from sheets.io.importing import sheet_from_google, sheet_from_upload
 from sheets.io.sources import SourceError
 from sheets.processors import UnknownProcessor, all_processors
 from sheets.run import SheetParamsError
 from sheets.selectors import sheets_of
 from sheets.services import (
+    sheet_from_file,
+    sheet_from_link,
     sheet_upload,
     sheets_upload,
 )
@@ -82,7 +83,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         if file is not None:
             sheet = sheet_upload(upload=file, owner=request.user, worksheet=worksheet)
         elif link:
-            sheet = sheet_from_google(url_or_id=link, owner=request.user, worksheet=worksheet)
+            sheet = sheet_from_link(url_or_id=link, owner=request.user, worksheet=worksheet)
         else:
             return _render_list(
                 request, "Choose a CSV or XLSX file, or paste a Google Sheet link.", 400
@@ -130,5 +131,5 @@ def _upload_several(request: HttpRequest, files: list, worksheet: str | None) ->
 def sample(request: HttpRequest) -> HttpResponse:
     """Import the bundled sample sheet: a job is then one click away."""
     upload = SimpleUploadedFile(SAMPLE.name, SAMPLE.read_bytes(), "text/csv")
-    sheet = sheet_from_upload(upload=upload, owner=request.user)
+    sheet = sheet_from_file(upload=upload, owner=request.user)
     return redirect(f"{sheet.get_absolute_url()}?processor=clean")
