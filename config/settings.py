@@ -16,7 +16,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
-from csp.constants import NONE, SELF, UNSAFE_INLINE
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.private_files import private_dir, private_sqlite, write_private
@@ -134,14 +134,15 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SERVED_OVER_TLS = env_bool("BEHIND_TLS_PROXY") or SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if SERVED_OVER_TLS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-# Content-Security-Policy (django-csp): scripts only from our own files (no inline script,
-# no eval), no plugins, no framing. Styles allow inline `style=` attributes: progress
-# bars and the admin's job pages set widths and colours that way (docs/security.md).
+# Content-Security-Policy (django-csp): scripts and styles only from our own files (no
+# inline script or style, no eval), no plugins, no framing. Progress bars are <progress>
+# elements, the admin's badges classes, and htmx's injected indicator style is off
+# (htmx-config in templates/base.html) (docs/security.md).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
         "script-src": [SELF],
-        "style-src": [SELF, UNSAFE_INLINE],
+        "style-src": [SELF],
         "img-src": [SELF, "data:"],
         "connect-src": [SELF],  # CSP 3: 'self' covers the page's own ws:/wss: origin
         "object-src": [NONE],

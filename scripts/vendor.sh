@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Refresh the vendored front-end files in static/vendor/ from the npm registry and
 # record name, version, licence and source in static/vendor/VERSIONS.md.
-# Usage: scripts/vendor.sh [uplot-version [axe-core-version]]   (default: pinned below)
+# Usage: scripts/vendor.sh [uplot-version [axe-core-version [idiomorph-version]]]
+#        (default: pinned below)
 # Needs npm (only to download the package tarball; nothing is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UPLOT_VERSION=${1:-1.6.32}
 AXE_VERSION=${2:-4.14.1}
+IDIOMORPH_VERSION=${3:-0.8.0}
 DEST=static/vendor/uplot
 AXE_DEST=static/vendor/axe
+MORPH_DEST=static/vendor/idiomorph
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -26,6 +29,14 @@ axe_licence=$(node -p "require('$work/axe/package/package.json').license")
 mkdir -p "$AXE_DEST"
 cp "$work/axe/package/axe.min.js" "$work/axe/package/LICENSE" "$work/axe/package/LICENSE-3RD-PARTY.txt" "$AXE_DEST/"
 
+# idiomorph: the morph swap (hx-swap-oob="morph") of live pushes; its htmx extension
+# is in the same file.
+mkdir -p "$work/idiomorph"
+(cd "$work/idiomorph" && npm pack --silent "idiomorph@${IDIOMORPH_VERSION}" >/dev/null && tar xzf "idiomorph-${IDIOMORPH_VERSION}.tgz")
+morph_licence=$(node -p "require('$work/idiomorph/package/package.json').license")
+mkdir -p "$MORPH_DEST"
+cp "$work/idiomorph/package/dist/idiomorph-ext.min.js" "$work/idiomorph/package/LICENSE" "$MORPH_DEST/"
+
 cat > static/vendor/VERSIONS.md <<MD
 # Vendored front-end files
 
@@ -36,6 +47,7 @@ Refreshed by \`scripts/vendor.sh\` from the npm registry; served from \`/static/
 |---|---|---|---|---|
 | uPlot (charts on the metrics page) | ${UPLOT_VERSION} | ${licence} | \`uplot/uPlot.iife.min.js\`, \`uplot/uPlot.min.css\`, \`uplot/LICENSE\` | https://registry.npmjs.org/uplot/-/uplot-${UPLOT_VERSION}.tgz (https://github.com/leeoniya/uPlot) |
 | axe-core (accessibility checks in \`tests/browser/test_accessibility.py\` only; no page loads it) | ${AXE_VERSION} | ${axe_licence} | \`axe/axe.min.js\`, \`axe/LICENSE\`, \`axe/LICENSE-3RD-PARTY.txt\` | https://registry.npmjs.org/axe-core/-/axe-core-${AXE_VERSION}.tgz (https://github.com/dequelabs/axe-core) |
+| idiomorph with its htmx extension (the \`morph\` swap of live pushes, every page) | ${IDIOMORPH_VERSION} | ${morph_licence} | \`idiomorph/idiomorph-ext.min.js\`, \`idiomorph/LICENSE\` | https://registry.npmjs.org/idiomorph/-/idiomorph-${IDIOMORPH_VERSION}.tgz (https://github.com/bigskysoftware/idiomorph) |
 
 axe-core is MPL-2.0, a file-level copyleft: it is vendored unmodified, with its licence
 next to it; a change to \`axe.min.js\` itself would have to be published under MPL-2.0.
@@ -45,3 +57,4 @@ htmx and its websocket extension are not vendored here: django-htmx ships them
 MD
 echo "uPlot ${UPLOT_VERSION} (${licence}) -> ${DEST}"
 echo "axe-core ${AXE_VERSION} (${axe_licence}) -> ${AXE_DEST}"
+echo "idiomorph ${IDIOMORPH_VERSION} (${morph_licence}) -> ${MORPH_DEST}"

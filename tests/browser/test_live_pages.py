@@ -21,9 +21,9 @@ LIVE = "[data-job].live-job"
 RECORD_BAR = """() => {
   window.barValues = [];
   const read = () => {
-    const bar = document.querySelector('.live-job [role=progressbar]');
+    const bar = document.querySelector('.live-job progress');
     if (!bar) return;
-    const value = Number(bar.getAttribute('aria-valuenow'));
+    const value = Number(bar.getAttribute('value'));
     if (window.barValues[window.barValues.length - 1] !== value) window.barValues.push(value);
   };
   read();
@@ -39,7 +39,7 @@ def wait_for_progress(page) -> None:
     """The live bar shows some progress."""
     wait_for_js(
         page,
-        "Number(document.querySelector('.live-job [role=progressbar]').getAttribute('aria-valuenow')) > 0",
+        "Number(document.querySelector('.live-job progress').getAttribute('value')) > 0",
     )
 
 
