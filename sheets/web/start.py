@@ -46,14 +46,13 @@ FIELD_LABELS = {
 }
 
 
-def _start_after_import(request: HttpRequest, sheet: Sheet) -> HttpResponse:
+def _start_after_import(request: HttpRequest, sheet: Sheet, form: RunForm) -> HttpResponse:
     """The run form on an importing sheet: the job waits for the import job (`after`)
     and learns the sheet's rows when it starts; refused (409) once the import failed."""
     importing = import_job(sheet)
     if sheet.status != "importing" or importing is None or not importing.is_active:
         error = "The import did not finish: upload the file again before running anything."
         return render_importing(request, sheet, 409, error)
-    form = RunForm(request.POST, user=request.user)
     if form.priority_error:
         return render_importing(request, sheet, 400, form.priority_error)
     try:
@@ -110,9 +109,10 @@ def _already_active(request: HttpRequest, sheet: Sheet, job: Job) -> HttpRespons
 @login_required
 def start(request: HttpRequest, sheet_id: int) -> HttpResponse:
     sheet = sheet_to_run(request, sheet_id)
+    form = RunForm(request.POST, user=request.user)
     if not sheet.is_ready:
-        return _start_after_import(request, sheet)
-    submitted = _submit_posted(request, sheet, RunForm(request.POST, user=request.user))
+        return _start_after_import(request, sheet, form)
+    submitted = _submit_posted(request, sheet, form)
     if isinstance(submitted, HttpResponse):
         return submitted
     job, created = submitted
