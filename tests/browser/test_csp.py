@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from jobs.engine.services import Submission, batch_submit, job_cancel
@@ -137,16 +137,20 @@ def test_pages_of_a_user_raise_no_csp_violation(open_page, user, settings):
 
 
 def admin_pages(sheet, finished, batch, schedule, staff_user) -> list[str]:
-    """Every admin list, and the change page of each kind of thing made here."""
-    lists = [
-        reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
-        for model in admin.site._registry
-    ]
-    changes = [
+    """Every admin list and add form, and the change page of each kind of thing made here."""
+    request = RequestFactory().get("/admin/")
+    request.user = staff_user
+    pages = ["/admin/"]
+    for model, model_admin in admin.site._registry.items():
+        name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        pages.append(reverse(f"{name}_changelist"))
+        if model_admin.has_add_permission(request):
+            pages.append(reverse(f"{name}_add"))
+    pages += [
         reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
         for obj in (sheet, finished, batch, schedule, staff_user)
     ]
-    return ["/admin/", *sorted(lists), *changes]
+    return [*pages, reverse("admin:auth_user_password_change", args=[staff_user.pk])]
 
 
 def test_staff_pages_raise_no_csp_violation(open_page, staff_user):
