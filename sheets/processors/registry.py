@@ -23,7 +23,7 @@ Outputs = Sequence[str] | Callable[[dict[str, Any], list[str]], list[str]]
 
 
 class UnknownProcessor(LookupError):
-    pass
+    """No processor has this name; the message lists the ones that do."""
 
 
 @dataclass(eq=False)

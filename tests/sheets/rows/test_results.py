@@ -13,16 +13,22 @@ from tests.sheets.factories import make_sheet
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_an_answer_longer_than_a_cell_is_a_row_error_that_says_so(user, settings, fake_openai):
+def run_echo_job(user, settings, fake_openai, name: str, answer: str):
+    """An llm job over the rows "Short" and `name`: the fake echoes the prompt, but
+    answers `answer` for `name`. Returns the finished job and its results by row."""
     settings.CONVEYOR_LLM_API_KEY = ""
-    settings.CONVEYOR_MAX_OUTPUT_CHARS = 1000
-    fake_openai.style = lambda answer: "x" * 5000 if "Long" in answer else answer
+    fake_openai.style = lambda text: answer if name in text else text
     fake_openai.categories = []
-    sheet = make_sheet(user, [["name"], ["Short"], ["Long"]])
+    sheet = make_sheet(user, [["name"], ["Short"], [name]])
     options = {"base_url": fake_openai.base_url, "prompt": "Repeat {name}"}
     job, _ = sheet_job_submit(sheet=sheet, owner=user, processor="llm", options=options)
     job = run_to_end(job)
-    results = {r.row_number: r for r in job.row_results.all()}
+    return job, {r.row_number: r for r in job.row_results.all()}
+
+
+def test_an_answer_longer_than_a_cell_is_a_row_error_that_says_so(user, settings, fake_openai):
+    settings.CONVEYOR_MAX_OUTPUT_CHARS = 1000
+    job, results = run_echo_job(user, settings, fake_openai, "Long", "x" * 5000)
     assert job.failed == 1 and not results[1].failed
     assert "holds 5,000 characters; the most stored is 1,000" in results[2].error
     assert results[2].outputs == {}
@@ -41,15 +47,8 @@ def test_web_refuses_a_max_bytes_above_the_ceiling(user, settings):
 def test_an_api_answer_over_the_byte_ceiling_is_a_row_error_read_no_further(
     user, settings, fake_openai
 ):
-    settings.CONVEYOR_LLM_API_KEY = ""
     settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES = 100_000
-    fake_openai.style = lambda answer: "y" * 400_000 if "Huge" in answer else answer
-    fake_openai.categories = []
-    sheet = make_sheet(user, [["name"], ["Short"], ["Huge"]])
-    options = {"base_url": fake_openai.base_url, "prompt": "Repeat {name}"}
-    job, _ = sheet_job_submit(sheet=sheet, owner=user, processor="llm", options=options)
-    job = run_to_end(job)
-    results = {r.row_number: r for r in job.row_results.all()}
+    job, results = run_echo_job(user, settings, fake_openai, "Huge", "y" * 400_000)
     assert job.failed == 1 and results[1].outputs["answer"] == "echo: Repeat Short"
     assert results[2].error == (
         "the API's answer is larger than 100,000 bytes (CONVEYOR_LLM_MAX_RESPONSE_BYTES)"
