@@ -17,6 +17,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -57,6 +58,14 @@ def status_badge(job: Job) -> SafeString:
     if job.requested:
         label += f" ({job.get_requested_display().lower()} requested)"
     return format_html('<span class="job-status" data-status="{}">{}</span>', job.status, label)
+
+
+def change_link(model: str, pk: int | None) -> SafeString | str:
+    """`#12` linked to a jobs row's admin page (`model` as in the URL name: job, batch),
+    or "—" when there is no row."""
+    if not pk:
+        return "—"
+    return format_html('<a href="{}">#{}</a>', reverse(f"admin:jobs_{model}_change", args=[pk]), pk)
 
 
 def exact_time(when) -> str:
@@ -310,43 +319,7 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
             },
         ),
     ]
-    readonly_fields = [
-        "id",
-        "title",
-        "kind",
-        "status_badge",
-        "owner",
-        "priority_display",
-        "progress",
-        "message",
-        "attempts_display",
-        "run_time",
-        "cpu_seconds",
-        "peak_rss_mb",
-        "spent",
-        "links",
-        "created_at_exact",
-        "started_at_exact",
-        "wait",
-        "finished_at_exact",
-        "duration_display",
-        "entity_key",
-        "session_key",
-        "dependencies",
-        "params_json",
-        "result_json",
-        "error_display",
-        "traceback_display",
-        "cursor_json",
-        "requested",
-        "lease_owner",
-        "lease_expires_at_exact",
-        "heartbeat_at_exact",
-        "dispatched_at_exact",
-        "run_after_exact",
-        "cancelled_at_exact",
-        "updated_at_exact",
-    ]
+    readonly_fields = flatten_fieldsets(fieldsets)  # view-only: every field shown
 
     # -- permissions: jobs are made by users and changed by the actions only -------
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
@@ -453,19 +426,13 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
             return "—"
         return format_html_join(
             " · ",
-            '{} <a href="{}">#{}</a>',
-            (
-                (word, reverse("admin:jobs_job_change", args=[other]), other)
-                for other, word in upstream + downstream
-            ),
+            "{} {}",
+            ((word, change_link("job", other)) for other, word in upstream + downstream),
         )
 
     @admin.display(description="batch")
     def batch_link(self, job: Job) -> SafeString | str:
-        if not job.batch_id:
-            return "—"
-        url = reverse("admin:jobs_batch_change", args=[job.batch_id])
-        return format_html('<a href="{}">#{}</a>', url, job.batch_id)
+        return change_link("batch", job.batch_id)
 
     @admin.display(description="links")
     def links(self, job: Job) -> SafeString:
@@ -544,19 +511,11 @@ class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
     """Schedules, read-only: made through the API and CLI, paused, resumed and run now
     through `jobs.schedules.services` by the actions below."""
 
-    list_display = [
-        "id",
-        "title",
-        "kind",
-        "owner",
-        "when",
-        "overlap",
-        "enabled",
-        "next_run_exact",
-        "last_run_link",
-        "run_count",
-        "skipped_count",
-    ]
+    # The page shows the list's columns, with the pause reason, the last skip and error,
+    # the parameters and the row's times added.
+    what = ["id", "title", "kind", "owner", "when", "overlap", "enabled"]
+    runs = ["next_run_exact", "last_run_link", "run_count", "skipped_count"]
+    list_display = [*what, *runs]
     list_display_links = ["id", "title"]
     list_filter = ["enabled", "overlap", "kind", ("owner", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "kind", "owner__username", "cron"]
@@ -564,18 +523,9 @@ class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
     ordering = ["name", "id"]
     actions = admin_actions(SCHEDULES)
     fields = [
-        "id",
-        "title",
-        "kind",
-        "owner",
-        "when",
-        "overlap",
-        "enabled",
+        *what,
         "paused_reason",
-        "next_run_exact",
-        "last_run_link",
-        "run_count",
-        "skipped_count",
+        *runs,
         "last_skipped_at",
         "last_error",
         "params_json",
@@ -596,8 +546,7 @@ class ScheduleAdmin(ViewOnly, admin.ModelAdmin):
         job = schedule.last_job
         if job is None:
             return exact_time(schedule.last_run_at)
-        url = reverse("admin:jobs_job_change", args=[job.pk])
-        return format_html('<a href="{}">#{}</a> {}', url, job.pk, status_badge(job))
+        return format_html("{} {}", change_link("job", job.pk), status_badge(job))
 
     @admin.display(description="parameters")
     def params_json(self, schedule: Schedule) -> SafeString:
@@ -649,10 +598,7 @@ class NotificationAdmin(ViewOnly, admin.ModelAdmin):
 
     @admin.display(description="job", ordering="job")
     def job_link(self, notification: Notification) -> SafeString | str:
-        if not notification.job_id:
-            return "—"
-        url = reverse("admin:jobs_job_change", args=[notification.job_id])
-        return format_html('<a href="{}">#{}</a>', url, notification.job_id)
+        return change_link("job", notification.job_id)
 
     @admin.display(description="read", boolean=True)
     def is_read(self, notification: Notification) -> bool:
@@ -691,16 +637,7 @@ class BatchAdmin(ViewOnly, admin.ModelAdmin):
     ]
     search_fields = ["label", "owner__username"]
     list_select_related = ["owner"]
-    fields = [
-        "id",
-        "title",
-        "owner",
-        "job_count",
-        "unfinished",
-        "created_at",
-        "finished_at",
-        "jobs_link",
-    ]
+    fields = list_display  # the page shows what the list shows
     readonly_fields = fields
 
     @admin.display(description="jobs")
@@ -746,10 +683,7 @@ class WorkerAdmin(ViewOnly, admin.ModelAdmin):
 
     @admin.display(description="running job")
     def current_job(self, worker: Worker) -> SafeString | str:
-        if not worker.current_job_id:
-            return "—"
-        url = reverse("admin:jobs_job_change", args=[worker.current_job_id])
-        return format_html('<a href="{}">#{}</a>', url, worker.current_job_id)
+        return change_link("job", worker.current_job_id)
 
 
 @admin.register(ApiToken)
