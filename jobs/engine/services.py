@@ -189,16 +189,7 @@ def job_submit_many(submissions: list[Submission]) -> list[Job]:
     if any(job.entity_key or job.session_key for job in jobs):
         raise ValueError("job_submit_many does not take entity or session keys")
 
-    def create() -> list[Job]:
-        lowered = _lower_beyond_high_ceiling(jobs)
-        created = transitions.create(jobs)
-        for job in created:
-            _check_quota(job)
-        _say_lowered(lowered)
-        dispatch_if_free()
-        return created
-
-    return atomic_retry(create) if jobs else []
+    return atomic_retry(lambda: _create_queued(jobs)) if jobs else []
 
 
 def batch_submit(
@@ -224,13 +215,7 @@ def batch_submit(
             if _active_with_key(job) is not None:
                 key = job.entity_key or job.session_key
                 raise JobActionError(f"An active {job.kind} job already holds the key {key}.")
-        lowered = _lower_beyond_high_ceiling(jobs)
-        created = transitions.create(jobs)
-        for job in created:
-            _check_quota(job)
-        _say_lowered(lowered)
-        dispatch_if_free()
-        return batch, created
+        return batch, _create_queued(jobs)
 
     try:
         return atomic_retry(create)
@@ -245,6 +230,18 @@ def _may_skip_the_queue(job: Job, upstream: list[int]) -> bool:
     marked dispatched by its own INSERT when a worker is free: that saves the second
     scheduling transaction `dispatch()` would run after the commit (bench engine)."""
     return not upstream and job.run_after is None and job.kind not in capped_kinds()
+
+
+def _create_queued(jobs: list[Job]) -> list[Job]:
+    """Insert many built jobs as the bulk submits do (inside their transaction): the
+    priority ceiling applied, each owner's quota checked, free workers filled."""
+    lowered = _lower_beyond_high_ceiling(jobs)
+    created = transitions.create(jobs)
+    for job in created:
+        _check_quota(job)
+    _say_lowered(lowered)
+    dispatch_if_free()
+    return created
 
 
 def _check_quota(job: Job) -> None:
