@@ -38,7 +38,7 @@ from jobs.engine.errors import (
 )
 from jobs.engine.keys import reserve_entity_prefix
 from jobs.engine.kinds import job_kind
-from jobs.engine.redact import redact
+from jobs.engine.redact import is_secret_name, redact
 from jobs.engine.services import (
     Submission,
     batch_submit,
@@ -84,6 +84,7 @@ __all__ = [
     # engine helpers
     "reserve_entity_prefix",
     "redact",
+    "is_secret_name",
     "atomic_retry",
     # admin and CLI
     "FilterLookupsOnly",

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from jobs.public import is_secret_name
+
 OPTION_TYPES = ("str", "text", "int", "float", "bool", "choice", "secret", "url", "columns")
 TRUE_WORDS = {"1", "true", "yes", "on", "y"}
 FALSE_WORDS = {"0", "false", "no", "off", "n", ""}
@@ -50,6 +52,13 @@ class Option:
             raise ValueError(f"option {self.name!r}: unknown type {self.type!r}")
         if self.type == "choice" and not self.choices:
             raise ValueError(f"option {self.name!r}: a choice needs choices")
+        if self.type == "secret" and not is_secret_name(self.name):
+            # The engine seals and masks params by their names: a key under another
+            # name would be stored and shown in clear.
+            raise ValueError(
+                f"option {self.name!r}: a secret option's name must say so "
+                "(api_key, token, password, secret, ...), or it would be stored in clear"
+            )
 
     def initial(self) -> Any:
         return self.default() if callable(self.default) else self.default

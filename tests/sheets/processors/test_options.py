@@ -89,3 +89,10 @@ def test_option_declarations_are_checked():
         Option("x", "X", "date")
     with pytest.raises(ValueError, match="needs choices"):
         Option("x", "X", "choice")
+
+
+def test_a_secret_option_must_be_named_like_a_secret_or_it_would_be_stored_in_clear():
+    with pytest.raises(ValueError, match="'key': a secret option's name must say so"):
+        Option("key", "Key", "secret")
+    assert Option("api_key", "Key", "secret").type == "secret"
+    assert Option("auth_token", "Token", "secret").type == "secret"
