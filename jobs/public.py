@@ -35,6 +35,7 @@ from jobs.engine.errors import (
     QuotaExceeded,
     SliceDone,
     StopSlice,
+    TransientError,
 )
 from jobs.engine.keys import reserve_entity_prefix
 from jobs.engine.kinds import job_kind
@@ -44,6 +45,7 @@ from jobs.engine.services import (
     batch_submit,
     job_delete,
     job_submit,
+    job_submit_many,
     notifications_mark_read,
 )
 from jobs.extensions import Link, UnitTable, extend_kind
@@ -60,9 +62,11 @@ __all__ = [
     "Preempted",
     "SliceDone",
     "StopSlice",
+    "TransientError",
     # submit and manage jobs
     "Submission",
     "job_submit",
+    "job_submit_many",
     "batch_submit",
     "job_delete",
     "schedule_delete",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from jobs.engine.context import JobContext
-from jobs.engine.kinds import job_kind
+from jobs.public import JobContext, job_kind
 
 
 @job_kind("plugin.shout", label="Shout words", total_for=lambda params: len(params["words"]))
