@@ -663,17 +663,7 @@ class WorkerAdmin(ViewOnly, admin.ModelAdmin):
     ]
     list_filter = ["host", "cluster"]
     search_fields = ["name", "cluster"]
-    readonly_fields = [
-        "name",
-        "host",
-        "pid",
-        "cluster",
-        "is_alive",
-        "current_job",
-        "rss_mb",
-        "started_at",
-        "last_seen_at",
-    ]
+    readonly_fields = ["name", "host", "pid", *list_display[1:]]  # the columns, host and pid
     fields = readonly_fields
     ordering = ["cluster", "name"]
 
