@@ -201,15 +201,7 @@ def query_flag(params: dict[str, str], name: str) -> bool:
 def query_int(params: dict[str, str], name: str, default: int) -> int:
     """A positive integer parameter."""
     text = params.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad(name, "must be a positive integer") from None
-    if value < 1:
-        raise bad(name, "must be a positive integer")
-    return value
+    return positive_int(text, name) if text else default
 
 
 def query_datetime(params: dict[str, str], name: str) -> datetime | None:
@@ -236,22 +228,22 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min)
 
 
-def parse_id(text: str, what: str = "id") -> int:
-    """A database id from a URL; garbage is a 400, ids beyond any column are absent."""
+def positive_int(text: str, name: str) -> int:
+    """A page number, a page size or a database id from a URL; anything else is a 400."""
     try:
         value = int(text)
     except ValueError:
-        raise bad(what, "must be a positive integer") from None
+        raise bad(name, "must be a positive integer") from None
     if value < 1:
-        raise bad(what, "must be a positive integer")
+        raise bad(name, "must be a positive integer")
     return value
 
 
 def found_or_404(queryset: QuerySet, raw_id: str, what: str) -> Any:
     """The row with this URL id among `queryset` (what the caller may see), else a 404:
     another user's object answers like a missing one."""
-    pk = parse_id(raw_id, f"{what.lower()}_id")
-    found = queryset.filter(pk=pk).first() if pk <= MAX_BIGINT else None
+    pk = positive_int(raw_id, f"{what.lower()}_id")
+    found = queryset.filter(pk=pk).first() if pk <= MAX_BIGINT else None  # else no row has it
     if found is None:
         raise ApiError(404, f"{what} {raw_id} not found.")
     return found
