@@ -6,6 +6,8 @@ kind works on. An app tells them with one `extend_kind(...)` call (sheets does i
 that page, links on the job's admin page, the table holding one row per unit done, and
 the job's results to download.
 Front ends ask `extension_for(job.kind)`; a kind without an extension gets the defaults.
+An app may also name the page where users start new work (`set_start_page`): the empty
+job list and schedules page link to it, without jobs naming the app.
 """
 
 from __future__ import annotations
@@ -80,3 +82,17 @@ def downloads(job: Job) -> list[Link]:
 
 def unit_tables() -> list[UnitTable]:
     return [ext.unit_table for ext in _extensions.values() if ext.unit_table is not None]
+
+
+_start_page: dict[str, str] = {}
+
+
+def set_start_page(url_name: str, label: str, hint: str = "") -> None:
+    """Where users start new work (a URL name and the link's words, e.g. sheets' list:
+    "Start one on a sheet", "upload a CSV or try the sample")."""
+    _start_page.update(url_name=url_name, label=label, hint=hint)
+
+
+def start_page() -> dict[str, str]:
+    """The page set by `set_start_page` (`url_name`, `label`, `hint`), or {}."""
+    return dict(_start_page)

@@ -48,7 +48,7 @@ from jobs.engine.services import (
     job_submit_many,
     notifications_mark_read,
 )
-from jobs.extensions import Link, UnitTable, extend_kind
+from jobs.extensions import Link, UnitTable, extend_kind, set_start_page
 from jobs.schedules.services import schedule_delete
 from jobs.selectors import batch_progress, may_submit_for, missing_jobs, priority_for, sort_key
 from jobs.serializers import batch_as_dict, job_as_dict, schedule_as_dict
@@ -85,6 +85,7 @@ __all__ = [
     "Link",
     "UnitTable",
     "extend_kind",
+    "set_start_page",
     # engine helpers
     "reserve_entity_prefix",
     "redact",

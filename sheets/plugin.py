@@ -12,7 +12,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from jobs.models import Job
-from jobs.public import Link, UnitTable, extend_kind
+from jobs.public import Link, UnitTable, extend_kind, set_start_page
 from sheets.chains import chain_progress
 from sheets.kinds import KIND
 from sheets.models import Sheet
@@ -79,3 +79,4 @@ extend_kind(
     admin_links=admin_links,
     unit_table=UnitTable("sheets.RowResult", "job", "updated_at", "failed"),
 )
+set_start_page("sheets:list", "Start one on a sheet", "upload a CSV or try the sample")

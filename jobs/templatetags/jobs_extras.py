@@ -80,3 +80,10 @@ def spent_items(spent: dict | None) -> list[tuple[str, str, str]]:
 def downloads(job) -> list[tuple[str, str]]:
     """The job's results to download (label, url), when its kind offers them."""
     return extensions.downloads(job)
+
+
+@register.simple_tag
+def start_page() -> dict[str, str]:
+    """Where users start new work (`{% start_page as start %}`): the page an app set with
+    `extensions.set_start_page`, or {}."""
+    return extensions.start_page()

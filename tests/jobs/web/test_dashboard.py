@@ -126,6 +126,7 @@ def test_empty_states_offer_something_to_click(alice, user):
     home = alice.get("/").content.decode()
     assert 'No jobs yet. <a href="/sheets/">Start one on a sheet</a>' in home
     assert 'href="/sheets/">Start one on a sheet</a>' in alice.get("/jobs/").content.decode()
+    assert '<a href="/sheets/">Or start a job now</a>' in alice.get("/schedules/").content.decode()
     filtered = alice.get("/jobs/?status=failed").content.decode()
     assert 'No jobs match these filters. <a href="/jobs/">Show all jobs</a>' in filtered
     schedules = alice.get("/schedules/").content.decode()
