@@ -1,6 +1,6 @@
 """Check the import graph of the apps: no cycle among their modules, no import from
 jobs into sheets, and sheets (a plug-in) reaches jobs only through its declared surface,
-`jobs.public`, and `jobs.models`. Every runtime import counts, function-level ones included; imports
+`jobs.public`, and `jobs.models`; jobs' templates name no sheets URL either. Every runtime import counts, function-level ones included; imports
 under `if TYPE_CHECKING:` do not (they never run).
 
 import-linter (`lint-imports`, contracts in pyproject.toml) checks the layers; this
@@ -125,6 +125,11 @@ def main() -> int:
                 for t in sorted(targets)
                 if t.split(".")[0] == "jobs" and t not in PLUGIN_SURFACE
             ]
+    problems += [
+        f"{path.relative_to(ROOT)} names a sheets URL (jobs does not know its plug-ins)"
+        for path in sorted((ROOT / "jobs").rglob("*.html"))
+        if "'sheets:" in path.read_text() or '"sheets:' in path.read_text()
+    ]
     for problem in problems:
         print(problem)
     edges = sum(map(len, graph.values()))
