@@ -10,13 +10,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs import selectors
 from jobs.actions.schedules import SCHEDULES
 from jobs.engine.errors import JobActionError
-from jobs.web.views import HtmxHttpRequest
+from jobs.web.views import HtmxHttpRequest, render_list, unknown_action
 
 
 @require_GET
@@ -30,18 +30,15 @@ def schedule_list(request: HtmxHttpRequest) -> HttpResponse:
     for schedule in page:
         schedule.offered = [action for action in SCHEDULES.values() if action.applies(schedule)]
     context = {"page": page, "all_users": all_users}
-    template = "jobs/schedule_list.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#table"
-    return render(request, template, context)
+    return render_list(request, "jobs/schedule_list.html", context)
 
 
 @require_POST
 @login_required
 def schedule_action(request: HttpRequest, schedule_id: int, action: str) -> HttpResponse:
     found = get_object_or_404(selectors.visible_schedules(request.user), pk=schedule_id)
-    if action not in SCHEDULES:
-        return HttpResponse(f"Unknown action {action!r}.", status=400)
+    if unknown := unknown_action(SCHEDULES, action):
+        return unknown
     try:
         result = SCHEDULES.act(action, found, request.user)
         messages.success(request, SCHEDULES.said(SCHEDULES[action], found, result))

@@ -25,6 +25,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors
+from jobs.actions.base import Registry
 from jobs.actions.batches import BATCHES, each_job
 from jobs.actions.jobs import JOBS
 from jobs.engine.errors import JobActionError, UnknownKind
@@ -35,6 +36,19 @@ from jobs.models import Job
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+def unknown_action(registry: Registry, action: str) -> HttpResponse | None:
+    """The 400 for a POST to an action the registry does not have, else None."""
+    return None if action in registry else HttpResponse(f"Unknown action {action!r}.", status=400)
+
+
+def render_list(request: HtmxHttpRequest, template: str, context: dict) -> HttpResponse:
+    """A list page, or only its `#table` partial for htmx's filter and paging requests
+    (a boosted link gets the whole page)."""
+    if request.htmx and not request.htmx.boosted:
+        template += "#table"
+    return render(request, template, context)
 
 
 @require_GET
@@ -105,10 +119,7 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         "actions": JOBS.values(),
         "kinds": all_kinds(),
     }
-    template = "jobs/job_list.html"
-    if request.htmx and not request.htmx.boosted:
-        template += "#table"
-    return render(request, template, context)
+    return render_list(request, "jobs/job_list.html", context)
 
 
 @require_GET
@@ -134,8 +145,8 @@ def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespon
     """Any entry of `JOBS`; htmx gets the job's live part back (or a 409 with the
     refusal), a plain form a message and the job's page."""
     job = get_object_or_404(Job.objects.visible_to(request.user), pk=job_id)
-    if action not in JOBS:
-        return HttpResponse(f"Unknown action {action!r}.", status=400)
+    if unknown := unknown_action(JOBS, action):
+        return unknown
     try:
         result = JOBS.act(action, job, request.user)
     except (JobActionError, UnknownKind) as exc:
@@ -233,8 +244,8 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
 def batch_action(request: HttpRequest, batch_id: int, action: str) -> HttpResponse:
     """Any entry of `BATCHES`: a job action on every job of the batch it applies to."""
     batch = get_object_or_404(selectors.visible_batches(request.user), pk=batch_id)
-    if action not in BATCHES:
-        return HttpResponse(f"Unknown action {action!r}.", status=400)
+    if unknown := unknown_action(BATCHES, action):
+        return unknown
     outcome = BATCHES.act(action, batch, request.user)
     _say(request, outcome.lines(BATCHES[action].done))
     return redirect(batch)
