@@ -450,34 +450,23 @@ def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
     check_text("key", key)
     if len(key) > MAX_TEXT:
         raise bad("key", f"must be at most {MAX_TEXT} characters")
+    narrow = {name: params.get(name, "").strip() for name in ("kind", "owner")}
     if key.endswith("*"):
-        return _by_key_prefix(request, field, key[:-1], params)
+        return _by_key_prefix(request, field, key[:-1], params, narrow)
     if paged := sorted(PAGE_PARAMS & set(params)):
         raise bad(paged[0], "pages are for prefix lookups (a key ending in *)")
-    found = selectors.job_with_key(
-        request.user,
-        field,
-        key,
-        kind=params.get("kind", "").strip(),
-        owner=params.get("owner", "").strip(),
-    )
+    found = selectors.job_with_key(request.user, field, key, **narrow)
     if found is None:
         raise ApiError(404, f"No job with {field.replace('_', ' ')} {key!r}.")
     return JsonResponse(job_as_dict(found, detail=True, viewer=request.user))
 
 
 def _by_key_prefix(
-    request: HttpRequest, field: str, prefix: str, params: dict[str, str]
+    request: HttpRequest, field: str, prefix: str, params: dict[str, str], narrow: dict[str, str]
 ) -> JsonResponse:
     if not prefix:
         raise bad("key", "give at least one character before the *")
-    jobs = selectors.jobs_with_key_prefix(
-        request.user,
-        field,
-        prefix,
-        kind=params.get("kind", "").strip(),
-        owner=params.get("owner", "").strip(),
-    )
+    jobs = selectors.jobs_with_key_prefix(request.user, field, prefix, **narrow)
     rows, numbers = paginate(params, jobs)
     return JsonResponse({"results": [job_as_dict(job) for job in rows], **numbers})
 
