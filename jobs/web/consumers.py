@@ -179,7 +179,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def _resolve(self, message: dict[str, Any], snapshot: bool = True) -> tuple[str, str]:
         """The group for a subscription the user may have, and its current snapshot."""
         if "job" in message:
-            job = self._visible_job(message["job"])
+            job = self._visible(Job, message["job"])
             html = live.job_page_fragment(job) if snapshot else ""
             return live.job_group(job.pk), html
         if "entity" in message:
@@ -191,27 +191,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
             html = live.entity_fragment(job) if job is not None and snapshot else ""
             return live.entity_group(self.user.pk, key), html
         if "batch" in message:
-            batch = self._visible_batch(message["batch"])
+            batch = self._visible(Batch, message["batch"])
             html = live.batch_fragment(batch) if snapshot else ""
             return live.batch_group(batch.pk), html
         raise SubscriptionError("subscribe to a 'job' (id), an 'entity' (key) or a 'batch' (id)")
 
-    def _visible_batch(self, value: Any) -> Batch:
+    def _visible(self, model: type[Job] | type[Batch], value: Any) -> Any:
+        """The job or batch with this id if the user may see it (else "not found", as
+        for one that does not exist)."""
+        what = model._meta.model_name
         try:
-            batch_id = int(value)
+            pk = int(value)
         except (TypeError, ValueError):
-            raise SubscriptionError("batch must be an integer id") from None
-        batch = Batch.objects.visible_to(self.user).filter(pk=batch_id).first()
-        if batch is None:
-            raise SubscriptionError(f"batch {batch_id} not found")
-        return batch
-
-    def _visible_job(self, value: Any) -> Job:
-        try:
-            job_id = int(value)
-        except (TypeError, ValueError):
-            raise SubscriptionError("job must be an integer id") from None
-        job = Job.objects.visible_to(self.user).filter(pk=job_id).first()
-        if job is None:
-            raise SubscriptionError(f"job {job_id} not found")
-        return job
+            raise SubscriptionError(f"{what} must be an integer id") from None
+        found = model.objects.visible_to(self.user).filter(pk=pk).first()
+        if found is None:
+            raise SubscriptionError(f"{what} {pk} not found")
+        return found
