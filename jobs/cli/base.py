@@ -293,6 +293,11 @@ def jobs_table(jobs: list[Job]) -> str:
         )
         for job in jobs
     ]
+    return text_table(header, rows)
+
+
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Rows under a header in columns as wide as their widest cell, two spaces apart."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

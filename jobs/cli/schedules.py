@@ -25,6 +25,7 @@ from jobs.cli.base import (
     find_visible,
     register_group,
     register_verb,
+    text_table,
 )
 from jobs.engine.errors import AlreadyActive, JobActionError, ScheduleError
 from jobs.models import Job, Schedule
@@ -158,11 +159,7 @@ def schedules_table(rows: list[Schedule]) -> str:
         )
         for s in rows
     ]
-    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *cells]
-    )
+    return text_table(header, cells)
 
 
 # -- the verbs -----------------------------------------------------------------------
