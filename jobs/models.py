@@ -8,6 +8,7 @@ written by `jobs.engine.transitions` only, never by saving models ad hoc.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Self
 
 from django.conf import settings
 from django.db import models
@@ -52,15 +53,20 @@ class ReturnedIntegerField(models.IntegerField):
     db_returning = True
 
 
-class JobQuerySet(models.QuerySet):
-    def visible_to(self, user) -> JobQuerySet:
-        """Every page, API call, export and websocket scopes jobs through this."""
+class OwnedQuerySet(models.QuerySet):
+    """Rows with an `owner` (jobs, batches, schedules, sheets)."""
+
+    def visible_to(self, user) -> Self:
+        """What a user may see: their own rows; staff every row; anonymous none. Every
+        page, API call, export and websocket scopes such rows through this."""
         if not user or not user.is_authenticated:
             return self.none()
         if user.is_staff:
             return self
         return self.filter(owner=user)
 
+
+class JobQuerySet(OwnedQuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=Job.ACTIVE)
 
@@ -80,16 +86,6 @@ class JobQuerySet(models.QuerySet):
     def runnable(self, now=None) -> JobQuerySet:
         """Claimable jobs not yet handed to the broker: what dispatch may enqueue."""
         return self.claimable(now).filter(dispatched_at__isnull=True)
-
-
-class BatchQuerySet(models.QuerySet):
-    def visible_to(self, user) -> BatchQuerySet:
-        """Owners see their batches, staff all of them (as for jobs)."""
-        if not user or not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(owner=user)
 
 
 class Batch(models.Model):
@@ -116,7 +112,7 @@ class Batch(models.Model):
         null=True, blank=True, help_text="When its last job ended (None while one is active)."
     )
 
-    objects = BatchQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -367,15 +363,7 @@ class JobDependency(models.Model):
 _now = timezone.now  # `Schedule.timezone` is a field: the module is out of reach in its body
 
 
-class ScheduleQuerySet(models.QuerySet):
-    def visible_to(self, user) -> ScheduleQuerySet:
-        """Owners see their schedules, staff all of them (as for jobs)."""
-        if not user or not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(owner=user)
-
+class ScheduleQuerySet(OwnedQuerySet):
     def due(self, now) -> ScheduleQuerySet:
         """Enabled schedules whose next run is due (one range scan of `schedule_due_idx`)."""
         return self.filter(enabled=True, next_run_at__lte=now)

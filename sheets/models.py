@@ -12,15 +12,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-
-class SheetQuerySet(models.QuerySet):
-    def visible_to(self, user) -> SheetQuerySet:
-        """Sheets a user may see: their own; staff see every sheet."""
-        if not user or not user.is_authenticated:
-            return self.none()
-        if user.is_staff:
-            return self
-        return self.filter(owner=user)
+from jobs.models import OwnedQuerySet
 
 
 class Sheet(models.Model):
@@ -58,7 +50,7 @@ class Sheet(models.Model):
         "are marked new on the sheets list. Never opened: since its import.",
     )
 
-    objects = SheetQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()  # visible_to(user): own sheets; staff all
 
     class Meta:
         ordering = ["-created_at", "-id"]
