@@ -8,7 +8,7 @@ written by `jobs.engine.transitions` only, never by saving models ad hoc.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Self
+from typing import Any, Self
 
 from django.conf import settings
 from django.db import models
@@ -51,6 +51,19 @@ class ReturnedIntegerField(models.IntegerField):
     INSERT's RETURNING clause, so reading it costs no extra query."""
 
     db_returning = True
+
+
+def owner_field(related_name: str, **options: Any) -> models.ForeignKey:
+    """The user a job, batch or schedule belongs to (none for a system one); deleting
+    the user deletes their rows."""
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name=related_name,
+        **options,
+    )
 
 
 class OwnedQuerySet(models.QuerySet):
@@ -97,13 +110,7 @@ class Batch(models.Model):
     so the one that brings it to 0 notifies the owner, once, with no scan of the jobs.
     """
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="job_batches",
-    )
+    owner = owner_field("job_batches")
     label = models.CharField(max_length=200, blank=True)
     job_count = models.PositiveIntegerField(default=0)
     unfinished = models.PositiveIntegerField(default=0, help_text="Jobs not yet ended.")
@@ -157,14 +164,8 @@ class Job(models.Model):
 
     kind = models.CharField(max_length=100)
     label = models.CharField(max_length=200, blank=True)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="jobs",
-        db_index=False,  # job_owner_status_idx and job_owner_created_idx start with it
-    )
+    # No index of its own: job_owner_status_idx and job_owner_created_idx start with it.
+    owner = owner_field("jobs", db_index=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     priority = models.IntegerField(default=Priority.NORMAL)
     turn = ReturnedIntegerField(
@@ -381,13 +382,7 @@ class Schedule(models.Model):
         SKIP = "skip", "skip while the previous run is active"
         QUEUE = "queue", "queue another run"
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="job_schedules",
-    )
+    owner = owner_field("job_schedules")
     name = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=100)
     params = models.JSONField(default=dict, blank=True, help_text="Secrets sealed.")
