@@ -125,7 +125,11 @@ def render_sheet(
 ) -> HttpResponse:
     history = list(sheet_jobs(sheet).order_by("-created_at", "-id")[:HISTORY])
     job = history[0] if history else None
-    watching = request.session.pop(WATCHING, None) == sheet.pk  # just started here
+    # Just started here: the page load after the start's redirect takes the mark. An htmx
+    # re-read (the old page sees the new job's first push before it navigates) only
+    # reads it, or it would take the mark first and the page would greet "Still running".
+    watched = request.session.get(WATCHING) if request.htmx else request.session.pop(WATCHING, None)
+    watching = watched == sheet.pk
     chain = chain_progress(job) if job is not None else None
     if chain is not None:
         job = chain.current  # the step running now (or next): the page follows it live

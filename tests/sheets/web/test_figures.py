@@ -52,6 +52,20 @@ def test_a_job_just_started_and_watched_is_not_still_running_until_one_comes_bac
     assert "Still running, 30%" in back and 'class="watching"' not in back
 
 
+def test_the_old_pages_re_read_before_the_redirect_does_not_take_the_watch_mark(user):
+    # The page the start was posted from sees the new job's first push (a live panel it
+    # has no place for) and re-reads itself with htmx, racing the redirect's page load.
+    alice = logged_in(user)
+    sheet = make_sheet(user, [["a"], *[[str(i)] for i in range(10)]])
+    started = alice.post(f"/sheets/{sheet.pk}/start/", {"processor": "clean", "mode": "watch"})
+    Job.objects.filter(owner=user).update(status=Job.Status.RUNNING, processed=1)
+
+    alice.get(started["Location"], headers={"HX-Request": "true"})
+    watching = alice.get(started["Location"]).content.decode()
+    assert "Still running" not in watching
+    assert '<div id="sheet-job" class="watching">' in watching
+
+
 @pytest.mark.parametrize(
     ("start_row", "counter"),
     [(1, "Row {last} of 400"), (101, "Row {last} of rows 101–500")],
