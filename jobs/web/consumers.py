@@ -45,9 +45,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.groups_joined = set()
         self.subscriptions = {}
         user = self.scope.get("user")
-        await self.accept()
         session = self.scope.get("session")
         if user is None or not user.is_authenticated or not getattr(session, "session_key", ""):
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.user = user
@@ -55,16 +55,20 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.is_staff = user.is_staff
         self.session_key = session.session_key
         if not guard.admit(self):
+            await self.accept()
             await self._error("too many live connections for this user; close some tabs")
             await self.close(code=CLOSE_TOO_MANY)
             return
         await live.relay.ensure_started()
+        # The groups are joined before the socket opens: a page that sees it open gets
+        # every toast and row pushed from then on (group messages wait for connect()).
         await self._join(live.user_group(user.pk))
-        await self.send(text_data=await database_sync_to_async(live.render_badges)(user.pk))
         query = parse_qs(self.scope.get("query_string", b"").decode(errors="replace"))
         if "rows" in query:
             all_rows = query["rows"] == ["all"] and user.is_staff
             await self._join(live.STAFF_ROWS_GROUP if all_rows else live.rows_group(user.pk))
+        await self.accept()
+        await self.send(text_data=await database_sync_to_async(live.render_badges)(user.pk))
         for value in query.get("job", []):
             await self._subscribe_or_report({"job": value})
         for value in query.get("entity", []):

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
@@ -236,3 +237,15 @@ async def test_a_batch_page_gets_its_one_progress_live_and_others_cannot_subscri
     assert "two demos finished: 2 succeeded" in toast
     for communicator in (page, theirs):
         await communicator.disconnect()
+
+
+async def test_a_socket_that_has_opened_already_gets_what_its_user_is_sent(relay, user):
+    # A page counts itself live when its socket opens; a toast pushed at that moment (a
+    # job cancelled right after the page loaded) must not fall between the open and the
+    # join of the user's group.
+    communicator = await connect(user)
+    await get_channel_layer().group_send(
+        live.user_group(user.pk), {"type": "live.fragment", "html": '<div class="toast">x</div>'}
+    )
+    await receive_until(communicator, 'class="toast"')
+    await communicator.disconnect()
