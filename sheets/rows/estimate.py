@@ -1,7 +1,7 @@
 """Before spending money on an `llm` job: the exact prompt a row would be sent, and an
 estimate of the whole run's tokens and cost.
 
-Both work on a job's checked params (`kinds.validate_params`), so the page shows what
+Both work on a job's checked params (`sheets.run.SheetRun.check`), so the page shows what
 a submit with the same form would do. The estimate renders every row's prompt (a
 spaced sample of ESTIMATE_SAMPLE_ROWS on bigger runs) and leaves out rows answered
 before (reused, free). Rows answered before with these options also calibrate it: their

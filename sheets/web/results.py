@@ -39,7 +39,7 @@ def results_context(
     request: HttpRequest, sheet: Sheet, job: Job, pinned: bool = False
 ) -> dict[str, Any]:
     """The results table of `job`; `pinned`: a job the user asked for that is not the
-    one the page follows live, so live refreshes keep it (conveyor.js reads the mark)."""
+    one the page follows live, so live refreshes keep it (sheets/sheet.js reads the mark)."""
     shown = request.GET.get("errors", "")
     errors_only = shown == "1"
     outputs = job.params.get("output_columns", [])

@@ -1,4 +1,4 @@
-"""jobs/api/auth.py and the tokens behind it (jobs/engine/tokens.py, managed with
+"""jobs/api/auth.py and the tokens behind it (jobs/tokens.py, managed with
 `manage.py conveyor_token`): API tokens are created once and stored only
 hashed, they let a script call /api/ as their user without CSRF, until revoked."""
 

@@ -1,4 +1,4 @@
-"""When a schedule is next due (jobs/engine/recurrence.py): cron in a time zone across
+"""When a schedule is next due (jobs/schedules/recurrence.py): cron in a time zone across
 daylight-saving changes, intervals anchored on the previous due time, and what users
 may type. Every `now` is explicit: no clock is patched."""
 

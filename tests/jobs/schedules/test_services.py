@@ -1,4 +1,4 @@
-"""Schedules (jobs/engine/schedules.py): one job per due time however many workers and
+"""Schedules (jobs/schedules/services.py): one job per due time however many workers and
 clusters look, the overlap policy, one make-up run after downtime, and the services
 users go through. In-process tests pass explicit `now` values; the cluster tests run
 real `qcluster` processes against a short interval."""
