@@ -351,15 +351,13 @@ def _spacing_ok(times: list[datetime], interval: float) -> bool:
     return all(gap > 0 and abs(gap / interval - round(gap / interval)) < 1e-6 for gap in gaps)
 
 
-@pytest.mark.cluster
-def test_two_clusters_start_exactly_one_job_per_due_time(cluster_factory, user):
-    clusters = [cluster_factory(workers=2), cluster_factory(workers=2)]
-    schedule = every(user, 2, now=timezone.now(), overlap="queue")
+def _runs_then_pause(schedule, count: int, what: str) -> None:
+    """Wait for `count` runs of `schedule`, pause it, and wait for its runs to finish."""
     wait_for(
-        lambda: Job.objects.filter(schedule=schedule).count() >= 6,
+        lambda: Job.objects.filter(schedule=schedule).count() >= count,
         timeout=60,
         interval=0.2,
-        what="six scheduled runs",
+        what=what,
     )
     schedule_pause(schedule=reload(schedule))
     wait_for(
@@ -367,6 +365,13 @@ def test_two_clusters_start_exactly_one_job_per_due_time(cluster_factory, user):
         timeout=60,
         what="the runs to finish",
     )
+
+
+@pytest.mark.cluster
+def test_two_clusters_start_exactly_one_job_per_due_time(cluster_factory, user):
+    clusters = [cluster_factory(workers=2), cluster_factory(workers=2)]
+    schedule = every(user, 2, now=timezone.now(), overlap="queue")
+    _runs_then_pause(schedule, 6, "six scheduled runs")
     for cluster in clusters:
         cluster.stop()
     jobs = runs(schedule)
@@ -383,18 +388,7 @@ def test_two_clusters_start_exactly_one_job_per_due_time(cluster_factory, user):
 @pytest.mark.cluster
 def test_skip_starts_no_run_while_a_slow_run_is_active(cluster, user):
     schedule = every(user, 2, now=timezone.now(), params={"n": 14, "delay": 0.25})  # ~3.5 s
-    wait_for(
-        lambda: Job.objects.filter(schedule=schedule).count() >= 3,
-        timeout=60,
-        interval=0.2,
-        what="three scheduled runs",
-    )
-    schedule_pause(schedule=reload(schedule))
-    wait_for(
-        lambda: not Job.objects.filter(schedule=schedule).active().exists(),
-        timeout=60,
-        what="the runs to finish",
-    )
+    _runs_then_pause(schedule, 3, "three scheduled runs")
     jobs = runs(schedule)
     for earlier, later in zip(jobs, jobs[1:], strict=False):
         assert later.created_at >= earlier.finished_at  # never two at once
