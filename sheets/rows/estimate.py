@@ -19,7 +19,8 @@ from typing import Any
 
 from sheets.models import Sheet
 from sheets.processors import get_processor
-from sheets.processors.builtins.llm import build_messages, cost_usd, model_price
+from sheets.processors.builtins.llm.prompts import build_messages
+from sheets.processors.builtins.llm.usage import cost_usd, model_price
 from sheets.rows.reuse import ReuseKey, answered_before
 from sheets.rows.source import load_rows
 

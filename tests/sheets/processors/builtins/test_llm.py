@@ -1,5 +1,5 @@
 """The `llm` processor against a fake OpenAI-compatible API
-(sheets/processors/builtins/llm.py)."""
+(sheets/processors/builtins/llm/)."""
 
 from __future__ import annotations
 

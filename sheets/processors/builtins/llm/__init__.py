@@ -13,6 +13,9 @@ Requests per minute are limited across workers (`sheets/processors/ratelimit.py`
 The server's key (OPENAI_API_KEY) goes only to the server's endpoint (OPENAI_BASE_URL);
 a user may type another base URL only if the operator listed it in
 CONVEYOR_LLM_ALLOWED_BASE_URLS, and it gets only the key typed with it.
+
+Here: the options, their validation and the row function. `prompts` builds the messages,
+`endpoints` says where rows may go, `usage` what an answer cost.
 """
 
 from __future__ import annotations
@@ -22,28 +25,28 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 
 from sheets.processors import USAGE_KEY, Option, OptionsError, RowError, match_column, processor
+from sheets.processors.builtins.llm.endpoints import (
+    NO_ENDPOINT_HELP,
+    allowed_endpoints,
+    endpoint_error,
+    server_key,
+)
+from sheets.processors.builtins.llm.prompts import (
+    build_messages,
+    match_category,
+    parse_categories,
+    template_fields,
+)
+from sheets.processors.builtins.llm.usage import usage_of
 from sheets.processors.outbound import guarded_client, host_of, send_capped
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
-PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)
-ANSWER_WRAPPING = "\"'`*_ \t\n"
-TRAILING_PUNCTUATION = ".!?,;:" + ANSWER_WRAPPING
-
-NO_ENDPOINT_HELP = (
-    "No LLM endpoint is configured. Set OPENAI_BASE_URL (and OPENAI_API_KEY for a hosted "
-    "API) in the server's environment, or list endpoints users may type below in "
-    "CONVEYOR_LLM_ALLOWED_BASE_URLS. "
-    "A local OpenAI-compatible server works too: Ollama at http://127.0.0.1:11434/v1, "
-    "LM Studio at http://127.0.0.1:1234/v1, vLLM at http://127.0.0.1:8000/v1. "
-    "For OpenAI itself use https://api.openai.com/v1 with an API key."
-)
 
 OPTIONS = [
     Option(
@@ -84,113 +87,6 @@ OPTIONS = [
     Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
     Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
 ]  # and `reuse`, which `reusable=True` adds
-
-
-# --- prompts -----------------------------------------------------------------
-
-
-def template_fields(template: str) -> list[str]:
-    """The column names a prompt template uses; ValueError for broken braces."""
-    names = [match[1].strip() for match in PLACEHOLDER.finditer(template) if match[1] is not None]
-    leftover = PLACEHOLDER.sub("", template)
-    if "{" in leftover or "}" in leftover:
-        raise ValueError("Unmatched { or } in the prompt; write {{ or }} for a literal brace.")
-    if "" in names:
-        raise ValueError("Empty {} in the prompt; put a column name inside the braces.")
-    return names
-
-
-def render_prompt(template: str, row: dict[str, str]) -> str:
-    """Fill `{column}` placeholders from the row: plain text substitution, nothing else."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match[0] in ("{{", "}}"):
-            return match[0][0]
-        column = match_column(match[1].strip(), list(row))
-        return row.get(column, "") if column else ""
-
-    return PLACEHOLDER.sub(replace, template)
-
-
-def parse_categories(text: str) -> list[str]:
-    names = [" ".join(part.split()) for part in re.split(r"[,\n]", text or "")]
-    unique: dict[str, str] = {}
-    for name in names:
-        if name:
-            unique.setdefault(name.casefold(), name)
-    return list(unique.values())
-
-
-def build_messages(row: dict[str, str], options: dict[str, Any]) -> list[dict[str, str]]:
-    categories = parse_categories(options["categories"])
-    if options["prompt"].strip():
-        question = render_prompt(options["prompt"], row)
-    else:
-        fields = "\n".join(f"{column}: {value}" for column, value in row.items() if value)
-        question = f"Which category fits this record?\n\n{fields}"
-    messages = [{"role": "user", "content": question}]
-    if categories:
-        system = (
-            "You sort records into categories. Reply with exactly one of these "
-            f"categories and nothing else: {', '.join(categories)}."
-        )
-        messages.insert(0, {"role": "system", "content": system})
-    return messages
-
-
-def normalise_answer(text: str) -> str:
-    text = text.strip(ANSWER_WRAPPING).rstrip(TRAILING_PUNCTUATION).strip(ANSWER_WRAPPING)
-    return " ".join(text.split()).casefold()
-
-
-def match_category(answer: str, categories: list[str]) -> str:
-    wanted = normalise_answer(answer)
-    for category in categories:
-        if normalise_answer(category) == wanted:
-            return category
-    shown = " ".join(answer.split())
-    shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    raise RowError(
-        f'the model answered "{shown}", which is not one of the categories '
-        f"({', '.join(categories)})"
-    )
-
-
-# --- endpoints -----------------------------------------------------------------
-
-
-def endpoint(url: str) -> str:
-    """A base URL in one spelling (scheme, host, port, path), "" if it is not a plain
-    http(s) URL: user:password@ and odd ports could make one URL look like another."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return ""
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        return ""
-    return f"{parts.scheme}://{parts.hostname}:{port}{parts.path.rstrip('/')}"
-
-
-def is_server_endpoint(url: str) -> bool:
-    server = endpoint(settings.CONVEYOR_LLM_BASE_URL)
-    return bool(server) and endpoint(url) == server
-
-
-def allowed_endpoints() -> list[str]:
-    return [
-        u for u in [settings.CONVEYOR_LLM_BASE_URL, *settings.CONVEYOR_LLM_ALLOWED_BASE_URLS] if u
-    ]
-
-
-def endpoint_error(url: str) -> str:
-    if endpoint(url) and endpoint(url) in {endpoint(u) for u in allowed_endpoints()}:
-        return ""
-    allowed = ", ".join(allowed_endpoints()) or "none yet (the operator sets OPENAI_BASE_URL)"
-    return (
-        "This server only sends rows to the LLM endpoints its operator allows "
-        f"(CONVEYOR_LLM_ALLOWED_BASE_URLS): {allowed}."
-    )
 
 
 def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str, Any]:
@@ -323,11 +219,6 @@ async def chat_session(options: dict[str, Any]) -> AsyncIterator[ChatSession]:
             await limiter.aclose()
 
 
-def server_key(base_url: str) -> str:
-    """OPENAI_API_KEY, for OPENAI_BASE_URL only: never sent to a URL a user typed."""
-    return settings.CONVEYOR_LLM_API_KEY if is_server_endpoint(base_url) else ""
-
-
 def api_message(response: httpx.Response) -> str:
     """The API's own error message (OpenAI, Ollama and vLLM shapes), else the body."""
     try:
@@ -354,34 +245,3 @@ def parse_completion(response: httpx.Response, model: str) -> tuple[str, int | s
     tokens = reported.get("total_tokens")
     answer = THINKING.sub("", content).strip()
     return answer, tokens if isinstance(tokens, int) else "", usage_of(reported, model)
-
-
-# --- usage and prices -----------------------------------------------------------------
-
-
-def usage_of(reported: dict[str, Any], model: str) -> dict[str, float]:
-    """One answer's cost from the API's `usage`: its tokens (when reported), one
-    request, and `cost_usd` when the operator set a price for the model."""
-    usage: dict[str, float] = {}
-    for name in ("prompt_tokens", "completion_tokens"):
-        value = reported.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            usage[name] = value
-    usage["requests"] = 1
-    cost = cost_usd(model, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-    if cost is not None:
-        usage["cost_usd"] = cost
-    return usage
-
-
-def model_price(model: str) -> dict[str, float] | None:
-    """The operator's price of a model (USD per million input and output tokens) from
-    CONVEYOR_LLM_PRICES, or None: a cost is shown only when the price is known."""
-    return settings.CONVEYOR_LLM_PRICES.get(model)
-
-
-def cost_usd(model: str, prompt_tokens: float, completion_tokens: float) -> float | None:
-    price = model_price(model)
-    if price is None:
-        return None
-    return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1_000_000
