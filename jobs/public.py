@@ -30,7 +30,9 @@ from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
     Cancelled,
     JobActionError,
+    PauseJob,
     PermanentError,
+    Postponed,
     Preempted,
     QuotaExceeded,
     SliceDone,
@@ -59,6 +61,8 @@ __all__ = [
     "JobContext",
     "Cancelled",
     "PermanentError",
+    "Postponed",
+    "PauseJob",
     "Preempted",
     "SliceDone",
     "StopSlice",

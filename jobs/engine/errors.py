@@ -2,8 +2,8 @@
 from a permanent one.
 
 Handlers raise `TransientError` (retried with exponential backoff and jitter, like
-network errors, HTTP 429/5xx and "database is locked") or `PermanentError` (the job
-fails at once with its message). `checkpoint()` raises the `StopSlice` family to end a
+network errors, HTTP 429/5xx and "database is locked"), `PermanentError` (the job
+fails at once with its message), `Postponed` (wait, not a failure) or `PauseJob`. `checkpoint()` raises the `StopSlice` family to end a
 slice; `LeaseLost` tells a worker that its job was recovered elsewhere. Front ends
 catch `JobActionError` (an action that does not apply) and `UnknownKind`.
 """
@@ -24,6 +24,28 @@ class TransientError(Exception):
 
 class PermanentError(Exception):
     """Raise from a handler to fail the job at once with this message."""
+
+
+class Postponed(Exception):
+    """Raise from a handler: the job cannot go on yet for a reason outside it (its API
+    is down, a provider's batch is not done). It waits `delay` seconds without holding
+    a worker, with `reason` as its message, then runs again from its last commit. Not a
+    failure: no attempt is counted."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = max(0.0, float(delay))
+        self.reason = reason
+
+
+class PauseJob(Exception):
+    """Raise from a handler: park the job as paused with `reason` as its message and
+    the owner's notification (a budget reached); the owner's resume continues it from
+    its last commit."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StopSlice(Exception):

@@ -35,7 +35,9 @@ from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
     Cancelled,
     LeaseLost,
+    PauseJob,
     PauseRequested,
+    Postponed,
     Preempted,
     SliceDone,
     TimeLimitExceeded,
@@ -165,6 +167,10 @@ def _run(ctx: JobContext) -> Settlement:
         return Settlement("preempted")
     except PauseRequested:
         return _with_time(ctx, Settlement("paused", Outcome.paused()))
+    except PauseJob as exc:
+        return _with_time(ctx, Settlement("paused", Outcome.paused(exc.reason)))
+    except Postponed as exc:
+        return _with_time(ctx, Settlement("postponed", Outcome.postponed(exc.delay, exc.reason)))
     except Cancelled:
         return _with_time(ctx, Settlement("cancelled", Outcome.cancelled()))
     except TimeLimitExceeded as exc:

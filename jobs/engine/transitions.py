@@ -232,8 +232,21 @@ class Outcome:
         return cls(fields, message or "Cancelled", notification=note)
 
     @classmethod
-    def paused(cls) -> Outcome:
-        return cls(_paused(), "Paused")
+    def paused(cls, reason: str | None = None) -> Outcome:
+        """Paused at a checkpoint as asked ("Paused"), or by the job itself for `reason`,
+        which is then its message and the owner's notification."""
+        if reason is None:
+            return cls(_paused(), "Paused")
+        fields = {**_paused(), "message": reason[:500]}
+        note = (Notification.Level.INFO, f"paused: {reason}"[:400])
+        return cls(fields, f"Paused: {reason}", notification=note)
+
+    @classmethod
+    def postponed(cls, delay: float, reason: str) -> Outcome:
+        """Waiting `delay` s for something outside the job; no attempt is counted."""
+        run_after = timezone.now() + timedelta(seconds=delay)
+        fields = {"status": Status.RETRYING, "run_after": run_after, "message": reason[:500]}
+        return cls(fields, reason, data={"delay": delay})
 
     @classmethod
     def requeued(cls, reason: str) -> Outcome:

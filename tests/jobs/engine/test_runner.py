@@ -1,15 +1,21 @@
 """jobs/engine/runner.py, driven in-process (no cluster): a slice runs the kind's handler
 and settles how it ended: success with the owner's notification, row errors that do
 not stop the job, a permanent error with its traceback, transient errors retried with
-growing backoff until the attempt limit."""
+growing backoff until the attempt limit, a job waiting for something outside it
+(`Postponed`) and one pausing itself (`PauseJob`)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from jobs.engine.kinds import job_kind
 from jobs.engine.runner import run_one_slice
+from jobs.engine.services import job_resume
 from jobs.models import Job, Notification
+from jobs.public import JobContext, PauseJob, Postponed, job_submit
 from tests.jobs.factories import fresh, run_to_end, submit_demo, unit_counts
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,3 +73,40 @@ def test_transient_errors_give_up_after_the_attempt_limit(user):
     assert job.status == Job.Status.FAILED
     assert job.error.startswith(f"Gave up after {job.max_attempts} attempts")
     assert "simulated transient failure" in job.error
+
+
+# A kind whose handler waits for something outside it, then pauses itself, then ends:
+# what a job waiting for its API, then reaching its budget, does.
+@job_kind("test.waits_then_pauses")
+def _waits_then_pauses(ctx: JobContext) -> dict:
+    step = (ctx.cursor or {}).get("step", 0)
+    ctx.commit(cursor={"step": step + 1}, processed=step + 1)
+    if step == 0:
+        raise Postponed(60, "waiting for the API at api.example: retrying at 14:02")
+    if step == 1:
+        raise PauseJob("the budget of 1,000 tokens is reached")
+    return {"steps": step + 1}
+
+
+def test_a_postponed_job_waits_without_a_worker_and_without_counting_an_attempt(user):
+    job, _ = job_submit(kind="test.waits_then_pauses", params={}, owner=user)
+    run_one_slice(job.pk)
+    job = fresh(job)
+    assert job.status == Job.Status.RETRYING and job.attempts == 0 and not job.lease_owner
+    assert job.message == "waiting for the API at api.example: retrying at 14:02"
+    assert job.run_after > timezone.now() + timedelta(seconds=50)
+    assert job.processed == 1, "the work committed before the wait is kept"
+    assert not Notification.objects.filter(user=user).exists(), "waiting is not news"
+
+
+def test_a_job_that_pauses_itself_says_why_and_resumes_where_it_was(user):
+    job, _ = job_submit(kind="test.waits_then_pauses", params={}, owner=user)
+    job = run_to_end(job)
+    assert job.status == Job.Status.PAUSED
+    assert job.message == "the budget of 1,000 tokens is reached"
+    assert job.events.filter(kind="state").last().message.startswith("Paused: the budget")
+    note = Notification.objects.get(user=user)
+    assert "paused: the budget of 1,000 tokens is reached" in note.message
+    job_resume(job=job, by=user)
+    job = run_to_end(fresh(job))
+    assert job.status == Job.Status.SUCCEEDED and job.result == {"steps": 3}
