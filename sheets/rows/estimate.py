@@ -8,18 +8,21 @@ before (reused, free). Rows answered before with these options also calibrate it
 stored usage (the API's reported tokens) gives tokens per character of prompt and the
 mean answer length; a "Try on 5 rows" job makes such rows. Without any, it is rough:
 characters / 4, and an answer as long as the longest category, else `max_tokens`, else
-DEFAULT_COMPLETION_TOKENS.
+DEFAULT_COMPLETION_TOKENS. With `fields`, the JSON schema sent with each request counts
+as prompt, and a rough answer is a JSON object of the fields.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from sheets.models import Sheet
 from sheets.processors import get_processor
-from sheets.processors.builtins.llm.prompts import build_messages
+from sheets.processors.builtins.llm.fields import parse_fields
+from sheets.processors.builtins.llm.prompts import build_messages, request_format
 from sheets.processors.builtins.llm.usage import cost_usd, model_price
 from sheets.rows.reuse import ReuseKey, answered_before
 from sheets.rows.source import load_rows
@@ -85,6 +88,13 @@ def prompt_for_row(sheet: Sheet, params: dict[str, Any], number: int) -> list[di
     return build_messages(rows[0][1], options_of(params))
 
 
+def format_sent(params: dict[str, Any]) -> str:
+    """The `response_format` (a fields job's JSON schema) sent with each request, as
+    indented JSON; "" when none is."""
+    format_ = request_format(options_of(params))
+    return json.dumps(format_, indent=2, ensure_ascii=False) if format_ else ""
+
+
 def estimate_run(sheet: Sheet, params: dict[str, Any], owner_id: int) -> Estimate:
     """Tokens and cost of running the job of `params` (see the module docstring)."""
     options = options_of(params)
@@ -121,7 +131,9 @@ def estimate_run(sheet: Sheet, params: dict[str, Any], owner_id: int) -> Estimat
 
 
 def prompt_chars(row: dict[str, str], options: dict[str, Any]) -> int:
-    return sum(len(message["content"]) for message in build_messages(row, options))
+    format_ = request_format(options)
+    schema = len(json.dumps(format_, ensure_ascii=False)) if format_ else 0
+    return schema + sum(len(message["content"]) for message in build_messages(row, options))
 
 
 def calibrate(
@@ -148,6 +160,8 @@ def rough_completion_tokens(options: dict[str, Any]) -> float:
     categories = [c for c in options["categories"].split(", ") if c]
     if categories:
         return math.ceil(max(map(len, categories)) / CHARS_PER_TOKEN)
+    if fields := parse_fields(options.get("fields", "")):  # {"name": "a value", ...}
+        return math.ceil(sum(len(f.name) + 16 for f in fields) / CHARS_PER_TOKEN)
     return options.get("max_tokens") or DEFAULT_COMPLETION_TOKENS
 
 

@@ -23,6 +23,7 @@ from sheets.rows.estimate import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
     estimate_run,
+    format_sent,
     price_text,
     prompt_for_row,
 )
@@ -206,6 +207,7 @@ def llm_preview(request: HttpRequest, sheet_id: int) -> HttpResponse:
     context = {
         "preview_row": number,
         "preview_messages": prompt_for_row(sheet, params, number),
+        "preview_format": format_sent(params),
         "estimate": estimate,
         "estimate_last_row": estimate.first_row + estimate.rows - 1,
         "price": price_text(estimate.model),

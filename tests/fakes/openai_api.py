@@ -7,7 +7,10 @@ user message; "Banana" when that message contains WRONG), `style` to reformat an
 `plan(marker, [statuses])` to fail requests whose messages contain `marker` with those
 statuses first (429s carry `retry_after`, a string or a function making one),
 `rate_limit_every` to answer 429 to every n-th request, `error_fraction` of random 500s,
-and `api_key` to require. It records every request (`calls`), the high-water mark of
+and `api_key` to require. `structured(call)` answers every request with a dict (sent as
+JSON) or a string (sent as is); `refuse_formats` lists the `response_format` types
+answered 400 with `format_refusal`, as older vLLM / Ollama / llama.cpp servers do.
+It records every request (`calls`), the high-water mark of
 requests in flight and how many clients hung up before their answer (`dropped`).
 Use the `fake_openai` fixture; it stops the server after the test.
 """
@@ -43,6 +46,11 @@ class Call:
         return next(m["content"] for m in reversed(self.body["messages"]) if m["role"] == "user")
 
     @property
+    def response_format(self) -> str:
+        """The `response_format` type asked for ("" when none)."""
+        return (self.body.get("response_format") or {}).get("type", "")
+
+    @property
     def system_message(self) -> str:
         return " ".join(m["content"] for m in self.body["messages"] if m["role"] == "system")
 
@@ -64,6 +72,9 @@ class FakeOpenAI(FakeServer):
         self.rate_limit_every = 0
         self.api_key: str | None = None
         self.echo_key = False  # a 401 quotes the key it was sent
+        self.structured: Callable[[Call], dict | str] | None = None
+        self.refuse_formats: set[str] = set()
+        self.format_refusal = "Unsupported response_format type: {type}"
         self.calls: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -83,6 +94,9 @@ class FakeOpenAI(FakeServer):
 
     # -- behaviour --------------------------------------------------------------
     def answer(self, call: Call) -> str:
+        if self.structured is not None:
+            data = self.structured(call)
+            return data if isinstance(data, str) else json.dumps(data)
         text = call.user_message
         if "WRONG" in text:
             return self.style("Banana")
@@ -168,6 +182,10 @@ class _Handler(FakeHandler):
                 error = {"message": f"Incorrect API key provided: {sent.removeprefix('Bearer ')}"}
                 return self._json(401, {"error": error})
             return self._error(401)
+        if call.response_format in fake.refuse_formats:
+            message = fake.format_refusal.format(type=call.response_format)
+            error = {"message": message, "type": "invalid_request_error"}
+            return self._json(400, {"error": error})
         status = fake.status_for(call)
         if status != 200:
             return self._error(status)

@@ -4,9 +4,11 @@ Works with OpenAI, Ollama, vLLM, LM Studio and anything else serving
 `POST {base_url}/chat/completions`. The prompt is a template over the row's columns
 (`{column name}`; `{{` and `}}` for literal braces). With `categories` the answer must
 be one of them and goes to the `category` column (a default prompt is used when none is
-given); without, the answer goes to `answer`. `tokens` holds the request's total token
-count when the API reports it; its prompt and completion tokens (and their cost, at the
-operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into the job's `spent`.
+given); with `fields` (`name[:type]`, see `fields`) the answer is a JSON object whose typed
+values go to one column per field; otherwise the answer goes to `answer`. `tokens` holds
+the request's total token count when the API reports it; its prompt and completion tokens
+(and their cost, at the operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into
+the job's `spent`.
 Requests per minute are limited across workers (`sheets/processors/ratelimit.py`); 429,
 5xx, timeouts and connection errors are retried.
 
@@ -15,15 +17,17 @@ a user may type another base URL only if the operator listed it in
 CONVEYOR_LLM_ALLOWED_BASE_URLS, and it gets only the key typed with it.
 
 Here: the options, their validation and the row function. `prompts` builds the messages,
-`endpoints` says where rows may go, `usage` what an answer cost.
+`endpoints` says where rows may go, `usage` what an answer cost, `fields` what a fields
+answer must look like.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -36,13 +40,23 @@ from sheets.processors.builtins.llm.endpoints import (
     endpoint_error,
     server_key,
 )
+from sheets.processors.builtins.llm.fields import (
+    MODES,
+    AnswerProblem,
+    Field,
+    check_answer,
+    fields_text,
+    parse_fields,
+    repair_message,
+)
 from sheets.processors.builtins.llm.prompts import (
     build_messages,
     match_category,
     parse_categories,
+    request_format,
     template_fields,
 )
-from sheets.processors.builtins.llm.usage import usage_of
+from sheets.processors.builtins.llm.usage import added_usage, usage_of
 from sheets.processors.outbound import guarded_client, host_of, send_capped
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
@@ -63,6 +77,15 @@ OPTIONS = [
         "str",
         default="",
         help="Comma-separated. The answer must be one of them (column 'category').",
+    ),
+    Option(
+        "fields",
+        "Fields",
+        "text",
+        default="",
+        help="Extract typed values, one column each: name[:type], comma- or "
+        "newline-separated, e.g. company, headcount:int, remote:bool, "
+        "size:enum(small|mid|large). Types: str, int, float, bool, enum.",
     ),
     Option("model", "Model", "str", default=lambda: settings.CONVEYOR_LLM_MODEL, required=True),
     Option(
@@ -98,8 +121,21 @@ def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str,
     categories = parse_categories(options["categories"])
     if len(categories) == 1:
         errors["categories"] = "Give at least two categories, separated by commas."
-    if not options["prompt"].strip() and not categories:
-        errors["prompt"] = "Write a prompt, or give categories to choose from."
+    try:
+        wanted = parse_fields(options["fields"])
+    except ValueError as exc:
+        errors["fields"] = str(exc)
+        wanted = []
+    if wanted and categories:
+        errors["fields"] = (
+            "Give categories or fields, not both (a category can be a field: kind:enum(a|b|c))."
+        )
+    elif message := field_clash(wanted, input_columns):
+        errors["fields"] = message
+    if not options["prompt"].strip() and not categories and not wanted:
+        errors["prompt"] = (
+            "Write a prompt, or give categories to choose from. Or give fields to extract."
+        )
     try:
         fields = template_fields(options["prompt"])
     except ValueError as exc:
@@ -114,10 +150,23 @@ def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str,
         )
     if errors:
         raise OptionsError(errors)
-    return {**options, "categories": ", ".join(categories)}
+    return {**options, "categories": ", ".join(categories), "fields": fields_text(wanted)}
+
+
+def field_clash(fields: list[Field], input_columns: list[str]) -> str:
+    """Why fields named like input columns cannot be output columns, or ""."""
+    clashes = [f.name for f in fields if match_column(f.name, input_columns)]
+    if not clashes:
+        return ""
+    return (
+        f"{', '.join(clashes)} {'is an input column' if len(clashes) == 1 else 'are input columns'}"
+        "; an output column needs a name of its own (rename the field)."
+    )
 
 
 def llm_outputs(options: dict[str, Any], input_columns: list[str]) -> list[str]:
+    if fields := parse_fields(options.get("fields", "")):
+        return [*(f.name for f in fields), "tokens"]
     return ["category" if options.get("categories") else "answer", "tokens"]
 
 
@@ -142,10 +191,21 @@ def llm_notice(options: dict[str, Any]) -> str:
 
 
 @dataclass
+class FormatChoice:
+    """How this session asks for fields (fields.MODES): the best way, until the endpoint
+    answers 400 to it; `settled` once an answer came back, so later rows do not probe."""
+
+    mode: str = MODES[0]
+    settled: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
 class ChatSession:
     client: httpx.AsyncClient
     url: str
     limiter: RateLimiter | None
+    formats: FormatChoice = field(default_factory=FormatChoice)
 
 
 @processor(
@@ -160,27 +220,11 @@ class ChatSession:
     notice=llm_notice,
 )
 async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession) -> dict:
-    body: dict[str, Any] = {
-        "model": options["model"],
-        "messages": build_messages(row, options),
-        "temperature": options["temperature"],
-    }
-    if options.get("max_tokens"):
-        body["max_tokens"] = options["max_tokens"]
-    attempts = settings.CONVEYOR_LLM_MAX_ATTEMPTS
-    cap = settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES
-    too_big = f"the API's answer is larger than {cap:,} bytes (CONVEYOR_LLM_MAX_RESPONSE_BYTES)"
-    client = session.client
-    response = await send_with_retries(
-        lambda: send_capped(
-            client, client.build_request("POST", session.url, json=body), cap, too_big
-        ),
-        attempts=attempts,
-        limiter=session.limiter,
-    )
-    if response.status_code >= 400:
-        after = f" after {attempts} attempts" if response.status_code in RETRY_STATUSES else ""
-        raise RowError(f"HTTP {response.status_code} from the API{after}: {api_message(response)}")
+    if fields := parse_fields(options.get("fields", "")):
+        return await answer_fields(row, options, session, fields)
+    body = request_body(options, build_messages(row, options))
+    response = await post_chat(session, body)
+    raise_for_status(response)
     answer, tokens, usage = parse_completion(response, options["model"])
     categories = parse_categories(options["categories"])
     if not categories:
@@ -190,6 +234,123 @@ async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession
     except RowError as exc:
         raise RowError(str(exc), usage=usage) from None  # paid for all the same
     return {"category": category, "tokens": tokens, USAGE_KEY: usage}
+
+
+def request_body(
+    options: dict[str, Any], messages: list[dict[str, str]], mode: str = ""
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": options["model"],
+        "messages": messages,
+        "temperature": options["temperature"],
+    }
+    if options.get("max_tokens"):
+        body["max_tokens"] = options["max_tokens"]
+    if mode and (format_ := request_format(options, mode)):
+        body["response_format"] = format_
+    return body
+
+
+async def post_chat(session: ChatSession, body: dict[str, Any]) -> httpx.Response:
+    """The API's answer to `body` (any status), 429s, 5xx and network errors retried."""
+    cap = settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES
+    too_big = f"the API's answer is larger than {cap:,} bytes (CONVEYOR_LLM_MAX_RESPONSE_BYTES)"
+    client = session.client
+    return await send_with_retries(
+        lambda: send_capped(
+            client, client.build_request("POST", session.url, json=body), cap, too_big
+        ),
+        attempts=settings.CONVEYOR_LLM_MAX_ATTEMPTS,
+        limiter=session.limiter,
+    )
+
+
+def raise_for_status(response: httpx.Response, usage: dict | None = None) -> None:
+    if response.status_code >= 400:
+        attempts = settings.CONVEYOR_LLM_MAX_ATTEMPTS
+        after = f" after {attempts} attempts" if response.status_code in RETRY_STATUSES else ""
+        raise RowError(
+            f"HTTP {response.status_code} from the API{after}: {api_message(response)}",
+            usage=usage,
+        )
+
+
+# --- fields: a JSON answer, typed -----------------------------------------------------
+
+
+async def answer_fields(
+    row: dict[str, str], options: dict[str, Any], session: ChatSession, fields: list[Field]
+) -> dict:
+    """The row's fields: asked for in the session's way (found by the first row), checked
+    against their types; a wrong answer gets one repair request, then is a row error."""
+    formats = session.formats
+    if formats.settled:
+        mode = formats.mode
+        messages = build_messages(row, options, mode)
+        response = await post_chat(session, request_body(options, messages, mode))
+    else:
+        async with formats.lock:  # one row finds the way; the others wait for it
+            mode, messages, response = await find_format(row, options, session)
+    raise_for_status(response)
+    answer, tokens, usage = parse_completion(response, options["model"])
+    try:
+        values = check_answer(answer, fields)
+    except AnswerProblem as problem:
+        messages = [
+            *messages,
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": repair_message(str(problem))},
+        ]
+        response = await post_chat(session, request_body(options, messages, mode))
+        raise_for_status(response, usage)
+        try:
+            answer, more_tokens, more_usage = parse_completion(response, options["model"])
+        except RowError as exc:
+            raise RowError(str(exc), usage=usage) from None
+        usage = added_usage(usage, more_usage)
+        tokens = tokens + more_tokens if tokens != "" and more_tokens != "" else ""
+        try:
+            values = check_answer(answer, fields)
+        except AnswerProblem as again:
+            raise RowError(str(again), usage=usage) from None  # paid for all the same
+    return {**values, "tokens": tokens, USAGE_KEY: usage}
+
+
+async def find_format(
+    row: dict[str, str], options: dict[str, Any], session: ChatSession
+) -> tuple[str, list[dict[str, str]], httpx.Response]:
+    """Ask in the session's way, stepping down (fields.MODES) while the endpoint answers
+    400 to it. A 400 that names the response format steps down at once; another is
+    tried once the next way down, and stays the row's error if that fails too."""
+    formats = session.formats
+    while True:
+        mode = formats.mode
+        messages = build_messages(row, options, mode)
+        response = await post_chat(session, request_body(options, messages, mode))
+        if formats.settled or response.status_code != 400 or mode == MODES[-1]:
+            break
+        lower = MODES[MODES.index(mode) + 1]
+        if not about_format(response):
+            messages_lower = build_messages(row, options, lower)
+            trial = await post_chat(session, request_body(options, messages_lower, lower))
+            if trial.status_code == 400:
+                return mode, messages, response
+            mode, messages, response = lower, messages_lower, trial
+            formats.mode = lower
+            break
+        formats.mode = lower
+    if response.status_code < 400:
+        formats.settled = True
+    return mode, messages, response
+
+
+FORMAT_WORDS = ("response_format", "response format", "json_schema", "json_object", "schema")
+
+
+def about_format(response: httpx.Response) -> bool:
+    """Whether a 400 says the endpoint does not take the response format asked for."""
+    message = api_message(response).casefold()
+    return any(word in message for word in FORMAT_WORDS)
 
 
 @llm.session

@@ -1,5 +1,6 @@
 """Prompts: a template over the row's columns (`{column name}`; `{{` and `}}` for literal
-braces), the messages sent for a row, and matching an answer to the categories."""
+braces), the messages sent for a row (with the fields asked for, `fields`), and matching
+an answer to the categories."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from typing import Any
 
 from sheets.processors import RowError, match_column
+from sheets.processors.builtins.llm.fields import parse_fields, response_format, system_message
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 ANSWER_WRAPPING = "\"'`*_ \t\n"
@@ -45,21 +47,34 @@ def parse_categories(text: str) -> list[str]:
     return list(unique.values())
 
 
-def build_messages(row: dict[str, str], options: dict[str, Any]) -> list[dict[str, str]]:
+def build_messages(
+    row: dict[str, str], options: dict[str, Any], mode: str = "json_schema"
+) -> list[dict[str, str]]:
+    """The messages for a row; with `fields`, as asked in `mode` (fields.MODES)."""
     categories = parse_categories(options["categories"])
+    fields = parse_fields(options.get("fields", ""))
     if options["prompt"].strip():
         question = render_prompt(options["prompt"], row)
     else:
-        fields = "\n".join(f"{column}: {value}" for column, value in row.items() if value)
-        question = f"Which category fits this record?\n\n{fields}"
+        record = "\n".join(f"{column}: {value}" for column, value in row.items() if value)
+        ask = "What are the fields of" if fields else "Which category fits"
+        question = f"{ask} this record?\n\n{record}"
     messages = [{"role": "user", "content": question}]
-    if categories:
+    if fields:
+        messages.insert(0, {"role": "system", "content": system_message(fields, mode)})
+    elif categories:
         system = (
             "You sort records into categories. Reply with exactly one of these "
             f"categories and nothing else: {', '.join(categories)}."
         )
         messages.insert(0, {"role": "system", "content": system})
     return messages
+
+
+def request_format(options: dict[str, Any], mode: str = "json_schema") -> dict[str, Any] | None:
+    """The `response_format` sent with each row's messages (None: none)."""
+    fields = parse_fields(options.get("fields", ""))
+    return response_format(fields, mode) if fields else None
 
 
 def normalise_answer(text: str) -> str:

@@ -34,3 +34,8 @@ def cost_usd(model: str, prompt_tokens: float, completion_tokens: float) -> floa
     if price is None:
         return None
     return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1_000_000
+
+
+def added_usage(first: dict[str, float], second: dict[str, float]) -> dict[str, float]:
+    """Two answers' usage as one (a row that took a repair request pays for both)."""
+    return {name: first.get(name, 0) + second.get(name, 0) for name in {*first, *second}}
