@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -90,11 +90,19 @@ class JobQuerySet(OwnedQuerySet):
         first may run it, and the broker's task then finds nothing to do.
         """
         now = now or timezone.now()
-        return self.filter(
-            status__in=[Job.Status.QUEUED, Job.Status.RETRYING, Job.Status.RUNNING],
-            lease_owner="",
-            upstream_pending=0,
-        ).filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+        return (
+            self.filter(
+                status__in=[Job.Status.QUEUED, Job.Status.RETRYING, Job.Status.RUNNING],
+                lease_owner="",
+                upstream_pending=0,
+            )
+            .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+            .exclude(held_back_condition())
+        )
+
+    def held_back(self) -> JobQuerySet:
+        """Active jobs whose kind or sub-kind an operator has paused (`KindControl`)."""
+        return self.filter(status__in=Job.ACTIVE).filter(held_back_condition())
 
     def runnable(self, now=None) -> JobQuerySet:
         """Claimable jobs not yet handed to the broker: what dispatch may enqueue."""
@@ -188,6 +196,12 @@ class Job(models.Model):
     )
     message = models.CharField(max_length=500, blank=True)
 
+    subkind = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="What its kind says the job runs (a sheet job: its processor), so that "
+        "operators can pause that work alone (`KindControl`).",
+    )
     entity_key = models.CharField(max_length=200, blank=True, db_index=True)
     session_key = models.CharField(max_length=200, blank=True)
 
@@ -448,6 +462,46 @@ class Schedule(models.Model):
     @property
     def priority_label(self) -> str:
         return priority_label(self.priority)
+
+
+def held_back_condition() -> Exists:
+    """The condition "an operator paused this job's kind or sub-kind": a look-up of the
+    few `KindControl` rows by their unique name, so that every query of claimable jobs
+    (and the claim itself, `jobs.engine.sql`) sees a pause the moment it commits."""
+    paused = KindControl.objects.filter(paused_at__isnull=False)
+    return Exists(
+        paused.filter(Q(name=OuterRef("kind")) | Q(name=OuterRef("subkind"))).exclude(name="")
+    )
+
+
+class KindControl(models.Model):
+    """An operator's hold on a job kind, a Tasks queue (its kind, `tasks.<queue>`) or a
+    sub-kind (a sheet processor such as `llm`): paused since/by/why, and a concurrency
+    cap set at run time. One row per name; no row means running with the default cap.
+    Written by `jobs.engine.controls` only."""
+
+    name = models.CharField(max_length=100, unique=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="At most this many of its jobs run at once, on all clusters (none: the "
+        "kind's default).",
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
 
 
 class JobEvent(models.Model):

@@ -11,12 +11,46 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
+
+from jobs.engine import controls
 from jobs.engine.redact import redact
 from jobs.models import Batch, Job, JobEvent, Notification, Priority, Schedule
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+WAITING_REASONS = {
+    "kind_paused": "its kind or processor is paused by an operator",
+    "paused": "paused",
+    "dependencies": "waits for the jobs it runs after",
+    "scheduled": "scheduled for later",
+    "retry": "waits to retry",
+}
+
+
+def waiting_of(job: Job) -> tuple[str, datetime | None, str]:
+    """Why an active job is not running, when it will run, and the words for a page:
+    ("kind_paused", None, "llm paused by ops since 14:02 UTC: ..."), ("scheduled",
+    run_after, ...), ("retry", run_after, ...), ("dependencies", None, ...), ("paused",
+    None, ...), or ("", None, "") (running, or queued for the next free worker). Reads
+    the operators' holds from their cached read (`controls.paused`), no query."""
+    if not job.is_active or (job.status == Job.Status.RUNNING and job.lease_owner):
+        return "", None, ""
+    held = controls.paused()
+    for name in (job.kind, job.subkind):
+        if name and name in held:
+            return "kind_paused", None, controls.describe(held[name])
+    if job.status == Job.Status.PAUSED:
+        return "paused", None, WAITING_REASONS["paused"]
+    if job.upstream_pending:
+        return "dependencies", None, WAITING_REASONS["dependencies"]
+    if job.run_after is not None and job.run_after > timezone.now():
+        reason = "retry" if job.status == Job.Status.RETRYING else "scheduled"
+        return reason, job.run_after, WAITING_REASONS[reason]
+    return "", None, ""
 
 
 def priority_as_json(value: int) -> str | int:
@@ -70,6 +104,8 @@ def job_as_dict(job: Job, *, detail: bool = False, viewer: Any = None) -> dict[s
         "scheduled_for": iso(job.scheduled_for),
         "batch": job.batch_id,
     }
+    reason, next_run_at, _ = waiting_of(job)
+    data.update(next_run_at=iso(next_run_at), waiting_reason=reason)
     data.update(_dependencies(job))
     if isinstance(job.result, dict) and "reused" in job.result:
         data["reused"] = job.result["reused"]  # units answered from earlier results

@@ -30,7 +30,7 @@ from sheets.io.importing import SpooledTable, kept_upload, spool_google, store_t
 from sheets.io.sources import SourceError, open_upload
 from sheets.models import RowResult, Sheet
 from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key
-from sheets.processors import OptionsError, UnknownProcessor, get_processor
+from sheets.processors import OptionsError, UnknownProcessor, all_processors, get_processor
 from sheets.rows.pipeline import process_rows
 from sheets.rows.source import RowSource, rows_without_result
 from sheets.run import SheetRun, rows_to_do
@@ -115,6 +115,9 @@ def failed_rows_retry_plan(failed: int, never: int) -> str:
     entity_key_for=_entity_key_for,
     label_for=_label_for,
     total_for=lambda params: params["row_count"],
+    # what operators pause or cap alone: `conveyor kind pause llm`
+    subkind_for=lambda params: str(params.get("processor") or ""),
+    subkinds=lambda: [processor.name for processor in all_processors()],
 )
 def process_sheet(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params

@@ -1,10 +1,12 @@
-"""The actions on one job: pause, resume, cancel, force stop, retry, retry failed rows,
-delete. Each runs through `jobs.engine.services`; `JOBS` is what the job pages, the API
+"""The actions on one job: pause, resume, cancel, force stop, run now, retry, retry
+failed rows, delete. Each runs through `jobs.engine.services`; `JOBS` is what the job pages, the API
 (`POST /api/jobs/<id>/<name>/`), the admin's job list and the CLI offer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from django.utils import timezone
 
 from jobs.actions.base import Action, Option, Registry, plural, through
 from jobs.engine import services
@@ -36,6 +38,12 @@ def _no_failed_rows(job: Job) -> str:
     if job.is_terminal:
         return services.no_failed_rows(job)
     return _needs("only finished jobs can be retried")(job)
+
+
+def waits_for_its_time(job: Job) -> bool:
+    """Scheduled for later (`run_after`) or waiting out a retry's backoff."""
+    waiting = job.status in (Status.QUEUED, Status.RETRYING)
+    return waiting and job.run_after is not None and job.run_after > timezone.now()
 
 
 def _refusal(job: Job, action: Action[Job]) -> str:
@@ -97,6 +105,16 @@ JOBS: Registry[Job] = Registry(
             report=_stopped(Status.CANCELLED, "cancelled", "force-stopped within seconds"),
             danger=True,
             on_cli=False,  # `cancel --force`
+        ),
+        Action(
+            name="run-now",
+            label="Run now",
+            description="Run selected waiting jobs now (scheduled, or waiting to retry)",
+            help="Run a job now that waits for its time or for a retry.",
+            applies=waits_for_its_time,
+            why_not=_needs("only a job waiting for its time can run now"),
+            run=through(services.job_run_now, "job"),
+            done="due now",
         ),
         Action(
             name="retry",

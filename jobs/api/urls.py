@@ -10,7 +10,7 @@ from django.urls import path, re_path
 
 from jobs.actions.jobs import JOBS
 from jobs.actions.schedules import SCHEDULES
-from jobs.api import batches, schedules
+from jobs.api import batches, kinds, schedules
 from jobs.api import views as api
 
 app_name = "api"
@@ -44,5 +44,9 @@ urlpatterns = [
         )
         for action in SCHEDULES.values()
     ],
+    path("kinds/", kinds.kinds, name="kinds"),
+    path("kinds/<str:name>/", kinds.kind, name="kind"),
+    path("kinds/<str:name>/pause/", kinds.kind_pause_view, name="kind-pause"),
+    path("kinds/<str:name>/resume/", kinds.kind_resume_view, name="kind-resume"),
     re_path(r"^(?P<rest>.*)$", api.not_found),
 ]

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import psutil
 from django.conf import settings
 
-from jobs.engine import dispatch, secrets, transitions
+from jobs.engine import controls, dispatch, secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
     Cancelled,
+    KindHeld,
     PauseRequested,
     Preempted,
     SliceDone,
@@ -49,6 +50,7 @@ def _cpu_time() -> float:
 
 PROGRESS_EVENT_SECONDS = 5.0
 PREEMPTION_CHECK_SECONDS = 1.0
+CONTROL_CHECK_SECONDS = 1.0  # operators' holds (kind paused or capped): looked at this often
 
 
 def add_spent(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
@@ -66,6 +68,7 @@ class JobContext:
         self.job_id: int = job.pk
         self.claimed: Job = job  # the row as claimed (read-only): what a hook may describe
         self.kind = kind
+        self.subkind: str = job.subkind
         self.label: str = job.label
         self.params: dict[str, Any] = secrets.unseal(job.params or {})
         self.secrets: set[str] = secrets.secrets_in(self.params)
@@ -98,6 +101,7 @@ class JobContext:
         self._requested_read_at = time.monotonic()
         self._last_progress_event = time.monotonic()
         self._last_preemption_check = time.monotonic()
+        self._last_control_check = -math.inf
 
     # -- time -------------------------------------------------------------
     @property
@@ -251,6 +255,13 @@ class JobContext:
         if self.time_limit_exceeded():
             raise TimeLimitExceeded(self.time_limit_error())
         now = time.monotonic()
+        # A kind that cannot resume is not parked (it would start again from scratch):
+        # its running jobs finish, its queued ones wait.
+        if self.kind.resumable and now - self._last_control_check >= CONTROL_CHECK_SECONDS:
+            self._last_control_check = now
+            held = controls.hold_on(self.job_id, self.kind.name, self.subkind)
+            if held is not None:
+                raise KindHeld(*held)
         if self.kind.resumable and now - self._last_preemption_check >= PREEMPTION_CHECK_SECONDS:
             self._last_preemption_check = now
             # Cheap check first; the decision itself is taken under the lock.

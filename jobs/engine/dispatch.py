@@ -29,11 +29,11 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
-from jobs.engine import transitions
+from jobs.engine import controls, transitions
 from jobs.engine.db import SCHEDULER_LOCK_ID, atomic_retry, lock_scheduler
 from jobs.engine.errors import LeaseLost
 from jobs.engine.journal import Journal
-from jobs.engine.kinds import capped_kinds
+from jobs.engine.kinds import all_kinds
 from jobs.models import Job, Worker, worker_stale_after
 
 log = logging.getLogger(__name__)
@@ -178,9 +178,34 @@ def send_with_commit(job_ids: list[int]) -> None:
 
 
 def _kind_load(kinds: list[str], leased_only: bool = False) -> dict[str, int]:
+    """Jobs occupying a worker by capped name: kind, and sub-kind where one is capped."""
     jobs = _occupying().exclude(lease_owner="") if leased_only else _occupying()
-    rows = jobs.filter(kind__in=kinds).values("kind").annotate(n=Count("id"))
-    return {row["kind"]: row["n"] for row in rows}
+    load: dict[str, int] = {}
+    for field in ("kind", "subkind"):
+        rows = jobs.filter(**{f"{field}__in": kinds}).values(field).annotate(n=Count("id"))
+        load.update({row[field]: row["n"] for row in rows if row[field]})
+        if not _subkinds_capped(kinds):
+            break
+    return load
+
+
+def _subkinds_capped(names) -> bool:
+    """Whether any capped name is a sub-kind (else one query counts the load)."""
+    return any(name not in _kind_names() for name in names)
+
+
+def _kind_names() -> set[str]:
+    return {kind.name for kind in all_kinds()}
+
+
+def _at_cap(names: tuple[str, str], caps: dict[str, int], load: dict[str, int]) -> bool:
+    """Whether a job of kind and sub-kind `names` would go beyond a cap."""
+    return any(name in caps and load.get(name, 0) >= caps[name] for name in names if name)
+
+
+def _count_in(names: tuple[str, str], load: dict[str, int]) -> None:
+    for name in {name for name in names if name}:
+        load[name] = load.get(name, 0) + 1
 
 
 def _ordered(jobs):
@@ -190,14 +215,15 @@ def _ordered(jobs):
 
 def _choose(limit: int) -> list[int]:
     """The best `limit` runnable jobs by priority then age, skipping kinds at their cap."""
-    caps = capped_kinds()
+    caps = controls.caps()
     load = _kind_load(list(caps)) if caps else {}
     picked: list[int] = []
-    for job_id, kind in _ordered(Job.objects.runnable()).values_list("id", "kind")[: limit + 100]:
-        if kind in caps and load.get(kind, 0) >= caps[kind]:
+    jobs = _ordered(Job.objects.runnable()).values_list("id", "kind", "subkind")
+    for job_id, *names in jobs[: limit + 100]:
+        if _at_cap(names, caps, load):
             continue
         picked.append(job_id)
-        load[kind] = load.get(kind, 0) + 1
+        _count_in(names, load)
         if len(picked) == limit:
             break
     transitions.mark_dispatched(picked)
@@ -265,19 +291,23 @@ def release_stale_dispatches() -> int:
 # -- claiming --------------------------------------------------------------------------
 
 
-def _below_cap(kind: str) -> bool:
-    """For a capped kind: may one more run? Decided under the scheduling lock, which the
-    caller's transaction then holds until its claim commits."""
-    cap = capped_kinds().get(kind)
-    if cap is None:
+def _below_cap(kind: str, subkind: str = "") -> bool:
+    """For a capped kind or sub-kind: may one more run? Decided under the scheduling
+    lock, which the caller's transaction then holds until its claim commits."""
+    caps = controls.caps()
+    names = [name for name in (kind, subkind) if name and name in caps]
+    if not names:
         return True
     lock_scheduler()
-    return _kind_load([kind], leased_only=True).get(kind, 0) < cap
+    return not _at_cap(names, caps, _kind_load(names, leased_only=True))
 
 
-def claim(job_id: int, kind: str, worker: str, journal: Journal | None = None) -> Job | None:
-    """Claim a job for `worker` if it is claimable and its kind is below its cap."""
-    if not _below_cap(kind):
+def claim(
+    job_id: int, kind: str, worker: str, journal: Journal | None = None, subkind: str = ""
+) -> Job | None:
+    """Claim a job for `worker` if it is claimable and below its kind's (and sub-kind's)
+    cap."""
+    if not _below_cap(kind, subkind):
         return None
     return transitions.claim(job_id, worker, journal)
 
@@ -287,9 +317,9 @@ def claim_dispatched(job_id: int, worker: str) -> Job | None:
     loses its dispatch mark, so dispatch may hand it out again."""
 
     def attempt() -> Job | None:
-        if capped_kinds():  # the cap is checked before the claim, by the job's kind
-            kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
-            job = claim(job_id, kind, worker) if kind else None
+        if controls.caps():  # the cap is checked before the claim, by the job's kind
+            names = Job.objects.filter(pk=job_id).values_list("kind", "subkind").first()
+            job = claim(job_id, names[0], worker, subkind=names[1]) if names else None
         else:
             job = transitions.claim(job_id, worker)
         if job is None:
@@ -303,7 +333,8 @@ def claim_dispatched(job_id: int, worker: str) -> Job | None:
 def _candidates_sql(vendor: str) -> tuple[str, list[str]]:
     """`_ordered(Job.objects.claimable())` ids and kinds, compiled once (a hot path)."""
     sample = timezone.now()
-    jobs = _ordered(Job.objects.claimable(sample)).values_list("id", "kind")[:CANDIDATES]
+    jobs = _ordered(Job.objects.claimable(sample)).values_list("id", "kind", "subkind")
+    jobs = jobs[:CANDIDATES]
     sql, params = jobs.query.sql_with_params()
     prepared = _prepared_time(sample)
     compiled = [NOW if value in (sample, prepared) else value for value in params]
@@ -331,8 +362,8 @@ def _claimable_candidates() -> list[tuple[int, str]]:
 def pick_next(worker: str, journal: Journal | None = None) -> Job | None:
     """Claim the best claimable job for a worker that is free now (in the caller's
     transaction, e.g. the one that settled its last job), or None."""
-    for job_id, kind in _claimable_candidates():
-        job = claim(job_id, kind, worker, journal)
+    for job_id, kind, subkind in _claimable_candidates():
+        job = claim(job_id, kind, worker, journal, subkind)
         if job is not None:
             return job
     return None
@@ -348,16 +379,16 @@ def preempting_job(priority: int) -> int | None:
     its concurrency cap. With a free worker, dispatch starts that job anyway.
     """
     candidates = list(
-        _ordered(Job.objects.runnable().filter(priority__gt=priority)).values_list("id", "kind")[
-            :50
-        ]
+        _ordered(Job.objects.runnable().filter(priority__gt=priority)).values_list(
+            "id", "kind", "subkind"
+        )[:50]
     )
     if not candidates or free_capacity() > 0:
         return None
-    caps = capped_kinds()
+    caps = controls.caps()
     load = _kind_load(list(caps)) if caps else {}
-    for job_id, kind in candidates:
-        if kind not in caps or load.get(kind, 0) < caps[kind]:
+    for job_id, *names in candidates:
+        if not _at_cap(names, caps, load):
             return job_id
     return None
 

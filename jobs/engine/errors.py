@@ -72,6 +72,16 @@ class TimeLimitExceeded(StopSlice):
     pass
 
 
+class KindHeld(StopSlice):
+    """An operator paused the job's kind or sub-kind, or capped it below the jobs
+    running (`jobs.engine.controls`): park the job in the queue until the hold lifts."""
+
+    def __init__(self, reason: str, hold: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.hold = hold
+
+
 class LeaseLost(Exception):
     """This worker no longer holds the job (it was presumed dead and recovered)."""
 
@@ -95,8 +105,22 @@ class QuotaExceeded(JobActionError):
     """The owner has as many active jobs as allowed (CONVEYOR_MAX_ACTIVE_JOBS)."""
 
 
+class InvalidChanges(ValueError):
+    """Changes to a job that its kind refuses (a resume's new budget); `fields` maps each
+    bad field to its message, shown to the user."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{name}: {message}" for name, message in fields.items()))
+        self.fields = fields
+
+
 class UnknownKind(LookupError):
     pass
+
+
+class ControlError(ValueError):
+    """An operator's kind control that cannot be applied as asked (an unknown name, a
+    cap out of range); the message starts with the field's name, for the user."""
 
 
 class ScheduleError(ValueError):

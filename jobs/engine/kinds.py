@@ -44,6 +44,8 @@ class JobKind:
     resumable: bool = True
     time_limit_setting: str = ""
     on_end: Callable[[int, dict[str, Any] | None], Any] | None = None
+    subkind_for: Callable[[dict[str, Any]], str] | None = None
+    subkinds: Callable[[], list[str]] | None = None
 
     def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
         """Params checked by the kind (raises ValueError with a user-facing message)."""
@@ -74,6 +76,8 @@ def job_kind(
     resumable: bool = True,
     time_limit_setting: str = "",
     on_end: Callable[[int, dict[str, Any] | None], Any] | None = None,
+    subkind_for: Callable[[dict[str, Any]], str] | None = None,
+    subkinds: Callable[[], list[str]] | None = None,
 ) -> Callable[[H], H]:
     """Register `handler(ctx)` as the job kind `name`.
 
@@ -101,9 +105,14 @@ def job_kind(
     time_limit_setting: where `time_limit` comes from (a setting's name), named in the
         error of a job that runs past it.
     on_end: `on_end(job_id, fields)` after a job of the kind ended (succeeded, failed or
-        cancelled) by its run, a force stop or recovery, once that is committed, in the
+        cancelled) by its run, a force stop, recovery or a cancel while no worker held
+        it, once that is committed, in the
         process that ended it, with the fields the end wrote (None from recovery). The
         Django Tasks backend sends `task_finished` from it.
+    subkind_for, subkinds: what a job of the kind runs, from its params (a sheet job:
+        its processor, "llm"), stored on the job at submit (`Job.subkind`), and every
+        name it may return: operators pause and cap that work by the name alone
+        (`conveyor kind pause llm`, `jobs.engine.controls`).
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -124,6 +133,8 @@ def job_kind(
             resumable=resumable,
             time_limit_setting=time_limit_setting,
             on_end=on_end,
+            subkind_for=subkind_for,
+            subkinds=subkinds,
         )
         return handler
 
@@ -157,6 +168,15 @@ def all_kinds() -> list[JobKind]:
 
 def capped_kinds() -> dict[str, int]:
     return {k.name: k.concurrency for k in _registry.values() if k.concurrency}
+
+
+def subkind_names() -> dict[str, str]:
+    """Every sub-kind the registered kinds declare, with the kind it belongs to."""
+    names: dict[str, str] = {}
+    for kind in all_kinds():
+        for name in kind.subkinds() if kind.subkinds else ():
+            names.setdefault(name, kind.name)
+    return names
 
 
 def submittable_kinds() -> list[str]:

@@ -34,6 +34,7 @@ from jobs.engine.context import JobContext
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
     Cancelled,
+    KindHeld,
     LeaseLost,
     PauseJob,
     PauseRequested,
@@ -165,6 +166,8 @@ def _run(ctx: JobContext) -> Settlement:
         return _with_time(ctx, Settlement("slice done", Outcome.next_slice()))
     except Preempted:
         return Settlement("preempted")
+    except KindHeld as exc:
+        return _with_time(ctx, Settlement("parked", Outcome.parked(exc.reason, exc.hold)))
     except PauseRequested:
         return _with_time(ctx, Settlement("paused", Outcome.paused()))
     except PauseJob as exc:

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from jobs.engine import dispatch, secrets, transitions
+from jobs.engine import controls, dispatch, secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.journal import announce, record_event
-from jobs.engine.kinds import JobKind, capped_kinds, get_kind
+from jobs.engine.kinds import JobKind, get_kind, job_ended
 from jobs.models import (
     Batch,
     Job,
@@ -78,8 +78,10 @@ class Submission:
         entity_key = self.entity_key or _derived(job_kind.entity_key_for, params, "")
         label = self.label or _derived(job_kind.label_for, params, "")
         total = self.total if self.total is not None else _derived(job_kind.total_for, params)
+        subkind = _derived(job_kind.subkind_for, params, "") or ""
         return Job(
             kind=self.kind,
+            subkind=str(subkind)[:100],
             label=label[:200],
             owner=self.owner,
             priority=parse_priority(self.priority),
@@ -229,7 +231,10 @@ def _may_skip_the_queue(job: Job, upstream: list[int]) -> bool:
     """A job that is runnable at once and whose kind has no concurrency cap may be
     marked dispatched by its own INSERT when a worker is free: that saves the second
     scheduling transaction `dispatch()` would run after the commit (bench engine)."""
-    return not upstream and job.run_after is None and job.kind not in capped_kinds()
+    if upstream or job.run_after is not None:
+        return False
+    limited = controls.caps().keys() | controls.paused().keys()  # operators' holds, cached
+    return job.kind not in limited and job.subkind not in limited
 
 
 def _create_queued(jobs: list[Job]) -> list[Job]:
@@ -319,11 +324,14 @@ def job_pause(*, job: Job, by=None) -> Job:
     return job
 
 
-def job_resume(*, job: Job, by=None) -> Job:
-    """Queue a paused job again (or withdraw a pause its worker has not acted on yet)."""
+def job_resume(*, job: Job, by=None, params: dict[str, Any] | None = None, note: str = "") -> Job:
+    """Queue a paused job again (or withdraw a pause its worker has not acted on yet).
+
+    `params`: resume a paused job with these params instead (as stored: what its kind's
+    `resume_with` made of them, a sheet job's budget raised), `note` saying what changed."""
 
     def change() -> str:
-        outcome = transitions.resume(job, by)
+        outcome = transitions.resume(job, by, params=params, note=note)
         if outcome == "resumed":
             request_dispatch()
         return outcome
@@ -333,16 +341,36 @@ def job_resume(*, job: Job, by=None) -> Job:
     return job
 
 
-def job_cancel(*, job: Job, by=None, force: bool = False) -> Job:
+def job_cancel(*, job: Job, by=None, force: bool = False, reason: str = "") -> Job:
     """Cancel now if no worker holds the job, else stop it at its next checkpoint; one
     that reaches none within CONVEYOR_CANCEL_GRACE_SECONDS is force-stopped.
 
     `force`: a force stop, for a handler that never reaches a checkpoint: the worker
     running the job is terminated at once (django-q2 starts a new one; the other
     workers and their jobs go on) and the job ends cancelled. Its work since the last
-    checkpoint is lost."""
-    if not atomic_retry(lambda: transitions.cancel(job, by, force=force)):
+    checkpoint is lost. `reason`: why (an operator's words), on the timeline."""
+    reason = " ".join(str(reason or "").split())[:300]
+    outcome = atomic_retry(lambda: transitions.cancel(job, by, force=force, reason=reason))
+    if not outcome:
         raise JobActionError(f"Job #{job.pk} is {job.status}; there is nothing to cancel.")
+    if outcome == "now":  # no run ends it: the kind's on_end is called here (a batch to cancel)
+        job_ended(job.kind, job.pk)
+    return job
+
+
+def job_run_now(*, job: Job, by=None) -> Job:
+    """Run a job now that waits for its time (`run_after`) or for a retry's backoff."""
+
+    def change() -> bool:
+        done = transitions.run_now(job, by)
+        if done:
+            request_dispatch()
+        return done
+
+    if not atomic_retry(change):
+        raise JobActionError(
+            f"Job #{job.pk} is {job.status}; only a job waiting for its time can run now."
+        )
     return job
 
 

@@ -20,7 +20,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from jobs.engine.journal import CHANNEL, Event, event_of_inserted_job_sql
-from jobs.models import Job
+from jobs.models import Job, KindControl
 
 Status = Job.Status
 
@@ -98,7 +98,21 @@ def _claim_sql(vendor: str, statuses: tuple[str, ...]) -> str:
         f"{c('updated_at')} = %s "
         f"WHERE {c('id')} = %s AND {c('status')} IN ({', '.join(['%s'] * len(statuses))}) "
         f"AND {c('lease_owner')} = '' AND {c('upstream_pending')} = 0 "
-        f"AND ({c('run_after')} IS NULL OR {c('run_after')} <= %s) RETURNING {columns}"
+        f"AND ({c('run_after')} IS NULL OR {c('run_after')} <= %s) AND NOT {_held_back_sql()} "
+        f"RETURNING {columns}"
+    )
+
+
+def _held_back_sql() -> str:
+    """`jobs.models.held_back_condition` for the claim: no operator paused its kind or
+    sub-kind (a look-up by the controls' unique name)."""
+    quote = connection.ops.quote_name
+    controls = quote(KindControl._meta.db_table)
+    name, table = quote("name"), quote(Job._meta.db_table)
+    return (
+        f"EXISTS (SELECT 1 FROM {controls} WHERE {quote('paused_at')} IS NOT NULL "
+        f"AND {name} <> '' AND ({name} = {table}.{column('kind')} "
+        f"OR {name} = {table}.{column('subkind')}))"
     )
 
 

@@ -249,6 +249,12 @@ class Outcome:
         return cls(fields, reason, data={"delay": delay})
 
     @classmethod
+    def parked(cls, reason: str, hold: str) -> Outcome:
+        """Back to the queue because an operator holds its kind (`hold`, kept in the
+        event's data so that lifting the hold can say so on the timeline)."""
+        return cls({"status": Status.QUEUED}, f"Parked: {reason}", data={"hold": hold})
+
+    @classmethod
     def requeued(cls, reason: str) -> Outcome:
         """Back to the queue, for whichever worker is up next."""
         return cls({"status": Status.QUEUED}, f"Requeued: {reason}")
@@ -682,7 +688,7 @@ def pause(job: Job, who: Any = None) -> str:
     return outcome
 
 
-def cancel(job: Job, who: Any = None, *, force: bool = False) -> str:
+def cancel(job: Job, who: Any = None, *, force: bool = False, reason: str = "") -> str:
     """ "now" (cancelled), "requested" (its worker stops at the next checkpoint, or is
     force-stopped after CONVEYOR_CANCEL_GRACE_SECONDS) or "".
 
@@ -690,10 +696,11 @@ def cancel(job: Job, who: Any = None, *, force: bool = False) -> str:
     cancelled (`stop_by_force`) and ends its own process at once, checkpoint or not.
     """
     request = Request.FORCE if force else Request.CANCEL
+    why = f": {reason}" if reason else ""  # an operator's words, on the timeline
     outcome = _stop(job, _cancelled(timezone.now()), request)
     with _journal(None) as notes:
         if outcome == "now":
-            notes.event(job.pk, STATE, f"Cancelled{_by(who)}", Status.CANCELLED)
+            notes.event(job.pk, STATE, f"Cancelled{_by(who)}{why}", Status.CANCELLED)
             message = f"{job.title} was cancelled"
             notes.notify(job.owner_id, job.pk, Notification.Level.INFO, message, job.batch_id)
             notes.ended(job.batch_id)
@@ -701,20 +708,28 @@ def cancel(job: Job, who: Any = None, *, force: bool = False) -> str:
                 _settle_dependents(job.pk, Status.CANCELLED, notes)
         elif outcome == "requested":
             asked = "Force stop" if force else "Cancel"
-            notes.event(job.pk, LOG, f"{asked} requested{_by(who)}")
+            notes.event(job.pk, LOG, f"{asked} requested{_by(who)}{why}")
         if outcome:
             notes.changed(job.pk)
     return outcome
 
 
-def resume(job: Job, who: Any = None) -> str:
-    """A paused job queued again ("resumed"), or a pending pause withdrawn ("withdrawn")."""
-    fields = {"status": Status.QUEUED}
+def resume(
+    job: Job, who: Any = None, *, params: dict[str, Any] | None = None, note: str = ""
+) -> str:
+    """A paused job queued again ("resumed"), or a pending pause withdrawn ("withdrawn").
+    `params`: the paused job's new params (as stored), with `note` saying what changed."""
+    fields: dict[str, Any] = {"status": Status.QUEUED}
+    if params is not None:
+        fields["params"] = params
     with _journal(None) as notes:
         if _update(_rows(job.pk, (Status.PAUSED,)), dict(fields)):
             _apply(job, fields)
-            notes.event(job.pk, STATE, f"Resumed{_by(who)}", Status.QUEUED)
+            said = f"Resumed{_by(who)}" + (f": {note}" if note else "")
+            notes.event(job.pk, STATE, said, Status.QUEUED)
             outcome = "resumed"
+        elif params is not None:
+            return ""  # new params apply to a paused job only
         elif _update(Job.objects.filter(pk=job.pk, requested=Request.PAUSE), {"requested": ""}):
             job.requested = ""
             notes.event(job.pk, LOG, f"Pause request withdrawn{_by(who)}")
@@ -723,6 +738,21 @@ def resume(job: Job, who: Any = None) -> str:
             return ""
         notes.changed(job.pk)
     return outcome
+
+
+def run_now(job: Job, who: Any = None) -> bool:
+    """A job waiting for its time (scheduled with `run_after`, or a retry's backoff)
+    made due now; its status stays (queued, or retry waiting) until a worker claims it."""
+    now = timezone.now()
+    rows = _rows(job.pk, (Status.QUEUED, Status.RETRYING)).filter(run_after__gt=now)
+    if not _update(rows, {"run_after": None}):
+        return False
+    job.run_after = None
+    retry = job.status == Status.RETRYING
+    with _journal(None) as notes:
+        notes.event(job.pk, LOG, f"{'Retry' if retry else 'Run'} now{_by(who)}")
+        notes.changed(job.pk)
+    return True
 
 
 def retry(job: Job, extra: dict[str, Any], what: str, who: Any = None) -> bool:
