@@ -444,6 +444,10 @@ CONVEYOR_LLM_MAX_RESPONSE_BYTES = env_int("CONVEYOR_LLM_MAX_RESPONSE_BYTES", 2_0
 # Prices per model, USD per million tokens: {"model": {"input": 0.15, "output": 0.6}}.
 # Estimates and jobs show a cost only for models priced here.
 CONVEYOR_LLM_PRICES = env_prices("CONVEYOR_LLM_PRICES")
+# Per-user ceilings over a calendar month (UTC) of jobs' spending, 0 for none: tokens,
+# and USD (priced models only). A job reaching one pauses; new ones wait for next month.
+CONVEYOR_MONTHLY_BUDGET_TOKENS = env_int("CONVEYOR_MONTHLY_BUDGET_TOKENS", 0)
+CONVEYOR_MONTHLY_BUDGET_USD = env_float("CONVEYOR_MONTHLY_BUDGET_USD", 0.0)
 # Row-level HTTP retries (llm, web): backoff base and cap, also the cap on Retry-After.
 CONVEYOR_HTTP_RETRY_BASE_SECONDS = env_float("CONVEYOR_HTTP_RETRY_BASE_SECONDS", 1.0)
 CONVEYOR_HTTP_RETRY_MAX_SECONDS = env_float("CONVEYOR_HTTP_RETRY_MAX_SECONDS", 30.0)

@@ -3,8 +3,8 @@
 The engine runs any kind; the pages, the admin and the metrics know nothing of what a
 kind works on. An app tells them with one `extend_kind(...)` call (sheets does it in
 `sheets/plugin.py`): the page of the thing a job works on, an extra live fragment for
-that page, links on the job's admin page, the table holding one row per unit done, and
-the job's results to download.
+that page, links on the job's admin page, the table holding one row per unit done, the
+job's results to download, and what a resume may change.
 Front ends ask `extension_for(job.kind)`; a kind without an extension gets the defaults.
 An app may also name the page where users start new work (`set_start_page`): the empty
 job list and schedules page link to it, without jobs naming the app.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobs.models import Job
@@ -43,6 +43,11 @@ class KindExtension:
     unit_table: UnitTable | None = None
     downloads: Callable[[Job], Iterable[Link]] | None = None
     """The job's results as files (label, url), offered on the job's page."""
+    resume_fields: tuple[str, ...] = ()
+    """What a resume may change (a sheet job's budget): fields of the API's resume body."""
+    resume_with: Callable[[Job, dict[str, Any]], tuple[dict[str, Any], str]] | None = None
+    """Given those fields, the paused job's new params (as stored) and the timeline's
+    words for the change; raises `InvalidChanges` for bad values."""
 
 
 NO_EXTENSION = KindExtension()

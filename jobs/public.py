@@ -29,6 +29,7 @@ from jobs.engine.context import JobContext
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import (
     Cancelled,
+    InvalidChanges,
     JobActionError,
     PauseJob,
     PermanentError,
@@ -42,6 +43,7 @@ from jobs.engine.errors import (
 from jobs.engine.keys import reserve_entity_prefix
 from jobs.engine.kinds import job_kind
 from jobs.engine.redact import is_secret_name, redact
+from jobs.engine.secrets import unseal as unseal_params
 from jobs.engine.services import (
     Submission,
     batch_submit,
@@ -76,6 +78,7 @@ __all__ = [
     "schedule_delete",
     "notifications_mark_read",
     "JobActionError",
+    "InvalidChanges",
     "QuotaExceeded",
     "may_submit_for",
     "priority_for",
@@ -93,6 +96,7 @@ __all__ = [
     # engine helpers
     "reserve_entity_prefix",
     "redact",
+    "unseal_params",
     "is_secret_name",
     "atomic_retry",
     # admin and CLI

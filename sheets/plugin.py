@@ -1,7 +1,8 @@
 """What sheets plugs into jobs' front ends for the `sheets.process` kind, in one place:
 the sheet's page as the job's entity page, the live signal that refreshes the page's
 results table (and, for a step of a chain, the chain's one progress), links on the job's admin
-page, RowResult as its unit table, and the exports as the job's downloads.
+page, RowResult as its unit table, the exports as the job's downloads, and the budget
+as what a resume may change.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from jobs.public import Link, UnitTable, extend_kind, set_start_page
 from sheets.chains import chain_progress
 from sheets.kinds import KIND
 from sheets.models import Sheet
+from sheets.selectors import paused_at_budget
+from sheets.services import BUDGET_OPTIONS, sheet_job_new_budget
 
 
 def sheet_id_of(job: Job) -> int | None:
@@ -30,10 +33,12 @@ def sheet_page(job: Job) -> str:
 
 
 def results_signal(job: Job) -> str:
-    """Tells the sheet's page that rows were committed, so it refreshes its results; a
-    step of a chain also brings the chain's progress ("Step 2 of 3: llm 40 %")."""
-    context = {"job": job, "oob": True}
+    """Tells the sheet's page that rows were committed, so it refreshes its results, and
+    shows the budget form when the job paused at its budget; a step of a chain also
+    brings the chain's progress ("Step 2 of 3: llm 40 %")."""
+    context = {"job": job, "oob": True, "budget": paused_at_budget(job)}
     html = render_to_string("sheets/sheet_detail.html#results_signal", context)
+    html += render_to_string("sheets/sheet_detail.html#budget_form", context)
     chain = chain_progress(job)
     if chain is not None:
         html += render_to_string("sheets/_chain.html", {"chain": chain, "oob": True})
@@ -78,5 +83,7 @@ extend_kind(
     entity_fragment=results_signal,
     admin_links=admin_links,
     unit_table=UnitTable("sheets.RowResult", "job", "updated_at", "failed"),
+    resume_fields=BUDGET_OPTIONS,
+    resume_with=sheet_job_new_budget,
 )
 set_start_page("sheets:list", "Start one on a sheet", "upload a CSV or try the sample")

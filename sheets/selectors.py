@@ -13,6 +13,7 @@ from jobs.public import may_submit_for
 from sheets.chains import chain_progress, sheet_jobs
 from sheets.models import RowResult, Sheet
 from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key
+from sheets.rows import budget
 
 ISSUES = "issues"  # an output column some processors fill with what they found wrong
 
@@ -102,3 +103,26 @@ def job_results(job: Job, *, shown: str, latest_first: bool) -> QuerySet[RowResu
 def row_inputs(sheet: Sheet, numbers: list[int]) -> dict[int, list[str]]:
     """The values of the sheet's rows of these numbers, by number."""
     return dict(sheet.rows.filter(number__in=numbers).values_list("number", "values"))
+
+
+def paused_at_budget(job: Job | None) -> dict[str, object] | None:
+    """The budget of a job paused at it (what the resume form shows), else None."""
+    if job is None or job.status != Job.Status.PAUSED or not job.message.startswith(budget.REACHED):
+        return None
+    options = (job.params or {}).get("options") or {}
+    return {name: options.get(name) for name in ("budget_tokens", "budget_usd")}
+
+
+def monthly_budget_of(user) -> list[dict[str, str]]:
+    """The user's spending this month against each monthly ceiling the operator set."""
+    ceilings = budget.monthly_ceilings()
+    if not ceilings or not getattr(user, "is_authenticated", False):
+        return []
+    spent = budget.spent_this_month(user.pk)
+    return [
+        {
+            "spent": budget.shown(what, budget.amount_of(what, spent)),
+            "limit": budget.shown(what, limit),
+        }
+        for what, limit in ceilings.items()
+    ]

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from jobs.models import Batch, Job
 from jobs.public import (
+    InvalidChanges,
     JobActionError,
     Submission,
     atomic_retry,
@@ -34,7 +35,7 @@ from sheets.io.importing import (
 from sheets.io.sources import SourceError
 from sheets.models import Sheet
 from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key
-from sheets.processors import OptionsError, get_processor
+from sheets.processors import OptionsError, UnknownProcessor, get_processor
 from sheets.run import SheetParamsError, SheetRun
 from sheets.selectors import others_active_on, sheet_all_jobs, sheet_schedules
 
@@ -270,6 +271,39 @@ def _options_check(processor):
             raise SheetParamsError(exc.errors) from None
 
     return check
+
+
+BUDGET_OPTIONS = ("budget_tokens", "budget_usd")
+
+
+def sheet_job_new_budget(job: Job, changes: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A paused sheet job's params with its budget changed, and what changed (the kind's
+    `resume_with`: a resume raises or lifts the budget the job paused at). Each of
+    `changes` is a new ceiling, or empty to lift it; InvalidChanges for what the job's
+    processor refuses (a USD budget for a model without a price)."""
+    params = job.params or {}
+    try:
+        processor = get_processor(params.get("processor", ""))
+    except UnknownProcessor:
+        raise InvalidChanges(dict.fromkeys(changes, "This job cannot run any more.")) from None
+    declared = {option.name for option in processor.options}
+    if refused := {
+        name: "This job has no such budget." for name in changes if name not in declared
+    }:
+        raise InvalidChanges(refused)
+    lifted = {name: None if value in (None, "") else value for name, value in changes.items()}
+    options = {**params.get("options", {}), **lifted}
+    try:
+        checked = processor.validate_options(options, params.get("columns", []))
+    except OptionsError as exc:
+        mine = {name: message for name, message in exc.errors.items() if name in changes}
+        raise InvalidChanges(mine or exc.errors) from None
+    new = {name: checked[name] for name in changes}
+    said = [
+        f"{name} {'lifted' if value is None else f'set to {value:,}'}"
+        for name, value in new.items()
+    ]
+    return {**params, "options": {**params.get("options", {}), **new}}, ", ".join(said)
 
 
 def sheet_write_back(*, job: Job, sheet: Sheet) -> Job:

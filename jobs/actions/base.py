@@ -139,11 +139,12 @@ class Registry(Generic[T]):
         if not self.may(user, obj, action):
             raise JobActionError(self.refusal(obj, action))
 
-    def act(self, name: str, obj: T, user: Any) -> Any:
-        """Check that `user` may, then run the action (JobActionError if either refuses)."""
+    def act(self, name: str, obj: T, user: Any, **given: Any) -> Any:
+        """Check that `user` may, then run the action (JobActionError if either refuses);
+        `given`: what else the action takes (a resume's changes)."""
         action = self[name]
         self.check(user, obj, action)
-        return action.run(obj, by=user)
+        return action.run(obj, by=user, **given)
 
     def said(self, action: Action[T], obj: T, result: Any) -> str:
         """What a page says after running `action` on one object."""

@@ -5,11 +5,14 @@ failed rows, delete. Each runs through `jobs.engine.services`; `JOBS` is what th
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from django.utils import timezone
 
 from jobs.actions.base import Action, Option, Registry, plural, through
 from jobs.engine import services
+from jobs.engine.errors import InvalidChanges
+from jobs.extensions import extension_for
 from jobs.models import Job
 
 Status = Job.Status
@@ -38,6 +41,18 @@ def _no_failed_rows(job: Job) -> str:
     if job.is_terminal:
         return services.no_failed_rows(job)
     return _needs("only finished jobs can be retried")(job)
+
+
+def resume(job: Job, *, by: Any, changes: dict[str, Any] | None = None) -> Job:
+    """Resume a paused job; with `changes` (what its kind lets a resume change, such as
+    a sheet job's budget) the job goes on with the params its kind makes of them."""
+    params, note = None, ""
+    if changes:
+        make = extension_for(job.kind).resume_with
+        if make is None:
+            raise InvalidChanges(dict.fromkeys(changes, "this job's resume changes nothing"))
+        params, note = make(job, changes)
+    return services.job_resume(job=job, by=by, params=params, note=note)
 
 
 def waits_for_its_time(job: Job) -> bool:
@@ -72,7 +87,7 @@ JOBS: Registry[Job] = Registry(
             help="Resume a paused job.",
             applies=lambda job: job.status == Status.PAUSED or job.requested == Job.Request.PAUSE,
             why_not=_needs("only paused jobs can be resumed"),
-            run=through(services.job_resume, "job"),
+            run=resume,
             done="resumed",
         ),
         Action(

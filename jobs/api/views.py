@@ -72,11 +72,12 @@ from jobs.api.input import (
     query_flag,
     text_field,
 )
-from jobs.engine.errors import JobActionError, QuotaExceeded, UnknownKind
+from jobs.engine.errors import InvalidChanges, JobActionError, QuotaExceeded, UnknownKind
 from jobs.engine.keys import ReservedKey, check_user_key
 from jobs.engine.kinds import get_kind, submittable_kinds
 from jobs.engine.services import job_submit
 from jobs.engine.services import notifications_mark_read as mark_read
+from jobs.extensions import extension_for
 from jobs.models import Job, Notification
 from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
 
@@ -332,25 +333,30 @@ def job(request: HttpRequest, job_id: str) -> HttpResponse:
     return JsonResponse(body)
 
 
-def _act(request: HttpRequest, job: Job, name: str) -> Any:
+def _act(request: HttpRequest, job: Job, name: str, **given: Any) -> Any:
     """Run an entry of `JOBS`; one that does not apply (or is not the caller's to apply)
-    is a 409 with the service's message."""
+    is a 409 with the service's message, changes its kind refuses a 400."""
     try:
-        return JOBS.act(name, job, request.user)
+        return JOBS.act(name, job, request.user, **given)
     except (JobActionError, UnknownKind) as exc:
         raise ApiError(409, str(exc)) from None
+    except InvalidChanges as exc:
+        raise ApiError(400, "Invalid changes.", exc.fields) from None
 
 
 def _no_body(request: HttpRequest) -> None:
     only_fields(json_object(request, required=False), set())
 
 
-def chosen_action(request: HttpRequest, registry: Any, name: str) -> str:
+def chosen_action(
+    request: HttpRequest, registry: Any, name: str, also: frozenset[str] = frozenset()
+) -> str:
     """The entry a POST asks for: `name`, or another one an option of its body turns it
-    into ({"force": true} makes cancel a force stop); any other body field is a 400."""
+    into ({"force": true} makes cancel a force stop); any other body field is a 400,
+    but those in `also` (the action reads them itself)."""
     options = registry[name].options
     data = json_object(request, required=False)
-    only_fields(data, {option.name for option in options})
+    only_fields(data, {option.name for option in options} | also)
     return registry.chosen(name, {option.name: bool_field(data, option.name) for option in options})
 
 
@@ -359,14 +365,23 @@ def job_action_view(name: str) -> View:
 
     @api_view("POST")
     def act(request: HttpRequest, job_id: str) -> HttpResponse:
-        chosen = chosen_action(request, JOBS, name)
-        if _act(request, visible_job(request, job_id), chosen) is None:
+        job = visible_job(request, job_id)
+        changeable = _resume_fields(job) if name == "resume" else frozenset()
+        chosen = chosen_action(request, JOBS, name, changeable)
+        data = json_object(request, required=False)
+        changes = {field: data[field] for field in changeable if field in data}
+        if _act(request, job, chosen, **({"changes": changes} if changes else {})) is None:
             return HttpResponse(status=204)
         found = visible_job(request, job_id)
         return JsonResponse(job_as_dict(found, detail=True, viewer=request.user))
 
     act.__name__ = act.__qualname__ = f"job_{name.replace('-', '_')}_view"
     return act
+
+
+def _resume_fields(job: Job) -> frozenset[str]:
+    """What a resume of this job may change (its kind says: a sheet job's budget)."""
+    return frozenset(extension_for(job.kind).resume_fields)
 
 
 @api_view("GET")

@@ -28,9 +28,10 @@ from jobs import selectors
 from jobs.actions.base import Registry
 from jobs.actions.batches import BATCHES, each_job
 from jobs.actions.jobs import JOBS
-from jobs.engine.errors import JobActionError, UnknownKind
+from jobs.engine.errors import InvalidChanges, JobActionError, UnknownKind
 from jobs.engine.kinds import all_kinds
 from jobs.engine.services import notifications_mark_read
+from jobs.extensions import extension_for
 from jobs.models import Job
 
 
@@ -147,9 +148,11 @@ def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespon
     job = get_object_or_404(Job.objects.visible_to(request.user), pk=job_id)
     if unknown := unknown_action(JOBS, action):
         return unknown
+    changeable = extension_for(job.kind).resume_fields if action == "resume" else ()
+    changes = {field: request.POST[field] for field in changeable if field in request.POST}
     try:
-        result = JOBS.act(action, job, request.user)
-    except (JobActionError, UnknownKind) as exc:
+        result = JOBS.act(action, job, request.user, **({"changes": changes} if changes else {}))
+    except (JobActionError, UnknownKind, InvalidChanges) as exc:
         if request.htmx:
             return HttpResponse(str(exc), status=409)
         messages.error(request, str(exc))

@@ -17,8 +17,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.public import Cancelled, JobContext, Preempted, SliceDone, StopSlice
+from jobs.public import Cancelled, JobContext, PauseJob, Preempted, SliceDone, StopSlice
 from sheets.processors import Processor, RowOutcome, RowStream, run_rows
+from sheets.rows.budget import Budget
 from sheets.rows.results import build_results, store_results
 from sheets.rows.reuse import Reuse
 from sheets.rows.source import RowSource
@@ -40,6 +41,14 @@ class RowRun:
     processor: Processor
     options: dict[str, Any]
     row_timeout: float
+    budget: Budget | None = None
+
+    def over_budget(self, pending: list[RowOutcome] | None = None) -> str:
+        """Why no more rows may start (a spending ceiling), or "": what the job spent
+        so far, and what the answered rows not yet committed (`pending`) cost."""
+        if self.budget is None:
+            return ""
+        return self.budget.reached(self.ctx.spent, batch_spent(pending or []))
 
 
 def process_rows(
@@ -51,7 +60,10 @@ def process_rows(
 ) -> None:
     """Run the job's rows until the source is exhausted or the slice stops: streamed
     for async processors, in batches for plain ones."""
-    run = RowRun(ctx, source, processor, options, row_timeout)
+    budget = Budget.of_job(ctx.job_id, ctx.owner_id, options)
+    run = RowRun(ctx, source, processor, options, row_timeout, budget)
+    if reason := run.over_budget():
+        raise PauseJob(reason)
     if processor.is_async:
         _run_streaming(run)
     else:
@@ -122,6 +134,8 @@ def _run_in_batches(run: RowRun) -> None:
         next_number = numbers[len(done)] if len(done) < len(numbers) else source.next
         source.rewind(next_number)
         commit(ctx, source, done, next_number)  # raises if a stop is pending
+        if reason := run.over_budget():
+            raise PauseJob(reason)
 
 
 def _run_streaming(run: RowRun) -> None:
@@ -133,6 +147,8 @@ def _run_streaming(run: RowRun) -> None:
     checkpoint that says "stop" while rows are in flight is held until they are done.
     Only a cancel aborts the requests in flight (those rows are simply not counted).
     Rows answered before (`Reuse`) go straight to the finished ones, with no request.
+    With a budget (`RowRun.budget`) rows start only as a request can be sent (none wait
+    in the stream), and none once it is reached: the job pauses after the rows in flight.
     """
     ctx, source = run.ctx, run.source
     reuse = Reuse(ctx, run.processor, run.options)
@@ -142,12 +158,14 @@ def _run_streaming(run: RowRun) -> None:
         exhausted = yielding = False
         held: StopSlice | None = None  # a stop the checkpoint asked for, rows still in flight
         last_commit = time.monotonic()
+        ahead = 1 if run.budget else 2  # rows kept submitted, per row the stream runs at once
         while True:
             asked = ctx.stop_event.is_set()  # cancel, pause or time limit: the commit says which
             urgent = asked and (held is None or isinstance(held, SliceDone))
-            winding_down = held is not None or yielding or ctx.should_stop()
-            if not winding_down and not exhausted and stream.in_flight < 2 * stream.concurrency:
-                rows = source.take(2 * stream.concurrency - stream.in_flight)
+            spent_up = run.over_budget(list(finished.values()))
+            winding_down = held is not None or yielding or ctx.should_stop() or bool(spent_up)
+            if not winding_down and not exhausted and stream.in_flight < ahead * stream.concurrency:
+                rows = source.take(ahead * stream.concurrency - stream.in_flight)
                 exhausted = not rows
                 answered = reuse.answered(rows)
                 for number, row in rows:
@@ -186,3 +204,5 @@ def _run_streaming(run: RowRun) -> None:
             last_commit = time.monotonic()
             if idle and exhausted and not started:
                 return
+            if idle and spent_up:
+                raise PauseJob(spent_up)

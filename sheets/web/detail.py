@@ -23,7 +23,12 @@ from sheets.io.importing import preview_rows
 from sheets.models import Sheet
 from sheets.names import entity_key
 from sheets.processors import UnknownProcessor, all_processors, get_processor
-from sheets.selectors import import_job, jobs_waiting_for_import
+from sheets.selectors import (
+    import_job,
+    jobs_waiting_for_import,
+    monthly_budget_of,
+    paused_at_budget,
+)
 from sheets.services import (
     sheet_seen,
 )
@@ -147,6 +152,8 @@ def render_sheet(
         "live_entities": _live_entities(sheet, chain),
         "history": history,
         "live_id": "current-job-live",
+        "budget": paused_at_budget(job),
+        "monthly_budget": monthly_budget_of(request.user),
         "watching": watching,
         "finished_while_away": finished_while_away,
         "preview": preview_rows(sheet, limit=10),

@@ -23,7 +23,7 @@ from sheets.chains import latest_steps, with_new_results
 from sheets.io.sources import SourceError
 from sheets.processors import UnknownProcessor, all_processors
 from sheets.run import SheetParamsError
-from sheets.selectors import sheets_of
+from sheets.selectors import monthly_budget_of, sheets_of
 from sheets.services import (
     sheet_from_file,
     sheet_from_link,
@@ -52,6 +52,7 @@ def _render_list(request: HttpRequest, error: str = "", status: int = 200) -> Ht
         "max_mb": _max_mb(),
         "processors": all_processors(),
         "sort": sort,
+        "monthly_budget": monthly_budget_of(request.user),
     }
     return render(request, "sheets/sheet_list.html", context, status=status)
 

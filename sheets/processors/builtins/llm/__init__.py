@@ -56,7 +56,7 @@ from sheets.processors.builtins.llm.prompts import (
     request_format,
     template_fields,
 )
-from sheets.processors.builtins.llm.usage import added_usage, usage_of
+from sheets.processors.builtins.llm.usage import added_usage, model_price, usage_of
 from sheets.processors.outbound import guarded_client, host_of, send_capped
 from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
 
@@ -109,6 +109,25 @@ OPTIONS = [
     ),
     Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
     Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
+    Option(
+        "budget_tokens",
+        "Budget (tokens)",
+        "int",
+        default=None,
+        min=1,
+        max=10**12,
+        help="Pause the job once its answers used this many tokens (prompt + completion). "
+        "Empty: no limit.",
+    ),
+    Option(
+        "budget_usd",
+        "Budget (USD)",
+        "float",
+        default=None,
+        min=0.01,
+        max=1_000_000,
+        help="Pause the job once it cost this much, at the operator's prices. Empty: no limit.",
+    ),
 ]  # and `reuse`, which `reusable=True` adds
 
 
@@ -147,6 +166,11 @@ def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str,
             f"The prompt uses {', '.join('{' + name + '}' for name in unknown)}, which "
             f"{'is not a column' if len(unknown) == 1 else 'are not columns'}. "
             f"Columns are: {', '.join(input_columns)}."
+        )
+    if options["budget_usd"] and model_price(options["model"]) is None:
+        errors["budget_usd"] = (
+            f"The server has no price for {options['model']} (CONVEYOR_LLM_PRICES), so a "
+            "cost cannot be counted: set a budget in tokens instead."
         )
     if errors:
         raise OptionsError(errors)
