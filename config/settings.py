@@ -460,7 +460,14 @@ CONVEYOR_WEB_MAX_BYTES = env_int("CONVEYOR_WEB_MAX_BYTES", 10_000_000)
 # Longest output value a processor may store per cell (an LLM answer, a page text...);
 # beyond it the row fails with a message saying so.
 CONVEYOR_MAX_OUTPUT_CHARS = env_int("CONVEYOR_MAX_OUTPUT_CHARS", 32_767)
-CONVEYOR_WEB_USER_AGENT = env_str("CONVEYOR_WEB_USER_AGENT", "Conveyor/0.1 (page facts)")
+# web: the User-Agent of every page request. Name your contact (a URL or an e-mail) so a
+# site's operator can reach you: "Conveyor/0.1 (+https://example.com/bot; bot@example.com)".
+# robots.txt rules are matched on its first word ("Conveyor").
+CONVEYOR_WEB_USER_AGENT = env_str(
+    "CONVEYOR_WEB_USER_AGENT", "Conveyor/0.1 (+operator contact not set: CONVEYOR_WEB_USER_AGENT)"
+)
+# web: ceiling of the page text (`max_text_chars`) a user may keep per row.
+CONVEYOR_WEB_MAX_TEXT_CHARS = env_int("CONVEYOR_WEB_MAX_TEXT_CHARS", 30_000)
 # clean: region for phone numbers written without +country.
 CONVEYOR_PHONE_REGION = env_str("CONVEYOR_PHONE_REGION", "US")
 # httpx logs every request at INFO: far too much for a job of 100,000 rows.

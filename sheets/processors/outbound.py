@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -27,6 +28,16 @@ from sheets.processors.runner import RowError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def with_scheme(text: str) -> str:
+    """`text` with https:// in front when it has no scheme ("example.com/a", "//cdn.x")."""
+    if SCHEME.match(text):
+        return text
+    return "https:" + text if text.startswith("//") else "https://" + text
 
 
 class BlockedAddress(RowError):

@@ -1,13 +1,17 @@
 """A small fake website on 127.0.0.1 for the `web` processor's tests.
 
 Pages: `/` (title, meta description, nav, script and main text), `/plain` (no main
-element), `/latin1` (ISO-8859-1 text declared in the header), `/redirect/N` (a chain of
+element), `/long` (1,000 words), `/latin1` (ISO-8859-1 text declared in the header), `/redirect/N` (a chain of
 N relative redirects to `/`), `/loop/a` <-> `/loop/b`, `/to?url=...` (a redirect
 anywhere), `/slow` (answers after `slow_seconds`), `/huge` and `/huge-chunked` (bigger
 than any test cap, with and without Content-Length), `/flaky` (503 with Retry-After: 0
 for the first `flaky_failures` requests), `/missing` (404), `/data.json` and
-`/report.pdf`. `requests` lists the paths asked for; `dropped` counts clients that hung
-up while `/slow` was waiting. Use the `fake_site` fixture, or `FakeSite(host=...)`.
+`/report.pdf`, `/busy` (429 with Retry-After: `busy_retry_after` for the first
+`busy_failures` requests), `/robots.txt` (`robots`: its text, or a status such as "503"; a 404 when None). Every
+answer waits `latency` seconds first. `requests` lists the paths asked for; `dropped`
+counts clients that hung up while `/slow` was waiting; `peak` is the most requests it
+was answering at once. Use the `fake_site` fixture, or `FakeSite(host=...)` on another
+loopback address (127.0.0.2, 127.0.0.3...) to stand for another host.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from tests.fakes.server import FakeHandler, FakeServer
 
 MAIN_TEXT = "Acme makes the finest widgets. Our widgets are sturdy, cheap and blue."
 HOME = f"""<!doctype html>
-<html><head>
+<html lang="en-GB"><head>
   <title>
     Acme   Widgets
   </title>
@@ -38,10 +42,24 @@ HOME = f"""<!doctype html>
     <p>{MAIN_TEXT}</p>
     <script>var inline = 1;</script>
   </main>
+  <footer>
+    <p class="address">1 Widget Way, Leeds</p>
+    <a href="mailto:Sales@Acme.example?subject=Hi">Write to us</a> or hello@acme.example
+    <a href="tel:+44 20 7946 0958">Call</a>
+    <a href="https://www.linkedin.com/company/acme-widgets">LinkedIn</a>
+    <a href="https://www.facebook.com/sharer/sharer.php?u=acme">Share</a>
+    <a href="https://twitter.com/acmewidgets">Twitter</a>
+    <img class="logo" src="/logo.png" alt="Acme logo">
+  </footer>
 </body></html>"""
 HOME_TEXT = f"Acme {MAIN_TEXT}"
+HOME_EMAILS = "sales@acme.example, hello@acme.example"
+HOME_PHONES = "+442079460958"
+HOME_SOCIAL = "https://www.linkedin.com/company/acme-widgets, https://twitter.com/acmewidgets"
 PLAIN = "<html><head><title>Plain page</title></head><body><p>Just a body.</p></body></html>"
 LATIN1 = "<html><head><title>Café déjà vu</title></head><body>Crème brûlée</body></html>"
+LONG_TEXT = " ".join(f"word{n}" for n in range(1, 1001))
+LONG = f"<html><body><main><p>{LONG_TEXT}</p></main></body></html>"
 NOT_FOUND = "<html><head><title>Not Found</title></head><body>Nothing here.</body></html>"
 HUGE_BYTES = 3_000_000
 CHUNK = b"<p>" + b"x" * 65_000 + b"</p>\n"
@@ -52,8 +70,15 @@ class FakeSite(FakeServer):
         super().__init__(host)
         self.slow_seconds = 5.0
         self.flaky_failures = 1
+        self.busy_failures = 1
+        self.busy_retry_after = "0"
+        self.robots: str | None = None
+        self.latency = 0.0
         self.requests: list[str] = []
+        self.times: list[float] = []  # time.monotonic() of each request, as `requests`
         self.dropped = 0
+        self.active = 0
+        self.peak = 0
         self._lock = threading.Lock()
 
     def url(self, path: str = "/") -> str:
@@ -62,7 +87,17 @@ class FakeSite(FakeServer):
     def record(self, path: str) -> int:
         with self._lock:
             self.requests.append(path)
+            self.times.append(time.monotonic())
             return sum(1 for seen in self.requests if seen == path)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
 
 
 class _Handler(FakeHandler):
@@ -72,6 +107,15 @@ class _Handler(FakeHandler):
     timeout = 10
 
     def do_GET(self) -> None:
+        self.fake.enter()
+        try:
+            if self.fake.latency:
+                time.sleep(self.fake.latency)  # the site's own answer time, not a test wait
+            self._answer()
+        finally:
+            self.fake.leave()
+
+    def _answer(self) -> None:
         parts = urlsplit(self.path)
         path = parts.path
         times = self.fake.record(path)
@@ -79,6 +123,8 @@ class _Handler(FakeHandler):
             return self._send(200, HOME)
         if path == "/plain":
             return self._send(200, PLAIN)
+        if path == "/long":
+            return self._send(200, LONG)
         if path == "/latin1":
             return self._send(200, LATIN1.encode("latin-1"), "text/html; charset=iso-8859-1")
         if path.startswith("/redirect/"):
@@ -100,6 +146,15 @@ class _Handler(FakeHandler):
             return self._send(503, "<title>Busy</title>", headers={"Retry-After": "0"})
         if path == "/flaky":
             return self._send(200, "<html><head><title>Recovered</title></head></html>")
+        if path == "/robots.txt" and self.fake.robots is not None:
+            if self.fake.robots.isdigit():  # a status instead of a file
+                return self._send(int(self.fake.robots), "<title>robots.txt?</title>")
+            return self._send(200, self.fake.robots, "text/plain")
+        if path == "/busy" and times <= self.fake.busy_failures:
+            headers = {"Retry-After": self.fake.busy_retry_after}
+            return self._send(429, "<title>Slow down</title>", headers=headers)
+        if path == "/busy":
+            return self._send(200, "<html><head><title>Welcome back</title></head></html>")
         if path == "/data.json":
             return self._send(200, '{"title": "not html"}', "application/json")
         if path == "/report.pdf":

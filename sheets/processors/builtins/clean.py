@@ -22,7 +22,7 @@ from django.conf import settings
 from email_validator import EmailNotValidError, validate_email
 
 from sheets.processors import DEDUPE_KEY, Option, OptionsError, processor
-from sheets.processors.builtins.web import with_scheme
+from sheets.processors.outbound import with_scheme
 
 KINDS = ("email", "phone", "url")
 KIND_NAMES = {"email": "an e-mail", "phone": "a phone", "url": "a URL"}

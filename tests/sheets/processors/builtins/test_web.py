@@ -1,4 +1,4 @@
-"""The `web` processor against a small fake website (sheets/processors/builtins/web.py)."""
+"""The `web` processor against small fake websites (sheets/processors/builtins/web/)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from collections.abc import Iterator
 import pytest
 
 from sheets.processors import OptionsError, get_processor, run_rows
-from tests.fakes.website import HOME_TEXT, FakeSite
+from tests.fakes.website import (
+    HOME_EMAILS,
+    HOME_PHONES,
+    HOME_SOCIAL,
+    HOME_TEXT,
+    LONG_TEXT,
+    FakeSite,
+)
 from tests.support.processes import free_port, wait_for
 
 NEVER = lambda: False  # noqa: E731
@@ -40,7 +47,7 @@ def fetch(*urls: str, **raw) -> list:
     return sorted(outcomes, key=lambda outcome: outcome.number)
 
 
-def test_extracts_status_title_description_and_main_text_length(fake_site):
+def test_extracts_the_main_text_and_the_page_facts(fake_site):
     [page] = fetch(fake_site.url("/"))
     assert page.error == ""
     assert page.outputs == {
@@ -48,15 +55,40 @@ def test_extracts_status_title_description_and_main_text_length(fake_site):
         "final_url": fake_site.url("/"),
         "title": "Acme Widgets",
         "description": "Widgets for every occasion.",
-        "text_length": len(HOME_TEXT),  # the main text only: no nav, script or style
+        "text_length": len(HOME_TEXT),
+        "text": HOME_TEXT,  # the main text only: no nav, script, style or footer
+        "lang": "en-GB",
+        "emails": HOME_EMAILS,  # the mailto: link's and the text's, normalised like clean
+        "phones": HOME_PHONES,  # the tel: link's, E.164
+        "social": HOME_SOCIAL,  # profiles, not the share button
     }
+
+
+def test_select_lines_become_columns_and_outputs_keeps_the_ones_named(fake_site):
+    select = "address = footer .address\nlogo = img.logo @src\nmissing = .nothing-here"
+    [page] = fetch(fake_site.url("/"), select=select, outputs="text, address, logo, missing")
+    assert page.outputs == {
+        "text": HOME_TEXT,
+        "address": "1 Widget Way, Leeds",
+        "logo": "/logo.png",
+        "missing": "",
+    }
+    options = WEB.validate_options({"select": select, "outputs": "title, logo"}, ["url"])
+    assert WEB.output_columns(options, ["url"]) == ["title", "logo"]
+
+
+def test_the_text_is_cut_at_max_text_chars_on_a_word_boundary(fake_site):
+    [page] = fetch(fake_site.url("/long"), max_text_chars="100", outputs="text, text_length")
+    assert page.outputs["text"] == LONG_TEXT[:100].rsplit(" ", 1)[0]
+    assert page.outputs["text_length"] == len(LONG_TEXT)
 
 
 def test_a_page_without_main_counts_its_body_text(fake_site):
     [page] = fetch(fake_site.url("/plain"))
     assert page.outputs["title"] == "Plain page"
     assert page.outputs["text_length"] == len("Just a body.")
-    assert page.outputs["description"] == ""
+    assert page.outputs["text"] == "Just a body."
+    assert page.outputs["description"] == page.outputs["lang"] == page.outputs["emails"] == ""
 
 
 def test_the_charset_in_the_header_is_honoured(fake_site):
@@ -69,13 +101,13 @@ def test_redirects_are_followed_to_the_final_url(fake_site):
     assert page.error == ""
     assert page.outputs["final_url"] == fake_site.url("/")
     assert page.outputs["title"] == "Acme Widgets"
-    assert fake_site.requests == ["/redirect/3", "/redirect/2", "/redirect/1", "/"]
+    assert fake_site.requests == ["/robots.txt", "/redirect/3", "/redirect/2", "/redirect/1", "/"]
 
 
 def test_more_redirects_than_allowed_is_a_row_error(fake_site):
     [page] = fetch(fake_site.url("/redirect/3"), max_redirects="2")
     assert page.error == "too many redirects (more than 2)"
-    assert fake_site.requests == ["/redirect/3", "/redirect/2", "/redirect/1"]
+    assert fake_site.requests == ["/robots.txt", "/redirect/3", "/redirect/2", "/redirect/1"]
 
 
 def test_a_redirect_loop_is_a_row_error(fake_site):
@@ -96,9 +128,8 @@ def test_other_content_fills_only_status_and_final_url(fake_site, path):
     assert page.outputs == {
         "status": 200,
         "final_url": fake_site.url(path),
-        "title": "",
-        "description": "",
-        "text_length": "",
+        **dict.fromkeys(["title", "description", "text_length", "text", "lang"], ""),
+        **dict.fromkeys(["emails", "phones", "social"], ""),
     }
 
 
@@ -136,10 +167,12 @@ def test_a_slow_page_times_out_as_a_row_error(fake_site):
 
 
 def test_stopping_hangs_up_on_slow_pages(fake_site):
-    options = WEB.validate_options({"timeout": "30"}, ["link"])
+    options = WEB.validate_options({"timeout": "30", "per_host": "3"}, ["link"])
     rows = [(i, {"link": fake_site.url("/slow")}) for i in range(1, 4)]
     began = time.monotonic()
-    outcomes = run_rows(WEB, options, rows, should_stop=lambda: len(fake_site.requests) >= 3)
+    outcomes = run_rows(
+        WEB, options, rows, should_stop=lambda: fake_site.requests.count("/slow") >= 3
+    )
     assert outcomes == []
     assert time.monotonic() - began < 1.5
     wait_for(lambda: fake_site.dropped == 3, timeout=3, what="the site to see 3 hang-ups")
@@ -147,7 +180,7 @@ def test_stopping_hangs_up_on_slow_pages(fake_site):
 
 def test_a_url_without_scheme_is_fetched_over_https(fake_site):
     # The fake site speaks plain HTTP, so the https:// attempt fails its TLS handshake.
-    [page] = fetch(f"127.0.0.1:{fake_site.port}/plain")
+    [page] = fetch(f"127.0.0.1:{fake_site.port}/plain", robots="no")
     assert page.error.startswith("ConnectError: ")
     assert page.error.endswith(f"(https://127.0.0.1:{fake_site.port}/plain)")
 
@@ -195,13 +228,13 @@ def test_every_redirect_hop_is_checked(fake_site, second_site, settings):
         f"redirected to {target}; refused to connect to 127.0.0.2: a loopback address "
         "(private addresses are off; see CONVEYOR_WEB_ALLOW_PRIVATE)"
     )
-    assert fake_site.requests == ["/to"]
+    assert fake_site.requests == ["/robots.txt", "/to"]
     assert second_site.requests == []
 
     settings.CONVEYOR_WEB_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     [page] = fetch(fake_site.url(f"/to?url={target}"))
     assert (page.error, page.outputs["final_url"]) == ("", target)
-    assert second_site.requests == ["/plain"]
+    assert second_site.requests == ["/robots.txt", "/plain"]
 
 
 # --- options ------------------------------------------------------------------------------
@@ -226,7 +259,39 @@ def test_outputs_are_the_page_facts():
         "title",
         "description",
         "text_length",
+        "text",
+        "lang",
+        "emails",
+        "phones",
+        "social",
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "errors"),
+    [
+        (
+            {"select": "price .price", "outputs": "text, prices"},
+            {
+                "select": "line 1: write name = CSS selector (or selector @attribute)",
+                "outputs": "No output 'prices'. Outputs are: status, final_url, title, "
+                "description, text_length, text, lang, emails, phones, social.",
+            },
+        ),
+        ({"select": "title = h1"}, {"select": "line 1: the column 'title' is already an output"}),
+        ({"select": "x = p[["}, {"select": "line 1: 'p[[' is not a valid CSS selector"}),
+        (
+            {"max_text_chars": "40000"},
+            {"max_text_chars": "Must be at most 30,000 characters (CONVEYOR_WEB_MAX_TEXT_CHARS)."},
+        ),
+        ({"per_host": "0"}, {"per_host": "Must be at least 1."}),
+        ({"per_host": "100"}, {"per_host": "Must be at most 16."}),
+    ],
+)
+def test_bad_options_say_what_is_wrong(raw, errors):
+    with pytest.raises(OptionsError) as caught:
+        WEB.validate_options(raw, ["url"])
+    assert caught.value.errors == errors
 
 
 @pytest.mark.parametrize(
@@ -243,3 +308,79 @@ def test_addresses_that_carry_or_hide_an_internal_one_are_refused(host, kind, se
     settings.CONVEYOR_WEB_ALLOW_PRIVATE = False
     [page] = fetch(f"http://{host}:9/")
     assert page.error.startswith(f"refused to connect to {host.strip('[]')}: a {kind} address")
+
+
+# --- manners ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three_hosts() -> Iterator[list[FakeSite]]:
+    """Three sites on 127.0.0.1-3: three hosts, as far as per-host limits go."""
+    sites = [FakeSite(host=f"127.0.0.{n}").start() for n in (1, 2, 3)]
+    yield sites
+    for site in sites:
+        site.stop()
+
+
+def test_robots_txt_disallow_is_honoured_and_the_path_never_requested(fake_site):
+    fake_site.robots = "User-agent: *\nDisallow: /plain\n"
+    home, plain, redirected = fetch(
+        fake_site.url("/"), fake_site.url("/plain"), fake_site.url("/to?url=/plain")
+    )
+    assert home.error == ""
+    robots = fake_site.url("/robots.txt")
+    assert plain.error == (
+        f"{robots} disallows {fake_site.url('/plain')} for Conveyor; set robots=no to fetch it anyway"
+    )
+    assert redirected.error == plain.error  # every hop is checked
+    assert "/plain" not in fake_site.requests
+    assert fake_site.requests.count("/robots.txt") == 1  # once per host, not per row
+
+    [ignored] = fetch(fake_site.url("/plain"), robots="no")
+    assert (ignored.error, ignored.outputs["title"]) == ("", "Plain page")
+
+
+def test_rules_for_the_product_token_apply(fake_site):
+    fake_site.robots = "User-agent: *\nDisallow: /\n\nUser-agent: Conveyor\nAllow: /\n"
+    [page] = fetch(fake_site.url("/plain"))
+    assert page.error == ""
+
+
+def test_a_robots_txt_that_fails_with_5xx_disallows_the_host(fake_site):
+    fake_site.robots = "500"
+    [page] = fetch(fake_site.url("/plain"))
+    assert page.error.endswith("(robots.txt answered HTTP 500); set robots=no to fetch it anyway")
+    assert "/plain" not in fake_site.requests
+
+
+def test_each_host_sees_at_most_per_host_requests_at_once(three_hosts):
+    for site in three_hosts:
+        site.latency = 0.1
+    urls = [site.url(f"/?n={n}") for n in range(6) for site in three_hosts]
+    outcomes = fetch(*urls, concurrency="16", per_host="2")
+    assert [outcome.error for outcome in outcomes] == [""] * len(urls)
+    assert all(site.peak <= 2 for site in three_hosts)
+    assert [site.requests.count("/") for site in three_hosts] == [6, 6, 6]
+
+
+def test_per_host_delay_spaces_the_requests_to_a_host(fake_site):
+    urls = [fake_site.url(f"/?n={n}") for n in range(3)]
+    outcomes = fetch(*urls, per_host_delay="0.3", per_host="1")
+    assert all(outcome.error == "" for outcome in outcomes)
+    starts = fake_site.times  # robots.txt, then the pages: one connection, kept alive
+    # Spaced 0.3 s when sent; a lower bound with room for the request's trip.
+    assert all(later - earlier >= 0.2 for earlier, later in zip(starts, starts[1:], strict=False))
+
+
+def test_retry_after_on_429_pauses_the_whole_host(fake_site):
+    fake_site.busy_retry_after = "1"
+    busy, other = fetch(fake_site.url("/busy"), fake_site.url("/plain"), per_host="1")
+    assert (busy.error, busy.outputs["title"], busy.attempts) == ("", "Welcome back", 2)
+    assert other.error == ""
+    first_429 = fake_site.times[fake_site.requests.index("/busy")]
+    after = [
+        t
+        for path, t in zip(fake_site.requests, fake_site.times, strict=True)
+        if path != "/robots.txt"
+    ]
+    assert sorted(after)[1] - first_429 >= 0.99  # nothing went to the host in the pause
