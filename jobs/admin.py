@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected
@@ -28,6 +29,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from jobs import extensions
+from jobs.actions import kinds as kind_actions
 from jobs.actions.base import Action, Registry
 from jobs.actions.jobs import JOBS
 from jobs.actions.schedules import SCHEDULES
@@ -40,6 +42,7 @@ from jobs.models import (
     FailedJob,
     Job,
     JobEvent,
+    KindControl,
     Notification,
     Schedule,
     Worker,
@@ -701,3 +704,86 @@ class ApiTokenAdmin(ViewOnly, admin.ModelAdmin):
         for token in active:
             token_revoke(token)
         self.message_user(request, f"{plural(len(active), 'token')} revoked.")
+
+
+# -- kind controls ----------------------------------------------------------------------
+
+
+class KindControlForm(forms.ModelForm):
+    """Pause or resume a kind, queue or processor, and set its cap; saved through
+    `jobs.actions.kinds` (never by the form itself), which checks every field."""
+
+    paused = forms.BooleanField(required=False, help_text="Hold its jobs on every cluster.")
+
+    class Meta:
+        model = KindControl
+        fields = ["name", "paused", "reason", "cap"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["name"].help_text = "A job kind, tasks.<queue> or a processor (llm)."
+        if self.instance.pk:
+            self.fields["paused"].initial = self.instance.is_paused
+
+    def validate_unique(self) -> None:
+        """A name that has a row already is changed, not refused (the service upserts)."""
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not self.instance.pk and name not in kind_actions.known_names():
+            raise forms.ValidationError("Not a job kind, Tasks queue or processor.")
+        return name
+
+    def clean_cap(self) -> int | None:
+        cap = self.cleaned_data["cap"]
+        if cap is not None and not 1 <= cap <= kind_actions.MAX_CAP:
+            raise forms.ValidationError(f"A whole number from 1 to {kind_actions.MAX_CAP}.")
+        return cap
+
+
+@admin.register(KindControl)
+class KindControlAdmin(admin.ModelAdmin):
+    """Operators' holds on kinds of work (also on the ops page, the API and the CLI)."""
+
+    form = KindControlForm
+    list_display = ["name", "paused_at", "paused_by", "reason", "cap", "updated_by", "updated_at"]
+    list_filter = [("paused_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "reason"]
+    actions = ["pause_selected", "resume_selected"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: KindControl | None = None):
+        return ["name"] if obj is not None else []
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # resume and "cap: empty" undo a control; its row keeps who did it
+
+    def save_model(self, request: HttpRequest, obj: KindControl, form, change: bool) -> None:
+        data = form.cleaned_data
+        name = obj.name if change else data["name"]
+        try:
+            if data["paused"]:
+                row = kind_actions.kind_pause(name, by=request.user, reason=data["reason"])
+            else:
+                row = kind_actions.kind_resume(name, by=request.user)
+            row = kind_actions.kind_cap(name, data["cap"], by=request.user)
+        except (kind_actions.ControlError, JobActionError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            row = KindControl.objects.filter(name=name).first() or obj
+        obj.pk = row.pk
+
+    def _each(self, request: HttpRequest, queryset, change: Callable[..., Any], done: str) -> None:
+        for row in queryset:
+            try:
+                change(row.name, by=request.user)
+            except JobActionError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return
+        self.message_user(request, f"{queryset.count()} {done}.", messages.SUCCESS)
+
+    @admin.action(description="Pause selected kinds on every cluster")
+    def pause_selected(self, request: HttpRequest, queryset) -> None:
+        self._each(request, queryset, kind_actions.kind_pause, "paused")
+
+    @admin.action(description="Resume selected kinds")
+    def resume_selected(self, request: HttpRequest, queryset) -> None:
+        self._each(request, queryset, kind_actions.kind_resume, "resumed")

@@ -58,4 +58,16 @@ def notices() -> list[str]:
     return [controls.describe(row) for _, row in sorted(controls.paused().items())]
 
 
-__all__ = ["ControlError", "kind_cap", "kind_list", "kind_pause", "kind_resume", "notices"]
+known_names = controls.known_names
+MAX_CAP = controls.MAX_CAP
+
+__all__ = [
+    "MAX_CAP",
+    "ControlError",
+    "kind_cap",
+    "kind_list",
+    "kind_pause",
+    "kind_resume",
+    "known_names",
+    "notices",
+]

@@ -151,3 +151,28 @@ def test_a_job_waiting_for_its_time_runs_now(user):
     assert runner.run_one_slice(job.pk) == "succeeded"
     with pytest.raises(JobActionError, match="only a job waiting for its time can run now"):
         job_run_now(job=fresh(job), by=user)
+
+
+def test_the_admin_pauses_caps_and_resumes_through_the_services(client, staff_user):
+    client.force_login(staff_user)
+    response = client.post(
+        "/admin/jobs/kindcontrol/add/",
+        {"name": "llm", "paused": "on", "reason": "provider degraded", "cap": "2"},
+    )
+    assert response.status_code == 302, response.content
+    row = KindControl.objects.get(name="llm")
+    assert (row.is_paused, row.paused_by, row.reason, row.cap) == (
+        True,
+        "operator",
+        "provider degraded",
+        2,
+    )
+    refused = client.post("/admin/jobs/kindcontrol/add/", {"name": "nope", "cap": "0"})
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors.keys() == {"name", "cap"}
+
+    client.post(
+        "/admin/jobs/kindcontrol/",
+        {"action": "resume_selected", "_selected_action": [row.pk]},
+    )
+    assert not KindControl.objects.get(name="llm").is_paused
