@@ -448,6 +448,16 @@ CONVEYOR_LLM_PRICES = env_prices("CONVEYOR_LLM_PRICES")
 # and USD (priced models only). A job reaching one pauses; new ones wait for next month.
 CONVEYOR_MONTHLY_BUDGET_TOKENS = env_int("CONVEYOR_MONTHLY_BUDGET_TOKENS", 0)
 CONVEYOR_MONTHLY_BUDGET_USD = env_float("CONVEYOR_MONTHLY_BUDGET_USD", 0.0)
+# llm mode=batch (OpenAI's Batch API): rows per batch (the API takes at most 50,000 lines
+# and 200 MB a file), batches a job keeps open at once, how often it looks at them, and
+# the batch price as a share of the live one (OpenAI: half).
+CONVEYOR_LLM_BATCH_ROWS = min(env_int("CONVEYOR_LLM_BATCH_ROWS", 5_000), 50_000)
+CONVEYOR_LLM_BATCH_MAX_FILE_BYTES = min(
+    env_int("CONVEYOR_LLM_BATCH_MAX_FILE_BYTES", 190_000_000), 200 * 1024 * 1024
+)
+CONVEYOR_LLM_BATCH_OPEN = min(env_int("CONVEYOR_LLM_BATCH_OPEN", 10), 100)
+CONVEYOR_LLM_BATCH_POLL_SECONDS = env_float("CONVEYOR_LLM_BATCH_POLL_SECONDS", 60.0)
+CONVEYOR_LLM_BATCH_PRICE_FACTOR = env_float("CONVEYOR_LLM_BATCH_PRICE_FACTOR", 0.5)
 # Row-level HTTP retries (llm, web): backoff base and cap, also the cap on Retry-After.
 CONVEYOR_HTTP_RETRY_BASE_SECONDS = env_float("CONVEYOR_HTTP_RETRY_BASE_SECONDS", 1.0)
 CONVEYOR_HTTP_RETRY_MAX_SECONDS = env_float("CONVEYOR_HTTP_RETRY_MAX_SECONDS", 30.0)

@@ -24,6 +24,7 @@ from jobs.public import (
     Preempted,
     SliceDone,
     job_kind,
+    unseal_params,
 )
 from sheets.io.export import inputs_from_earlier_jobs, iter_export_rows, output_columns
 from sheets.io.importing import SpooledTable, kept_upload, spool_google, store_table
@@ -115,6 +116,7 @@ def failed_rows_retry_plan(failed: int, never: int) -> str:
     entity_key_for=_entity_key_for,
     label_for=_label_for,
     total_for=lambda params: params["row_count"],
+    on_end=lambda job_id, fields: cancel_batches(job_id),
     # what operators pause or cap alone: `conveyor kind pause llm`
     subkind_for=lambda params: str(params.get("processor") or ""),
     subkinds=lambda: [processor.name for processor in all_processors()],
@@ -136,7 +138,14 @@ def process_sheet(ctx: JobContext) -> dict[str, Any]:
     if ctx.total is None:
         ctx.progress(ctx.processed, total=params["row_count"], message="Starting")
     source = RowSource(ctx, sheet, params)
-    process_rows(ctx, source, processor, options, params["row_timeout"])
+    if processor.name == "llm" and options.get("mode") == "batch":
+        # Imported here, as the registry loads built-ins: httpx stays out of processes
+        # that never run a row.
+        from sheets.rows.batch_mode import run_batches
+
+        run_batches(ctx, source, processor, options)
+    else:
+        process_rows(ctx, source, processor, options, params["row_timeout"])
     check_every_row_processed(ctx, params)
     return {
         "processed": ctx.processed,
@@ -144,6 +153,18 @@ def process_sheet(ctx: JobContext) -> dict[str, Any]:
         "reused": RowResult.objects.filter(job_id=ctx.job_id, reused=True).count(),
         "output_columns": params["output_columns"],
     }
+
+
+def cancel_batches(job_id: int) -> None:
+    """A cancelled `llm` job in batch mode: its batches still open at the provider are
+    cancelled too (`sheets.rows.batch_mode`), wherever the job was cancelled."""
+    row = Job.objects.filter(pk=job_id, status=Job.Status.CANCELLED)
+    found = row.values_list("cursor", "params").first()
+    if found is None or not isinstance(found[0], dict) or not found[0].get("chunks"):
+        return
+    from sheets.rows.batch_mode import cancel_open_batches  # httpx: only when needed
+
+    cancel_open_batches(found[0]["chunks"], unseal_params(found[1]).get("options") or {})
 
 
 def check_every_row_processed(ctx: JobContext, params: dict[str, Any]) -> None:

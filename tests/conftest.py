@@ -32,7 +32,12 @@ from tests.support.processes import (
     wait_for,
 )
 
-pytest_plugins = ["tests.fakes.google_sheets", "tests.fakes.openai_api", "tests.fakes.website"]
+pytest_plugins = [
+    "tests.fakes.google_sheets",
+    "tests.fakes.openai_api",
+    "tests.fakes.openai_batch",
+    "tests.fakes.website",
+]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = "/usr/bin/chromium"

@@ -79,6 +79,7 @@ class FakeOpenAI(FakeServer):
         self.in_flight = 0
         self.max_in_flight = 0
         self.dropped = 0
+        self.batch_api: Any = None  # a Batch API (tests/fakes/openai_batch.py), if attached
         self._plans: dict[str, list[int]] = {}
         self._random = random.Random(1234)
         self._lock = threading.Lock()
@@ -154,11 +155,15 @@ class _Handler(FakeHandler):
     timeout = 10
 
     def do_GET(self) -> None:
+        if self.fake.batch_api is not None and self.fake.batch_api.serves(self.path):
+            return self.fake.batch_api.handle(self, "GET")
         if self.path.rstrip("/") != "/v1/models":
             return self._json(404, {"error": {"message": "Not found"}})
         return self._json(200, {"object": "list", "data": [{"id": "fake-model"}]})
 
     def do_POST(self) -> None:
+        if self.fake.batch_api is not None and self.fake.batch_api.serves(self.path):
+            return self.fake.batch_api.handle(self, "POST")
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         if self.path.rstrip("/") != "/v1/chat/completions":

@@ -34,6 +34,7 @@ import httpx
 from django.conf import settings
 
 from sheets.processors import USAGE_KEY, Option, OptionsError, RowError, match_column, processor
+from sheets.processors.builtins.llm.batch_probe import batch_refusal
 from sheets.processors.builtins.llm.endpoints import (
     NO_ENDPOINT_HELP,
     allowed_endpoints,
@@ -110,6 +111,15 @@ OPTIONS = [
     Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
     Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
     Option(
+        "mode",
+        "Mode",
+        "choice",
+        default="live",
+        choices=("live", "batch"),
+        help="live: each row now, at the normal price. batch: through the provider's "
+        "Batch API (OpenAI's), at half the price, answered within 24 hours.",
+    ),
+    Option(
         "budget_tokens",
         "Budget (tokens)",
         "int",
@@ -172,6 +182,9 @@ def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str,
             f"The server has no price for {options['model']} (CONVEYOR_LLM_PRICES), so a "
             "cost cannot be counted: set a budget in tokens instead."
         )
+    batch = options["mode"] == "batch" and "base_url" not in errors
+    if batch and (refused := batch_refusal(options["base_url"], options["api_key"])):
+        errors["mode"] = refused
     if errors:
         raise OptionsError(errors)
     return {**options, "categories": ", ".join(categories), "fields": fields_text(wanted)}
