@@ -33,7 +33,15 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from sheets.processors import USAGE_KEY, Option, OptionsError, RowError, match_column, processor
+from sheets.processors import (
+    USAGE_KEY,
+    Option,
+    OptionsError,
+    RowError,
+    extend_row_deadline,
+    match_column,
+    processor,
+)
 from sheets.processors.builtins.llm.batch_probe import batch_refusal
 from sheets.processors.builtins.llm.endpoints import (
     NO_ENDPOINT_HELP,
@@ -326,7 +334,13 @@ async def answer_fields(
         messages = build_messages(row, options, mode)
         response = await post_chat(session, request_body(options, messages, mode))
     else:
-        async with formats.lock:  # one row finds the way; the others wait for it
+        # One row finds the way; the others wait for it, and like a wait for a rate-limit
+        # slot that wait does not count against their row timeout.
+        loop = asyncio.get_running_loop()
+        extend_row_deadline(FORMAT_WAIT_ALLOWANCE)
+        began = loop.time()
+        async with formats.lock:
+            extend_row_deadline(loop.time() - began - FORMAT_WAIT_ALLOWANCE)
             mode, messages, response = await find_format(row, options, session)
     raise_for_status(response)
     answer, tokens, usage = parse_completion(response, options["model"])
@@ -381,6 +395,7 @@ async def find_format(
     return mode, messages, response
 
 
+FORMAT_WAIT_ALLOWANCE = 3600.0  # seconds a row may wait for the first row's answer
 FORMAT_WORDS = ("response_format", "response format", "json_schema", "json_object", "schema")
 
 

@@ -269,6 +269,17 @@ def test_an_endpoint_refusing_the_schema_costs_one_extra_request_per_way_per_ses
     assert again[1].error == "" and len(fake_openai.calls) == 8 + 2 * len(refused) + 1
 
 
+def test_waiting_for_the_first_rows_answer_does_not_count_against_the_row_timeout(fake_openai):
+    fake_openai.structured = facts
+    fake_openai.latency = lambda call: 1.0 if call.number == 1 else 0.6
+    options = options_for(fake_openai, concurrency="4")
+    outcomes = {
+        o.number: o for o in run_rows(LLM, options, rows(4), should_stop=NEVER, row_timeout=1.4)
+    }
+    assert [o.error for o in outcomes.values()] == [""] * 4  # 1.0 s waited + 0.6 s asked
+    assert len(fake_openai.calls) == 4
+
+
 def test_a_400_about_something_else_is_not_taken_for_a_refused_format(fake_openai):
     fake_openai.structured = facts
     fake_openai.plan("Acme", [400, 400])  # "Invalid value for 'temperature'", twice
