@@ -53,6 +53,7 @@ from jobs.engine.services import (
     notifications_mark_read,
 )
 from jobs.extensions import Link, UnitTable, extend_kind, set_start_page
+from jobs.outbound import AddressGuard, OutboundRefused, address_kind, guarded_client
 from jobs.schedules.services import schedule_delete
 from jobs.selectors import batch_progress, may_submit_for, missing_jobs, priority_for, sort_key
 from jobs.serializers import batch_as_dict, job_as_dict, schedule_as_dict
@@ -99,6 +100,11 @@ __all__ = [
     "unseal_params",
     "is_secret_name",
     "atomic_retry",
+    # outbound requests (the guard every request to the outside goes through)
+    "AddressGuard",
+    "OutboundRefused",
+    "address_kind",
+    "guarded_client",
     # admin and CLI
     "FilterLookupsOnly",
     "ViewOnly",
