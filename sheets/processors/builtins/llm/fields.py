@@ -164,11 +164,18 @@ def response_format(fields: list[Field], mode: str) -> dict[str, Any] | None:
     return None
 
 
+KINDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
 def system_message(fields: list[Field], mode: str) -> str:
-    names = ", ".join(field.name for field in fields)
+    """What the model is told; the fields and their types even where the schema travels
+    in `response_format`, as an endpoint may ignore that without saying so."""
+    described = "; ".join(
+        f"{f.name}: {KINDS.get(f.type) or 'one of ' + ', '.join(f.choices)}" for f in fields
+    )
     text = (
-        f"You extract fields from records. Reply with a JSON object with the fields {names}; "
-        "use null for a field the record does not tell."
+        f"You extract fields from records. Reply with a JSON object with these fields: "
+        f"{described}. Use null for a field the record does not tell."
     )
     if mode != "json_schema":  # else the schema travels in response_format
         schema = json.dumps(json_schema(fields), ensure_ascii=False)

@@ -159,6 +159,10 @@ def test_typed_fields_end_to_end_through_a_sheet_job(fake_openai, user):
     assert sent["schema"]["additionalProperties"] is False
     assert sent["schema"]["properties"]["headcount"] == {"type": ["integer", "null"]}
     assert sent["schema"]["properties"]["size"]["enum"] == ["small", "Mid", "large", None]
+    told = first["messages"][0]["content"]  # in case an endpoint ignores response_format
+    assert "headcount: a whole number; remote: true or false; size: one of small, Mid, large" in (
+        told
+    )
     assert first["messages"][-1]["content"] == "What are the fields of this record?\n\n" + (
         "name: Acme\nnotes: rockets"
     )
