@@ -301,6 +301,9 @@ CONVEYOR_MAX_ATTEMPTS = env_int("CONVEYOR_MAX_ATTEMPTS", 5)
 CONVEYOR_RETRY_BASE_SECONDS = env_float("CONVEYOR_RETRY_BASE_SECONDS", 2.0)
 CONVEYOR_RETRY_MAX_SECONDS = env_float("CONVEYOR_RETRY_MAX_SECONDS", 300.0)
 CONVEYOR_RETENTION_DAYS = env_int("CONVEYOR_RETENTION_DAYS", 30)
+# Days of per-kind history (rolled up by day) kept for the metrics page; minutes are
+# kept 48 hours and hours 8 days. Prometheus' totals are never pruned.
+CONVEYOR_HISTORY_DAYS = env_int("CONVEYOR_HISTORY_DAYS", 30)
 # Most active (queued, running, paused, retry-waiting) jobs one user may have (staff: no
 # limit; 0: no limit). Jobs of equal priority run in turns across owners anyway.
 CONVEYOR_MAX_ACTIVE_JOBS = env_int("CONVEYOR_MAX_ACTIVE_JOBS", 1000)

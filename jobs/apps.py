@@ -18,9 +18,11 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         from jobs import tasks_backend
         from jobs.engine import maintenance, worker  # noqa: F401  (worker-process hooks)
+        from jobs.history import rollup
         from jobs.schedules.services import run_due_schedules
 
         maintenance.on_upkeep(run_due_schedules)  # also connects the owner-deactivated pause
+        maintenance.on_upkeep(rollup.upkeep)
 
         autodiscover_modules("kinds")
         autodiscover_modules("tasks")  # Django tasks that the API and CLI may name

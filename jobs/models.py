@@ -666,3 +666,51 @@ class FailedJob(Job):
         proxy = True
         verbose_name = "failed job"
         verbose_name_plural = "failed jobs"
+
+
+class KindStat(models.Model):
+    """What jobs of one kind did in one interval: the history the metrics page charts
+    over 30 days and Prometheus exports (jobs/history/). One row per (period, start,
+    kind), written by the upkeep's roll-up as jobs finish; `total` rows (start at the
+    epoch) only ever grow, for Prometheus' counters and histograms. Durations and queue
+    waits are kept as histograms (`HISTOGRAM_BOUNDS` seconds, then +Inf), so p50/p95 come
+    from counts that add up across intervals and nothing grows with the number of jobs."""
+
+    class Period(models.TextChoices):
+        MINUTE = "minute"
+        HOUR = "hour"
+        DAY = "day"
+        TOTAL = "total"
+
+    period = models.CharField(max_length=6, choices=Period.choices)
+    start = models.DateTimeField()
+    kind = models.CharField(max_length=100)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    rows_processed = models.BigIntegerField(default=0)
+    rows_failed = models.BigIntegerField(default=0)
+    tokens = models.BigIntegerField(default=0, help_text="LLM prompt + completion tokens.")
+    cost_usd = models.FloatField(default=0.0)
+    duration = models.JSONField(default=list, help_text="Run-time histogram: counts per bound.")
+    duration_sum = models.FloatField(default=0.0)
+    wait = models.JSONField(default=list, help_text="Queue-wait histogram: counts per bound.")
+    wait_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["period", "start", "kind"], name="kindstat_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.period} {self.start:%Y-%m-%d %H:%M}"
+
+
+class HistoryMark(models.Model):
+    """How far the roll-up has read finished jobs (one row): each roll-up moves it
+    forward with a compare-and-set, so two workers never count the same jobs."""
+
+    rolled_to = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"history rolled up to {self.rolled_to:%Y-%m-%d %H:%M:%S}"

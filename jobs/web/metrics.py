@@ -15,16 +15,24 @@ from typing import Any
 
 from django.apps import apps
 from django.db.models import Case, Count, DateTimeField, F, Q, QuerySet, Value, When
-from django.db.models.functions import Coalesce, TruncMinute
+from django.db.models.functions import Coalesce, TruncHour, TruncMinute
 from django.utils import timezone
 
 from jobs.extensions import unit_tables
-from jobs.models import Job, Worker
+from jobs.history import stats
+from jobs.models import Job, KindStat, Worker
 
 Status = Job.Status
 
-# window name -> (span, bucket size), both in seconds
-WINDOWS = {"hour": (3600, 60), "day": (86400, 900)}
+# window name -> (span, bucket size), both in seconds. The hour and the day are read
+# from the jobs tables; the week and the month from the history (jobs/history/).
+WINDOWS = {
+    "hour": (3600, 60),
+    "day": (86400, 900),
+    "week": (7 * 86400, 3600),
+    "month": (30 * 86400, 86400),
+}
+FROM_HISTORY = {"week": KindStat.Period.HOUR, "month": KindStat.Period.DAY}
 
 METHODS = {
     "jobs": "Jobs submitted (created) and jobs finished, by outcome, per minute.",
@@ -47,6 +55,17 @@ METHODS = {
         "finish, or to the last heartbeat of a job that stopped without finishing)."
     ),
     "workers": "Worker processes whose heartbeat is fresh, sampled while the page is open.",
+    "history": (
+        "Over a week or a month, jobs, rows, failure rates and waits come from the history: "
+        "each job counted when it finished (its rows with it), kept 30 days "
+        "(CONVEYOR_HISTORY_DAYS); waits show their average and 95th percentile."
+    ),
+    "performance": (
+        "Per kind, over the window: jobs finished per minute, failure rate (failed among "
+        "succeeded + failed), running time and wait before the first start (50th and 95th "
+        "percentiles, from histograms: as fine as their buckets), rows, LLM tokens and cost; "
+        "from the history, where a job counts within a minute or so of ending."
+    ),
 }
 
 
@@ -99,9 +118,10 @@ def _per_bucket(
     folded into the buckets here: at most 1,440 minute groups per series.
     """
     names = ["minute", group] if group else ["minute"]
+    truncate = TruncMinute if buckets.size < 3600 else TruncHour  # a week: 168 groups, not 10k
     rows = (
         queryset.filter(**{f"{field}__gte": buckets.start, f"{field}__lte": buckets.now})
-        .annotate(minute=TruncMinute(field))
+        .annotate(minute=truncate(field))
         .order_by()
         .values(*names)
         .annotate(n=Count("pk"))
@@ -280,18 +300,42 @@ def metrics(window: str = "hour", now: datetime | None = None) -> dict[str, Any]
         raise ValueError(f"window must be one of {', '.join(WINDOWS)}")
     now = now or timezone.now()
     buckets = Buckets.for_window(window, now)
-    jobs = job_series(buckets)
-    rows = row_series(buckets)
+    if window in FROM_HISTORY:
+        past = _history_series(buckets, FROM_HISTORY[window])
+    else:
+        jobs, rows = job_series(buckets), row_series(buckets)
+        past = {
+            "jobs": {k: v for k, v in jobs.items() if k != "failure_rate"},
+            "rows": {k: v for k, v in rows.items() if k != "failure_rate"},
+            "failure_rate": {"jobs": jobs["failure_rate"], "rows": rows["failure_rate"]},
+            "queue": wait_series(buckets),
+        }
+    past["queue"]["waiting"] = queue_series(buckets)
     return {
         "window": window,
         "bucket_seconds": buckets.size,
         "generated_at": now.timestamp(),
         "times": buckets.times,
-        "jobs": {k: v for k, v in jobs.items() if k != "failure_rate"},
-        "rows": {k: v for k, v in rows.items() if k != "failure_rate"},
-        "failure_rate": {"jobs": jobs["failure_rate"], "rows": rows["failure_rate"]},
-        "queue": {"waiting": queue_series(buckets), **wait_series(buckets)},
+        **past,
         "running": running_series(buckets),
+        "performance": [f.as_dict() for f in stats.performance(window, now)],
         "now": current_figures(now),
         "methods": METHODS,
+    }
+
+
+def _history_series(buckets: Buckets, period: str) -> dict[str, Any]:
+    """A week's or a month's charts from the history; submissions from the jobs table."""
+    found = stats.series(buckets.times, buckets.size, period)
+    created = _per_bucket(Job.objects.all(), "created_at", buckets).get(None, [0] * buckets.count)
+    return {
+        "jobs": {
+            "created": buckets.per_minute(created),
+            "succeeded": found["succeeded"],
+            "failed": found["failed"],
+            "cancelled": found["cancelled"],
+        },
+        "rows": {"processed": found["rows_processed"], "failed": found["rows_failed"]},
+        "failure_rate": {"jobs": found["jobs_failure_rate"], "rows": found["rows_failure_rate"]},
+        "queue": {"average": found["wait_average"], "p95": found["wait_p95"]},
     }

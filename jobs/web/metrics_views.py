@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 from jobs.web.metrics import METHODS, WINDOWS, metrics
 
 # Seconds between refreshes of the charts, per window (`?every=N` overrides, >= 1).
-REFRESH_SECONDS = {"hour": 5, "day": 60}
+REFRESH_SECONDS = {"hour": 5, "day": 60, "week": 300, "month": 600}
 
 
 def _window(request: HttpRequest) -> str:

@@ -17,7 +17,7 @@
     rows: (d) => [["Processed", d.rows.processed], ["Failed", d.rows.failed]],
     failures: (d) => [["Jobs failed %", d.failure_rate.jobs], ["Rows failed %", d.failure_rate.rows]],
     queue: (d) => [["Waiting jobs", d.queue.waiting]],
-    wait: (d) => [["Average", d.queue.average], ["Longest", d.queue.longest]],
+    wait: (d) => [["Average", d.queue.average], d.queue.longest ? ["Longest", d.queue.longest] : ["95th percentile", d.queue.p95]],
     running: (d) => {
       const kinds = Object.entries(d.running);
       return kinds.length ? kinds : [["(none)", d.times.map(() => 0)]];
@@ -97,8 +97,29 @@
     set("clusters", now.clusters.map((c) => c.name + " (" + c.workers + ")").join(", "));
   }
 
+  // The per-kind table: one row per kind, built with text nodes (kind names are data).
+  function performance(rows) {
+    const body = root.querySelector("#kind-performance tbody");
+    if (!body) return;
+    const pair = (a, b) => duration(a) + " / " + duration(b);
+    const cells = (f) => [
+      f.kind, f.finished.toLocaleString(), f.per_minute, f.failure_rate === null ? "–" : f.failure_rate + " %",
+      pair(f.duration_p50, f.duration_p95), pair(f.wait_p50, f.wait_p95),
+      f.rows_processed.toLocaleString() + " (" + f.rows_failed.toLocaleString() + ")",
+      f.tokens.toLocaleString(), f.cost_usd ? "$" + f.cost_usd.toFixed(2) : "–",
+    ];
+    if (!rows.length) return;
+    body.replaceChildren(...rows.map((f) => {
+      const tr = document.createElement("tr");
+      tr.dataset.kind = f.kind;
+      for (const text of cells(f)) tr.appendChild(document.createElement("td")).textContent = text;
+      return tr;
+    }));
+  }
+
   function render(d) {
     state.data = d;
+    performance(d.performance || []);
     for (const [name, series] of Object.entries(CHARTS)) draw(name, d.times, series(d));
     const samples = state.workerSamples;
     samples[0].push(d.generated_at);
