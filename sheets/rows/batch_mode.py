@@ -22,8 +22,8 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.public import JobContext, PermanentError, Postponed
-from sheets.processors import Processor, RowError, RowOutcome
+from jobs.public import JobContext, PauseJob, PermanentError, Postponed
+from sheets.processors import USAGE_KEY, Processor, RowError, RowOutcome
 from sheets.processors.builtins.llm.batch import (
     FINISHED,
     MARKER,
@@ -34,7 +34,7 @@ from sheets.processors.builtins.llm.batch import (
     custom_id,
     line_outputs,
 )
-from sheets.processors.runner import USAGE_KEY
+from sheets.rows.budget import Budget
 from sheets.rows.pipeline import batch_spent
 from sheets.rows.results import build_results, store_results
 from sheets.rows.reuse import Reuse
@@ -54,23 +54,24 @@ def run_batches(
 ) -> None:
     """Send, wait for and store the job's rows batch by batch; returns when every row of
     the job has a result, raises `Postponed` while batches are still out."""
-    BatchRun(ctx, source, processor, options).step()
+    with BatchAPI(options) as api:
+        BatchRun(ctx, source, processor, options, api).step()
 
 
 def cancel_open_batches(chunks: list[dict[str, Any]], options: dict[str, Any]) -> list[str]:
     """A cancelled job's batches still running at the provider, cancelled (best effort:
     the job is cancelled whatever the API answers); the ids cancelled. Called from the
     sheet kind's `on_end`, whether a worker stopped the job or it was waiting."""
-    api = BatchAPI(options, timeout=CANCEL_TIMEOUT_SECONDS)
     cancelled = []
-    for chunk in chunks:
-        if chunk.get("id") and chunk.get("status") not in FINISHED:
-            try:
-                api.cancel(chunk["id"])
-            except BatchAPIError as exc:
-                log.warning("could not cancel batch %s: %s", chunk["id"], exc)
-                continue
-            cancelled.append(chunk["id"])
+    with BatchAPI(options, timeout=CANCEL_TIMEOUT_SECONDS) as api:
+        for chunk in chunks:
+            if chunk.get("id") and chunk.get("status") not in FINISHED:
+                try:
+                    api.cancel(chunk["id"])
+                except BatchAPIError as exc:
+                    log.warning("could not cancel batch %s: %s", chunk["id"], exc)
+                    continue
+                cancelled.append(chunk["id"])
     return cancelled
 
 
@@ -79,22 +80,27 @@ class BatchRun:
     they go: new ones opened, open ones polled, finished ones stored in order."""
 
     def __init__(
-        self, ctx: JobContext, source: RowSource, processor: Processor, options: dict[str, Any]
+        self,
+        ctx: JobContext,
+        source: RowSource,
+        processor: Processor,
+        options: dict[str, Any],
+        api: BatchAPI,
     ) -> None:
         cursor = ctx.cursor or {}
-        self.ctx, self.source, self.options = ctx, source, options
-        self.api = BatchAPI(options)
+        self.ctx, self.source, self.options, self.api = ctx, source, options, api
         self.reuse = Reuse(ctx, processor, options)
         self.chunks: list[dict[str, Any]] = [dict(c) for c in cursor.get("chunks", [])]
         self.done_to = source.next  # the first row without a result (the cursor's `next`)
         source.rewind(cursor.get("sent", source.next))
         self.lines: dict[str, list[dict]] = {}  # a chunk's lines, made when it was opened
+        self.budget = Budget.of_job(ctx.job_id, ctx.owner_id, options)
 
     # -- the slice ------------------------------------------------------------------
     def step(self) -> None:
         try:
             while True:
-                while len(self.chunks) < settings.CONVEYOR_LLM_BATCH_OPEN and self.open_chunk():
+                while self.may_open() and self.open_chunk():
                     pass
                 for chunk in self.chunks:
                     self.advance(chunk)
@@ -104,6 +110,8 @@ class BatchRun:
                     finished += 1
                 if not self.chunks and not self.source_left():
                     return
+                if not self.chunks and (reason := self.over_budget()):
+                    raise PauseJob(reason)
                 if not finished:
                     break  # the first open batch is still running: wait for it
         except BatchAPIError as exc:
@@ -120,6 +128,14 @@ class BatchRun:
 
     def source_left(self) -> bool:
         return self.source.next < self.source.end
+
+    def may_open(self) -> bool:
+        return len(self.chunks) < settings.CONVEYOR_LLM_BATCH_OPEN and not self.over_budget()
+
+    def over_budget(self) -> str:
+        """Why no new batch may be sent (a budget reached by what the job spent), or "".
+        Checked before each batch: a job overshoots by at most its open batches."""
+        return self.budget.reached(self.ctx.spent) if self.budget else ""
 
     # -- a chunk's life: opened, sent, polled, finished -------------------------------------
     def open_chunk(self) -> bool:

@@ -7,7 +7,8 @@ when created, then `in_progress` (its counts rising with time) and `completed` o
 `delay` seconds have passed since its creation, with its output file (answers made by
 the fake's `answer`, as live) and an error file for lines whose user message holds
 FAIL_IN_BATCH (HTTP 400). `hold` keeps batches in progress, half answered, until it is
-cleared; `create_latency` answers a create that late (the batch already made). No chat-completions request is made or recorded (`FakeOpenAI.calls`).
+cleared; `late_creates` ({n: seconds}) answers the n-th create that late, the batch
+already made. No chat-completions request is made or recorded (`FakeOpenAI.calls`).
 Use the `fake_openai_batch` fixture: the `fake_openai` server with this API on it.
 """
 
@@ -50,7 +51,7 @@ class FakeBatchAPI:
         self.fake = fake
         self.delay = 0.0  # seconds from a batch's creation to its completion
         self.hold = False  # batches stay in progress (half answered) while True
-        self.create_latency = 0.0  # seconds a create waits, the batch made, before answering
+        self.late_creates: dict[int, float] = {}  # n-th create: seconds it answers late
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, FakeBatch] = {}  # in creation order
         self.cancelled: list[str] = []  # ids of batches a cancel was asked for
@@ -86,9 +87,9 @@ class FakeBatchAPI:
         body = handler.rfile.read(length) if length else b""
         with self._lock:
             status, answer = self._route(method, parts, query, body, handler.headers)
-        creating = (method, parts) == ("POST", ["batches"])
+        late = self.late_creates.get(len(self.batches))
         # The batch exists: a client killed while it waits never learns its id.
-        if creating and self.create_latency and not handler._wait(self.create_latency):
+        if (method, parts) == ("POST", ["batches"]) and late and not handler._wait(late):
             return None
         if isinstance(answer, bytes):
             return self._raw(handler, status, answer)

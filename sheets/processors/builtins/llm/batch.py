@@ -9,6 +9,7 @@ checks as live mode. The sheet side (chunks, the job's state, restarts, waiting)
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -116,8 +117,9 @@ def batch_status_text(status: str) -> str:
 
 
 class BatchAPI:
-    """The Batch API of a job's endpoint, with its key. Each call opens its own client
-    (a slice makes a handful), through the address guard like every row request."""
+    """The Batch API of a job's endpoint, with its key, through the address guard like
+    every row request. As a context manager it keeps one client (and event loop) for
+    its calls, as a slice makes a few dozen; else each call opens its own."""
 
     def __init__(self, options: dict[str, Any], timeout: float = 0.0) -> None:
         self.timeout = timeout or settings.CONVEYOR_LLM_TIMEOUT
@@ -126,24 +128,48 @@ class BatchAPI:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Each line names its endpoint as a path: "/v1/chat/completions" on OpenAI.
         self.chat_path = urlsplit(self.base_url).path.rstrip("/") + "/chat/completions"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def __enter__(self) -> BatchAPI:
+        self._loop = asyncio.new_event_loop()
+        self._client = self._new_client()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop, client = self._loop, self._client
+        self._loop = self._client = None
+        if loop is not None and client is not None:
+            try:
+                loop.run_until_complete(client.aclose())
+            finally:
+                loop.close()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
+        hosts = [host_of(url) for url in allowed_endpoints()]
+        return guarded_client(
+            allowed_hosts=hosts, connections=2, headers=self.headers, timeout=timeout
+        )
 
     def call(self, method: str, path: str, *, cap: int = 0, **kwargs: Any) -> httpx.Response:
         """One request; BatchAPIError unless the API answered 2xx."""
         cap = cap or settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES
+        too_big = f"the Batch API's answer to {path} is larger than {cap:,} bytes"
 
-        async def send() -> httpx.Response:
-            timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
-            hosts = [host_of(url) for url in allowed_endpoints()]
-            client = guarded_client(
-                allowed_hosts=hosts, connections=2, headers=self.headers, timeout=timeout
-            )
-            async with client:
-                request = client.build_request(method, self.base_url + path, **kwargs)
-                too_big = f"the Batch API's answer to {path} is larger than {cap:,} bytes"
-                return await send_capped(client, request, cap, too_big)
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            request = client.build_request(method, self.base_url + path, **kwargs)
+            return await send_capped(client, request, cap, too_big)
+
+        async def send_once() -> httpx.Response:
+            async with self._new_client() as client:
+                return await send(client)
 
         try:
-            response = run_sync(send)
+            if self._loop is not None and self._client is not None:
+                response = self._loop.run_until_complete(send(self._client))
+            else:
+                response = run_sync(send_once)
         except httpx.TransportError as exc:
             raise BatchAPIError(
                 f"could not reach {self.base_url}: {type(exc).__name__}", transient=True

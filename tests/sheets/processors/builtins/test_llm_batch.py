@@ -120,6 +120,15 @@ def test_cancelling_the_job_cancels_its_batch(user, fake_openai, fake_openai_bat
     assert fake_openai_batch.cancelled == [batch.id]
 
 
+def test_a_budget_sends_no_further_batch_and_pauses_the_job(
+    user, fake_openai, fake_openai_batch, settings
+):
+    settings.CONVEYOR_LLM_BATCH_OPEN = 1
+    job = run_to_end(submit(user, fake_openai, produce(10), budget_tokens=10))
+    assert job.status == "paused" and job.message.startswith("Budget reached: ")
+    assert len(fake_openai_batch.created) == 1 and job.processed == 4
+
+
 def test_an_endpoint_without_a_batch_api_is_refused_at_submit(user, fake_openai):
     with pytest.raises(SheetParamsError) as caught:
         submit(user, fake_openai, produce(2))
@@ -132,14 +141,13 @@ def test_a_cluster_killed_while_creating_a_batch_makes_no_second_one(
     cluster_factory, user, fake_openai, fake_openai_batch
 ):
     fake_openai.categories = ["Fruit", "Vegetable"]
-    fake_openai_batch.create_latency = 30.0  # the second batch is made, its id never told
+    fake_openai_batch.late_creates = {2: 30.0}  # the second batch is made, its id never told
     engine = {"CONVEYOR_LLM_BATCH_ROWS": "4", "CONVEYOR_LLM_BATCH_POLL_SECONDS": "0.2"}
-    first = cluster_factory(workers=2, **engine)
+    first = cluster_factory(workers=1, **engine)
     job = submit(user, fake_openai, produce(10))
     wait_for(lambda: len(fake_openai_batch.created) >= 2, timeout=60, what="a second batch")
     first.kill()  # kill -9, the worker waiting for the create's answer
-    fake_openai_batch.create_latency = 0.0
-    cluster_factory(workers=2, **engine)
+    cluster_factory(workers=1, **engine)
     wait_for(lambda: status_of(job) == "succeeded", timeout=90, what="the job to finish")
     chunks = [b.metadata["conveyor_rows"] for b in fake_openai_batch.created]
     assert sorted(chunks) == ["1-4", "5-8", "9-10"], "exactly one batch per chunk"
