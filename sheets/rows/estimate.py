@@ -9,7 +9,8 @@ stored usage (the API's reported tokens) gives tokens per character of prompt an
 mean answer length; a "Try on 5 rows" job makes such rows. Without any, it is rough:
 characters / 4, and an answer as long as the longest category, else `max_tokens`, else
 DEFAULT_COMPLETION_TOKENS. With `fields`, the JSON schema sent with each request counts
-as prompt, and a rough answer is a JSON object of the fields.
+as prompt, and a rough answer is a JSON object of the fields. In batch mode (`mode=batch`)
+the cost is at the batch price (CONVEYOR_LLM_BATCH_PRICE_FACTOR).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from django.conf import settings
 
 from sheets.models import Sheet
 from sheets.processors import get_processor
@@ -114,6 +117,9 @@ def estimate_run(sheet: Sheet, params: dict[str, Any], owner_id: int) -> Estimat
     requests = round(len(to_send) * scale)
     prompt_tokens = round(sum(to_send) * per_char * scale)
     completion_tokens = round(requests * per_answer)
+    cost = cost_usd(options["model"], prompt_tokens, completion_tokens)
+    if cost is not None and options.get("mode") == "batch":
+        cost *= settings.CONVEYOR_LLM_BATCH_PRICE_FACTOR  # the Batch API's price
     return Estimate(
         first_row=first,
         rows=count,
@@ -121,7 +127,7 @@ def estimate_run(sheet: Sheet, params: dict[str, Any], owner_id: int) -> Estimat
         requests=requests,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cost_usd=cost_usd(options["model"], prompt_tokens, completion_tokens),
+        cost_usd=cost,
         model=options["model"],
         calibration_rows=calibration,
         tokens_per_char=per_char,

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from django.test import Client
 
 from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel
@@ -105,6 +108,10 @@ def test_the_job_shows_the_batch_while_it_waits_without_holding_a_worker(
     job = slice_of(job)
     assert job.message == "OpenAI batch: in progress, 2 of 5 answered"
     assert job.attempts == 0
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "OpenAI batch: in progress, 2 of 5 answered" in page
     fake_openai_batch.hold = False
     job = run_to_end(job)
     assert job.status == "succeeded" and job.processed == 5
@@ -155,3 +162,24 @@ def test_a_cluster_killed_while_creating_a_batch_makes_no_second_one(
     assert job.processed == 10 and job.failed == 0
     assert sorted(job.row_results.values_list("row_number", flat=True)) == list(range(1, 11))
     assert fake_openai.calls == []
+
+
+def test_the_estimate_of_a_batch_run_is_at_the_batch_price(user, fake_openai, fake_openai_batch):
+    sheet = make_sheet(user, produce(6))
+    client = Client()
+    client.force_login(user)
+
+    def cost(mode: str) -> float:
+        form = {
+            "processor": "llm",
+            "opt_categories": "Fruit, Vegetable",
+            "opt_base_url": fake_openai.base_url,
+            "opt_model": "test-model",
+            "opt_mode": mode,
+            "start_row": "1",
+            "priority": "normal",
+        }
+        page = client.post(f"/sheets/{sheet.pk}/llm-preview/", form).content.decode()
+        return float(re.search(r'class="estimate-cost">\$([\d.]+)<', page)[1])
+
+    assert cost("batch") == pytest.approx(cost("live") / 2, abs=0.0001)
