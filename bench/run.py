@@ -80,6 +80,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         "3 llm sheet jobs at once vs the rate concurrency / fake API latency allows",
         DATABASES_ONLY,
     ),
+    "web": Benchmark(
+        "bench.web",
+        "web over 1,000 URLs on 50 hosts (per-host peak <= 2) vs concurrency / latency; web -> llm",
+        DATABASES_ONLY,
+    ),
     "live": Benchmark(
         "bench.live",
         "commit -> websocket frame latency (daphne) vs relay poll / bare NOTIFY",

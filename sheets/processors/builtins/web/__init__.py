@@ -38,7 +38,7 @@ from sheets.processors import Option, OptionsError, RowError, match_column, proc
 from sheets.processors.builtins.web.extract import Select, page_facts
 from sheets.processors.builtins.web.fetch import Fetched, Fetcher, Manners
 from sheets.processors.builtins.web.hosts import Hosts
-from sheets.processors.builtins.web.robots import MAX_ROBOTS_BYTES, Robots
+from sheets.processors.builtins.web.robots import MAX_ROBOTS_BYTES, Robots, RobotsCache
 from sheets.processors.builtins.web.urls import normalise_url, redirect_target, with_scheme
 from sheets.processors.outbound import BlockedAddress, guarded_client
 
@@ -256,7 +256,8 @@ async def web_session(options: dict[str, Any]) -> AsyncIterator[WebSession]:
                 url, manners, max_bytes=MAX_ROBOTS_BYTES, too_big=too_big, any_type=True
             )
 
-        robots = Robots(fetch_robots, settings.CONVEYOR_WEB_USER_AGENT)
+        cache = RobotsCache(hosts.shared.redis if hosts.shared is not None else None)
+        robots = Robots(fetch_robots, settings.CONVEYOR_WEB_USER_AGENT, cache)
         try:
             yield WebSession(fetcher, robots)
         finally:

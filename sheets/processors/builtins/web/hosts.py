@@ -140,9 +140,9 @@ class RedisHosts:
     def __init__(self, url: str) -> None:
         import redis.asyncio
 
-        self._redis = redis.asyncio.Redis.from_url(url)
-        self._acquire = self._redis.register_script(ACQUIRE)
-        self._reserve = self._redis.register_script(RESERVE)
+        self.redis = redis.asyncio.Redis.from_url(url)
+        self._acquire = self.redis.register_script(ACQUIRE)
+        self._reserve = self.redis.register_script(RESERVE)
 
     async def acquire(self, host: str, limit: int) -> str:
         token = uuid.uuid4().hex
@@ -155,10 +155,10 @@ class RedisHosts:
         key = f"{PREFIX}:slots:{host}"
         while True:
             await asyncio.sleep(RENEW_SECONDS)
-            await self._redis.zadd(key, {token: time.time() + LEASE_SECONDS}, xx=True)
+            await self.redis.zadd(key, {token: time.time() + LEASE_SECONDS}, xx=True)
 
     async def release(self, host: str, token: str) -> None:
-        await self._redis.zrem(f"{PREFIX}:slots:{host}", token)
+        await self.redis.zrem(f"{PREFIX}:slots:{host}", token)
 
     async def reserve(self, host: str, delay: float) -> float:
         return float(await self._reserve(keys=[f"{PREFIX}:next:{host}"], args=[delay, 0]))
@@ -167,7 +167,7 @@ class RedisHosts:
         await self._reserve(keys=[f"{PREFIX}:next:{host}"], args=[0, seconds])
 
     async def aclose(self) -> None:
-        await self._redis.aclose()
+        await self.redis.aclose()
 
 
 class Hosts:

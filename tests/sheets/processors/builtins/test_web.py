@@ -6,8 +6,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from sheets.processors import OptionsError, get_processor, run_rows
+from sheets.processors.builtins.web.robots import RobotsCache
 from tests.fakes.website import (
     HOME_EMAILS,
     HOME_PHONES,
@@ -28,7 +30,18 @@ def web_settings(settings):
     settings.CONVEYOR_WEB_ALLOWED_NETWORKS = []
     settings.CONVEYOR_WEB_MAX_ATTEMPTS = 2
     settings.CONVEYOR_HTTP_RETRY_BASE_SECONDS = 0.02
+    forget_hosts(settings)
     return settings
+
+
+def forget_hosts(settings) -> None:
+    """No robots.txt, slot or pause of an earlier test's site (a port may come again)."""
+    RobotsCache._local.clear()
+    if settings.REDIS_URL:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for key in client.scan_iter("conveyor-web:*"):
+            client.delete(key)
+        client.close()
 
 
 @pytest.fixture
@@ -384,3 +397,11 @@ def test_retry_after_on_429_pauses_the_whole_host(fake_site):
         if path != "/robots.txt"
     ]
     assert sorted(after)[1] - first_429 >= 0.99  # nothing went to the host in the pause
+
+
+def test_robots_txt_is_kept_for_the_next_sessions(fake_site):
+    fake_site.robots = "User-agent: *\nDisallow: /plain\n"
+    fetch(fake_site.url("/"))
+    [page] = fetch(fake_site.url("/plain"))  # another batch: another session
+    assert "disallows" in page.error
+    assert fake_site.requests.count("/robots.txt") == 1

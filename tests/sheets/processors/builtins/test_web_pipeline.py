@@ -7,9 +7,9 @@ import json
 
 from sheets.models import RowResult
 from sheets.services import sheet_chain_submit
-from tests.fakes.openai_api import fake_openai  # noqa: F401 - a fixture
 from tests.fakes.website import MAIN_TEXT
 from tests.sheets.factories import make_sheet, run_to_end
+from tests.sheets.processors.builtins.test_web import forget_hosts
 
 
 def describe(call) -> str:
@@ -24,12 +24,10 @@ def describe(call) -> str:
 
 
 def test_web_then_llm_on_the_page_text_and_a_second_run_costs_nothing(
-    user,
-    fake_site,
-    fake_openai,
-    settings,  # noqa: F811
+    user, fake_site, fake_openai, settings
 ):
     settings.CONVEYOR_WEB_ALLOW_PRIVATE = True
+    forget_hosts(settings)
     fake_openai.structured = describe
     sheet = make_sheet(
         user,
