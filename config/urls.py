@@ -18,5 +18,6 @@ urlpatterns = [
     path("jobs/", include("jobs.web.urls")),
     path("schedules/", include("jobs.web.schedule_urls")),
     path("metrics/", include("jobs.web.metrics_urls")),
+    path("ops/", include("jobs.web.ops_urls")),
     path("sheets/", include("sheets.web.urls")),
 ]

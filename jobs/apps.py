@@ -17,11 +17,12 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         from jobs import tasks_backend
-        from jobs.engine import maintenance, worker  # noqa: F401  (worker-process hooks)
+        from jobs.engine import maintenance, services, worker  # noqa: F401  (worker hooks)
         from jobs.history import rollup
         from jobs.schedules.services import run_due_schedules
 
         maintenance.on_upkeep(run_due_schedules)  # also connects the owner-deactivated pause
+        maintenance.on_upkeep(services.park_held_jobs)  # a kind an operator paused
         maintenance.on_upkeep(rollup.upkeep)
 
         autodiscover_modules("kinds")

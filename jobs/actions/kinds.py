@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import transaction
 
-from jobs.engine import controls, dispatch
+from jobs.engine import controls, dispatch, services
 from jobs.engine.errors import ControlError, JobActionError
 from jobs.models import KindControl
 
@@ -35,7 +35,9 @@ def kind_list() -> list[dict[str, Any]]:
 
 def kind_pause(name: Any, *, by: Any, reason: Any = "") -> KindControl:
     _check(by)
-    return controls.pause(name, by, reason)
+    row = controls.pause(name, by, reason)
+    transaction.on_commit(services.park_held_jobs)
+    return row
 
 
 def kind_resume(name: Any, *, by: Any) -> KindControl:

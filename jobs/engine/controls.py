@@ -79,7 +79,17 @@ def describe(row: KindControl) -> str:
 def hold_on(job_id: int, kind: str, subkind: str) -> tuple[str, str] | None:
     """Why a running job of `kind`/`subkind` should park now, with the name holding it:
     its kind or sub-kind is paused, or more of its jobs run than a cap allows (the
-    jobs claimed last give way: those with a higher id). None: it goes on."""
+    jobs claimed last give way: those with a higher id). None: it goes on.
+
+    A hold seen in the cached read is read again before the job parks: the cache may
+    predate a resume that let this very job be claimed."""
+    if _hold_on(job_id, kind, subkind) is None:
+        return None
+    forget()
+    return _hold_on(job_id, kind, subkind)
+
+
+def _hold_on(job_id: int, kind: str, subkind: str) -> tuple[str, str] | None:
     held = paused()
     for name in (kind, subkind):
         if name and name in held:

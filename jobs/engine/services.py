@@ -358,6 +358,17 @@ def job_cancel(*, job: Job, by=None, force: bool = False, reason: str = "") -> J
     return job
 
 
+def park_held_jobs() -> list[int]:
+    """Jobs between two slices of a kind an operator paused, back to the queue (after a
+    pause, and from every worker's upkeep: one that ended its slice as the pause came
+    has no checkpoint left to see it). No query while nothing is paused."""
+    held = controls.paused()
+    if not held:
+        return []
+    holds = {name: controls.describe(row) for name, row in held.items()}
+    return atomic_retry(lambda: transitions.park_held(holds))
+
+
 def job_run_now(*, job: Job, by=None) -> Job:
     """Run a job now that waits for its time (`run_after`) or for a retry's backoff."""
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from jobs.engine import sql
 from jobs.engine.errors import JobActionError, LeaseLost
 from jobs.engine.journal import Event, Journal
-from jobs.models import Job, JobDependency, JobEvent, Notification
+from jobs.models import Job, JobDependency, JobEvent, Notification, held_back_condition
 
 Status = Job.Status
 Request = Job.Request
@@ -738,6 +738,22 @@ def resume(
             return ""
         notes.changed(job.pk)
     return outcome
+
+
+def park_held(holds: dict[str, str]) -> list[int]:
+    """Jobs between two slices (running, held by no worker) whose kind or sub-kind an
+    operator paused (`holds`: name -> why) back to the queue, where they wait for the
+    resume: left running, they would look busy while nothing runs them."""
+    rows = Job.objects.filter(status=Status.RUNNING, lease_owner="").filter(held_back_condition())
+    fields = {"status": Status.QUEUED, "dispatched_at": None}
+    parked = sql.update_returning(rows, fields, ["id", "kind", "subkind"])
+    with _journal(None) as notes:
+        for job_id, kind, subkind in parked:
+            name = kind if kind in holds else subkind
+            reason = holds.get(name, f"{name} paused")
+            notes.event(job_id, STATE, f"Parked: {reason}", Status.QUEUED, data={"hold": name})
+            notes.changed(job_id)
+    return [job_id for job_id, _, _ in parked]
 
 
 def run_now(job: Job, who: Any = None) -> bool:

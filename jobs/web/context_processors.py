@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 
 from jobs import selectors
+from jobs.actions.kinds import notices as kind_notices
 from jobs.engine.services import notifications_take_unshown
 from jobs.models import Notification
 
@@ -57,6 +58,7 @@ def live_nav(request: HttpRequest) -> dict:
         "nav_running_count": selectors.running_count(user.pk),
         "nav_unread_count": selectors.unread_count(user.pk),
         "workers_down": selectors.waiting_without_workers(user.pk),
+        "kind_notices": kind_notices(),  # operators' pauses (a cached read: no query)
     }
     if not htmx or htmx.boosted:  # a whole page (an htmx fragment's page shows it already)
         context["away_notices"] = functools.cache(functools.partial(away_notices, request))

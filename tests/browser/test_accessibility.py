@@ -54,6 +54,8 @@ def test_main_pages_have_no_serious_accessibility_violation(
     found += violations(page, "/no-such-page/")
     staff = open_page(staff_user, "/")
     found += violations(staff, "/metrics/")
+    found += violations(staff, "/ops/")  # kinds of work (its running-jobs table)
+    found += violations(staff, "/ops/waiting/")
     anonymous = chromium.new_context(base_url=web.url)
     anonymous.set_default_timeout(TIMEOUT_MS)
     try:
