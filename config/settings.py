@@ -73,6 +73,25 @@ def env_prices(name: str) -> dict[str, dict[str, float]]:
     return {model: {side: float(v) for side, v in price.items()} for model, price in prices.items()}
 
 
+def env_kind_caps(name: str) -> dict[str, int]:
+    """`{"llm": 4}` from "llm=4,sheets.process=8": default concurrency caps of kinds or
+    processors (1-10000 each); a malformed value stops start-up with a message."""
+    caps: dict[str, int] = {}
+    for item in env_list(name, []):
+        kind, _, number = item.partition("=")
+        try:
+            cap = int(number)
+        except ValueError:
+            cap = 0
+        if not kind.strip() or not 1 <= cap <= 10_000:
+            raise ImproperlyConfigured(
+                f"{name} must be like llm=4,sheets.process=8 (caps from 1 to 10000); "
+                f"{item!r} is not."
+            )
+        caps[kind.strip()] = cap
+    return caps
+
+
 def env_task_queues(name: str, default: list[str]) -> dict[str, dict[str, float | int]]:
     """Django Tasks queues from a comma-separated variable: each a name, then options
     after colons: a bare number is its cap (most of its tasks running at once),
@@ -312,6 +331,9 @@ CONVEYOR_MAX_ACTIVE_JOBS = env_int("CONVEYOR_MAX_ACTIVE_JOBS", 1000)
 CONVEYOR_MAX_HIGH_PRIORITY_JOBS = env_int("CONVEYOR_MAX_HIGH_PRIORITY_JOBS", 2)
 # Job kinds users may submit through the API / CLI by name (the demo kind is for tests).
 CONVEYOR_SUBMITTABLE_KINDS = env_list("CONVEYOR_SUBMITTABLE_KINDS", ["sheets.process"])
+# Default concurrency caps of kinds or processors, on all clusters ("llm=4"); operators
+# change them at run time (`conveyor kind cap`, the ops page, /api/kinds/).
+CONVEYOR_KIND_CAPS = env_kind_caps("CONVEYOR_KIND_CAPS")
 # Longest one row may take in a sheet job (the form can lower it per job).
 CONVEYOR_ROW_TIME_LIMIT = env_float("CONVEYOR_ROW_TIME_LIMIT", 120.0)
 # SQLite only: how often each web process asks SQLite whether anything was committed

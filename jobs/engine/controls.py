@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -60,10 +61,16 @@ def paused() -> dict[str, KindControl]:
     return {name: row for name, row in _controls().items() if row.is_paused}
 
 
+def default_caps() -> dict[str, int]:
+    """Caps before any operator's: the kinds' own (a Tasks queue's from its settings),
+    then CONVEYOR_KIND_CAPS."""
+    return {**capped_kinds(), **settings.CONVEYOR_KIND_CAPS}
+
+
 def caps() -> dict[str, int]:
-    """The concurrency cap of every capped kind or sub-kind: the kind's default (from
-    its registration, or settings for Tasks queues) unless an operator set one."""
-    found = dict(capped_kinds())
+    """The concurrency cap of every capped kind or sub-kind: its default
+    (`default_caps`) unless an operator set one."""
+    found = default_caps()
     found.update({name: row.cap for name, row in _controls().items() if row.cap})
     return found
 
@@ -208,7 +215,7 @@ def set_cap(name: Any, cap: Any, who: Any = None) -> KindControl:
 def overview() -> list[dict[str, Any]]:
     """Every known or controlled name with its hold and cap: what `kind list` shows."""
     rows = {row.name: row for row in KindControl.objects.all()}
-    defaults = capped_kinds()
+    defaults = default_caps()
     names = known_names()
     listing = []
     for name in sorted(set(names) | set(rows)):

@@ -176,3 +176,17 @@ def test_the_admin_pauses_caps_and_resumes_through_the_services(client, staff_us
         {"action": "resume_selected", "_selected_action": [row.pk]},
     )
     assert not KindControl.objects.get(name="llm").is_paused
+
+
+def test_a_default_cap_from_settings_holds_until_an_operator_changes_it(
+    user, staff_user, settings
+):
+    settings.CONVEYOR_KIND_CAPS = {"demo.count": 1}
+    first, second = submit_demo(user, n=5), submit_demo(user, n=5)
+    assert dispatch.claim_dispatched(first.pk, "w1") is not None
+    assert dispatch.claim_dispatched(second.pk, "w2") is None
+    listing = {row["name"]: row for row in kind_list()}
+    assert (listing["demo.count"]["cap"], listing["demo.count"]["default_cap"]) == (None, 1)
+
+    kind_cap("demo.count", 2, by=staff_user)
+    assert dispatch.claim_dispatched(second.pk, "w2") is not None
