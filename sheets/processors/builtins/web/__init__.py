@@ -172,6 +172,10 @@ class WebSession:
     fetcher: Fetcher
     robots: Robots
 
+    def pace_status(self) -> str:
+        """Pages/min, hosts in flight, slowest hosts: the sheet job's progress message."""
+        return self.fetcher.live.status()
+
 
 @processor(
     "web",
@@ -207,6 +211,7 @@ async def web(row: dict[str, str], options: dict[str, Any], session: WebSession)
         except BlockedAddress as exc:
             raise BlockedAddress(f"redirected to {url}; {exc}" if hop else str(exc)) from None
         if not page.location:
+            session.fetcher.live.page()
             return page_result(page, url, options)
         url = redirect_target(page.location, url)
         if url in seen:

@@ -5,6 +5,9 @@ is held. Redirects are not followed here (the caller follows them, each hop chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -12,6 +15,7 @@ from django.conf import settings
 
 from sheets.processors import RowError, extend_row_deadline, note_retry
 from sheets.processors.builtins.web.hosts import Hosts
+from sheets.processors.builtins.web.live import LiveStats
 from sheets.processors.builtins.web.urls import host_of
 from sheets.processors.outbound import BlockedAddress, read_capped
 from sheets.processors.ratelimit import (
@@ -52,6 +56,7 @@ class Fetcher:
     def __init__(self, client: httpx.AsyncClient, hosts: Hosts) -> None:
         self.client = client
         self.hosts = hosts
+        self.live = LiveStats()
 
     async def get(
         self, url: str, manners: Manners, *, max_bytes: int, too_big: str, any_type: bool = False
@@ -63,7 +68,7 @@ class Fetcher:
         for attempt in range(1, attempts + 1):
             if attempt > 1:
                 note_retry()
-            async with self.hosts.slot(host, manners.per_host, manners.delay):
+            async with self.hosts.slot(host, manners.per_host, manners.delay), self._timed(host):
                 try:
                     response = await self.client.send(
                         self.client.build_request("GET", url), stream=True
@@ -88,6 +93,15 @@ class Fetcher:
                         await response.aclose()
             await _back_off(wait)
         raise AssertionError("unreachable: attempts must be at least 1")
+
+    @contextlib.asynccontextmanager
+    async def _timed(self, host: str) -> AsyncIterator[None]:
+        began = time.monotonic()
+        self.live.started(host)
+        try:
+            yield
+        finally:
+            self.live.ended(host, time.monotonic() - began)
 
     async def _pause_if_asked(self, host: str, response: httpx.Response, attempt: int) -> float:
         """The wait before a retry; a 429/503 with Retry-After pauses the host for everyone."""

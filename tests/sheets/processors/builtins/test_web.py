@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from sheets.processors import OptionsError, get_processor, run_rows
+from sheets.processors import OptionsError, RowStream, get_processor, run_rows
 from sheets.processors.builtins.web.robots import RobotsCache
 from tests.fakes.website import (
     HOME_EMAILS,
@@ -405,3 +406,28 @@ def test_robots_txt_is_kept_for_the_next_sessions(fake_site):
     [page] = fetch(fake_site.url("/plain"))  # another batch: another session
     assert "disallows" in page.error
     assert fake_site.requests.count("/robots.txt") == 1
+
+
+def test_the_live_status_says_pages_per_minute_hosts_in_flight_and_the_slowest(three_hosts):
+    slow, quick, _ = three_hosts
+    slow.latency = quick.latency = 0.5
+    options = WEB.validate_options({"robots": "no"}, ["link"])
+    with RowStream(WEB, options) as stream:
+        stream.submit(1, {"link": slow.url("/plain")})
+        stream.submit(2, {"link": quick.url("/")})
+        wait_for(lambda: "2 hosts in flight" in stream.status(), timeout=5, what="2 hosts")
+        quick.latency = 0.0
+        stream.submit(3, {"link": quick.url("/")})
+        outcomes = []
+
+        def all_back() -> bool:
+            outcomes.extend(stream.collect(timeout=0.1))
+            return len(outcomes) == 3
+
+        wait_for(all_back, timeout=10, what="the 3 rows")
+    assert [outcome.error for outcome in outcomes] == ["", "", ""]
+    assert re.fullmatch(
+        r"[\d,]+ pages/min · 0 hosts in flight · slowest: "
+        r"127\.0\.0\.1 \d+\.\d s, 127\.0\.0\.2 \d+\.\d s",  # the slow host first
+        stream.status(),
+    ), stream.status()
