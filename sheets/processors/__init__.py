@@ -1,8 +1,9 @@
 """Processors: what a sheet job does to each row, and everything a processor needs.
 
 `registry` (`@processor`, `get_processor`), `options` (`Option`, `OptionsError`),
-`runner` (`run_rows`, `RowStream`, `RowError`), the HTTP plumbing every request goes
-through (`outbound`: the address guard; `ratelimit`: requests/min and retries) and the
+`runner` (`run_rows`, `RowStream`, `RowError`, `UpstreamError`), the HTTP plumbing every
+request goes through (`outbound`: the address guard; `ratelimit`: requests/min and
+retries; `pacing`: a pace that finds an API's limit, and a breaker) and the
 built-ins (`builtins/`). A plug-in imports what it needs from here; how to write one:
 docs/processors.md.
 """
@@ -21,9 +22,13 @@ from sheets.processors.registry import (
 from sheets.processors.runner import (
     DEDUPE_KEY,
     USAGE_KEY,
+    LiveLimit,
     RowError,
     RowOutcome,
     RowStream,
+    UpstreamDown,
+    UpstreamError,
+    UpstreamRefused,
     extend_row_deadline,
     note_retry,
     run_rows,
@@ -32,6 +37,7 @@ from sheets.processors.runner import (
 __all__ = [
     "DEDUPE_KEY",
     "USAGE_KEY",
+    "LiveLimit",
     "Option",
     "OptionsError",
     "Processor",
@@ -39,6 +45,9 @@ __all__ = [
     "RowOutcome",
     "RowStream",
     "UnknownProcessor",
+    "UpstreamDown",
+    "UpstreamError",
+    "UpstreamRefused",
     "all_processors",
     "extend_row_deadline",
     "get_processor",

@@ -30,6 +30,33 @@ DEFAULT_CONCURRENCY = 4
 STOP_POLL_SECONDS = 0.1
 
 
+class UpstreamError(Exception):
+    """Not this row's fault: the API every row goes to cannot answer any of them. The
+    runner lets it through (the row is not failed); the sheet job stops sending."""
+
+
+class UpstreamDown(UpstreamError):
+    """The API at `host` is down (its circuit is open): try again at `retry_at` (epoch)."""
+
+    def __init__(self, host: str, retry_at: float) -> None:
+        super().__init__(f"the API at {host} is not answering")
+        self.host = host
+        self.retry_at = retry_at
+
+
+class UpstreamRefused(UpstreamError):
+    """The API refuses every request (401/403: a revoked or wrong key): `message` says
+    why, in the API's words."""
+
+
+@dataclass
+class LiveLimit:
+    """Rows in flight a stream allows, read before each row starts: a session that has
+    one (`session.in_flight_limit`) raises and lowers it as the API allows."""
+
+    value: int
+
+
 class RowError(Exception):
     """This row failed; the message is shown to the user as the row's error. `usage`:
     what the failed attempt cost all the same (an answer outside the categories)."""
@@ -74,7 +101,7 @@ def extend_row_deadline(seconds: float) -> None:
 
 
 def describe_exception(exc: BaseException) -> str:
-    if isinstance(exc, RowError):
+    if isinstance(exc, RowError | UpstreamError):
         return str(exc) or "row failed"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -123,9 +150,18 @@ def run_rows(
     """
     if not processor.is_async:
         return list(_run_sync(processor, options, rows, should_stop))
-    limit = max(1, int(concurrency or options.get("concurrency") or DEFAULT_CONCURRENCY))
+    limit = concurrency or initial_concurrency(options)
     batch = _run_async(processor, options, rows, should_stop, row_timeout, limit)
     return _run_coroutine(batch)
+
+
+def initial_concurrency(options: dict[str, Any]) -> int:
+    """The options' `concurrency` as a number of rows ("auto" or none: the default,
+    which a session with a `LiveLimit` then steers)."""
+    try:
+        return max(1, int(options.get("concurrency") or DEFAULT_CONCURRENCY))
+    except (TypeError, ValueError):
+        return DEFAULT_CONCURRENCY
 
 
 def _run_sync(
@@ -204,7 +240,11 @@ async def _run_one(
     number: int,
     row: dict[str, str],
     row_timeout: float | None,
+    *,
+    upstream_errors: bool = False,
 ) -> RowOutcome:
+    """One row's outcome; an `UpstreamError` is raised with `upstream_errors` (a stream:
+    its job stops), else it is the row's error (a batch, a preview)."""
     counter = [0]
     token = _retries.set(counter)
     started = time.monotonic()
@@ -214,6 +254,10 @@ async def _run_one(
             _row_deadline.set(deadline)
             outputs = _checked_outputs(await proc.fn(row, options, session))
         return _outcome(number, started, counter, outputs=outputs)
+    except UpstreamError as exc:
+        if upstream_errors:
+            raise
+        return _outcome(number, started, counter, error=describe_exception(exc))
     except TimeoutError as exc:
         error = f"timed out after {row_timeout:g} s" if deadline.expired() else None
         return _outcome(number, started, counter, error=error or describe_exception(exc))
@@ -225,7 +269,7 @@ async def _run_one(
 
 
 class RowStream:
-    """Rows of an async processor kept `concurrency` in flight *across* batches.
+    """Rows of an async processor kept in flight *across* batches.
 
     `run_rows` finishes a batch before the next starts, so each batch waits for its
     slowest row. A stream instead runs an event loop in a helper thread, inside one
@@ -236,6 +280,11 @@ class RowStream:
         with RowStream(proc, options, concurrency=8) as stream:
             stream.submit(1, {"text": "..."})
             outcomes = stream.collect(timeout=0.5)
+
+    How many rows run at once is read before each row starts: `concurrency` (or the
+    options'), unless the session has a `LiveLimit` (`session.in_flight_limit`) that it
+    steers. A row raising `UpstreamError` produces no outcome: the stream stops
+    starting rows and `halted` holds the error for the caller.
 
     `cancel()` aborts the rows in flight (their requests are cancelled); leaving the
     `with` block by an exception cancels too, otherwise it waits for them.
@@ -252,17 +301,27 @@ class RowStream:
         self.processor = processor
         self.options = options
         self.row_timeout = row_timeout
-        self.concurrency = max(
-            1, int(concurrency or options.get("concurrency") or DEFAULT_CONCURRENCY)
-        )
+        self.limit = LiveLimit(max(1, concurrency or initial_concurrency(options)))
         self.in_flight = 0
-        self._outcomes: queue.SimpleQueue[RowOutcome] = queue.SimpleQueue()
+        self.halted: UpstreamError | None = None
+        self._session: Any = None
+        self._outcomes: queue.SimpleQueue[RowOutcome | UpstreamError] = queue.SimpleQueue()
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rows: asyncio.Queue[tuple[int, dict[str, str]] | None] | None = None
-        self._workers: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run, name="row-stream", daemon=True)
+
+    @property
+    def concurrency(self) -> int:
+        """Rows allowed in flight right now."""
+        return max(1, self.limit.value)
+
+    def status(self) -> str:
+        """What the session says about its pace ("" when it says nothing)."""
+        status = getattr(self._session, "pace_status", None)
+        return status() if callable(status) else ""
 
     def __enter__(self) -> RowStream:
         self._thread.start()
@@ -280,7 +339,7 @@ class RowStream:
 
     def collect(self, timeout: float) -> list[RowOutcome]:
         """Finished rows: waits up to `timeout` for the first, then takes all that are ready."""
-        found: list[RowOutcome] = []
+        found: list[RowOutcome | UpstreamError] = []
         if self.in_flight:
             with contextlib.suppress(queue.Empty):
                 found.append(self._outcomes.get(timeout=timeout))
@@ -291,26 +350,33 @@ class RowStream:
                 break
         self.in_flight -= len(found)
         self._raise_error()
-        return found
+        outcomes = [item for item in found if isinstance(item, RowOutcome)]
+        for item in found:
+            if isinstance(item, UpstreamError) and self.halted is None:
+                self.halted = item
+        return outcomes
 
     def cancel(self) -> None:
         """Abort the rows in flight; they produce no outcomes."""
-        for task in self._workers:
-            self._call(task.cancel)
+        self._call(self._cancel_all)
         self.in_flight = 0
 
     def close(self, cancel: bool = False) -> None:
         if cancel:
             self.cancel()
         elif self._rows is not None:
-            for _ in range(self.concurrency):
-                self._call(self._rows.put_nowait, None)
+            self._call(self._rows.put_nowait, None)
         self._thread.join()
 
     # -- the helper thread ------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(fn, *args)
+
+    def _cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -328,16 +394,45 @@ class RowStream:
         self._loop = asyncio.get_running_loop()
         self._rows = asyncio.Queue()
         async with self.processor.open_session(self.options) as session:
-            self._workers = [
-                asyncio.create_task(self._work(session)) for _ in range(self.concurrency)
-            ]
+            self._session = session
+            if isinstance(live := getattr(session, "in_flight_limit", None), LiveLimit):
+                self.limit = live
+            dispatcher = asyncio.create_task(self._dispatch(session))
+            self._tasks.add(dispatcher)
             self._started.set()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            await asyncio.gather(dispatcher, return_exceptions=True)
+            if running := [task for task in self._tasks if task is not dispatcher]:
+                await asyncio.gather(*running, return_exceptions=True)
 
-    async def _work(self, session: Any) -> None:
-        while (item := await self._rows.get()) is not None:
-            number, row = item
+    async def _dispatch(self, session: Any) -> None:
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while (item := await self._rows.get()) is not None:
+                while len(running) >= self.concurrency:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(self._one(session, *item))
+                for group in (running, self._tasks):
+                    group.add(task)
+                    task.add_done_callback(group.discard)
+            if running:
+                await asyncio.wait(running)
+        except asyncio.CancelledError:
+            for task in running:
+                task.cancel()
+            raise
+
+    async def _one(self, session: Any, number: int, row: dict[str, str]) -> None:
+        try:
             outcome = await _run_one(
-                self.processor, self.options, session, number, row, self.row_timeout
+                self.processor,
+                self.options,
+                session,
+                number,
+                row,
+                self.row_timeout,
+                upstream_errors=True,
             )
+        except UpstreamError as exc:
+            self._outcomes.put(exc)
+        else:
             self._outcomes.put(outcome)

@@ -15,10 +15,29 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from jobs.public import Cancelled, JobContext, PauseJob, Preempted, SliceDone, StopSlice
-from sheets.processors import Processor, RowOutcome, RowStream, run_rows
+from django.utils import timezone
+
+from jobs.public import (
+    Cancelled,
+    JobContext,
+    PauseJob,
+    PermanentError,
+    Postponed,
+    Preempted,
+    SliceDone,
+    StopSlice,
+)
+from sheets.processors import (
+    Processor,
+    RowOutcome,
+    RowStream,
+    UpstreamDown,
+    UpstreamError,
+    run_rows,
+)
 from sheets.rows.budget import Budget
 from sheets.rows.results import build_results, store_results
 from sheets.rows.reuse import Reuse
@@ -76,8 +95,10 @@ def commit(
     done: list[RowOutcome],
     next_number: int,
     keys: dict[int, str] | None = None,
+    status: str = "",
 ) -> None:
-    """Results of `done` (finished rows in order) with the cursor and counters; checkpoint."""
+    """Results of `done` (finished rows in order) with the cursor and counters; checkpoint.
+    `status`: how the rows are going (the processor's pace), after where the job is."""
     for outcome in done:
         outcome.error = ctx.scrub(outcome.error)  # an upstream may echo the API key
     results = build_results(done, keys)
@@ -86,7 +107,7 @@ def commit(
         cursor={"next": next_number, "mode": source.mode},
         processed=ctx.processed + len(results),
         failed=ctx.failed + sum(1 for r in results if r.failed),
-        message=source.describe(last),
+        message=source.describe(last) + (f" · {status}" if status else ""),
         write=lambda: store_results(ctx.job_id, source.sheet.pk, results),
         spent=batch_spent(done),
         reused=sum(1 for r in results if r.reused),
@@ -158,6 +179,7 @@ def _run_streaming(run: RowRun) -> None:
         exhausted = yielding = False
         held: StopSlice | None = None  # a stop the checkpoint asked for, rows still in flight
         last_commit = time.monotonic()
+        shown = ""  # the pace the job page shows
         ahead = 1 if run.budget else 2  # rows kept submitted, per row the stream runs at once
         while True:
             asked = ctx.stop_event.is_set()  # cancel, pause or time limit: the commit says which
@@ -176,11 +198,20 @@ def _run_streaming(run: RowRun) -> None:
                         stream.submit(number, row)
             for outcome in stream.collect(timeout=COLLECT_WAIT_SECONDS):
                 finished[outcome.number] = outcome
+            if stream.halted is not None:  # the API answers no row: stop, fail none
+                stream.cancel()
+                done = []
+                while started and started[0] in finished:
+                    done.append(finished.pop(started.popleft()))
+                next_number = started[0] if started else source.next
+                commit(ctx, source, done, next_number, reuse.keys)
+                raise upstream_stop(ctx, stream.halted)
+            status = stream.status()
             idle = stream.in_flight == 0
             due = time.monotonic() - last_commit >= COMMIT_EVERY_SECONDS
             if not idle and not urgent:  # else commit now
                 ready = bool(started) and started[0] in finished
-                if yielding or not due or not (ready or asked):
+                if yielding or not due or not (ready or asked or status != shown):
                     continue
                 if not asked and ctx.higher_priority_waiting():
                     yielding = True  # its checkpoint would hand the job over mid-flight
@@ -189,7 +220,9 @@ def _run_streaming(run: RowRun) -> None:
             while started and started[0] in finished:
                 done.append(finished.pop(started.popleft()))
             try:
-                commit(ctx, source, done, started[0] if started else source.next, reuse.keys)
+                next_number = started[0] if started else source.next
+                commit(ctx, source, done, next_number, reuse.keys, status)
+                shown = status
             except Cancelled:
                 stream.cancel()
                 raise
@@ -206,3 +239,13 @@ def _run_streaming(run: RowRun) -> None:
                 return
             if idle and spent_up:
                 raise PauseJob(spent_up)
+
+
+def upstream_stop(ctx: JobContext, error: UpstreamError) -> Exception:
+    """What the job does when its API answers no row: waits for it (the breaker is
+    open: `Postponed`, no attempt counted), or fails once with the API's reason."""
+    if isinstance(error, UpstreamDown):
+        delay = max(1.0, error.retry_at - time.time())
+        at = timezone.localtime() + timedelta(seconds=delay)
+        return Postponed(delay, f"Waiting for the API at {error.host}: retrying at {at:%H:%M}")
+    return PermanentError(ctx.scrub(str(error)))

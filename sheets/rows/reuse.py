@@ -17,7 +17,7 @@ class ReuseKey:
     """The key of a row's answer: the processor, its options (secrets and pacing aside)
     and the row's inputs, hashed. Called with a row, it gives that row's key."""
 
-    IGNORED = frozenset({"concurrency", "rpm", "reuse", "mode"})  # how, not what, to ask
+    IGNORED = frozenset({"concurrency", "rpm", "tpm", "reuse", "mode"})  # how, not what, to ask
 
     def __init__(self, processor: Processor, options: dict[str, Any]) -> None:
         secret = {option.name for option in processor.options if option.type == "secret"}

@@ -10,6 +10,13 @@ statuses first (429s carry `retry_after`, a string or a function making one),
 and `api_key` to require. `structured(call)` answers every request with a dict (sent as
 JSON) or a string (sent as is); `refuse_formats` lists the `response_format` types
 answered 400 with `format_refusal`, as older vLLM / Ollama / llama.cpp servers do.
+`rpm_limit` / `tpm_limit` enforce requests and tokens per minute as OpenAI does: a
+token bucket refilled continuously, holding `limit_window` seconds' worth (60: OpenAI's
+whole minute; less is stricter), checked when a request arrives (its tokens: prompt
+characters / 4 + max_tokens, 16 without), with `x-ratelimit-limit/remaining/reset-
+requests/-tokens` on every answer and a 429 with `retry-after` when over (`limited`
+counts them). `outage` takes the API down: 503 answers them all, "drop" hangs up
+without an answer (a connection failure); None brings it back.
 It records every request (`calls`), the high-water mark of
 requests in flight and how many clients hung up before their answer (`dropped`).
 Use the `fake_openai` fixture; it stops the server after the test.
@@ -40,6 +47,7 @@ class Call:
     finished: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     number: int = 0  # 1 for the first request the server received
+    limit_headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
 
     @property
     def user_message(self) -> str:
@@ -80,6 +88,12 @@ class FakeOpenAI(FakeServer):
         self.max_in_flight = 0
         self.dropped = 0
         self.batch_api: Any = None  # a Batch API (tests/fakes/openai_batch.py), if attached
+        self.rpm_limit = 0
+        self.tpm_limit = 0
+        self.limit_window = 60.0
+        self.limited = 0  # requests answered 429 by the rpm/tpm limits
+        self.outage: int | str | None = None
+        self._buckets: dict[str, list[float]] = {}  # kind: [level, at]
         self._plans: dict[str, list[int]] = {}
         self._random = random.Random(1234)
         self._lock = threading.Lock()
@@ -117,6 +131,46 @@ class FakeOpenAI(FakeServer):
             if self.error_fraction and self._random.random() < self.error_fraction:
                 return 500
         return 200
+
+    def admit(self, call: Call) -> float:
+        """Count `call` against the rpm/tpm buckets: 0 when it may go, else the seconds
+        until it could (a 429). Sets its x-ratelimit headers either way."""
+        cost = {
+            "requests": 1.0,
+            "tokens": sum(len(str(m.get("content", ""))) for m in call.body.get("messages", []))
+            // 4
+            + 1
+            + (call.body.get("max_tokens") or 16),
+        }
+        limits = {"requests": self.rpm_limit, "tokens": self.tpm_limit}
+        now = time.monotonic()
+        with self._lock:
+            levels = {}
+            for kind, limit in limits.items():
+                if not limit:
+                    continue
+                rate, capacity = limit / 60.0, max(1.0, limit * self.limit_window / 60.0)
+                level, at = self._buckets.setdefault(kind, [capacity, now])
+                levels[kind] = (min(capacity, level + (now - at) * rate), rate, capacity)
+            short = [
+                (cost[kind] - level) / rate
+                for kind, (level, rate, _) in levels.items()
+                if level < cost[kind]
+            ]
+            wait = max(short, default=0.0)
+            for kind, (level, rate, capacity) in levels.items():
+                left = level if wait else level - cost[kind]
+                self._buckets[kind] = [left, now]
+                call.limit_headers.update(
+                    {
+                        f"x-ratelimit-limit-{kind}": str(limits[kind]),
+                        f"x-ratelimit-remaining-{kind}": str(max(0, int(left))),
+                        f"x-ratelimit-reset-{kind}": f"{(capacity - left) / rate * 1000:.0f}ms",
+                    }
+                )
+            if wait:
+                self.limited += 1
+        return wait
 
     def _enter(self, call: Call) -> None:
         with self._lock:
@@ -171,6 +225,14 @@ class _Handler(FakeHandler):
         call = self.call = Call(body=body, started=time.monotonic(), headers=dict(self.headers))
         self.fake._enter(call)
         try:
+            if self.fake.outage == "drop":
+                self.close_connection = True  # hang up without an answer
+                return None
+            if self.fake.outage:
+                return self._error(int(self.fake.outage))
+            if wait := self.fake.admit(call):
+                error = {"message": ERRORS[429][1], "type": ERRORS[429][0]}
+                return self._json(429, {"error": error}, {"Retry-After": f"{wait:.3f}"})
             latency = self.fake.latency
             if self._wait(latency(call) if callable(latency) else latency):
                 self._respond(call)
@@ -234,7 +296,8 @@ class _Handler(FakeHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
-        for name, value in (headers or {}).items():
+        limit_headers = self.call.limit_headers if self.call is not None else {}
+        for name, value in {**limit_headers, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)

@@ -9,8 +9,9 @@ values go to one column per field; otherwise the answer goes to `answer`. `token
 the request's total token count when the API reports it; its prompt and completion tokens
 (and their cost, at the operator's CONVEYOR_LLM_PRICES) are the row's usage, summed into
 the job's `spent`.
-Requests per minute are limited across workers (`sheets/processors/ratelimit.py`); 429,
-5xx, timeouts and connection errors are retried.
+Requests are paced to the API's own limit (`concurrency=auto`, capped by `rpm`/`tpm`)
+across jobs and workers, with a breaker for outages (`sheets/processors/pacing.py`);
+429, 5xx, timeouts and connection errors are retried; 401/403 stop the job.
 
 The server's key (OPENAI_API_KEY) goes only to the server's endpoint (OPENAI_BASE_URL);
 a user may type another base URL only if the operator listed it in
@@ -24,7 +25,6 @@ answer must look like.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,9 +35,11 @@ from django.conf import settings
 
 from sheets.processors import (
     USAGE_KEY,
+    LiveLimit,
     Option,
     OptionsError,
     RowError,
+    UpstreamRefused,
     extend_row_deadline,
     match_column,
     processor,
@@ -67,7 +69,8 @@ from sheets.processors.builtins.llm.prompts import (
 )
 from sheets.processors.builtins.llm.usage import added_usage, model_price, usage_of
 from sheets.processors.outbound import guarded_client, host_of, send_capped
-from sheets.processors.ratelimit import RETRY_STATUSES, RateLimiter, send_with_retries
+from sheets.processors.pacing import Pace
+from sheets.processors.ratelimit import RETRY_STATUSES
 
 THINKING = re.compile(r"<think>.*?</think>", re.DOTALL)
 
@@ -112,21 +115,27 @@ OPTIONS = [
         help="Leave empty to use the server's key (sent only to the server's own base URL; "
         "local servers need none).",
     ),
-    Option("concurrency", "Requests at once", "int", default=4, min=1, max=64),
     Option(
-        "rpm", "Requests per minute", "int", default=0, min=0, max=100_000, help="0: unlimited."
+        "concurrency",
+        "Requests at once",
+        "str",
+        default="auto",
+        help="auto: as many as the API's rate limit allows (it says so in its answers); "
+        "or a number to pin it.",
+    ),
+    Option("rpm", "Requests per minute", "int", default=0, min=0, max=1_000_000, help="0: no cap."),
+    Option(
+        "tpm",
+        "Tokens per minute",
+        "int",
+        default=0,
+        min=0,
+        max=1_000_000_000,
+        help="0: no cap. A request counts its prompt (about 4 characters a token) and "
+        "max tokens until the API reports what it used.",
     ),
     Option("temperature", "Temperature", "float", default=0.0, min=0, max=2),
     Option("max_tokens", "Max tokens per answer", "int", default=None, min=1, max=131_072),
-    Option(
-        "mode",
-        "Mode",
-        "choice",
-        default="live",
-        choices=("live", "batch"),
-        help="live: each row now, at the normal price. batch: through the provider's "
-        "Batch API (OpenAI's), at half the price, answered within 24 hours.",
-    ),
     Option(
         "budget_tokens",
         "Budget (tokens)",
@@ -146,11 +155,40 @@ OPTIONS = [
         max=1_000_000,
         help="Pause the job once it cost this much, at the operator's prices. Empty: no limit.",
     ),
+    Option(
+        "mode",
+        "Mode",
+        "choice",
+        default="live",
+        choices=("live", "batch"),
+        help="live: each row now, at the normal price. batch: through the provider's "
+        "Batch API (OpenAI's), at half the price, answered within 24 hours.",
+    ),
 ]  # and `reuse`, which `reusable=True` adds
+
+
+def parse_concurrency(raw: Any) -> int | str:
+    """ "auto" or a whole number from 1 to CONVEYOR_LLM_MAX_CONCURRENCY; ValueError else."""
+    ceiling = settings.CONVEYOR_LLM_MAX_CONCURRENCY
+    text = str(raw).strip().lower()
+    if text in ("", "auto"):
+        return "auto"
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= ceiling:
+        raise ValueError(f"Enter auto, or a whole number from 1 to {ceiling}.")
+    return number
 
 
 def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str, Any]:
     errors: dict[str, str] = {}
+    concurrency: int | str = "auto"
+    try:
+        concurrency = parse_concurrency(options.get("concurrency", "auto"))
+    except ValueError as exc:
+        errors["concurrency"] = str(exc)
     if not options["base_url"]:
         errors["base_url"] = NO_ENDPOINT_HELP
     elif message := endpoint_error(options["base_url"]):
@@ -185,17 +223,22 @@ def validate_llm(options: dict[str, Any], input_columns: list[str]) -> dict[str,
             f"{'is not a column' if len(unknown) == 1 else 'are not columns'}. "
             f"Columns are: {', '.join(input_columns)}."
         )
+    batch = options["mode"] == "batch" and "base_url" not in errors
+    if batch and (refused := batch_refusal(options["base_url"], options["api_key"])):
+        errors["mode"] = refused
     if options["budget_usd"] and model_price(options["model"]) is None:
         errors["budget_usd"] = (
             f"The server has no price for {options['model']} (CONVEYOR_LLM_PRICES), so a "
             "cost cannot be counted: set a budget in tokens instead."
         )
-    batch = options["mode"] == "batch" and "base_url" not in errors
-    if batch and (refused := batch_refusal(options["base_url"], options["api_key"])):
-        errors["mode"] = refused
     if errors:
         raise OptionsError(errors)
-    return {**options, "categories": ", ".join(categories), "fields": fields_text(wanted)}
+    return {
+        **options,
+        "categories": ", ".join(categories),
+        "fields": fields_text(wanted),
+        "concurrency": concurrency,
+    }
 
 
 def field_clash(fields: list[Field], input_columns: list[str]) -> str:
@@ -249,8 +292,30 @@ class FormatChoice:
 class ChatSession:
     client: httpx.AsyncClient
     url: str
-    limiter: RateLimiter | None
+    pace: Pace
     formats: FormatChoice = field(default_factory=FormatChoice)
+
+    @property
+    def in_flight_limit(self) -> LiveLimit:
+        return self.pace.limit  # the runner starts rows up to it; the pace steers it
+
+    def pace_status(self) -> str:
+        return self.pace.status()
+
+
+def estimated_tokens(body: dict[str, Any]) -> int:
+    """What a request counts against a tokens/min limit before its answer says: its
+    messages at about 4 characters a token, plus the answer's ceiling."""
+    chars = sum(len(str(m.get("content", ""))) for m in body["messages"])
+    return chars // 4 + 1 + (body.get("max_tokens") or 16)
+
+
+def reported_tokens(response: httpx.Response) -> int | None:
+    try:
+        tokens = response.json()["usage"]["total_tokens"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return tokens if isinstance(tokens, int) else None
 
 
 @processor(
@@ -297,17 +362,25 @@ def request_body(
 
 
 async def post_chat(session: ChatSession, body: dict[str, Any]) -> httpx.Response:
-    """The API's answer to `body` (any status), 429s, 5xx and network errors retried."""
+    """The API's answer to `body` (any status), paced, 429s, 5xx and network errors
+    retried; `UpstreamRefused` for a 401/403 (every row would get it: the job stops)."""
     cap = settings.CONVEYOR_LLM_MAX_RESPONSE_BYTES
     too_big = f"the API's answer is larger than {cap:,} bytes (CONVEYOR_LLM_MAX_RESPONSE_BYTES)"
     client = session.client
-    return await send_with_retries(
+    tokens = estimated_tokens(body)
+    response = await session.pace.send(
         lambda: send_capped(
             client, client.build_request("POST", session.url, json=body), cap, too_big
         ),
+        tokens=tokens,
         attempts=settings.CONVEYOR_LLM_MAX_ATTEMPTS,
-        limiter=session.limiter,
     )
+    if response.status_code in (401, 403):
+        raise UpstreamRefused(f"HTTP {response.status_code} from the API: {api_message(response)}")
+    used = reported_tokens(response) if response.status_code < 400 else None
+    if used is not None and (correction := session.pace.correct_tokens(tokens, used)):
+        await correction
+    return response
 
 
 def raise_for_status(response: httpx.Response, usage: dict | None = None) -> None:
@@ -410,26 +483,32 @@ async def chat_session(options: dict[str, Any]) -> AsyncIterator[ChatSession]:
     base_url = (options.get("base_url") or settings.CONVEYOR_LLM_BASE_URL).rstrip("/")
     api_key = options.get("api_key") or server_key(base_url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limiter = None
-    if options.get("rpm"):
-        key = hashlib.sha256(f"{base_url}\n{api_key}".encode()).hexdigest()[:16]
-        limiter = RateLimiter(options["rpm"], key=f"llm:{key}")
+    concurrency = options.get("concurrency") or "auto"
+    pace = Pace(
+        base_url,
+        api_key,
+        host=host_of(base_url),
+        concurrency=concurrency,
+        rpm=options.get("rpm") or 0,
+        tpm=options.get("tpm") or 0,
+        hold=settings.CONVEYOR_LLM_TIMEOUT + 10,
+    )
+    ceiling = settings.CONVEYOR_LLM_MAX_CONCURRENCY if concurrency == "auto" else concurrency
     timeout = httpx.Timeout(settings.CONVEYOR_LLM_TIMEOUT, connect=10.0)
     # Only operator-listed endpoints get here (validate_llm); their hosts may be private
     # (a local Ollama), anything else they redirect or resolve to may not.
     endpoints = [host_of(url) for url in allowed_endpoints()]
     client = guarded_client(
         allowed_hosts=endpoints,
-        connections=options["concurrency"] * 2,
+        connections=int(ceiling) * 2,
         headers=headers,
         timeout=timeout,
     )
     try:
         async with client:
-            yield ChatSession(client, f"{base_url}/chat/completions", limiter)
+            yield ChatSession(client, f"{base_url}/chat/completions", pace)
     finally:
-        if limiter is not None:
-            await limiter.aclose()
+        await pace.aclose()
 
 
 def api_message(response: httpx.Response) -> str:

@@ -85,8 +85,9 @@ def test_endpoint_and_model_default_from_settings(settings):
         ({"prompt": 'Reply {"a": 1}'}, "prompt", "which is not a column"),
         ({"prompt": "Reply {name"}, "prompt", "Unmatched { or }"),
         ({"prompt": "Reply {}"}, "prompt", "Empty {}"),
-        ({"prompt": "x", "concurrency": "0"}, "concurrency", "Must be at least 1."),
-        ({"prompt": "x", "concurrency": "65"}, "concurrency", "Must be at most 64."),
+        ({"prompt": "x", "concurrency": "0"}, "concurrency", "Enter auto, or a whole number"),
+        ({"prompt": "x", "concurrency": "65"}, "concurrency", "from 1 to 64."),
+        ({"prompt": "x", "concurrency": "lots"}, "concurrency", "Enter auto, or a whole number"),
         ({"prompt": "x", "rpm": "-1"}, "rpm", "Must be at least 0."),
     ],
 )
@@ -306,8 +307,8 @@ def test_requests_per_minute_are_shared_through_redis(fake_openai, settings, red
     starts = sorted(call.started for call in fake_openai.calls)
     assert starts[-1] - starts[0] >= 1.5
     assert sorted(arrival_gaps(fake_openai.calls, 4))[1] >= 0.9
-    keys = redis.Redis.from_url(redis_url).keys("*conveyor-rpm*")
-    assert keys, "the limiter did not keep its window in Redis"
+    keys = redis.Redis.from_url(redis_url).keys("*conveyor-pace*")
+    assert keys, "the pace did not keep its schedule in Redis"
 
 
 def test_stopping_aborts_the_requests_in_flight(fake_openai):
