@@ -92,6 +92,41 @@ def env_kind_caps(name: str) -> dict[str, int]:
     return caps
 
 
+def env_per_endpoint(name: str) -> dict[str, int]:
+    """`{"base_url": n}` from "url=n,url=n" ("" for a bare n: any endpoint); a malformed
+    value stops start-up with a message."""
+    caps: dict[str, int] = {}
+    for item in env_list(name, []):
+        url, _, number = item.rpartition("=")
+        try:
+            caps[url.strip().rstrip("/")] = int(number)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be like https://api.openai.com/v1=3000 (comma-separated); "
+                f"{item!r} is not."
+            ) from None
+    return caps
+
+
+def env_kind_caps(name: str) -> dict[str, int]:
+    """`{"llm": 4}` from "llm=4,sheets.process=8": default concurrency caps of kinds or
+    processors (1-10000 each); a malformed value stops start-up with a message."""
+    caps: dict[str, int] = {}
+    for item in env_list(name, []):
+        kind, _, number = item.partition("=")
+        try:
+            cap = int(number)
+        except ValueError:
+            cap = 0
+        if not kind.strip() or not 1 <= cap <= 10_000:
+            raise ImproperlyConfigured(
+                f"{name} must be like llm=4,sheets.process=8 (caps from 1 to 10000); "
+                f"{item!r} is not."
+            )
+        caps[kind.strip()] = cap
+    return caps
+
+
 def env_task_queues(name: str, default: list[str]) -> dict[str, dict[str, float | int]]:
     """Django Tasks queues from a comma-separated variable: each a name, then options
     after colons: a bare number is its cap (most of its tasks running at once),
@@ -473,6 +508,16 @@ CONVEYOR_LLM_PRICES = env_prices("CONVEYOR_LLM_PRICES")
 # and USD (priced models only). A job reaching one pauses; new ones wait for next month.
 CONVEYOR_MONTHLY_BUDGET_TOKENS = env_int("CONVEYOR_MONTHLY_BUDGET_TOKENS", 0)
 CONVEYOR_MONTHLY_BUDGET_USD = env_float("CONVEYOR_MONTHLY_BUDGET_USD", 0.0)
+# llm pacing: `concurrency=auto` raises requests in flight up to this ceiling.
+CONVEYOR_LLM_MAX_CONCURRENCY = env_int("CONVEYOR_LLM_MAX_CONCURRENCY", 64)
+# Operator caps per endpoint, "base_url=n" comma-separated (a bare n: every endpoint):
+# requests and tokens per minute, shared by every job and worker using an endpoint+key.
+CONVEYOR_LLM_RPM = env_per_endpoint("CONVEYOR_LLM_RPM")
+CONVEYOR_LLM_TPM = env_per_endpoint("CONVEYOR_LLM_TPM")
+# Breaker: this many consecutive connection failures / 5xx / timeouts to an endpoint
+# stop every job using it; they wait and probe (first after this many seconds, doubling).
+CONVEYOR_LLM_BREAKER_FAILURES = env_int("CONVEYOR_LLM_BREAKER_FAILURES", 5)
+CONVEYOR_LLM_BREAKER_SECONDS = env_float("CONVEYOR_LLM_BREAKER_SECONDS", 15.0)
 # llm mode=batch (OpenAI's Batch API): rows per batch (the API takes at most 50,000 lines
 # and 200 MB a file), batches a job keeps open at once, how often it looks at them, and
 # the batch price as a share of the live one (OpenAI: half).
