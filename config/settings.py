@@ -108,25 +108,6 @@ def env_per_endpoint(name: str) -> dict[str, int]:
     return caps
 
 
-def env_kind_caps(name: str) -> dict[str, int]:
-    """`{"llm": 4}` from "llm=4,sheets.process=8": default concurrency caps of kinds or
-    processors (1-10000 each); a malformed value stops start-up with a message."""
-    caps: dict[str, int] = {}
-    for item in env_list(name, []):
-        kind, _, number = item.partition("=")
-        try:
-            cap = int(number)
-        except ValueError:
-            cap = 0
-        if not kind.strip() or not 1 <= cap <= 10_000:
-            raise ImproperlyConfigured(
-                f"{name} must be like llm=4,sheets.process=8 (caps from 1 to 10000); "
-                f"{item!r} is not."
-            )
-        caps[kind.strip()] = cap
-    return caps
-
-
 def env_task_queues(name: str, default: list[str]) -> dict[str, dict[str, float | int]]:
     """Django Tasks queues from a comma-separated variable: each a name, then options
     after colons: a bare number is its cap (most of its tasks running at once),
