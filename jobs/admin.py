@@ -28,7 +28,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from jobs import extensions
+from jobs import extensions, selectors
 from jobs.actions import kinds as kind_actions
 from jobs.actions.base import Action, Registry
 from jobs.actions.jobs import JOBS
@@ -264,7 +264,10 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
     ]
     search_fields = ["entity_key", "session_key", "owner__username", "label", "error"]
     extra_lookups = ("entity_key", "batch")  # a sheet's and a batch's admin pages link here
-    search_help_text = "Job id (12 or #12), entity or session key, owner, label or error text."
+    search_help_text = (
+        "Job id (12 or #12), entity or session key, owner, label or error text; "
+        "path=value for a parameter (processor=llm, options.model=gpt-4o-mini)."
+    )
     list_select_related = ["owner"]
     list_per_page = 50
     show_full_result_count = False
@@ -339,7 +342,16 @@ class JobAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
         return actions
 
     def get_search_results(self, request, queryset, search_term):
-        """Besides the text fields, a number (or #number) finds the job with that id."""
+        """Besides the text fields, a number (or #number) finds the job with that id, and
+        `path=value` terms a job by the params its kind lets users search (never a
+        secret: `job_kind(search_params=...)`); a path no kind offers is plain text."""
+        try:
+            terms, rest = selectors.search_terms(search_term)
+        except ValueError:
+            terms, rest = [], search_term
+        for path, value in terms:
+            queryset = queryset.filter(selectors.param_match(path, value))
+        search_term = rest
         base = queryset
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip().lstrip("#")

@@ -8,6 +8,8 @@ or a permission means the same everywhere.
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.db.models.functions import Left
 
 from jobs.engine.errors import JobActionError
+from jobs.engine.kinds import searchable_params
 from jobs.models import (
     Batch,
     Job,
@@ -146,7 +149,8 @@ def filter_jobs(
     keys_of: Any = None,
 ) -> QuerySet[Job]:
     """The job-list filters: status names, kind, text (label, kind, entity or session
-    key, message, error, or #id), created in [created_after, created_before).
+    key, message, error, or #id, and `path=value` terms on the kinds' searchable params:
+    `search_terms`), created in [created_after, created_before).
 
     `keys_of`: the user whose keys the text may match (a staff list of everyone's jobs
     matches other users' labels, never their keys); None for a list already narrowed to
@@ -159,7 +163,10 @@ def filter_jobs(
         jobs = jobs.filter(created_at__gte=created_after)
     if created_before is not None:
         jobs = jobs.filter(created_at__lt=created_before)
-    if text := text.replace("\x00", "").strip()[:MAX_SEARCH]:
+    terms, text = search_terms(text.replace("\x00", "").strip()[:MAX_SEARCH])
+    for path, value in terms:
+        jobs = jobs.filter(param_match(path, value))
+    if text:
         keys = Q(entity_key__icontains=text) | Q(session_key__icontains=text)
         if keys_of is not None:
             keys &= Q(owner=keys_of)
@@ -175,6 +182,39 @@ def filter_jobs(
             match |= Q(pk=int(number))
         jobs = jobs.filter(match)
     return jobs
+
+
+PARAM_TERM = re.compile(r"([A-Za-z_][\w.]*)=(.+)", re.DOTALL)
+
+
+def search_terms(text: str) -> tuple[list[tuple[str, str]], str]:
+    """A search's `path=value` terms (`processor=llm`, `options.model="gpt 4o"`) and
+    the rest of its text; ValueError naming a path no kind lets users search by."""
+    try:
+        words = shlex.split(text)
+    except ValueError:  # an unclosed quote: words as typed
+        words = text.split()
+    terms, rest = [], []
+    for word in words:
+        found = PARAM_TERM.fullmatch(word)
+        (terms if found else rest).append((found[1], found[2]) if found else word)
+    searchable = searchable_params()
+    if unknown := [path for path, _ in terms if path not in searchable]:
+        offered = ", ".join(sorted(searchable)) or "none"
+        raise ValueError(f"jobs cannot be searched by {', '.join(unknown)}; by: {offered}")
+    return terms, " ".join(rest) if terms else text
+
+
+def param_match(path: str, value: str) -> Q:
+    """Jobs of the kinds declaring `path` whose param at it equals `value` (as text, or
+    as the number or yes/no it spells: params hold ids as numbers, flags as booleans)."""
+    lookup = "params__" + "__".join(path.split("."))
+    match = Q(**{lookup: value})
+    if re.fullmatch(r"-?\d{1,18}", value):
+        match |= Q(**{lookup: int(value)})
+    if value.lower() in ("true", "false"):
+        match |= Q(**{lookup: value.lower() == "true"})
+    return match & Q(kind__in=searchable_params()[path])
 
 
 def owned_by(jobs: QuerySet[Job], username: str) -> QuerySet[Job]:

@@ -221,6 +221,7 @@ def register_kinds() -> None:
             resumable=False,
             validate_params=_validate_params,
             on_end=send_task_finished,
+            search_params=("task",),  # task=myapp.tasks.send_report
         )(run_task)
 
 

@@ -108,6 +108,10 @@ def failed_rows_retry_plan(failed: int, never: int) -> str:
     return plan
 
 
+# What users may search sheet jobs by (`processor=llm options.model=gpt-4o-mini`).
+SEARCH_PARAMS = ("processor", "sheet_id", "options.model", "options.mode", "trial")
+
+
 @job_kind(
     KIND,
     label="Process a sheet",
@@ -120,6 +124,7 @@ def failed_rows_retry_plan(failed: int, never: int) -> str:
     # what operators pause or cap alone: `conveyor kind pause llm`
     subkind_for=lambda params: str(params.get("processor") or ""),
     subkinds=lambda: [processor.name for processor in all_processors()],
+    search_params=SEARCH_PARAMS,
 )
 def process_sheet(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params

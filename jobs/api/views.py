@@ -171,6 +171,10 @@ def _filtered(jobs: QuerySet[Job], params: dict[str, str], user: Any) -> QuerySe
     if len(text) > MAX_TEXT:
         raise bad("q", f"must be at most {MAX_TEXT} characters")
     try:
+        selectors.search_terms(text)
+    except ValueError as exc:
+        raise bad("q", str(exc)) from None
+    try:
         jobs = selectors.filter_jobs(
             jobs,
             statuses=statuses,

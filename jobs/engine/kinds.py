@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.conf import settings
 
 from jobs.engine.errors import UnknownKind
+from jobs.engine.redact import is_secret_name
 
 if TYPE_CHECKING:
     from jobs.models import Job
@@ -46,6 +47,7 @@ class JobKind:
     on_end: Callable[[int, dict[str, Any] | None], Any] | None = None
     subkind_for: Callable[[dict[str, Any]], str] | None = None
     subkinds: Callable[[], list[str]] | None = None
+    search_params: tuple[str, ...] = ()
 
     def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
         """Params checked by the kind (raises ValueError with a user-facing message)."""
@@ -59,6 +61,15 @@ class JobKind:
 
 
 _registry: dict[str, JobKind] = {}
+
+
+def searchable_params() -> dict[str, list[str]]:
+    """Each param path users may search by, with the kinds that declare it."""
+    found: dict[str, list[str]] = {}
+    for kind in _registry.values():
+        for path in kind.search_params:
+            found.setdefault(path, []).append(kind.name)
+    return found
 
 
 def job_kind(
@@ -78,6 +89,7 @@ def job_kind(
     on_end: Callable[[int, dict[str, Any] | None], Any] | None = None,
     subkind_for: Callable[[dict[str, Any]], str] | None = None,
     subkinds: Callable[[], list[str]] | None = None,
+    search_params: tuple[str, ...] = (),
 ) -> Callable[[H], H]:
     """Register `handler(ctx)` as the job kind `name`.
 
@@ -113,9 +125,15 @@ def job_kind(
         its processor, "llm"), stored on the job at submit (`Job.subkind`), and every
         name it may return: operators pause and cap that work by the name alone
         (`conveyor kind pause llm`, `jobs.engine.controls`).
+    search_params: the params users may search jobs by (`processor=llm`,
+        `options.model=gpt-4o-mini`: dotted paths into the params), on the dashboard, the
+        API's `q` and the admin. Never a secret: a path naming one is refused here.
     """
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    secret = [path for path in search_params if any(map(is_secret_name, path.split(".")))]
+    if secret:
+        raise ValueError(f"search_params may not name secrets: {', '.join(secret)}")
 
     def register(handler: H) -> H:
         _registry[name] = JobKind(
@@ -135,6 +153,7 @@ def job_kind(
             on_end=on_end,
             subkind_for=subkind_for,
             subkinds=subkinds,
+            search_params=search_params,
         )
         return handler
 

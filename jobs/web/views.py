@@ -79,11 +79,20 @@ def filter_jobs(jobs: QuerySet[Job], params, user, *, status: bool = True) -> Qu
         jobs,
         statuses=[group] if group else [],
         kind=params.get("kind", ""),
-        text=params.get("q", ""),
+        text="" if search_error(params) else params.get("q", ""),
         created_after=_parse_day(params.get("from", "")),
         created_before=end + timedelta(days=1) if end else None,
         keys_of=user,
     )
+
+
+def search_error(params) -> str:
+    """Why the search cannot be run as typed (a `path=value` term no kind offers), or ""."""
+    try:
+        selectors.search_terms(params.get("q", ""))
+    except ValueError as exc:
+        return f"Not searched: {exc}."
+    return ""
 
 
 @require_GET
@@ -107,6 +116,8 @@ def job_list(request: HtmxHttpRequest) -> HttpResponse:
         "page": page,
         "all_users": all_users,
         "filters": request.GET,
+        "search_error": search_error(request.GET),
+        "search_params": ", ".join(sorted(selectors.searchable_params())),
         "status": selectors.status_group(request.GET.get("status", "")),
         "query": query.urlencode(),
         "unsorted_query": unsorted.urlencode(),
