@@ -63,9 +63,7 @@ def test_a_token_budget_pauses_the_job_at_its_ceiling_and_says_so(user, fake, cl
     assert seen["status"] == "paused" and seen["message"].startswith("Budget reached")
 
 
-def test_resuming_raises_then_lifts_the_budget_and_every_row_is_answered_once(
-    user, fake, client
-):
+def test_resuming_raises_then_lifts_the_budget_and_every_row_is_answered_once(user, fake, client):
     job = run_to_end(submit(user, fake, budget_tokens=300))
     client.force_login(user)
     raised = post_json(client, f"/api/jobs/{job.pk}/resume/", {"budget_tokens": 600})
