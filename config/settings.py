@@ -515,6 +515,27 @@ CONVEYOR_HTTP_RETRY_MAX_SECONDS = env_float("CONVEYOR_HTTP_RETRY_MAX_SECONDS", 3
 # web: private/loopback/link-local targets are refused unless allowed here.
 CONVEYOR_WEB_ALLOW_PRIVATE = env_bool("CONVEYOR_WEB_ALLOW_PRIVATE", False)
 CONVEYOR_WEB_ALLOWED_NETWORKS = env_list("CONVEYOR_WEB_ALLOWED_NETWORKS", [])
+# Webhooks and e-mail notices (jobs/notices): webhooks per user (a ceiling), a
+# delivery's timeout and attempts (backoff: base x 3^(attempt-1) s), failed deliveries
+# in a row that switch a webhook off, days a delivery stays in the log, and the site's
+# address in e-mails. Deliveries go through the outbound guard above (loopback and
+# private addresses only where CONVEYOR_WEB_ALLOW_PRIVATE/_ALLOWED_NETWORKS allow them).
+CONVEYOR_WEBHOOK_MAX_PER_USER = min(env_int("CONVEYOR_WEBHOOK_MAX_PER_USER", 10), 100)
+CONVEYOR_WEBHOOK_TIMEOUT_SECONDS = min(env_float("CONVEYOR_WEBHOOK_TIMEOUT_SECONDS", 10.0), 60.0)
+CONVEYOR_WEBHOOK_ATTEMPTS = min(max(env_int("CONVEYOR_WEBHOOK_ATTEMPTS", 6), 1), 20)
+CONVEYOR_WEBHOOK_RETRY_BASE_SECONDS = env_float("CONVEYOR_WEBHOOK_RETRY_BASE_SECONDS", 10.0)
+CONVEYOR_WEBHOOK_DISABLE_AFTER = max(env_int("CONVEYOR_WEBHOOK_DISABLE_AFTER", 5), 1)
+CONVEYOR_WEBHOOK_KEEP_DAYS = env_int("CONVEYOR_WEBHOOK_KEEP_DAYS", 14)
+CONVEYOR_WEBHOOK_LOG_LIMIT = 200  # deliveries one page or API answer lists at most
+CONVEYOR_SITE_URL = env_str("CONVEYOR_SITE_URL", "http://localhost:8000")
+# E-mail (notices): Django's settings; the console backend prints them by default.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "conveyor@localhost")
 CONVEYOR_WEB_MAX_ATTEMPTS = env_int("CONVEYOR_WEB_MAX_ATTEMPTS", 3)
 # Ceiling of the `max_bytes` a user may ask `web` to read per page.
 CONVEYOR_WEB_MAX_BYTES = env_int("CONVEYOR_WEB_MAX_BYTES", 10_000_000)

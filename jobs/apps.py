@@ -19,11 +19,15 @@ class JobsConfig(AppConfig):
         from jobs import tasks_backend
         from jobs.engine import maintenance, services, worker  # noqa: F401  (worker hooks)
         from jobs.history import rollup
+        from jobs.notices import callbacks as notices_callbacks
+        from jobs.notices import delivery as notices_delivery
         from jobs.schedules.services import run_due_schedules
 
         maintenance.on_upkeep(run_due_schedules)  # also connects the owner-deactivated pause
-        maintenance.on_upkeep(services.park_held_jobs)  # a kind an operator paused
+        maintenance.on_upkeep(notices_callbacks.upkeep)  # batches' on_complete jobs
+        maintenance.on_upkeep(notices_delivery.upkeep)  # webhooks and e-mail (a sender thread)
         maintenance.on_upkeep(rollup.upkeep)
+        maintenance.on_upkeep(services.park_held_jobs)  # a kind an operator paused
 
         autodiscover_modules("kinds")
         autodiscover_modules("tasks")  # Django tasks that the API and CLI may name

@@ -360,10 +360,12 @@ class Job(models.Model):
 
 
 class JobDependency(models.Model):
-    """`job` runs only after `depends_on` succeeded (and is cancelled if it does not)."""
+    """`job` runs only after `depends_on` succeeded (and is cancelled if it does not);
+    with `any_outcome` (`after_any`), after it ended, whatever the outcome."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="upstream_links")
     depends_on = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="downstream_links")
+    any_outcome = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -714,3 +716,6 @@ class HistoryMark(models.Model):
 
     def __str__(self) -> str:
         return f"history rolled up to {self.rolled_to:%Y-%m-%d %H:%M:%S}"
+
+
+from jobs.notice_models import BatchCallback, Webhook, WebhookDelivery  # noqa: E402, F401

@@ -36,7 +36,7 @@ from jobs.models import Batch
 from jobs.serializers import batch_as_dict, job_as_dict
 
 MAX_BATCH_JOBS = 100
-JOB_FIELDS = SUBMIT_FIELDS - {"after"}
+JOB_FIELDS = SUBMIT_FIELDS - {"after", "after_any"}
 
 
 def visible_batch(request: HttpRequest, batch_id: str) -> Batch:
@@ -65,11 +65,14 @@ def batches(request: HttpRequest) -> HttpResponse:
 
 def _create(request: HttpRequest) -> JsonResponse:
     data = json_object(request)
-    only_fields(data, {"label", "jobs"})
+    only_fields(data, {"label", "jobs", "on_complete"})
     label = text_field(data, "label")
     submissions = _submissions(data.get("jobs"), request.user)
+    on_complete = _on_complete(data.get("on_complete"), request.user)
     try:
-        batch, jobs = batch_submit(owner=request.user, submissions=submissions, label=label)
+        batch, jobs = batch_submit(
+            owner=request.user, submissions=submissions, label=label, on_complete=on_complete
+        )
     except QuotaExceeded as exc:
         raise ApiError(429, str(exc)) from None
     except JobActionError as exc:  # a key an active job holds
@@ -92,6 +95,7 @@ def _submissions(items: Any, user: Any) -> list[Submission]:
             only_fields(item, JOB_FIELDS)
             kind, values = _submission(item, user)
             values.pop("after", None)
+            values.pop("after_any", None)
             submissions.append(Submission(kind=kind, owner=user, **values))
         except ApiError as exc:
             fields = exc.fields or {"job": exc.error}
@@ -100,6 +104,24 @@ def _submissions(items: Any, user: Any) -> list[Submission]:
         summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
         raise ApiError(400, f"Invalid batch, nothing submitted: {summary}", errors)
     return submissions
+
+
+def _on_complete(item: Any, user: Any) -> Submission | None:
+    """The job submitted when the batch ends, whatever the outcome (a job body without
+    keys or dependencies); its params get the outcome under `batch_outcome`."""
+    if item is None:
+        return None
+    if not isinstance(item, dict):
+        raise bad("on_complete", "must be a job: an object with kind and params")
+    try:
+        only_fields(item, {"kind", "params", "priority", "label"})
+        kind, values = _submission(item, user)
+    except ApiError as exc:
+        fields = {f"on_complete.{name}": text for name, text in exc.fields.items()}
+        errors = fields or {"on_complete": exc.error}
+        raise ApiError(400, f"on_complete: {exc.error}", errors) from None
+    keep = {name: values[name] for name in ("params", "priority", "label") if name in values}
+    return Submission(kind=kind, owner=user, **keep)
 
 
 @api_view("GET")

@@ -10,7 +10,7 @@ from django.urls import path, re_path
 
 from jobs.actions.jobs import JOBS
 from jobs.actions.schedules import SCHEDULES
-from jobs.api import batches, kinds, schedules
+from jobs.api import batches, kinds, schedules, webhooks
 from jobs.api import views as api
 
 app_name = "api"
@@ -48,5 +48,15 @@ urlpatterns = [
     path("kinds/<str:name>/", kinds.kind, name="kind"),
     path("kinds/<str:name>/pause/", kinds.kind_pause_view, name="kind-pause"),
     path("kinds/<str:name>/resume/", kinds.kind_resume_view, name="kind-resume"),
+    path("webhooks/", webhooks.webhooks, name="webhooks"),
+    path("webhooks/<str:webhook_id>/", webhooks.webhook, name="webhook"),
+    path("webhooks/<str:webhook_id>/test/", webhooks.webhook_test, name="webhook-test"),
+    path("webhooks/<str:webhook_id>/enable/", webhooks.webhook_enable, name="webhook-enable"),
+    path(
+        "webhooks/<str:webhook_id>/deliveries/",
+        webhooks.webhook_deliveries,
+        name="webhook-deliveries",
+    ),
+    path("notices/email/", webhooks.email_notices, name="email-notices"),
     re_path(r"^(?P<rest>.*)$", api.not_found),
 ]

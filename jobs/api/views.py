@@ -104,6 +104,7 @@ SUBMIT_FIELDS = {
     "label",
     "time_limit",
     "after",
+    "after_any",
 }
 MAX_AFTER = 50
 
@@ -257,6 +258,7 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
         "label": checked(text_field, data, "label"),
         "time_limit": checked(positive_number, data, "time_limit", maximum=MAX_TIME_LIMIT),
         "after": checked(_after, data.get("after"), user),
+        "after_any": checked(_after, data.get("after_any"), user, "after_any"),
     }
     if kind:
         values["params"] = checked(_clean_params, kind, data.get("params"), user)
@@ -275,18 +277,19 @@ def _user_key(data: dict[str, Any], field: str) -> str:
         raise bad(field, str(exc)) from None
 
 
-def _after(value: Any, user: Any) -> list[int]:
-    """Ids of jobs to wait for: jobs the caller can see."""
+def _after(value: Any, user: Any, field: str = "after") -> list[int]:
+    """Ids of jobs to wait for (`after`: until they succeeded; `after_any`: until they
+    ended, whatever the outcome): jobs the caller can see."""
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_AFTER:
-        raise bad("after", f"must be a list of at most {MAX_AFTER} job ids")
+        raise bad(field, f"must be a list of at most {MAX_AFTER} job ids")
     if not all(
         isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_BIGINT for i in value
     ):
-        raise bad("after", "must hold positive integer job ids")
+        raise bad(field, "must hold positive integer job ids")
     if missing := selectors.missing_jobs(user, value):
-        raise bad("after", f"no job {', '.join(f'#{i}' for i in missing)}")
+        raise bad(field, f"no job {', '.join(f'#{i}' for i in missing)}")
     return value
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.models import Batch, Job, JobChange, JobEvent, Notification
+from jobs.models import Batch, Job, JobChange, JobEvent, Notification, Webhook, WebhookDelivery
 
 CHANNEL = "conveyor_jobs"
 MAX_MESSAGE = 5000
@@ -131,6 +132,83 @@ def _job_url_pattern() -> str:
     return reverse("jobs:detail", args=[int(_SOME_ID)])
 
 
+# The webhook (and e-mail) event of a job that ended in this status.
+JOB_EVENTS = {
+    Job.Status.SUCCEEDED: "job.succeeded",
+    Job.Status.FAILED: "job.failed",
+    Job.Status.CANCELLED: "job.cancelled",
+}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An event for the webhooks (and e-mail opt-ins) that subscribe to it: written as
+    pending `WebhookDelivery` rows by one INSERT ... SELECT over the matching hooks, in
+    the transition's transaction, and sent later by `jobs.notices` (never by the worker
+    that ended the job). `mail`: False for the jobs of a batch (their batch's
+    `batch.finished` is the one e-mail, as with notifications)."""
+
+    event: str
+    owner_id: int | None
+    job_id: int | None = None
+    batch_id: int | None = None
+    mail: bool = True
+
+
+# How long a process trusts what it last read about active webhooks: a webhook created
+# in another process gets events within this time (this process: at once).
+HOOKS_CHECK_SECONDS = 1.0
+
+
+class _Hooks:
+    known: bool | None = None
+    checked_at = 0.0
+
+
+def hooks_exist() -> bool:
+    """Whether any webhook (or e-mail opt-in) is active, read at most once a second a
+    process: with none, a transition writes no notice statement (SQLite has no way to
+    fold it into another)."""
+    now = time.monotonic()
+    if _Hooks.known is None or now - _Hooks.checked_at > HOOKS_CHECK_SECONDS:
+        _Hooks.known = Webhook.objects.filter(active=True).exists()
+        _Hooks.checked_at = now
+    return _Hooks.known
+
+
+def hooks_changed() -> None:
+    """A webhook was added or enabled in this process: read again at the next notice."""
+    _Hooks.known = None
+
+
+def _notice_rows(notices: list[Notice]) -> tuple[str, list]:
+    """One INSERT ... SELECT (UNION ALL per notice) of the deliveries the notices make:
+    no row, and no round trip of its own on PostgreSQL, when nobody subscribes."""
+    quote = connection.ops.quote_name
+    hooks = quote(Webhook._meta.db_table)
+    now = WebhookDelivery._meta.get_field("created_at").get_db_prep_save(timezone.now(), connection)
+    columns = ", ".join(
+        quote(name)
+        for name in (
+            "webhook_id", "event", "job_id", "batch_id", "status", "attempts",
+            "next_attempt_at", "created_at", "error", "body",
+        )
+    )  # fmt: skip
+    selects, params = [], []
+    for notice in notices:
+        email_too = "" if notice.mail else f" AND w.channel = '{Webhook.Channel.WEBHOOK}'"
+        selects.append(
+            f"SELECT w.id, %s, CAST(%s AS BIGINT), CAST(%s AS BIGINT), "
+            f"'{WebhookDelivery.Status.PENDING}', 0, %s, %s, '', '' "
+            f"FROM {hooks} w WHERE w.active AND (w.owner_id = %s OR w.owner_id IS NULL) "
+            f"AND w.events LIKE %s{email_too}"
+        )
+        params += [notice.event, notice.job_id, notice.batch_id, now, now, notice.owner_id]
+        params.append(f"%,{notice.event},%")
+    table = quote(WebhookDelivery._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) {' UNION ALL '.join(selects)}", params
+
+
 def notify(owner_id: int | None, job_id: int, level: str, message: str) -> None:
     """The owner's notification for a job that finished (none for ownerless jobs)."""
     if owner_id:
@@ -166,6 +244,7 @@ class Journal:
         self.notifications: list[Notification] = []
         self.job_ids: list[int] = []
         self.batches: Counter[int] = Counter()  # batch id -> its jobs that ended here
+        self.notices: list[Notice] = []
 
     def event(self, job_id: int, kind: str, message: str = "", status: str = "", **kw) -> None:
         self.events.append(Event(job_id, kind, message, status, **kw))
@@ -183,36 +262,69 @@ class Journal:
         if batch_id:
             self.batches[batch_id] += count
 
+    def job_ended(
+        self,
+        job_id: int,
+        owner_id: int | None,
+        status: str,
+        batch_id: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        """The job's webhook events (`job.<status>`, and `schedule.failed` for a failed
+        run of a schedule)."""
+        if event := JOB_EVENTS.get(status):
+            self.notices.append(Notice(event, owner_id, job_id=job_id, mail=not batch_id))
+        if status == Job.Status.FAILED and schedule_id:
+            self.notices.append(Notice("schedule.failed", owner_id, job_id=job_id))
+
     def changed(self, *job_ids: int) -> None:
         self.job_ids += [job_id for job_id in job_ids if job_id not in self.job_ids]
 
     def flush(self) -> None:
         for batch_id, count in sorted(self.batches.items()):
             if count:
-                self.notifications += settle_batch(batch_id, count)
+                self.notifications += settle_batch(batch_id, count, self.notices)
+        if self.notices and not hooks_exist():
+            self.notices = []
         rows = len(self.events) + len(self.notifications) + len(self.job_ids)
+        rows += len(self.notices)
         if connection.vendor == "postgresql" and rows <= ONE_STATEMENT_ROWS:
-            _write_in_one_statement(self.events, self.notifications, self.job_ids)
+            _write_in_one_statement(self.events, self.notifications, self.job_ids, self.notices)
         else:
             write_events(*self.events)
             write_notifications(*self.notifications)
+            write_notices(self.notices)
             announce(*self.job_ids)
-        self.events, self.notifications, self.job_ids = [], [], []
+        self.events, self.notifications, self.job_ids, self.notices = [], [], [], []
         self.batches = Counter()
 
 
+def write_notices(notices: list[Notice]) -> None:
+    if notices:
+        statement, params = _notice_rows(notices)
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+
+
 def _write_in_one_statement(
-    events: list[Event], notifications: list[Notification], job_ids: list[int]
+    events: list[Event],
+    notifications: list[Notification],
+    job_ids: list[int],
+    notices: list[Notice] | None = None,
 ) -> None:
     """PostgreSQL: the INSERTs as data-modifying CTEs of the `pg_notify` query, so that
     a transition's journal is one round trip, not three (each waits for a server
     process that shares the CPUs with the workers)."""
     inserts = [_event_rows(events)] if events else []
     inserts += [_notification_rows(notifications)] if notifications else []
-    if not (inserts or job_ids):
+    if not (inserts or job_ids or notices):
         return
     parts = [f"w{index} AS ({rows.sql(len(rows.values))})" for index, rows in enumerate(inserts)]
     params = [value for rows in inserts for row in rows.values for value in row]
+    if notices:
+        statement, notice_params = _notice_rows(notices)
+        parts.append(f"wn AS ({statement})")
+        params += notice_params
     calls = ", ".join(["pg_notify(%s, %s)"] * len(job_ids)) or "1"
     params += [value for job_id in job_ids for value in (CHANNEL, str(job_id))]
     prefix = f"WITH {', '.join(parts)} " if parts else ""
@@ -220,10 +332,13 @@ def _write_in_one_statement(
         cursor.execute(f"{prefix}SELECT {calls}", params)
 
 
-def settle_batch(batch_id: int, ended: int) -> list[Notification]:
+def settle_batch(
+    batch_id: int, ended: int, notices: list[Notice] | None = None
+) -> list[Notification]:
     """Count `ended` jobs of the batch as ended (negative: queued again) in one UPDATE
     ... RETURNING, which takes the batch row's lock: of concurrent transactions ending its
-    last jobs, exactly one sees 0 and returns the batch's one notification."""
+    last jobs, exactly one sees 0 and returns the batch's one notification (and adds its
+    `batch.finished` notice to `notices`)."""
     table = connection.ops.quote_name(Batch._meta.db_table)
     larger = "MAX" if connection.vendor == "sqlite" else "GREATEST"
     with connection.cursor() as cursor:
@@ -242,6 +357,8 @@ def settle_batch(batch_id: int, ended: int) -> list[Notification]:
     if unfinished:
         return []
     Batch.objects.filter(pk=batch_id).update(finished_at=timezone.now())
+    if notices is not None:
+        notices.append(Notice("batch.finished", owner_id, batch_id=batch_id))
     return [batch_notification(batch_id, owner_id)] if owner_id else []
 
 

@@ -25,6 +25,7 @@ from jobs.engine.journal import announce, record_event
 from jobs.engine.kinds import JobKind, get_kind, job_ended
 from jobs.models import (
     Batch,
+    BatchCallback,
     Job,
     JobDependency,
     JobEvent,
@@ -120,6 +121,7 @@ def job_submit(
     run_after: datetime | None = None,
     params_sealed: bool = False,
     max_attempts: int | None = None,
+    after_any: list[int] | tuple[int, ...] = (),
 ) -> tuple[Job, bool]:
     """Create a queued job; returns `(job, created)`.
 
@@ -128,7 +130,8 @@ def job_submit(
     `schedule` and `scheduled_for`: the schedule run (`jobs.schedules.services`) it is.
     `after`: ids of jobs this one waits for (it runs once they all succeeded and is
     cancelled if one fails or is cancelled); the caller checks the user may see them.
-    Raises JobActionError for an unknown, failed or cancelled one.
+    Raises JobActionError for an unknown, failed or cancelled one. `after_any`: jobs
+    it waits for whatever their outcome (it runs once they all ended).
     `run_after`: not claimed before then (a worker's heartbeat dispatches it when due).
     `params_sealed`: `params` come from the engine's own store (a schedule's), their
     secrets sealed already; anything a user gives is sealed here, unconditionally.
@@ -151,19 +154,20 @@ def job_submit(
         max_attempts=max_attempts,
     ).build()
     upstream = sorted(set(after))
+    any_upstream = sorted(set(after_any) - set(upstream))
 
     def create() -> tuple[Job, bool]:
         existing = _active_with_key(job)
         if existing is not None:
             return existing, False
         lowered = _lower_beyond_high_ceiling([job])
-        may_skip = _may_skip_the_queue(job, upstream)
-        if connection.vendor == "postgresql" and not upstream:
+        may_skip = _may_skip_the_queue(job, upstream or any_upstream)
+        if connection.vendor == "postgresql" and not (upstream or any_upstream):
             capacity = dispatch.capacity_for_submit(may_skip)
             straight, free = transitions.create_in_one_statement(job, capacity)
         else:
             straight = may_skip and dispatch.free_for_new_job()
-            transitions.create([job], after=upstream, dispatched=straight)
+            transitions.create([job], after=upstream, after_any=any_upstream, dispatched=straight)
             free = None
         _check_quota(job)  # the INSERT counted the owner's active jobs (Job.turn)
         _say_lowered(lowered)
@@ -195,9 +199,16 @@ def job_submit_many(submissions: list[Submission]) -> list[Job]:
 
 
 def batch_submit(
-    *, owner, submissions: list[Submission], label: str = ""
+    *,
+    owner,
+    submissions: list[Submission],
+    label: str = "",
+    on_complete: Submission | None = None,
 ) -> tuple[Batch, list[Job]]:
     """Create a batch and its queued jobs in one transaction: all of them or none.
+
+    `on_complete`: a job submitted once the batch has ended, whatever the outcome, with
+    the outcome in its params (`BatchCallback`, submitted by the upkeep: `jobs.notices`).
 
     The batch is notified once, when its last job ends (its jobs are not notified on
     their own). Jobs that would duplicate an active job's entity or session key are
@@ -217,6 +228,17 @@ def batch_submit(
             if _active_with_key(job) is not None:
                 key = job.entity_key or job.session_key
                 raise JobActionError(f"An active {job.kind} job already holds the key {key}.")
+        if on_complete is not None:
+            spec = on_complete.build()
+            BatchCallback.objects.create(
+                batch=batch,
+                spec={
+                    "kind": spec.kind,
+                    "params": spec.params,
+                    "label": spec.label,
+                    "priority": spec.priority,
+                },
+            )
         return batch, _create_queued(jobs)
 
     try:

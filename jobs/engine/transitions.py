@@ -334,13 +334,15 @@ def create(
     journal: Journal | None = None,
     *,
     after: list[int] | None = None,
+    after_any: list[int] | None = None,
     dispatched: bool = False,
 ) -> list[Job]:
     """Insert queued jobs with their "Queued" events; one statement per table.
 
     Each job's `turn` is the number of active jobs its owner already has: computed in
     the INSERT for one job, counted once per owner for many. `after` (one job only):
-    the jobs it waits for; it becomes runnable once all of them succeeded.
+    the jobs it waits for; it becomes runnable once all of them succeeded. `after_any`:
+    jobs it waits for whatever their outcome (runnable once they all ended).
     `dispatched`: the caller sends their slice tasks after the commit (a free worker
     was reserved for them), so `dispatch()` must not pick them again.
     """
@@ -349,12 +351,16 @@ def create(
         job.status = Status.QUEUED
         job.created_at = job.updated_at = now
         job.dispatched_at = now if dispatched else None
-    if after:
-        jobs[0].upstream_pending = _mark_upstream(after)
+    after_any = [up for up in after_any or () if up not in (after or ())]
+    if after or after_any:
+        jobs[0].upstream_pending = _mark_upstream(after or [], after_any)
     if len(jobs) == 1:
         sql.insert_one(jobs[0])
-        if after:
-            links = [JobDependency(job=jobs[0], depends_on_id=up) for up in after]
+        if after or after_any:
+            links = [JobDependency(job=jobs[0], depends_on_id=up) for up in after or ()]
+            links += [
+                JobDependency(job=jobs[0], depends_on_id=up, any_outcome=True) for up in after_any
+            ]
             JobDependency.objects.bulk_create(links)
     else:
         taken: dict[int | None, int] = {}
@@ -371,8 +377,9 @@ def create(
     return jobs
 
 
-def _mark_upstream(after: list[int]) -> int:
-    """Flag the jobs a new job waits for, and count those that have not succeeded yet.
+def _mark_upstream(after: list[int], after_any: list[int] = ()) -> int:
+    """Flag the jobs a new job waits for, and count those that have not succeeded yet
+    (of `after_any`, those that have not ended).
 
     One UPDATE ... RETURNING: it takes the rows' locks, so an upstream job finishing at
     the same moment either sees the flag (and settles the new job) or has already
@@ -380,26 +387,39 @@ def _mark_upstream(after: list[int]) -> int:
     """
     found = dict(
         sql.update_returning(
-            Job.objects.filter(pk__in=after), {"has_dependents": True}, ["id", "status"]
+            Job.objects.filter(pk__in=[*after, *after_any]),
+            {"has_dependents": True},
+            ["id", "status"],
         )
     )
-    for upstream in after:
-        status = found.get(upstream)
-        if status is None:
+    for upstream in [*after, *after_any]:
+        if upstream not in found:
             raise JobActionError(f"There is no job #{upstream} to wait for.")
+    for upstream in after:
+        status = found[upstream]
         if status in (Status.FAILED, Status.CANCELLED):
             raise JobActionError(f"Job #{upstream} is {status}: a job cannot wait for it.")
-    return sum(1 for status in found.values() if status != Status.SUCCEEDED)
+    pending = sum(1 for up in after if found[up] != Status.SUCCEEDED)
+    return pending + sum(1 for up in after_any if found[up] not in Job.TERMINAL)
 
 
 def _settle_dependents(upstream: int, status: str, notes: Journal) -> None:
     """An upstream job ended: its waiting jobs take one step towards runnable if it
-    succeeded, else they are cancelled (and theirs after them) with the reason."""
+    succeeded (or, for those that wait `after_any`, whatever the outcome), else they
+    are cancelled (and theirs after them) with the reason."""
     now = timezone.now()
-    waiting = Job.objects.filter(
-        pk__in=JobDependency.objects.filter(depends_on_id=upstream).values("job_id"),
-        status__in=Job.ACTIVE,
-    )
+    links = JobDependency.objects.filter(depends_on_id=upstream)
+    if status != Status.SUCCEEDED:
+        step = Job.objects.filter(
+            pk__in=links.filter(any_outcome=True).values("job_id"), status__in=Job.ACTIVE
+        )
+        ids = list(step.values_list("pk", flat=True))
+        step.update(upstream_pending=F("upstream_pending") - 1, updated_at=now)
+        for job_id in ids:
+            notes.event(job_id, LOG, f"Job #{upstream}, which it waits for, {status}")
+            notes.changed(job_id)
+        links = links.filter(any_outcome=False)
+    waiting = Job.objects.filter(pk__in=links.values("job_id"), status__in=Job.ACTIVE)
     if status == Status.SUCCEEDED:
         ids = list(waiting.values_list("pk", flat=True))
         waiting.update(upstream_pending=F("upstream_pending") - 1, updated_at=now)
@@ -417,6 +437,7 @@ def _settle_dependents(upstream: int, status: str, notes: Journal) -> None:
         message = f"{label or kind} {error}"
         notes.notify(owner_id, job_id, Notification.Level.ERROR, message, batch_id)
         notes.ended(batch_id)
+        notes.job_ended(job_id, owner_id, Status.CANCELLED, batch_id)
         notes.changed(job_id)
         if has_dependents:
             _settle_dependents(job_id, Status.CANCELLED, notes)
@@ -530,13 +551,13 @@ def end_slice(
     was lost."""
     now = timezone.now()
     status = outcome.status
-    returning = ["owner", "label", "kind", "has_dependents", "batch"]
+    returning = ["owner", "label", "kind", "has_dependents", "batch", "schedule"]
     sources = TRANSITIONS[status] if status else (Status.RUNNING,)  # or stays running
     fields = {**outcome.fields, **_released(now)}
     found = sql.update_job(job_id, fields, returning, owner=worker, statuses=sources)
     if not found:
         return False
-    owner_id, label, kind, has_dependents, batch_id = found[0]
+    owner_id, label, kind, has_dependents, batch_id, schedule_id = found[0]
     with _journal(journal) as notes:
         if outcome.message is not None:
             line = STATE if status else LOG
@@ -547,6 +568,7 @@ def end_slice(
             notes.notify(owner_id, job_id, level, f"{title} {text}", batch_id)
         if outcome.ended:
             notes.ended(batch_id)
+            notes.job_ended(job_id, owner_id, status, batch_id, schedule_id)
         notes.changed(job_id)
         if has_dependents and outcome.ended:
             _settle_dependents(job_id, status, notes)
@@ -704,6 +726,7 @@ def cancel(job: Job, who: Any = None, *, force: bool = False, reason: str = "") 
             message = f"{job.title} was cancelled"
             notes.notify(job.owner_id, job.pk, Notification.Level.INFO, message, job.batch_id)
             notes.ended(job.batch_id)
+            notes.job_ended(job.pk, job.owner_id, Status.CANCELLED, job.batch_id)
             if Job.objects.filter(pk=job.pk, has_dependents=True).exists():
                 _settle_dependents(job.pk, Status.CANCELLED, notes)
         elif outcome == "requested":

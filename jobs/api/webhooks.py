@@ -1,0 +1,154 @@
+"""The webhooks part of the JSON API: `/api/webhooks/` (list; create: the answer holds
+the signing secret, the one time it is shown), `/api/webhooks/<id>/` (read, DELETE),
+`POST /api/webhooks/<id>/test/` (a `webhook.test` delivery sent now, its outcome in the
+answer), `GET /api/webhooks/<id>/deliveries/` (the delivery log, newest first) and
+`/api/notices/email/` (GET, PUT {"events": [...]}: the caller's e-mail notices).
+
+Same conventions as `jobs.api.views`: 400 with `fields` for bad input (a URL the
+outbound guard refuses, an unknown event, one webhook too many), another user's
+webhook a 404. Changes go through `jobs.notices.services`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+from jobs.api.input import (
+    ApiError,
+    bool_field,
+    found_or_404,
+    json_object,
+    only_fields,
+    query,
+    query_int,
+)
+from jobs.api.views import _no_body, api_view
+from jobs.models import Webhook, WebhookDelivery
+from jobs.notices import delivery as sending
+from jobs.notices import services
+from jobs.serializers import iso
+
+
+def webhook_as_dict(webhook: Webhook) -> dict[str, Any]:
+    """A webhook without its secret (never shown after creation)."""
+    return {
+        "id": webhook.pk,
+        "url": webhook.url,
+        "events": webhook.event_list,
+        "global": webhook.owner_id is None,
+        "active": webhook.active,
+        "failures": webhook.failures,
+        "disabled_reason": webhook.disabled_reason,
+        "created_at": iso(webhook.created_at),
+    }
+
+
+def delivery_as_dict(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.pk,
+        "event": delivery.event,
+        "job": delivery.job_id,
+        "batch": delivery.batch_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "response_code": delivery.response_code,
+        "error": delivery.error,
+        "created_at": iso(delivery.created_at),
+        "attempted_at": iso(delivery.attempted_at),
+        "next_attempt_at": (
+            iso(delivery.next_attempt_at)
+            if delivery.status == WebhookDelivery.Status.PENDING
+            else None
+        ),
+    }
+
+
+def _invalid(exc: services.WebhookInvalid) -> ApiError:
+    return ApiError(400, f"Invalid webhook: {exc}", exc.errors)
+
+
+def visible_webhook(request: HttpRequest, webhook_id: str) -> Webhook:
+    return found_or_404(services.webhooks_of(request.user), webhook_id, "Webhook")
+
+
+@api_view("GET", "POST")
+def webhooks(request: HttpRequest) -> HttpResponse:
+    """GET: the caller's webhooks (staff: and the operator's). POST: {"url", "events",
+    "global"?} → 201 with `secret`."""
+    if request.method == "GET":
+        query(request, set())
+        rows = services.webhooks_of(request.user).order_by("pk")
+        return JsonResponse({"results": [webhook_as_dict(hook) for hook in rows]})
+    data = json_object(request)
+    only_fields(data, {"url", "events", "global"})
+    try:
+        webhook, secret = services.webhook_create(
+            request.user,
+            data.get("url"),
+            data.get("events"),
+            for_everyone=bool_field(data, "global"),
+        )
+    except services.WebhookInvalid as exc:
+        raise _invalid(exc) from None
+    response = JsonResponse({**webhook_as_dict(webhook), "secret": secret}, status=201)
+    response["Location"] = reverse("api:webhook", args=[webhook.pk])
+    return response
+
+
+@api_view("GET", "DELETE")
+def webhook(request: HttpRequest, webhook_id: str) -> HttpResponse:
+    found = visible_webhook(request, webhook_id)
+    if request.method == "DELETE":
+        _no_body(request)
+        services.webhook_delete(found)
+        return HttpResponse(status=204)
+    query(request, set())
+    return JsonResponse(webhook_as_dict(found))
+
+
+@api_view("POST")
+def webhook_test(request: HttpRequest, webhook_id: str) -> HttpResponse:
+    """Send a `webhook.test` delivery now; 200 with how it went (the log keeps it)."""
+    _no_body(request)
+    found = visible_webhook(request, webhook_id)
+    if not found.active:
+        raise ApiError(409, "The webhook is disabled; enable it first.")
+    return JsonResponse(delivery_as_dict(sending.send_test(found)))
+
+
+@api_view("POST")
+def webhook_enable(request: HttpRequest, webhook_id: str) -> HttpResponse:
+    _no_body(request)
+    found = visible_webhook(request, webhook_id)
+    services.webhook_enable(found)
+    found.refresh_from_db()
+    return JsonResponse(webhook_as_dict(found))
+
+
+@api_view("GET")
+def webhook_deliveries(request: HttpRequest, webhook_id: str) -> HttpResponse:
+    """The delivery log, newest first (`?limit=`, at most CONVEYOR_WEBHOOK_LOG_LIMIT)."""
+    params = query(request, {"limit"})
+    found = visible_webhook(request, webhook_id)
+    rows = services.deliveries_of(found, query_int(params, "limit", 50))
+    return JsonResponse({"results": [delivery_as_dict(row) for row in rows]})
+
+
+@api_view("GET", "PUT")
+def email_notices(request: HttpRequest) -> HttpResponse:
+    """The events the caller gets e-mail for; PUT {"events": [...]} ([]: none)."""
+    if request.method == "PUT":
+        data = json_object(request)
+        only_fields(data, {"events"})
+        try:
+            events = services.email_notices_set(request.user, data.get("events"))
+        except services.WebhookInvalid as exc:
+            raise ApiError(400, f"Invalid e-mail notices: {exc}", exc.errors) from None
+        return JsonResponse({"events": events, "email": request.user.email})
+    query(request, set())
+    return JsonResponse(
+        {"events": services.email_notices_of(request.user), "email": request.user.email}
+    )
