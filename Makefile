@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean image test-deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test: $(VENV)/.dev-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The container image (podman, or docker where a daemon answers) and the deploy test:
+# the compose stack built and run for real (scripts/deploy_stack.py, docs/deployment.md).
+image: $(VENV)/.installed
+	$(BIN)/python scripts/deploy_stack.py image
+
+test-deploy: $(VENV)/.dev-installed
+	$(BIN)/python scripts/deploy_stack.py test
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py
