@@ -3,6 +3,27 @@
 import django.utils.timezone
 from django.db import migrations, models
 
+ACTIVE = ["queued", "running", "paused", "retrying"]
+
+
+def fill_subkinds(apps, schema_editor):
+    """Active jobs from before: what their kind says they run (a sheet job's processor),
+    so that pausing it holds them too. The kinds are registered by then (app ready)."""
+    from jobs.engine.kinds import all_kinds
+
+    Job = apps.get_model("jobs", "Job")
+    for kind in all_kinds():
+        if kind.subkind_for is None:
+            continue
+        active = Job.objects.filter(kind=kind.name, status__in=ACTIVE).only("id", "params")
+        for job in active.iterator():
+            try:
+                subkind = str(kind.subkind_for(job.params or {}) or "")[:100]
+            except Exception:  # noqa: BLE001 - params a kind cannot read: no sub-kind
+                continue
+            if subkind:
+                Job.objects.filter(pk=job.pk).update(subkind=subkind)
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -47,4 +68,5 @@ class Migration(migrations.Migration):
                 max_length=100,
             ),
         ),
+        migrations.RunPython(fill_subkinds, migrations.RunPython.noop, elidable=True),
     ]

@@ -170,6 +170,8 @@ def test_staff_pages_raise_no_csp_violation(open_page, staff_user):
     assert page.locator("#chart-jobs canvas").count() == 1
     visit(page, "/jobs/?all=1")
     visit(page, "/schedules/?all=1")
+    visit(page, "/ops/")
+    visit(page, "/ops/waiting/")
     for path in admin_pages(sheet, finished, batch, schedule, staff_user):
         visit(page, path, live=False)
     visit(page, reverse("admin:jobs_job_change", args=[finished.pk]), live=False)

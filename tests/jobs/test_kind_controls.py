@@ -5,9 +5,11 @@ bound how many run at once; bad input is refused with the field's name."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.utils import timezone
 
 from jobs.actions.kinds import kind_cap, kind_list, kind_pause, kind_resume
@@ -178,9 +180,7 @@ def test_the_admin_pauses_caps_and_resumes_through_the_services(client, staff_us
     assert not KindControl.objects.get(name="llm").is_paused
 
 
-def test_a_default_cap_from_settings_holds_until_an_operator_changes_it(
-    user, staff_user, settings
-):
+def test_a_default_cap_from_settings_holds_until_an_operator_changes_it(user, staff_user, settings):
     settings.CONVEYOR_KIND_CAPS = {"demo.count": 1}
     first, second = submit_demo(user, n=5), submit_demo(user, n=5)
     assert dispatch.claim_dispatched(first.pk, "w1") is not None
@@ -190,3 +190,11 @@ def test_a_default_cap_from_settings_holds_until_an_operator_changes_it(
 
     kind_cap("demo.count", 2, by=staff_user)
     assert dispatch.claim_dispatched(second.pk, "w2") is not None
+
+
+def test_the_migration_gives_active_jobs_from_before_their_sub_kind(user):
+    migration = importlib.import_module("jobs.migrations.0018_kind_controls")
+    job = sheet_job(user, "copy")
+    Job.objects.filter(pk=job.pk).update(subkind="")  # as submitted before the migration
+    migration.fill_subkinds(django_apps, None)
+    assert fresh(job).subkind == "copy"
