@@ -62,6 +62,7 @@ START_CONCURRENCY = 4
 SAFETY = 0.95  # pace at this share of the limit the API reports
 SERVER_ERRORS = frozenset({500, 502, 503, 504})
 PROBE_POLL_SECONDS = 0.25
+STEER_SECONDS = 0.5  # the share of the limit changes at most this often
 BREAKER_MAX_SECONDS = 600.0
 NAMESPACE = "conveyor-pace"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -238,6 +239,9 @@ class Pace:
         self._sent: deque[float] = deque()
         self._base_latency: float | None = None
         self._failures_seen = False
+        self.share = 1.0  # of the API's limit, while others leave room
+        self._full: dict[str, int] = {}  # the highest `remaining` seen: a full bucket
+        self._steered = 0.0
 
     # -- what the job page shows ------------------------------------------------------
     def requests_per_minute(self) -> int:
@@ -256,8 +260,9 @@ class Pace:
     # -- the rate ---------------------------------------------------------------------
     def interval(self, tokens: int) -> float:
         """Seconds this request takes of the gate's schedule."""
-        rpm = lowest(self.rpm_cap, self.limit_requests and self.limit_requests * SAFETY)
-        tpm = lowest(self.tpm_cap, self.limit_tokens and self.limit_tokens * SAFETY)
+        share = SAFETY * self.share
+        rpm = lowest(self.rpm_cap, self.limit_requests and self.limit_requests * share)
+        tpm = lowest(self.tpm_cap, self.limit_tokens and self.limit_tokens * share)
         return max(60.0 / rpm if rpm else 0.0, tokens * 60.0 / tpm if tpm else 0.0)
 
     def correct_tokens(self, estimated: int, used: int) -> Awaitable[None] | None:
@@ -298,7 +303,7 @@ class Pace:
                     continue
                 finally:
                     self.sending -= 1
-                self._learn(response.headers)
+                await self._learn(response.headers)
                 status = response.status_code
                 if status == 429:
                     await self._throttled(response)
@@ -365,24 +370,39 @@ class Pace:
 
     def _room(self, headers: httpx.Headers) -> bool:
         for kind in ("requests", "tokens"):
-            limit = _header_int(headers, f"x-ratelimit-limit-{kind}")
             remaining = _header_int(headers, f"x-ratelimit-remaining-{kind}")
-            if limit and remaining is not None and remaining < 0.1 * limit:
+            if remaining is not None and remaining < 0.1 * self._full.get(kind, 0):
                 return False
         return True
 
-    def _learn(self, headers: httpx.Headers) -> None:
-        """The API's limits, and a hold until its reset when nothing remains."""
+    async def _learn(self, headers: httpx.Headers) -> None:
+        """The API's limits; a hold until its reset when nothing remains; and this
+        session's share of the limit, lowered while `remaining` falls (others use the
+        same key: other worker processes, other programs) and raised while it is high."""
         self.limit_requests = _header_int(headers, "x-ratelimit-limit-requests") or (
             self.limit_requests
         )
         self.limit_tokens = _header_int(headers, "x-ratelimit-limit-tokens") or self.limit_tokens
+        levels = []
         for kind in ("requests", "tokens"):
-            if _header_int(headers, f"x-ratelimit-remaining-{kind}") == 0:
-                reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
-                if reset:
-                    limit = _header_int(headers, f"x-ratelimit-limit-{kind}") or 1
-                    self._hold_until(time.time() + min(reset, 60.0 / limit * 2))
+            remaining = _header_int(headers, f"x-ratelimit-remaining-{kind}")
+            if remaining is None:
+                continue
+            full = self._full[kind] = max(self._full.get(kind, 0), remaining)
+            levels.append(remaining / full if full else 0.0)
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            if remaining == 0 and reset:
+                limit = _header_int(headers, f"x-ratelimit-limit-{kind}") or 1
+                until = time.time() + min(reset, 60.0 / limit * 2)
+                self._hold_until(until)
+                await self.board.apply(self.key, _block, until)
+        now = time.monotonic()
+        if levels and now - self._steered >= STEER_SECONDS:
+            level = min(levels)
+            if level < 0.5:
+                self.share, self._steered = max(0.05, self.share * 0.85), now
+            elif level > 0.8 and self.share < 1.0:
+                self.share, self._steered = min(1.0, self.share + 0.05), now
 
     async def _throttled(self, response: httpx.Response) -> None:
         after = retry_after_seconds(response)
@@ -392,6 +412,7 @@ class Pace:
         until = time.time() + after + random.uniform(0, 0.05)
         self._hold_until(until)
         await self.board.apply(self.key, _block, until)
+        self.share = max(0.05, self.share * 0.7)
         if self.auto:
             self._shrink()
 
