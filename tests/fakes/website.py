@@ -45,7 +45,7 @@ HOME = f"""<!doctype html>
   <footer>
     <p class="address">1 Widget Way, Leeds</p>
     <a href="mailto:Sales@Acme.example?subject=Hi">Write to us</a> or hello@acme.example
-    <a href="tel:+44 20 7946 0958">Call</a>
+    <a href="tel:+44 20 7946 0958">Call</a> (fax: +44 20 7946 0959; since 1999)
     <a href="https://www.linkedin.com/company/acme-widgets">LinkedIn</a>
     <a href="https://www.facebook.com/sharer/sharer.php?u=acme">Share</a>
     <a href="https://twitter.com/acmewidgets">Twitter</a>
@@ -54,7 +54,7 @@ HOME = f"""<!doctype html>
 </body></html>"""
 HOME_TEXT = f"Acme {MAIN_TEXT}"
 HOME_EMAILS = "sales@acme.example, hello@acme.example"
-HOME_PHONES = "+442079460958"
+HOME_PHONES = "+442079460958, +442079460959"
 HOME_SOCIAL = "https://www.linkedin.com/company/acme-widgets, https://twitter.com/acmewidgets"
 PLAIN = "<html><head><title>Plain page</title></head><body><p>Just a body.</p></body></html>"
 LATIN1 = "<html><head><title>Café déjà vu</title></head><body>Crème brûlée</body></html>"

@@ -73,7 +73,7 @@ def test_extracts_the_main_text_and_the_page_facts(fake_site):
         "text": HOME_TEXT,  # the main text only: no nav, script, style or footer
         "lang": "en-GB",
         "emails": HOME_EMAILS,  # the mailto: link's and the text's, normalised like clean
-        "phones": HOME_PHONES,  # the tel: link's, E.164
+        "phones": HOME_PHONES,  # the tel: link's, then the text's, E.164
         "social": HOME_SOCIAL,  # profiles, not the share button
     }
 
