@@ -18,11 +18,12 @@ import json
 import logging
 import secrets
 import time
+from contextlib import suppress
 from typing import Any
 
 from django.conf import settings
 
-from jobs.public import JobContext, PauseJob, PermanentError, Postponed
+from jobs.public import JobContext, PauseJob, PermanentError, Postponed, SliceDone
 from sheets.processors import USAGE_KEY, Processor, RowError, RowOutcome
 from sheets.processors.builtins.llm.batch import (
     FINISHED,
@@ -95,6 +96,7 @@ class BatchRun:
         source.rewind(cursor.get("sent", source.next))
         self.lines: dict[str, list[dict]] = {}  # a chunk's lines, made when it was opened
         self.budget = Budget.of_job(ctx.job_id, ctx.owner_id, options)
+        self.exhausted = False  # no row left to send
 
     # -- the slice ------------------------------------------------------------------
     def step(self) -> None:
@@ -117,17 +119,19 @@ class BatchRun:
         except BatchAPIError as exc:
             if not exc.transient:
                 raise PermanentError(f"The Batch API refused: {self.ctx.scrub(str(exc))}") from None
+            problem = self.ctx.scrub(str(exc))
+            self.wait(f"{self.summary()}; the Batch API did not answer ({problem}): trying again")
+        self.wait(self.summary())
+
+    def wait(self, reason: str) -> None:
+        """End the slice waiting for the batches (no worker held): the chunks saved,
+        `reason` the job's message. A slice that is over waits all the same."""
+        with suppress(SliceDone):
             self.save()
-            raise Postponed(
-                settings.CONVEYOR_LLM_BATCH_POLL_SECONDS,
-                f"{self.summary()}; the Batch API did not answer ({self.ctx.scrub(str(exc))}): "
-                "trying again later",
-            ) from None
-        self.save()
-        raise Postponed(settings.CONVEYOR_LLM_BATCH_POLL_SECONDS, self.summary())
+        raise Postponed(settings.CONVEYOR_LLM_BATCH_POLL_SECONDS, reason)
 
     def source_left(self) -> bool:
-        return self.source.next < self.source.end
+        return not self.exhausted and self.source.next < self.source.end
 
     def may_open(self) -> bool:
         return len(self.chunks) < settings.CONVEYOR_LLM_BATCH_OPEN and not self.over_budget()
@@ -144,6 +148,7 @@ class BatchRun:
         start = self.source.next
         rows = self.source.take(settings.CONVEYOR_LLM_BATCH_ROWS)
         if not rows:
+            self.exhausted = True  # (a "failed" cursor does not move to the end)
             return False
         rows = self.fitting(rows)
         marker = f"conveyor-{self.ctx.job_id}-{start}-{secrets.token_hex(6)}"
@@ -200,10 +205,10 @@ class BatchRun:
         if chunk["id"]:
             self.note(chunk, self.api.get(chunk["id"]))
             return
-        batch = self.api.find(chunk["marker"], chunk["since"])
+        lines = self.lines.pop(chunk["marker"], None)  # opened in this slice: no batch yet
+        batch = None if lines is not None else self.api.find(chunk["marker"], chunk["since"])
         if batch is None:
-            lines = self.lines.pop(chunk["marker"], None)
-            if lines is None:  # a later slice: made again from the rows
+            if lines is None:  # an intent of an earlier slice, and no batch: made again
                 lines = self.lines_for(self.rows_of(chunk))
             if not lines:
                 chunk["status"] = "none"

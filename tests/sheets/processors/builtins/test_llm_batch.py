@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from jobs.engine.runner import run_one_slice
-from jobs.engine.services import job_cancel
+from jobs.engine.services import job_cancel, job_retry
 from jobs.models import Job
 from sheets.services import sheet_job_submit
 from sheets.web.forms import SheetParamsError
@@ -95,6 +95,17 @@ def test_rows_answered_before_are_not_sent_and_error_lines_are_row_errors(
     failed = again.row_results.get(row_number=7)
     assert failed.error == ("HTTP 400 from the API (in the batch): Invalid request in the batch.")
     assert again.row_results.filter(reused=True).count() == 6
+
+
+def test_retrying_failed_rows_sends_only_them_in_a_new_batch(user, fake_openai, fake_openai_batch):
+    fake_openai.categories = ["Fruit", "Vegetable"]
+    job = run_to_end(submit(user, fake_openai, produce(6, fail={2, 5}), reuse="no"))
+    assert job.status == "succeeded" and job.failed == 2
+    before = len(fake_openai_batch.created)
+    job = run_to_end(job_retry(job=job, failed_rows=True))
+    [retry] = fake_openai_batch.created[before:]
+    assert [line["custom_id"] for line in retry.lines] == ["row-2", "row-5"]
+    assert job.status == "succeeded" and job.processed == 6 and job.failed == 2
 
 
 def test_the_job_shows_the_batch_while_it_waits_without_holding_a_worker(
