@@ -56,8 +56,9 @@ def kind_cap(name: Any, cap: Any, *, by: Any) -> KindControl:
 
 def notices() -> list[str]:
     """What pages listing jobs say of the paused kinds ("llm paused by ops since 14:02
-    UTC: provider degraded"), from the cached read."""
-    return [controls.describe(row) for _, row in sorted(controls.paused().items())]
+    UTC: provider degraded"): one query of the few paused rows, fresh (a page is read
+    by a person, and a page's queries stay the same from one load to the next)."""
+    return [controls.describe(row) for row in KindControl.objects.filter(paused_at__isnull=False)]
 
 
 known_names = controls.known_names

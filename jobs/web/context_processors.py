@@ -58,7 +58,7 @@ def live_nav(request: HttpRequest) -> dict:
         "nav_running_count": selectors.running_count(user.pk),
         "nav_unread_count": selectors.unread_count(user.pk),
         "workers_down": selectors.waiting_without_workers(user.pk),
-        "kind_notices": kind_notices(),  # operators' pauses (a cached read: no query)
+        "kind_notices": kind_notices,  # operators' pauses: read only by a page that shows them
     }
     if not htmx or htmx.boosted:  # a whole page (an htmx fragment's page shows it already)
         context["away_notices"] = functools.cache(functools.partial(away_notices, request))
