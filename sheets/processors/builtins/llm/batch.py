@@ -1,9 +1,10 @@
 """The `llm` processor's batch mode, the provider's side: OpenAI's Batch API (`/files`,
 `/batches`, output and error files), at the batch price, answered within 24 hours.
 
-Here (whether an endpoint has one at all: `batch_probe`): the JSONL line a row is sent as, the calls (upload, create, find by metadata, poll, cancel, read a file)
-and a line of the output or error file read back into the row's outputs with the same
-checks as live mode. The sheet side (chunks, the job's state, restarts, waiting) is
+Here: the JSONL line a row is sent as, the calls (upload, create, find by metadata, poll,
+cancel, read a file) and a line of the output or error file read back into the row's
+outputs with the same checks as live mode; whether an endpoint has a Batch API at all is
+`batch_probe`. The sheet side (chunks, the job's state, restarts, waiting) is
 `sheets.rows.batch_mode`.
 """
 
@@ -30,8 +31,6 @@ from sheets.processors.builtins.llm.prompts import (
 )
 from sheets.processors.outbound import guarded_client, host_of, send_capped
 
-MAX_LINES = 50_000  # the Batch API's ceiling per input file
-MAX_FILE_BYTES = 200 * 1024 * 1024  # and its size ceiling
 FINISHED = ("completed", "failed", "expired", "cancelled")
 MARKER = "conveyor_marker"  # the metadata key a chunk's batch is found by after a crash
 FIND_PAGES = 20  # pages of 100 batches looked through for a marker

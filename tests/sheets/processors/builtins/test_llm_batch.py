@@ -81,6 +81,29 @@ def test_a_batch_job_answers_every_row_without_one_chat_request(
     assert spent["cost_usd"] == pytest.approx(live_price / 1_000_000 / 2)  # half price
 
 
+def test_typed_fields_in_batch_mode_are_checked_as_live_without_a_repair(
+    user, fake_openai, fake_openai_batch
+):
+    fake_openai.structured = lambda call: {
+        "city": "Paris",
+        "headcount": "about fifty" if "vague" in call.user_message else "1,200",
+    }
+    sheet_rows = [["name", "notes"], ["Acme", "exact"], ["Bolt", "vague"]]
+    job = run_to_end(
+        submit(user, fake_openai, sheet_rows, categories="", fields="city, headcount:int")
+    )
+    assert (job.status, job.processed, job.failed) == ("succeeded", 2, 1)
+    [batch] = fake_openai_batch.created
+    assert batch.lines[0]["body"]["response_format"]["type"] == "json_schema"
+    acme, bolt = job.row_results.order_by("row_number")
+    assert {k: acme.outputs[k] for k in ("city", "headcount")} == {
+        "city": "Paris",
+        "headcount": 1200,
+    }
+    assert bolt.error.startswith("headcount: ") and "about fifty" in bolt.error
+    assert len(batch.lines) == 2 and fake_openai.calls == [], "no repair request"
+
+
 def test_rows_answered_before_are_not_sent_and_error_lines_are_row_errors(
     user, fake_openai, fake_openai_batch
 ):
