@@ -102,54 +102,57 @@ class LocalHosts:
 
 _local = LocalHosts()  # one per process
 
-# KEYS[1] the host's slots (a sorted set: token -> lease expiry); ARGV: limit, token, lease
+# One round trip a request: take a slot if one is free (KEYS[1], a sorted set: token ->
+# lease expiry), then book its start (KEYS[2]: the host's next start time). ARGV: limit,
+# token, lease, delay. Returns the seconds to wait before starting, or -1: no free slot.
 ACQUIRE = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[2])
-  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 1)
-  return 1
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  return '-1'
 end
-return 0
-"""
-# KEYS[1] the host's next start time; ARGV: delay (book a start), pause (push it back)
-RESERVE = """
-local now = redis.call('TIME')
-local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
-local start = math.max(t, tonumber(redis.call('GET', KEYS[1]) or '0'))
-local pause = tonumber(ARGV[2])
-if pause > 0 then
-  start = math.max(start, t + pause)
-  redis.call('SET', KEYS[1], tostring(start), 'EX', math.ceil(pause) + 1)
-  return '0'
-end
-local delay = tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 1)
+local start = math.max(t, tonumber(redis.call('GET', KEYS[2]) or '0'))
+local delay = tonumber(ARGV[4])
 if delay > 0 or start > t then
-  redis.call('SET', KEYS[1], tostring(start + delay), 'EX', math.ceil(start - t + delay) + 1)
+  redis.call('SET', KEYS[2], tostring(start + delay), 'EX', math.ceil(start - t + delay) + 1)
 end
 return tostring(start - t)
+"""
+# KEYS[1] the host's next start time, pushed back to now + ARGV[1] seconds at least.
+PAUSE = """
+local now = redis.call('TIME')
+local t = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local until_ = math.max(t + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], tostring(until_), 'EX', math.ceil(until_ - t) + 1)
+return 1
 """
 
 
 class RedisHosts:
     """The same, in Redis: slots are leases (renewed while held) so that a worker
-    that dies frees its slots within a minute."""
+    that dies frees its slots within a minute. A request costs one round trip before
+    it starts; the slot is given back in the background."""
 
     def __init__(self, url: str) -> None:
         import redis.asyncio
 
         self.redis = redis.asyncio.Redis.from_url(url)
         self._acquire = self.redis.register_script(ACQUIRE)
-        self._reserve = self.redis.register_script(RESERVE)
+        self._pause = self.redis.register_script(PAUSE)
+        self._releasing: set[asyncio.Task[Any]] = set()
 
-    async def acquire(self, host: str, limit: int) -> str:
+    async def acquire(self, host: str, limit: int, delay: float) -> tuple[str, float]:
+        """A slot's token and the seconds to wait before starting the request."""
         token = uuid.uuid4().hex
-        key = f"{PREFIX}:slots:{host}"
-        while not await self._acquire(keys=[key], args=[limit, token, LEASE_SECONDS]):
+        keys = [f"{PREFIX}:slots:{host}", f"{PREFIX}:next:{host}"]
+        while (
+            wait := float(await self._acquire(keys=keys, args=[limit, token, LEASE_SECONDS, delay]))
+        ) < 0:
             await asyncio.sleep(random.uniform(*POLL_SECONDS))
-        return token
+        return token, wait
 
     async def renew(self, host: str, token: str) -> None:
         key = f"{PREFIX}:slots:{host}"
@@ -157,16 +160,17 @@ class RedisHosts:
             await asyncio.sleep(RENEW_SECONDS)
             await self.redis.zadd(key, {token: time.time() + LEASE_SECONDS}, xx=True)
 
-    async def release(self, host: str, token: str) -> None:
-        await self.redis.zrem(f"{PREFIX}:slots:{host}", token)
-
-    async def reserve(self, host: str, delay: float) -> float:
-        return float(await self._reserve(keys=[f"{PREFIX}:next:{host}"], args=[delay, 0]))
+    def release(self, host: str, token: str) -> None:
+        task = asyncio.ensure_future(self.redis.zrem(f"{PREFIX}:slots:{host}", token))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def pause(self, host: str, seconds: float) -> None:
-        await self._reserve(keys=[f"{PREFIX}:next:{host}"], args=[0, seconds])
+        await self._pause(keys=[f"{PREFIX}:next:{host}"], args=[seconds])
 
     async def aclose(self) -> None:
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
         await self.redis.aclose()
 
 
@@ -192,9 +196,8 @@ class Hosts:
         token = ""
         try:
             if self.shared is not None:
-                token = await self.shared.acquire(host, per_host)
+                token, wait = await self.shared.acquire(host, per_host, delay)
                 renewing = asyncio.create_task(self.shared.renew(host, token))
-                wait = await self.shared.reserve(host, delay)
             else:
                 wait = self.local.reserve(host, delay)
             if wait > 0:
@@ -205,8 +208,7 @@ class Hosts:
             if renewing is not None:
                 renewing.cancel()
             if token:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.shared.release(host, token))
+                self.shared.release(host, token)
             self.local.release(host)
 
     async def pause(self, host: str, seconds: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 
 from sheets.processors import OptionsError, RowStream, get_processor, run_rows
+from sheets.processors.builtins.web import hosts
 from sheets.processors.builtins.web.robots import RobotsCache
 from tests.fakes.website import (
     HOME_EMAILS,
@@ -431,3 +433,28 @@ def test_the_live_status_says_pages_per_minute_hosts_in_flight_and_the_slowest(t
         r"127\.0\.0\.1 \d+\.\d s, 127\.0\.0\.2 \d+\.\d s",  # the slow host first
         stream.status(),
     ), stream.status()
+
+
+def test_with_redis_the_per_host_slots_are_shared_with_other_workers(
+    fake_site, settings, redis_url
+):
+    settings.REDIS_URL = redis_url
+    forget_hosts(settings)
+    client = redis.Redis.from_url(redis_url)
+    slots = "conveyor-web:slots:127.0.0.1"
+    client.zadd(slots, {"other-worker-1": time.time() + 60, "other-worker-2": time.time() + 60})
+    outcomes: list = []
+    thread = threading.Thread(target=lambda: outcomes.extend(fetch(fake_site.url("/plain"))))
+    thread.start()
+    try:
+        # The row holds this process's slot for the host and waits for one in Redis.
+        wait_for(lambda: hosts._local.in_use("127.0.0.1") == 1, timeout=5, what="the row")
+        assert fake_site.requests == []
+        released = time.monotonic()
+        client.zrem(slots, "other-worker-1")  # the other worker is done with one
+        thread.join(timeout=10)
+    finally:
+        client.delete(slots)
+        client.close()
+    assert [outcome.error for outcome in outcomes] == [""]
+    assert min(fake_site.times) >= released  # not even robots.txt went out before
