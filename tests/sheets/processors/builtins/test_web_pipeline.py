@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+from django.test import Client
+
+from jobs.models import Job
 from sheets.models import RowResult
 from sheets.services import sheet_chain_submit
 from tests.fakes.website import MAIN_TEXT
@@ -64,3 +67,45 @@ def test_web_then_llm_on_the_page_text_and_a_second_run_costs_nothing(
     assert [job.status for job in again] == ["succeeded", "succeeded"]
     assert [(job.processed, job.worked_units) for job in again] == [(2, 0), (2, 0)]  # all reused
     assert (fake_site.requests, len(fake_openai.calls)) == (pages, calls)  # nothing fetched, paid
+
+
+def test_through_the_api_an_llm_job_after_web_reads_its_text(
+    user, fake_site, fake_openai, settings
+):
+    settings.CONVEYOR_WEB_ALLOW_PRIVATE = True
+    forget_hosts(settings)
+    fake_openai.structured = describe
+    sheet = make_sheet(user, [["company", "website"], ["Acme", fake_site.url("/")]])
+    client = Client()
+    client.force_login(user)
+
+    def submit(params: dict, after: list[int]) -> int:
+        body = {"kind": "sheets.process", "params": {"sheet_id": sheet.pk, **params}}
+        response = client.post("/api/jobs/", {**body, "after": after}, "application/json")
+        assert response.status_code == 201, response.content
+        return response.json()["id"]
+
+    web_id = submit(
+        {"processor": "web", "options": {"url_column": "website", "outputs": "text"}}, []
+    )
+    # The API checks a job's params without its `after`: the llm job can name `text`
+    # once the web job has succeeded (the chain above submits both at once).
+    assert run_to_end(Job.objects.get(pk=web_id)).status == "succeeded"
+    llm_id = submit(
+        {
+            "processor": "llm",
+            "columns": ["company", "text"],
+            "options": {
+                "base_url": fake_openai.base_url,
+                "prompt": "What does {company} do? {text}",
+                "fields": "activity, industry",
+            },
+        },
+        [web_id],
+    )
+    assert run_to_end(Job.objects.get(pk=llm_id)).status == "succeeded"
+    [answer] = RowResult.objects.filter(job_id=llm_id)
+    assert (answer.outputs["activity"], answer.outputs["industry"]) == (
+        "makes widgets",
+        "Manufacturing",
+    )
