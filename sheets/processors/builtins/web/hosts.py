@@ -28,6 +28,7 @@ PREFIX = "conveyor-web"
 LEASE_SECONDS = 60.0  # a Redis slot of a worker that died frees itself after this
 RENEW_SECONDS = 20.0
 POLL_SECONDS = (0.01, 0.05)  # a Redis waiter's poll interval, jittered
+MAX_REMEMBERED = 10_000  # hosts whose next start time this process keeps, past ones dropped
 QUEUEING_ALLOWANCE = 86_400.0  # the row deadline is moved this far while queueing
 
 
@@ -89,6 +90,8 @@ class LocalHosts:
         """Seconds to wait before this request may start; books the next start `delay` on."""
         now = time.monotonic()
         with self._lock:
+            if len(self._not_before) > MAX_REMEMBERED:  # a worker that saw many hosts
+                self._not_before = {h: t for h, t in self._not_before.items() if t > now}
             start = max(now, self._not_before.get(host, 0.0))
             if delay > 0 or start > now:
                 self._not_before[host] = start + delay
