@@ -458,3 +458,11 @@ def test_with_redis_the_per_host_slots_are_shared_with_other_workers(
         client.close()
     assert [outcome.error for outcome in outcomes] == [""]
     assert min(fake_site.times) >= released  # not even robots.txt went out before
+
+
+def test_a_crawl_delay_in_robots_txt_spaces_the_pages_like_per_host_delay(fake_site):
+    fake_site.robots = "User-agent: *\nCrawl-delay: 0.3\n"
+    outcomes = fetch(fake_site.url("/?n=1"), fake_site.url("/?n=2"), per_host="1")
+    assert [outcome.error for outcome in outcomes] == ["", ""]
+    first, second = fake_site.times[1:]  # after robots.txt
+    assert second - first >= 0.2  # 0.3 s when sent, less the request's trip
