@@ -70,7 +70,8 @@ def cancel_open_batches(chunks: list[dict[str, Any]], options: dict[str, Any]) -
                 try:
                     api.cancel(chunk["id"])
                 except BatchAPIError as exc:
-                    log.warning("could not cancel batch %s: %s", chunk["id"], exc)
+                    # Its status only: an API's message may quote the key.
+                    log.warning("could not cancel batch %s: HTTP %s", chunk["id"], exc.status)
                     continue
                 cancelled.append(chunk["id"])
     return cancelled

@@ -8,7 +8,7 @@ when created, then `in_progress` (its counts rising with time) and `completed` o
 the fake's `answer`, as live) and an error file for lines whose user message holds
 FAIL_IN_BATCH (HTTP 400). `hold` keeps batches in progress, half answered, until it is
 cleared; `late_creates` ({n: seconds}) answers the n-th create that late, the batch
-already made. No chat-completions request is made or recorded (`FakeOpenAI.calls`).
+already made; `refuse` fails every batch's validation with that message. No chat-completions request is made or recorded (`FakeOpenAI.calls`).
 Use the `fake_openai_batch` fixture: the `fake_openai` server with this API on it.
 """
 
@@ -52,6 +52,7 @@ class FakeBatchAPI:
         self.delay = 0.0  # seconds from a batch's creation to its completion
         self.hold = False  # batches stay in progress (half answered) while True
         self.late_creates: dict[int, float] = {}  # n-th create: seconds it answers late
+        self.refuse = ""  # batches fail validation with this message (a model not allowed...)
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, FakeBatch] = {}  # in creation order
         self.cancelled: list[str] = []  # ids of batches a cancel was asked for
@@ -67,6 +68,8 @@ class FakeBatchAPI:
         """validating → in_progress → completed (cancelled when asked), by age."""
         if batch.cancelled:
             return "cancelled"
+        if self.refuse:
+            return "failed"
         if self.hold or time.monotonic() - batch.created < self.delay:
             return "in_progress"
         return "completed"
@@ -167,6 +170,8 @@ class FakeBatchAPI:
         if status == "completed":
             self._finish(batch)
             done = total
+        elif status == "failed":
+            done = 0
         elif self.hold:
             done = total // 2
         else:
@@ -185,7 +190,7 @@ class FakeBatchAPI:
             "metadata": batch.metadata,
             "output_file_id": batch.output_file_id,
             "error_file_id": batch.error_file_id,
-            "errors": None,
+            "errors": {"data": [{"message": self.refuse}]} if status == "failed" else None,
             "request_counts": {
                 "total": total,
                 "completed": done - failed if status == "completed" else done,

@@ -131,6 +131,14 @@ def test_retrying_failed_rows_sends_only_them_in_a_new_batch(user, fake_openai, 
     assert job.status == "succeeded" and job.processed == 6 and job.failed == 2
 
 
+def test_a_batch_the_provider_fails_fails_its_rows_saying_why(user, fake_openai, fake_openai_batch):
+    fake_openai_batch.refuse = "The model test-model is not available for batch."
+    job = run_to_end(submit(user, fake_openai, produce(3)))
+    assert (job.status, job.processed, job.failed) == ("succeeded", 3, 3)
+    errors = set(job.row_results.values_list("error", flat=True))
+    assert errors == {"the batch failed: The model test-model is not available for batch."}
+
+
 def test_the_job_shows_the_batch_while_it_waits_without_holding_a_worker(
     user, fake_openai, fake_openai_batch, settings
 ):
