@@ -171,7 +171,7 @@ def deliver(delivery: WebhookDelivery) -> WebhookDelivery:
     if webhook.channel == Webhook.Channel.EMAIL:
         return _record(delivery, None, mail(webhook, json.loads(delivery.body)))
     code, error = post(webhook, delivery, delivery.body)
-    return _record(delivery, code, error)
+    return _record(delivery, code, error, final=delivery.event == TEST_EVENT)
 
 
 def _backoff(attempt: int) -> float:
@@ -190,7 +190,8 @@ def _record(
         Webhook.objects.filter(pk=delivery.webhook_id).update(failures=0)
     elif final or delivery.attempts >= settings.CONVEYOR_WEBHOOK_ATTEMPTS:
         delivery.status = Status.FAILED
-        _count_failure(delivery.webhook, error)
+        if delivery.event != TEST_EVENT:  # a test is tried once and counts for nothing
+            _count_failure(delivery.webhook, error)
     else:
         delivery.next_attempt_at = now + timedelta(seconds=_backoff(delivery.attempts))
     fields = ["attempts", "attempted_at", "response_code", "error", "claimed_until", "status"]
@@ -252,7 +253,8 @@ def send_due() -> int:
 
 
 def send_test(webhook: Webhook) -> WebhookDelivery:
-    """A `webhook.test` delivery sent now (in the caller's request), its outcome logged."""
+    """A `webhook.test` delivery sent now (in the caller's request), its outcome logged:
+    tried once, not retried, not counted against the webhook if it fails."""
     delivery = WebhookDelivery.objects.create(
         webhook=webhook,
         event=TEST_EVENT,

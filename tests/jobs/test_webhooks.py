@@ -327,3 +327,39 @@ def test_the_settings_page_adds_shows_the_secret_once_and_sets_email(user, recei
     saved = alice.post("/jobs/webhooks/email/", {"events": ["batch.finished"]})
     assert saved.status_code == 302
     assert services.email_notices_of(user) == ["batch.finished"]
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def test_the_cli_adds_lists_tests_and_deletes_webhooks(user, other_user, receiver):
+    import json
+
+    from tests.jobs.cli.test_verbs import conveyor
+
+    added = conveyor(
+        "webhook", "add", receiver.url, "--events", "job.succeeded,job.failed", "--json",
+        "--user", user.username,
+    )  # fmt: skip
+    assert added.code == 0, added
+    body = json.loads(added.out)
+    assert body["secret"].startswith("whsec_") and body["events"] == ["job.succeeded", "job.failed"]
+    listed = conveyor("webhook", "list", "--user", user.username).out
+    assert receiver.url in listed and body["secret"] not in listed
+    tested = conveyor("webhook", "test", str(body["id"]), "--user", user.username)
+    assert tested.code == 0 and tested.out.strip() == "Delivered (HTTP 200)."
+    assert WebhookReceiver.verify(receiver.received[0], body["secret"])
+    bad = conveyor("webhook", "add", receiver.url, "--events", "job.done", "--user", user.username)
+    assert bad.code == 2 and "unknown event job.done" in bad.err
+    for verb in ("test", "delete", "deliveries"):
+        other = conveyor("webhook", verb, str(body["id"]), "--user", other_user.username)
+        assert other.code == 2 and f"No webhook {body['id']} of yours" in other.err
+    receiver.statuses = [503]
+    failed = conveyor("webhook", "test", str(body["id"]), "--user", user.username)
+    assert failed.code == 1 and "answered HTTP 503" in failed.err
+    log = json.loads(
+        conveyor("webhook", "deliveries", str(body["id"]), "--json", "--user", user.username).out
+    )
+    assert [(d["status"], d["response_code"]) for d in log] == [("failed", 503), ("sent", 200)]
+    deleted = conveyor("webhook", "delete", str(body["id"]), "--user", user.username)
+    assert deleted.code == 0 and not Webhook.objects.exists()

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
 from jobs.cli import base as cli
-from jobs.cli import kinds, schedules, verbs  # noqa: F401  (register the generic verbs)
+from jobs.cli import kinds, schedules, verbs, webhooks  # noqa: F401  (register the generic verbs)
 from jobs.models import Job
 from jobs.serializers import job_as_dict
 
