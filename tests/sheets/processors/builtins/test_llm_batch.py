@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -182,7 +183,18 @@ def test_an_endpoint_without_a_batch_api_is_refused_at_submit(user, fake_openai)
     with pytest.raises(SheetParamsError) as caught:
         submit(user, fake_openai, produce(2))
     assert "has no Batch API" in str(caught.value)
-    assert fake_openai.calls == []
+    client = Client()
+    client.force_login(user)
+    params = {
+        "sheet_id": make_sheet(user, produce(2)).pk,
+        "processor": "llm",
+        "options": {"base_url": fake_openai.base_url, "prompt": "{name}", "mode": "batch"},
+    }
+    body = json.dumps({"kind": "sheets.process", "params": params})
+    answer = client.post("/api/jobs/", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert f"{fake_openai.base_url} has no Batch API" in json.dumps(answer.json())
+    assert not Job.objects.exists() and fake_openai.calls == []
 
 
 @pytest.mark.cluster
