@@ -267,6 +267,11 @@ def llm_notice(options: dict[str, Any]) -> str:
         return refused
     model = options.get("model") or settings.CONVEYOR_LLM_MODEL
     text = f"Each row is sent to {base_url} (model {model})."
+    if options.get("mode") == "batch":
+        text += (
+            " Batch mode: through its Batch API, at half the price, answered within 24 hours;"
+            " the job waits for the batches without holding a worker."
+        )
     if not (options.get("api_key") or server_key(base_url)):
         text += (
             " No API key is configured: fine for a local server; a hosted API needs one "

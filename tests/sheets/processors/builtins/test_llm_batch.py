@@ -12,6 +12,7 @@ from django.test import Client
 from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel, job_retry
 from jobs.models import Job
+from sheets.processors import get_processor
 from sheets.services import sheet_job_submit
 from sheets.web.forms import SheetParamsError
 from tests.jobs.factories import fresh, run_to_end, status_of
@@ -177,6 +178,11 @@ def test_a_budget_sends_no_further_batch_and_pauses_the_job(
     job = run_to_end(submit(user, fake_openai, produce(10), budget_tokens=10))
     assert job.status == "paused" and job.message.startswith("Budget reached: ")
     assert len(fake_openai_batch.created) == 1 and job.processed == 4
+
+
+def test_the_form_says_what_batch_mode_does(fake_openai):
+    notice = get_processor("llm").notice({"base_url": fake_openai.base_url, "mode": "batch"})
+    assert "Batch mode: through its Batch API, at half the price, answered within 24" in notice
 
 
 def test_an_endpoint_without_a_batch_api_is_refused_at_submit(user, fake_openai):
