@@ -11,9 +11,12 @@ its requests through `Pace.send`:
   is (`x-ratelimit-limit-requests/-tokens`, paced at 95 % of it). A 429 (or a
   `remaining` of 0) holds every request until `retry-after` (or the `reset`) is over.
 - **Auto concurrency.** With `concurrency=auto` the rows in flight start at 4 and grow
-  while answers come back, the gate does not hold them and the API's `remaining`
-  shows room (by one per answer at first, then by one per round trip); a 429 cuts
-  them by 30 %. The runner reads the live value (`LiveLimit`) before starting a row.
+  while answers come back no slower than 4x the fastest + 0.5 s, the gate does not
+  hold them and the API's `remaining` shows room (by one per answer at first, then by
+  one per round trip); a 429, a 5xx or a network error cuts them by 30 %. The rate's
+  share of the stated limit falls while `remaining` falls below half of the fullest
+  seen (someone else uses the key) and recovers above 80 %. The runner reads the live
+  value (`LiveLimit`) before starting a row.
 - **The breaker.** N consecutive connection failures, timeouts or 5xx answers from an
   endpoint (CONVEYOR_LLM_BREAKER_FAILURES) open its circuit for every job using it:
   requests raise `UpstreamDown` instead of being sent, and after the wait
@@ -143,6 +146,10 @@ def _failed(state: dict[str, float], now: float, threshold: int, base: float):
     return state["open_until"]
 
 
+def _release_probe(state: dict[str, float], now: float):
+    state.pop("probe_until", None)
+
+
 def _succeeded(state: dict[str, float], now: float):
     for name in ("failures", "opened", "open_until", "probe_until"):
         state.pop(name, None)
@@ -237,6 +244,7 @@ class Pace:
         self.sending = 0  # requests in flight
         self.waiting_until = 0.0  # held by a 429 / the reset, as far as this session knows
         self._sent: deque[float] = deque()
+        self._opened = time.monotonic()
         self._base_latency: float | None = None
         self._failures_seen = False
         self.share = 1.0  # of the API's limit, while others leave room
@@ -245,10 +253,11 @@ class Pace:
 
     # -- what the job page shows ------------------------------------------------------
     def requests_per_minute(self) -> int:
+        """Requests sent over the last 20 s (or since the session opened), per minute."""
         now = time.monotonic()
         while self._sent and self._sent[0] < now - 20:
             self._sent.popleft()
-        return round(len(self._sent) * 3)
+        return round(len(self._sent) * 60 / max(1.0, min(20.0, now - self._opened)))
 
     def status(self) -> str:
         text = f"{self.sending} requests in flight, {self.requests_per_minute():,} req/min"
@@ -287,30 +296,20 @@ class Pace:
             for attempt in range(1, attempts + 1):
                 if attempt > 1:
                     note_retry()
-                waited = await self._admit(tokens)
-                self.sending += 1
-                self._sent.append(time.monotonic())
-                started = time.monotonic()
+                waited, probing = await self._admit(tokens)
                 try:
-                    response = await send()
-                except TRANSIENT_ERRORS as exc:
-                    await self._failure()
+                    response = await self._attempt(send, waited)
+                finally:
+                    if probing:  # answered, failed or cancelled: another may probe now
+                        await self.board.apply(self.breaker_key, _release_probe)
+                if isinstance(response, Exception):
                     if attempt == attempts:
                         raise RowError(
-                            f"{describe_http_error(exc)}; gave up after {attempts} attempts"
-                        ) from exc
+                            f"{describe_http_error(response)}; gave up after {attempts} attempts"
+                        ) from response
                     await _wait(backoff_seconds(attempt))
                     continue
-                finally:
-                    self.sending -= 1
-                await self._learn(response.headers)
                 status = response.status_code
-                if status == 429:
-                    await self._throttled(response)
-                elif status in SERVER_ERRORS:
-                    await self._failure()
-                else:
-                    await self._success(time.monotonic() - started, waited, response.headers)
                 if status not in SERVER_ERRORS and status != 429 or attempt == attempts:
                     return response
                 await response.aclose()
@@ -320,8 +319,34 @@ class Pace:
         finally:
             self.busy -= 1
 
-    async def _admit(self, tokens: int) -> bool:
-        """Wait for the breaker and the gate; True when the gate held this request."""
+    async def _attempt(
+        self, send: Callable[[], Awaitable[httpx.Response]], waited: bool
+    ) -> httpx.Response | Exception:
+        """One request: its response (429 and 5xx counted), or the network error."""
+        self.sending += 1
+        self._sent.append(time.monotonic())
+        started = time.monotonic()
+        try:
+            response = await send()
+        except TRANSIENT_ERRORS as exc:
+            await self._failure()
+            return exc
+        finally:
+            self.sending -= 1
+        await self._learn(response.headers)
+        if response.status_code in SERVER_ERRORS:
+            await self._failure()
+            return response
+        await self._alive()  # any other answer: the endpoint is up
+        if response.status_code == 429:
+            await self._throttled(response)
+        else:
+            await self._success(time.monotonic() - started, waited, response.headers)
+        return response
+
+    async def _admit(self, tokens: int) -> tuple[bool, bool]:
+        """Wait for the breaker and the gate: (whether the gate held this request,
+        whether it probes the endpoint for everyone)."""
         threshold = settings.CONVEYOR_LLM_BREAKER_FAILURES
         while True:
             verdict, when, failures = await self.board.apply(
@@ -333,12 +358,19 @@ class Pace:
             if verdict == "go":
                 break
             await _wait(PROBE_POLL_SECONDS)  # another request probes the endpoint
-        _, slot, _ = await self.board.apply(self.key, _take, self.interval(tokens), 0.0, 1 << 30)
-        delay = slot - time.time()
-        if delay > 0.005:
-            await _wait(delay)
-            return True
-        return False
+        probing = failures >= threshold
+        try:
+            _, slot, _ = await self.board.apply(
+                self.key, _take, self.interval(tokens), 0.0, 1 << 30
+            )
+            delay = slot - time.time()
+            if delay > 0.005:
+                await _wait(delay)
+        except BaseException:
+            if probing:
+                await self.board.apply(self.breaker_key, _release_probe)
+            raise
+        return delay > 0.005, probing
 
     async def _failure(self) -> None:
         threshold = settings.CONVEYOR_LLM_BREAKER_FAILURES
@@ -349,15 +381,17 @@ class Pace:
         if opened:
             raise UpstreamDown(self.host, opened)
 
-    async def _success(self, latency: float, waited: bool, headers: httpx.Headers) -> None:
+    async def _alive(self) -> None:
         if self._failures_seen:  # the failures in a row end here
             self._failures_seen = False
             await self.board.apply(self.breaker_key, _succeeded)
+
+    async def _success(self, latency: float, waited: bool, headers: httpx.Headers) -> None:
         if self._base_latency is None or latency < self._base_latency:
             self._base_latency = latency
         if not self.auto or waited or not self._room(headers):
             return
-        if latency > 3 * self._base_latency + 0.05 or self.busy < self.limit.value:
+        if latency > 4 * self._base_latency + 0.5 or self.busy < self.limit.value:
             return  # the API slows down, or the rows in flight do not use the limit
         self._window += 1.0 if self._slow_start else 1.0 / self._window
         self._window = min(self._window, float(self.ceiling))
