@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import io
 import random
+import subprocess
+import sys
 
 from bench import sheetdata
-from bench.common import Bench, Stopwatch
+from bench.common import ROOT, Bench, Stopwatch
 
 HOSTS = 50
 LATENCY = 0.3
@@ -58,6 +60,9 @@ def run(bench: Bench) -> None:
             by_host = _measure(bench, "grouped by host", _sheet("grouped", grouped), sites, rows)
             _reset(sites)
             chain = _chain(bench, _sheet("chain", urls), fake_llm, rows)
+        _reset(sites)
+        spread["bare_seconds"] = bare_client(bench, urls)
+        spread["bare_peak_per_host_max"] = max(site.peak for site in sites)
     finally:
         fake_llm.stop()
         for site in sites:
@@ -109,6 +114,60 @@ def _measure(bench: Bench, label: str, sheet, sites, rows: int) -> dict:
         f"{max(robots)}x a host"
     )
     return result
+
+
+def bare_client(bench: Bench, urls: list[str]) -> float:
+    """Seconds for a bare httpx client in a process of its own, with the same manners
+    (32 at once, 2 a host) and no Conveyor, to fetch the same URLs from the same fakes."""
+    code = f"import bench.web as m; m.bare_fetch({urls!r})"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the bare client did not start")
+        watch = Stopwatch()
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        if process.wait(timeout=300) != 0:
+            raise RuntimeError("the bare client failed")
+        seconds = watch.stop()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    bench.say(f"bare httpx client: {len(urls)} pages in {seconds:.1f} s")
+    return seconds
+
+
+def bare_fetch(urls: list[str]) -> None:
+    """The bare client (see `bare_client`): GET each URL, `CONCURRENCY` at a time and
+    `PER_HOST` a host, over one httpx.AsyncClient; the body read, nothing parsed."""
+    import asyncio
+    from collections import defaultdict
+
+    import httpx
+
+    async def main() -> None:
+        hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(PER_HOST))
+        pending = iter(urls)
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def worker() -> None:
+                for url in pending:
+                    async with hosts[httpx.URL(url).host]:
+                        response = await client.get(url)
+                        response.raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    asyncio.run(main())
 
 
 def _chain(bench: Bench, sheet, fake_llm, rows: int) -> dict:
@@ -187,6 +246,23 @@ def _record(bench: Bench, rows: int, spread: dict, by_host: dict, chain: dict) -
             f"{CONCURRENCY}) over {rows:,} URLs, {rows // HOSTS} on each of {HOSTS} fake sites "
             f"(127.0.0.2-{1 + HOSTS}) answering after {LATENCY:g} s, in random order; one "
             "worker; submit to succeeded. Baseline: what the concurrency and the latency allow."
+        ),
+    )
+    bare_rate = rows / spread["bare_seconds"] * 60
+    bench.figure(
+        "web vs a bare polite httpx client",
+        spread["rows_per_min"],
+        "rows/min",
+        baseline=(f"bare httpx, {CONCURRENCY} at once, {PER_HOST} a host", bare_rate, "rows/min"),
+        comment=(
+            f"the bare client reaches {bare_rate / possible:.0%} of {possible:,.0f} rows/min "
+            f"here (busiest host {spread['bare_peak_per_host_max']} at once): the rest is "
+            "the 50 fakes in one Python process and the CPUs"
+        ),
+        note=(
+            "the same URLs fetched by one process with one httpx client, the same manners "
+            "(32 at once, 2 a host) and nothing else: no robots.txt, parsing, database or "
+            "job; the ratio is Conveyor's own share of the loss."
         ),
     )
     bench.figure(
