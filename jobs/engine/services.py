@@ -31,6 +31,7 @@ from jobs.models import (
     JobEvent,
     Notification,
     Priority,
+    held_back_condition,
     parse_priority,
 )
 
@@ -383,9 +384,13 @@ def job_cancel(*, job: Job, by=None, force: bool = False, reason: str = "") -> J
 def park_held_jobs() -> list[int]:
     """Jobs between two slices of a kind an operator paused, back to the queue (after a
     pause, and from every worker's upkeep: one that ended its slice as the pause came
-    has no checkpoint left to see it). No query while nothing is paused."""
+    has no checkpoint left to see it). No query while nothing is paused, and a read
+    before any write (on SQLite a write transaction takes the database's one lock)."""
     held = controls.paused()
     if not held:
+        return []
+    idle = Job.objects.filter(status=Job.Status.RUNNING, lease_owner="")
+    if not idle.filter(held_back_condition()).exists():
         return []
     holds = {name: controls.describe(row) for name, row in held.items()}
     return atomic_retry(lambda: transitions.park_held(holds))
