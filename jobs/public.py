@@ -47,6 +47,7 @@ from jobs.engine.secrets import unseal as unseal_params
 from jobs.engine.services import (
     Submission,
     batch_submit,
+    checked_submission,
     job_delete,
     job_submit,
     job_submit_many,
@@ -75,6 +76,7 @@ __all__ = [
     "job_submit",
     "job_submit_many",
     "batch_submit",
+    "checked_submission",
     "job_delete",
     "schedule_delete",
     "notifications_mark_read",

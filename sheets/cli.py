@@ -10,6 +10,7 @@ Everything goes through the same functions as the pages (`sheets.services`,
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from collections.abc import Iterable
@@ -108,6 +109,24 @@ def parse_after(value: str | None, user: Any) -> list[int]:
     return ids
 
 
+def parse_on_complete(value: str | None, user: Any) -> Any:
+    """`--on-complete KIND[:JSON]`: a job run when the batch has ended, whatever the
+    outcome (the outcome in its params, under `batch_outcome`)."""
+    if not value:
+        return None
+    kind, _, text = value.partition(":")
+    try:
+        params = json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise CliError(f"--on-complete: the params after {kind}: are not JSON.") from None
+    if not isinstance(params, dict):
+        raise CliError("--on-complete: the params must be a JSON object.")
+    try:
+        return public.checked_submission(kind=kind.strip(), params=params, owner=user)
+    except public.JobActionError as exc:
+        raise CliError(f"--on-complete: {exc}") from None
+
+
 def is_google_sheet(source: str) -> bool:
     return source.startswith(("https://", "http://")) or bool(GOOGLE_ID.fullmatch(source))
 
@@ -196,7 +215,12 @@ def submit_sheet(
 
 
 def submit_batch(
-    *, sources: list[str], owner, run: SheetRun, worksheet: str | None = None
+    *,
+    sources: list[str],
+    owner,
+    run: SheetRun,
+    worksheet: str | None = None,
+    on_complete: Any = None,
 ) -> tuple[Batch, list[Job]]:
     """Import every source and queue `run` on each sheet as one batch: all or nothing.
 
@@ -208,7 +232,9 @@ def submit_batch(
     try:
         for source in sources:
             tables.append(_read_named(source, owner, worksheet))
-        _, batch, jobs = sheets_import_and_submit(tables=tables, owner=owner, run=run)
+        _, batch, jobs = sheets_import_and_submit(
+            tables=tables, owner=owner, run=run, on_complete=on_complete
+        )
     except (ValueError, JobActionError) as exc:
         error = refusal(exc)
         where = sources[exc.index] if hasattr(exc, "index") else ""
@@ -301,6 +327,11 @@ def _submit_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument("--priority", metavar="P", help="high, normal or low (staff: any integer).")
     submit.add_argument("--after", metavar="ID[,ID]", help="Start once these jobs succeeded.")
     submit.add_argument(
+        "--on-complete",
+        metavar="KIND[:JSON]",
+        help="Several PATHs: a job to run once the batch ended, whatever the outcome.",
+    )
+    submit.add_argument(
         "--wait", action="store_true", help="Show progress on stderr until the job ends."
     )
 
@@ -309,6 +340,8 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
     if len(options["path"]) > 1:
         _submit_batch(command, user, options)
         return
+    if options.get("on_complete"):
+        raise CliError("--on-complete takes several PATHs (a batch).")
     run = command_run(options, user)
     run = run.replace(after=parse_after(options["after"], user))
     job, created = submit_sheet(
@@ -342,6 +375,7 @@ def _submit_batch(command: Any, user: Any, options: dict[str, Any]) -> None:
         owner=user,
         run=command_run(options, user),
         worksheet=options["worksheet"],
+        on_complete=parse_on_complete(options.get("on_complete"), user),
     )
     if options["json"]:
         progress = public.batch_progress(batch)

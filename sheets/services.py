@@ -112,12 +112,13 @@ def sheets_batch_submit(
 
 
 def batch_run_submit(
-    *, sheets: list[Sheet], owner, run: SheetRun, label: str = ""
+    *, sheets: list[Sheet], owner, run: SheetRun, label: str = "", on_complete: Any = None
 ) -> tuple[Batch, list[Job]]:
     """One `sheets.process` job per sheet, the same `run` on each, as one batch (one
     progress, one notification). Every sheet's parameters are checked before anything
     is created; a refusal is a SheetParamsError whose `sheet` (and `index`, its place in
-    `sheets`) says which."""
+    `sheets`) says which. `on_complete`: a `Submission` run when the batch has ended,
+    whatever the outcome (`jobs.public.batch_submit`)."""
     submissions = []
     for index, sheet in enumerate(sheets):
         try:
@@ -129,7 +130,7 @@ def batch_run_submit(
     if not label:
         count = f"{len(sheets)} sheet{'s' if len(sheets) != 1 else ''}"
         label = f"{count} · {get_processor(run.processor).label}"
-    return batch_submit(owner=owner, submissions=submissions, label=label)
+    return batch_submit(owner=owner, submissions=submissions, label=label, on_complete=on_complete)
 
 
 # -- importing, and starting work on what was imported: both or neither ------------------
@@ -164,7 +165,11 @@ def sheet_import_and_submit(
 
 
 def sheets_import_and_submit(
-    *, tables: list[Sheet | SpooledTable], owner, run: SheetRun | None = None
+    *,
+    tables: list[Sheet | SpooledTable],
+    owner,
+    run: SheetRun | None = None,
+    on_complete: Any = None,
 ) -> tuple[list[Sheet], Batch | None, list[Job]]:
     """Store the spooled tables among `tables` as new sheets (the Sheets among them are
     taken as they are) and, with `run`, start it on every sheet as one batch: all in
@@ -178,7 +183,7 @@ def sheets_import_and_submit(
         ]
         if run is None:
             return sheets, None, []
-        batch, jobs = batch_run_submit(sheets=sheets, owner=owner, run=run)
+        batch, jobs = batch_run_submit(sheets=sheets, owner=owner, run=run, on_complete=on_complete)
         return sheets, batch, jobs
 
     return atomic_retry(store)

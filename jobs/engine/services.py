@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -22,7 +23,7 @@ from jobs.engine import controls, dispatch, secrets, transitions
 from jobs.engine.db import atomic_retry
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.journal import announce, record_event
-from jobs.engine.kinds import JobKind, get_kind, job_ended
+from jobs.engine.kinds import JobKind, get_kind, job_ended, submittable_kinds
 from jobs.models import (
     Batch,
     BatchCallback,
@@ -99,6 +100,24 @@ class Submission:
             total=total,
             run_after=self.run_after,
         )
+
+
+def checked_submission(
+    *, kind: str, params: dict[str, Any] | None, owner: Any, label: str = ""
+) -> Submission:
+    """A job that a user names by kind (a batch's `on_complete` from the CLI): the kind
+    must be one users may submit (CONVEYOR_SUBMITTABLE_KINDS) and its params pass the
+    kind's own check; else JobActionError saying which."""
+    if kind not in submittable_kinds():
+        allowed = ", ".join(submittable_kinds()) or "none"
+        raise JobActionError(f"kind {kind!r} cannot be submitted; submittable: {allowed}")
+    try:
+        params = get_kind(kind).clean_params(params or {}, owner)
+    except ValidationError as exc:
+        raise JobActionError(f"params: {'; '.join(exc.messages)}") from None
+    except (ValueError, TypeError) as exc:
+        raise JobActionError(f"params: {exc}") from None
+    return Submission(kind=kind, params=params, owner=owner, label=label)
 
 
 def _derived(hook: Callable[[dict[str, Any]], Any] | None, params: dict, default: Any = None):

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.test import override_settings
 from django.utils import timezone
 
 from jobs.models import Job, Notification, Webhook, WebhookDelivery
@@ -56,6 +57,34 @@ def test_a_finished_job_is_delivered_signed_with_its_api_json(user, receiver):
     assert body["job"]["params"] == {"n": 3}, "the job's API JSON, detail included"
     sent = WebhookDelivery.objects.get()
     assert (sent.status, sent.attempts, sent.response_code, sent.error) == ("sent", 1, 200, "")
+
+
+@pytest.mark.cluster
+def test_a_cluster_delivers_from_its_upkeep_and_retries_after_a_500(cluster_factory, user):
+    """The one real-cluster test: no test code sends; a worker's upkeep starts the sender."""
+    from tests.support.processes import wait_for
+
+    with WebhookReceiver() as receiver:
+        receiver.statuses = [500]
+        with override_settings(CONVEYOR_WEB_ALLOWED_NETWORKS=["127.0.0.1/32"]):
+            _, secret = hook_for(user, receiver)
+        cluster_factory(
+            workers=1,
+            CONVEYOR_WEB_ALLOWED_NETWORKS="127.0.0.1/32",
+            CONVEYOR_WEBHOOK_RETRY_BASE_SECONDS="0.2",
+        )
+        job = submit_demo(user, n=2)
+        wait_for(lambda: len(receiver.received) >= 2, timeout=60, what="a delivery and its retry")
+        first, second = receiver.received[:2]
+        assert first.body == second.body and second.json["job"]["id"] == job.pk
+        assert all(WebhookReceiver.verify(request, secret) for request in (first, second))
+        wait_for(
+            lambda: WebhookDelivery.objects.filter(status=Delivery.SENT).exists(),
+            timeout=30,
+            what="the delivery marked sent",
+        )
+        sent = WebhookDelivery.objects.get()
+        assert (sent.attempts, sent.response_code, sent.event) == (2, 200, "job.succeeded")
 
 
 def test_only_subscribed_events_and_the_operators_global_hooks_are_delivered(
@@ -363,3 +392,30 @@ def test_the_cli_adds_lists_tests_and_deletes_webhooks(user, other_user, receive
     assert [(d["status"], d["response_code"]) for d in log] == [("failed", 503), ("sent", 200)]
     deleted = conveyor("webhook", "delete", str(body["id"]), "--user", user.username)
     assert deleted.code == 0 and not Webhook.objects.exists()
+
+
+def test_the_cli_batch_submit_takes_on_complete(staff_user, tmp_path, settings):
+    from tests.jobs.cli.test_verbs import PEOPLE, conveyor
+    from tests.sheets.make_files import write_csv
+
+    settings.CONVEYOR_SUBMITTABLE_KINDS = ["demo.count"]
+    first = write_csv(tmp_path / "a.csv", PEOPLE)
+    second = write_csv(tmp_path / "b.csv", PEOPLE)
+    user = ["--user", staff_user.username, "--processor", "clean"]
+    bad = conveyor("submit", str(first), str(second), *user, "--on-complete", "nope:{}")
+    assert bad.code == 2 and "--on-complete: kind 'nope' cannot be submitted" in bad.err
+    single = conveyor("submit", str(first), *user, "--on-complete", "demo.count")
+    assert single.code == 2 and "several PATHs" in single.err
+    done = conveyor(
+        "submit", str(first), str(second), *user, "--on-complete", 'demo.count:{"n": 1}'
+    )
+    assert done.code == 0, done
+    batch_id = int(done.out.splitlines()[0].split()[1])
+    for job in Job.objects.filter(batch_id=batch_id):
+        run_to_end(job)
+    from jobs.notices.callbacks import submit_batch_callbacks
+
+    assert submit_batch_callbacks() == 1
+    after = Job.objects.get(kind="demo.count")
+    assert after.params["batch_outcome"]["counts"] == {"succeeded": 2}
+    assert after.params["n"] == 1 and after.owner == staff_user
