@@ -102,6 +102,23 @@ def test_only_subscribed_events_and_the_operators_global_hooks_are_delivered(
     assert WebhookDelivery.objects.filter(webhook=everyone).count() == 1
 
 
+def test_a_failed_run_of_a_schedule_is_a_schedule_failed_event(user, receiver):
+    from jobs.schedules.services import schedule_create, schedule_run_now
+
+    hook_for(user, receiver, events=["schedule.failed"])
+    schedule = schedule_create(
+        owner=user, kind="demo.count", params={"n": 1, "fail_at": 0}, every=3600, name="Hourly"
+    )
+    job = schedule_run_now(schedule=schedule)
+    run_to_end(job)
+    run_to_end(submit_demo(user, n=1, fail_at=0))  # failed, but no schedule's run
+    assert send_now() == 1
+    [request] = receiver.received
+    body = request.json
+    assert body["event"] == "schedule.failed" and body["job"]["id"] == job.pk
+    assert body["schedule"]["id"] == schedule.pk and body["schedule"]["name"] == "Hourly"
+
+
 def test_a_500_is_retried_with_backoff_and_the_same_body(user, receiver):
     hook, secret = hook_for(user, receiver)
     receiver.statuses = [500]
