@@ -47,6 +47,7 @@ def test_main_pages_have_no_serious_accessibility_violation(
     for path in ["/", "/jobs/", f"/jobs/{job.pk}/", "/sheets/", sheet.get_absolute_url()]:
         found += violations(page, path)
     found += violations(page, "/jobs/notifications/")
+    found += violations(page, "/jobs/webhooks/")
     # A second job (the sheet page lists its job history) and the newer pages.
     run_to_end(sheet_job_submit(sheet=sheet, owner=user, processor="copy")[0])
     for path in [sheet.get_absolute_url(), "/schedules/", f"/sheets/{sheet.pk}/delete/"]:

@@ -100,6 +100,7 @@ def test_pages_of_a_user_raise_no_csp_violation(open_page, user, settings):
         f"/jobs/batches/{batch.pk}/",
         "/schedules/",
         "/jobs/notifications/",
+        "/jobs/webhooks/",
         "/sheets/",
         f"/sheets/{sheet.pk}/",
         f"/sheets/{sheet.pk}/?job={finished.pk}",
