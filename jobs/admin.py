@@ -45,8 +45,11 @@ from jobs.models import (
     KindControl,
     Notification,
     Schedule,
+    Webhook,
+    WebhookDelivery,
     Worker,
 )
+from jobs.notices import services as notices
 from jobs.templatetags.jobs_extras import duration, pretty_json
 from jobs.tokens import token_revoke
 
@@ -799,3 +802,48 @@ class KindControlAdmin(admin.ModelAdmin):
     @admin.action(description="Resume selected kinds")
     def resume_selected(self, request: HttpRequest, queryset) -> None:
         self._each(request, queryset, kind_actions.kind_resume, "resumed")
+
+
+# -- webhooks ---------------------------------------------------------------------------
+
+
+@admin.register(Webhook)
+class WebhookAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
+    """Webhooks and e-mail opt-ins (added on the settings page, the API or the CLI:
+    the secret is made there and shown once; never here). Staff switch them on or off."""
+
+    list_display = ["__str__", "owner", "channel", "events", "active", "failures", "created_at"]
+    list_filter = ["channel", "active"]
+    search_fields = ["url", "owner__username"]
+    list_select_related = ["owner"]
+    fields = ["owner", "channel", "url", "events", "active", "failures", "disabled_reason"]
+    readonly_fields = fields
+    actions = ["enable_selected", "disable_selected"]
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.change_webhook")
+
+    @admin.action(description="Enable selected webhooks", permissions=["operate"])
+    def enable_selected(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        for webhook in queryset:
+            notices.webhook_enable(webhook)
+        self.message_user(request, f"{plural(queryset.count(), 'webhook')} enabled.")
+
+    @admin.action(description="Disable selected webhooks", permissions=["operate"])
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        changed = queryset.update(active=False, disabled_reason="Disabled by an operator")
+        self.message_user(request, f"{plural(changed, 'webhook')} disabled.")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ViewOnly, FilterLookupsOnly, admin.ModelAdmin):
+    """The delivery log (pruned after CONVEYOR_WEBHOOK_KEEP_DAYS)."""
+
+    list_display = ["event", "webhook", "job_id", "batch_id", "status", "attempts", "response_code"]
+    list_filter = ["status", "event"]
+    list_select_related = ["webhook"]
+    fields = [
+        "webhook", "event", "job_id", "batch_id", "status", "attempts", "response_code",
+        "error", "created_at", "attempted_at", "next_attempt_at",
+    ]  # fmt: skip
+    readonly_fields = fields

@@ -436,3 +436,24 @@ def test_the_cli_batch_submit_takes_on_complete(staff_user, tmp_path, settings):
     after = Job.objects.get(kind="demo.count")
     assert after.params["batch_outcome"]["counts"] == {"succeeded": 2}
     assert after.params["n"] == 1 and after.owner == staff_user
+
+
+def test_the_admin_lists_webhooks_and_deliveries_without_secrets(user, staff_user, receiver):
+    from django.test import Client
+
+    hook, secret = hook_for(user, receiver)
+    Webhook.objects.filter(pk=hook.pk).update(active=False, disabled_reason="broken")
+    admin = Client()
+    admin.force_login(staff_user)
+    listed = admin.get("/admin/jobs/webhook/")
+    assert listed.status_code == 200 and receiver.url in listed.content.decode()
+    shown = admin.get(f"/admin/jobs/webhook/{hook.pk}/change/").content.decode()
+    assert receiver.url in shown and secret not in shown and hook.secret not in shown
+    enabled = admin.post(
+        "/admin/jobs/webhook/",
+        {"action": "enable_selected", "_selected_action": [hook.pk]},
+    )
+    assert enabled.status_code == 302
+    assert Webhook.objects.get(pk=hook.pk).active
+    assert admin.get("/admin/jobs/webhookdelivery/").status_code == 200
+    assert admin.get("/admin/jobs/webhook/?secret__startswith=enc").status_code == 400
