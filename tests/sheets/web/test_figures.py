@@ -90,7 +90,8 @@ def test_the_row_counter_the_progress_and_the_table_agree_on_a_row_range(
 
     page = logged_in(user).get(f"/sheets/{sheet.pk}/").content.decode()
     done = job.processed
-    assert f'<span class="message">{counter.format(last=start_row - 1 + done)}</span>' in page
+    # The counter, then the pace while the job runs ("· 2 requests in flight, ...").
+    assert f'<span class="message">{counter.format(last=start_row - 1 + done)} · ' in page
     assert figure(page, "Processed") == f"{done} / 400"
     assert f"All rows ({done})</a>" in page
     assert f"· {done} rows</span>" in page, "the results table's own count"
