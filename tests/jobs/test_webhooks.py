@@ -457,3 +457,41 @@ def test_the_admin_lists_webhooks_and_deliveries_without_secrets(user, staff_use
     assert Webhook.objects.get(pk=hook.pk).active
     assert admin.get("/admin/jobs/webhookdelivery/").status_code == 200
     assert admin.get("/admin/jobs/webhook/?secret__startswith=enc").status_code == 400
+
+
+def test_the_upkeep_prunes_old_deliveries_and_keeps_pending_ones(user, receiver, settings):
+    settings.CONVEYOR_WEBHOOK_KEEP_DAYS = 14
+    hook, _ = hook_for(user, receiver)
+    old = timezone.now() - timedelta(days=15)
+    WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(webhook=hook, event="job.failed", status=status, created_at=old)
+            for status in ("sent", "failed", "pending")
+        ]
+        + [WebhookDelivery(webhook=hook, event="job.failed", status="sent")]
+    )
+    assert sending.prune() == 2
+    left = sorted(WebhookDelivery.objects.values_list("status", flat=True))
+    assert left == ["pending", "sent"]
+
+
+def test_a_batch_sends_one_email_not_one_per_job(user):
+    from jobs.engine.services import Submission, batch_submit
+
+    user.email = "alice@example.com"
+    user.save()
+    services.email_notices_set(user, ["job.succeeded", "job.failed", "batch.finished"])
+    batch, jobs = batch_submit(
+        owner=user,
+        label="Pair",
+        submissions=[
+            Submission(kind="demo.count", params={"n": 1}, owner=user),
+            Submission(kind="demo.count", params={"n": 1, "fail_at": 0}, owner=user),
+        ],
+    )
+    for job in jobs:
+        run_to_end(job)
+    assert send_now() == 1
+    [message] = mail.outbox
+    assert message.subject == "[Conveyor] Pair finished"
+    assert "1 failed, 1 succeeded" in message.body and f"/jobs/batches/{batch.pk}/" in message.body
