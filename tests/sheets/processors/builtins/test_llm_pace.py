@@ -90,7 +90,12 @@ def test_auto_raises_requests_in_flight_up_to_the_ceiling(fake_openai, settings)
     assert fake_openai.max_in_flight <= 12
 
 
-def test_three_sheets_at_once_share_the_limit_with_almost_no_429(fake_openai):
+@pytest.mark.parametrize("shared", ["process", "redis"])
+def test_three_sheets_at_once_share_the_limit_with_almost_no_429(
+    fake_openai, settings, request, shared
+):
+    if shared == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_url")
     # A strict limit (a bucket of one second's worth, not OpenAI's whole minute): any
     # burst beyond the pace is answered 429.
     fake_openai.rpm_limit = 1200
