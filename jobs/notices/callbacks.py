@@ -10,6 +10,8 @@ A batch that ends again after a retry does not submit it twice.
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import Count
 from django.utils import timezone
 
@@ -19,6 +21,7 @@ from jobs.engine.services import job_submit
 from jobs.models import BatchCallback, Job
 
 CLAIM = 20
+log = logging.getLogger(__name__)
 
 
 def outcome(callback: BatchCallback) -> dict:
@@ -73,4 +76,9 @@ def submit_batch_callbacks() -> int:
 
 
 def upkeep() -> None:
-    submit_batch_callbacks()
+    """The upkeep hook; a failure is logged, never raised into the heartbeat (the hooks
+    after this one still run)."""
+    try:
+        submit_batch_callbacks()
+    except Exception:  # noqa: BLE001 - the next beat tries again
+        log.exception("batch on_complete submission failed")

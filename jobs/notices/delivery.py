@@ -291,7 +291,15 @@ def _send_in_thread() -> None:
 
 def upkeep() -> None:
     """The upkeep hook: start this process's sender when deliveries are due (one thread a
-    process; it ends when none is left), and prune the log now and then."""
+    process; it ends when none is left), and prune the log now and then. A failure is
+    logged, never raised into the heartbeat (the hooks after this one still run)."""
+    try:
+        _upkeep()
+    except Exception:  # noqa: BLE001 - the next beat tries again
+        log.exception("webhook upkeep failed")
+
+
+def _upkeep() -> None:
     now = time.monotonic()
     if now - _Sender.pruned_at > PRUNE_EVERY:
         _Sender.pruned_at = now
