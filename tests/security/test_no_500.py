@@ -64,12 +64,11 @@ def world(user, staff_user):
     return {"ids": [str(sheet.pk), str(job.pk), str(other.pk)], "user": user, "staff": staff_user}
 
 
-def clients(world) -> Iterator[tuple[str, Client]]:
-    yield "anonymous", Client(raise_request_exception=False)
-    for role in ("user", "staff"):
-        client = Client(raise_request_exception=False)
+def client_for(world, role: str) -> Client:
+    client = Client(raise_request_exception=False)
+    if role != "anonymous":
         client.force_login(world[role])
-        yield role, client
+    return client
 
 
 def requests(world, method: str) -> Iterator[tuple[str, str, str, dict]]:
@@ -83,22 +82,30 @@ def requests(world, method: str) -> Iterator[tuple[str, str, str, dict]]:
             reaches_the_view = value in world["ids"] or value == ""
             if method == "get":
                 yield template, "get", path, {}
-                if reaches_the_view:
+                if reaches_the_view:  # unless the path alone is "not found" (see the test)
                     yield from ((template, "get", f"{path}?{q}", {}) for q in junk_queries())
             else:
                 forms = JUNK if reaches_the_view else JUNK[:1]
                 yield from ((template, "post", path, dict.fromkeys(QUERY_NAMES, v)) for v in forms)
 
 
+@pytest.mark.parametrize("role", ["anonymous", "user", "staff"])
 @pytest.mark.parametrize("method", ["get", "post"])
-def test_no_url_answers_500_to_junk(world, method):
+def test_no_url_answers_500_to_junk(world, method, role):
+    """One test per method and role: each walks every route (a few thousand requests)."""
     assert "sheets/<int:sheet_id>/results/" in set(routes())
     failures = []
-    for role, client in clients(world):
-        for template, verb, url, data in requests(world, method):
-            status = getattr(client, verb)(url, data).status_code
-            if status >= 500 and (template, status) != HEALTH_DOWN:
-                failures.append(f"{status} {role} {verb.upper()} {url[:100]} {data or ''}")
+    client = client_for(world, role)
+    not_found: set[str] = set()  # paths a view refused: their ids (of another kind) lead nowhere
+    for template, verb, url, data in requests(world, method):
+        path = url.split("?", 1)[0]
+        if "?" in url and path in not_found:
+            continue  # ids name a sheet or a job: on a route for the other, junk goes no further
+        status = getattr(client, verb)(url, data).status_code
+        if status == 404 and "?" not in url:
+            not_found.add(path)
+        if status >= 500 and (template, status) != HEALTH_DOWN:
+            failures.append(f"{status} {role} {verb.upper()} {url[:100]} {data or ''}")
     assert not failures, f"{len(failures)} server errors, e.g.:\n" + "\n".join(failures[:20])
 
 
