@@ -1,17 +1,20 @@
 #!/bin/sh
 # The image's roles (Containerfile): web, worker, migrate; anything else runs as given.
-# tini (PID 1) forwards SIGTERM to the process exec'd here.
+# tini (PID 1) forwards SIGTERM to the process exec'd here. web and worker first wait
+# for the database and its schema (deploy/wait_for_database.py), migrate for the database.
 set -eu
 cd /app
 role="${1:-web}"
 case "$role" in
   web)
     shift
+    python deploy/wait_for_database.py --migrated
     exec daphne -b "${CONVEYOR_HOST:-0.0.0.0}" -p "${CONVEYOR_PORT:-8000}" \
       --proxy-headers "$@" config.asgi:application
     ;;
   worker)
     shift
+    python deploy/wait_for_database.py --migrated
     exec python manage.py qcluster "$@"
     ;;
   migrate)

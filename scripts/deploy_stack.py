@@ -376,7 +376,7 @@ class Browser:
 
 class Websocket:
     """A minimal RFC 6455 client recording every text frame (no websocket library is
-    installed), plus the X-Conveyor-Web header the front put on its handshake."""
+    installed)."""
 
     def __init__(self, port: int, path: str, session: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
@@ -572,7 +572,15 @@ class Stack:
     def healthy(self) -> bool:
         with urllib.request.urlopen(self.base + "/healthz", timeout=5) as response:
             body = json.loads(response.read())
-        return response.status == 200 and body.get("cluster", {}).get("workers", 0) >= 2
+        return response.status == 200 and len(body.get("cluster", {}).get("clusters", [])) >= 2
+
+    def websocket_connects(self) -> dict[str, int]:
+        """Websocket connections each web process has logged (daphne's access log)."""
+        counts = {}
+        for service in ("web1", "web2"):
+            result = self.engine.run("logs", self.container(service), check=False)
+            counts[service] = (result.stdout + result.stderr).count('"WSCONNECT /ws/live/')
+        return counts
 
     def logs(self) -> str:
         out = []
@@ -661,21 +669,35 @@ def check_job_and_kill(stack: Stack, timings: dict[str, float]) -> None:
     job_id = int(started.group(1))
     say(f"job #{job_id} started ({ROWS} rows); {upload_web} took the upload")
 
-    # A websocket through the front to the other web process.
+    # A websocket through the front to the other web process. (Caddy names the web process
+    # on plain responses only, not on a websocket's 101, so the web processes' access logs
+    # tell where each websocket landed.)
     session = browser.cookie("sessionid")
+    other = "web1" if upload_web.startswith("web2") else "web2"
     sockets: list[Websocket] = []
     watcher = None
     for _ in range(8):
+        before = stack.websocket_connects()
         ws = Websocket(stack.port, "/ws/live/?rows=1", session)
-        if ws.web and ws.web != upload_web:
+        landed = wait_for(
+            lambda before=before: [
+                service
+                for service, count in stack.websocket_connects().items()
+                if count > before.get(service, 0)
+            ],
+            30,
+            "a web process to log the websocket's connection",
+        )
+        if landed == [other]:
             watcher = ws
             break
         sockets.append(ws)
     for ws in sockets:
         ws.close()
     if watcher is None:
-        raise Failed(f"every websocket landed on {upload_web}, the web process of the start")
-    say(f"watching job #{job_id} over a websocket through {watcher.web}")
+        raise Failed(f"no websocket through the front landed on {other} in 8 tries")
+    watcher.web = other
+    say(f"watching job #{job_id} over a websocket through {other}")
 
     try:
 
