@@ -128,6 +128,14 @@ def test_tokens_per_minute_cap_the_pace(fake_openai):
     assert starts[-1] - starts[0] >= 2.3
 
 
+def test_the_operators_cap_for_an_endpoint_holds_and_a_job_may_only_go_lower(fake_openai, settings):
+    settings.CONVEYOR_LLM_RPM = {fake_openai.base_url: 240, "": 100_000}  # 4 a second
+    outcomes = stream_all(options_for(fake_openai, rpm="100000"), rows(9))
+    assert [o.error for o in outcomes if o.error] == []
+    starts = sorted(call.started for call in fake_openai.calls)
+    assert starts[-1] - starts[0] >= 1.8  # 9 requests at 4 a second span 2 s
+
+
 def test_the_job_page_says_when_it_waits_for_the_rate_limit(fake_openai, settings):
     settings.CONVEYOR_HTTP_RETRY_MAX_SECONDS = 30.0
     fake_openai.retry_after = "20"
