@@ -32,7 +32,7 @@ from jobs.api.input import (
 from jobs.api.views import PAGE_PARAMS, SUBMIT_FIELDS, _no_body, _submission, api_view
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import Submission, batch_submit
-from jobs.models import Batch
+from jobs.models import Batch, BatchCallback
 from jobs.serializers import batch_as_dict, job_as_dict
 
 MAX_BATCH_JOBS = 100
@@ -124,10 +124,20 @@ def _on_complete(item: Any, user: Any) -> Submission | None:
     return Submission(kind=kind, owner=user, **keep)
 
 
+def _on_complete_of(batch: Batch) -> dict[str, Any] | None:
+    """The batch's `on_complete`: its kind, the job once submitted, or why it was not."""
+    callback = BatchCallback.objects.filter(batch=batch).first()
+    if callback is None:
+        return None
+    return {"kind": callback.spec.get("kind"), "job": callback.job_id, "error": callback.error}
+
+
 @api_view("GET")
 def batch(request: HttpRequest, batch_id: str) -> HttpResponse:
+    """One batch; `on_complete` (kind, job id once submitted, error) when it has one."""
     query(request, set())
-    return JsonResponse(_as_dict(visible_batch(request, batch_id)))
+    found = visible_batch(request, batch_id)
+    return JsonResponse({**_as_dict(found), "on_complete": _on_complete_of(found)})
 
 
 @api_view("POST")

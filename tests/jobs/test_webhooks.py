@@ -346,8 +346,14 @@ def test_the_api_submits_a_batch_with_on_complete_and_a_job_with_after_any(user,
     run_to_end(Job.objects.get(pk=member["id"]))
     from jobs.notices.callbacks import submit_batch_callbacks
 
+    batch_url = f"/api/batches/{answer.json()['id']}/"
+    assert alice.get(batch_url).json()["on_complete"] == {
+        "kind": "demo.count", "job": None, "error": ""
+    }  # fmt: skip
     assert submit_batch_callbacks() == 1
-    assert Job.objects.get(label="After all").params["batch_outcome"]["counts"] == {"failed": 1}
+    after_all = Job.objects.get(label="After all")
+    assert after_all.params["batch_outcome"]["counts"] == {"failed": 1}
+    assert alice.get(batch_url).json()["on_complete"]["job"] == after_all.pk
     assert run_to_end(Job.objects.get(pk=waiting.json()["id"])).status == Job.Status.SUCCEEDED
 
 
