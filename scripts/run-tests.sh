@@ -14,7 +14,8 @@ pytest_pass() {
   return $rc
 }
 
-PYTEST_ARGS=("$@")
+# The slowest tests of each pass are listed at its end: where CI time goes.
+PYTEST_ARGS=(--durations=25 "$@")
 ci=${CI:-false}
 
 pg_url=${TEST_POSTGRES_URL:-}
