@@ -18,7 +18,8 @@ its requests through `Pace.send`:
   seen (someone else uses the key) and recovers above 80 %. The runner reads the live
   value (`LiveLimit`) before starting a row.
 - **The breaker.** N consecutive connection failures, timeouts or 5xx answers from an
-  endpoint (CONVEYOR_LLM_BREAKER_FAILURES) open its circuit for every job using it:
+  endpoint (CONVEYOR_LLM_BREAKER_FAILURES), to more than one row's request (one row the
+  API chokes on fails on its own), open its circuit for every job using it:
   requests raise `UpstreamDown` instead of being sent, and after the wait
   (CONVEYOR_LLM_BREAKER_SECONDS, doubling up to 10 minutes) one request probes it;
   its answer closes the circuit, its failure opens it again for longer.
@@ -132,12 +133,17 @@ def _block(state: dict[str, float], now: float, until: float):
     state["blocked"] = max(state.get("blocked", 0), until)
 
 
-def _failed(state: dict[str, float], now: float, threshold: int, base: float):
-    """One more failure in a row; the circuit's open_until when it is (now) open, else 0."""
+def _failed(state: dict[str, float], now: float, threshold: int, base: float, request: float):
+    """One more failure in a row; the circuit's open_until when it is (now) open, else 0.
+    It opens only once the failures come from more than one request (`request`: one
+    row's request and its retries), so one row the API chokes on cannot stop the job."""
     state["failures"] = state.get("failures", 0) + 1
+    state.setdefault("first_request", request)
+    if state["first_request"] != request:
+        state["several"] = 1
     if state.get("open_until", 0) > now:
         return state["open_until"]
-    if state["failures"] < threshold:
+    if state["failures"] < threshold or not state.get("several"):
         return 0.0
     state["opened"] = state.get("opened", 0) + 1
     wait = min(BREAKER_MAX_SECONDS, base * 2 ** (state["opened"] - 1))
@@ -151,7 +157,7 @@ def _release_probe(state: dict[str, float], now: float):
 
 
 def _succeeded(state: dict[str, float], now: float):
-    for name in ("failures", "opened", "open_until", "probe_until"):
+    for name in ("failures", "opened", "open_until", "probe_until", "first_request", "several"):
         state.pop(name, None)
 
 
@@ -291,6 +297,7 @@ class Pace:
         connection errors up to `attempts`. Raises `UpstreamDown` when the endpoint's
         circuit is (or becomes) open: the row is not failed, its job waits."""
         attempts = max(1, attempts)
+        request = random.random()  # tells this request's failures from others'
         self.busy += 1
         try:
             for attempt in range(1, attempts + 1):
@@ -298,7 +305,7 @@ class Pace:
                     note_retry()
                 waited, probing = await self._admit(tokens)
                 try:
-                    response = await self._attempt(send, waited)
+                    response = await self._attempt(send, waited, request)
                 finally:
                     if probing:  # answered, failed or cancelled: another may probe now
                         await self.board.apply(self.breaker_key, _release_probe)
@@ -320,7 +327,7 @@ class Pace:
             self.busy -= 1
 
     async def _attempt(
-        self, send: Callable[[], Awaitable[httpx.Response]], waited: bool
+        self, send: Callable[[], Awaitable[httpx.Response]], waited: bool, request: float
     ) -> httpx.Response | Exception:
         """One request: its response (429 and 5xx counted), or the network error."""
         self.sending += 1
@@ -329,13 +336,13 @@ class Pace:
         try:
             response = await send()
         except TRANSIENT_ERRORS as exc:
-            await self._failure()
+            await self._failure(request)
             return exc
         finally:
             self.sending -= 1
         await self._learn(response.headers)
         if response.status_code in SERVER_ERRORS:
-            await self._failure()
+            await self._failure(request)
             return response
         await self._alive()  # any other answer: the endpoint is up
         if response.status_code == 429:
@@ -372,10 +379,10 @@ class Pace:
             raise
         return delay > 0.005, probing
 
-    async def _failure(self) -> None:
+    async def _failure(self, request: float) -> None:
         threshold = settings.CONVEYOR_LLM_BREAKER_FAILURES
         base = settings.CONVEYOR_LLM_BREAKER_SECONDS
-        opened = await self.board.apply(self.breaker_key, _failed, threshold, base)
+        opened = await self.board.apply(self.breaker_key, _failed, threshold, base, request)
         if self.auto:
             self._shrink()
         if opened:

@@ -152,6 +152,14 @@ def test_the_job_page_says_when_it_waits_for_the_rate_limit(fake_openai, setting
     assert " req/min; waiting for the rate limit until " in status
 
 
+def test_one_row_the_api_chokes_on_fails_alone_without_opening_the_breaker(fake_openai, settings):
+    settings.CONVEYOR_LLM_BREAKER_FAILURES = 3
+    fake_openai.plan('Apple 1"', [500] * 4)  # the row's every attempt: 4 failures in a row
+    [outcome] = stream_all(options_for(fake_openai), rows(1))  # and no halt
+    assert outcome.error.startswith("HTTP 500 from the API after 4 attempts")
+    assert [outcome.error for outcome in stream_all(options_for(fake_openai), rows(3))] == [""] * 3
+
+
 # --- the breaker and a refused key, through sheet jobs run in this process -------------
 
 
