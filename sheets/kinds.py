@@ -30,7 +30,7 @@ from sheets.io.export import inputs_from_earlier_jobs, iter_export_rows, output_
 from sheets.io.importing import SpooledTable, kept_upload, spool_google, store_table
 from sheets.io.sources import SourceError, open_upload
 from sheets.models import RowResult, Sheet
-from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key
+from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key, run_entity_key
 from sheets.processors import OptionsError, UnknownProcessor, all_processors, get_processor
 from sheets.rows.pipeline import process_rows
 from sheets.rows.source import RowSource, rows_without_result
@@ -65,13 +65,14 @@ def _rows_known(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 # -- the kind -----------------------------------------------------------------------
 
 
-def validate_params(params: dict[str, Any], owner) -> dict[str, Any]:
-    """The API's and schedules' door to the one validation of a run (`SheetRun.check`)."""
-    return SheetRun.from_params(params).check(owner)
-
-
-def _entity_key_for(params: dict[str, Any]) -> str:
-    return entity_key(params["sheet_id"])
+def validate_params(
+    params: dict[str, Any], owner, after: list[int] | None = None
+) -> dict[str, Any]:
+    """The API's and schedules' door to the one validation of a run (`SheetRun.check`);
+    `after`: the jobs the API's submit waits for (a pipeline step may use their output
+    columns before they exist)."""
+    run = SheetRun.from_params(params)
+    return (run.replace(after=after) if after else run).check(owner)
 
 
 def _label_for(params: dict[str, Any]) -> str:
@@ -117,7 +118,7 @@ SEARCH_PARAMS = ("processor", "sheet_id", "options.model", "options.mode", "tria
     label="Process a sheet",
     validate_params=validate_params,
     retry_failed_rows=prepare_failed_rows_retry,
-    entity_key_for=_entity_key_for,
+    entity_key_for=run_entity_key,
     label_for=_label_for,
     total_for=lambda params: params["row_count"],
     on_end=lambda job_id, fields: cancel_batches(job_id),

@@ -13,3 +13,12 @@ def entity_key(sheet) -> str:
     """The key of a sheet's jobs (a Sheet or its id): one active job per sheet, and the
     key its page follows live."""
     return f"sheet:{sheet if isinstance(sheet, int) else sheet.pk}"
+
+
+def run_entity_key(params: dict) -> str:
+    """The key of a `sheets.process` job from its checked params. A pipeline step (one
+    that waits for jobs on the sheet: `after`) has its own, so that the rule "one active
+    job per sheet" (which dedupes double submits) does not swallow it."""
+    after = params.get("after") or []
+    step = f":after:{'-'.join(map(str, sorted(after)))}" if after else ""
+    return entity_key(params["sheet_id"]) + step

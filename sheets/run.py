@@ -115,6 +115,7 @@ class SheetRun:
             "output_columns": processor.output_columns(options, columns),
             "row_timeout": row_timeout,
             "sources": {column: outputs[column] for column in columns if column in outputs},
+            **({"after": sorted(int(i) for i in after)} if after else {}),
         }
 
     def _google(self, sheet: Sheet) -> dict[str, Any]:

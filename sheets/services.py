@@ -34,7 +34,7 @@ from sheets.io.importing import (
 )
 from sheets.io.sources import SourceError
 from sheets.models import Sheet
-from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key
+from sheets.names import IMPORT, KIND, WRITE_BACK, entity_key, run_entity_key
 from sheets.processors import OptionsError, UnknownProcessor, get_processor
 from sheets.run import SheetParamsError, SheetRun
 from sheets.selectors import others_active_on, sheet_all_jobs, sheet_schedules
@@ -60,19 +60,14 @@ def run_submit(run: SheetRun, *, owner, session_key: str = "") -> tuple[Job, boo
     answers and what they cost; a run with the same options then reuses them.
     """
     params = run.check(owner)
-    after = list(run.after or [])
-    # A pipeline step waits for the sheet's earlier job: its own key, so that the rule
-    # "one active job per sheet" (which dedupes double submits) does not swallow it.
-    key = entity_key(params["sheet_id"])
-    step_key = f"{key}:after:{'-'.join(map(str, sorted(after)))}" if after else ""
     return job_submit(
         kind=KIND,
         params=params,
         owner=owner,
         priority=run.priority,
         session_key=session_key,
-        entity_key=step_key,
-        after=after,
+        entity_key=run_entity_key(params),
+        after=params.get("after", []),
     )
 
 

@@ -261,7 +261,8 @@ def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
         "after_any": checked(_after, data.get("after_any"), user, "after_any"),
     }
     if kind:
-        values["params"] = checked(_clean_params, kind, data.get("params"), user)
+        after = [*(values["after"] or []), *(values["after_any"] or [])]
+        values["params"] = checked(_clean_params, kind, data.get("params"), user, after)
     if errors:
         summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
         raise ApiError(400, f"Invalid job: {summary}", errors)
@@ -314,12 +315,15 @@ def _priority(value: Any, user: Any) -> int:
         raise bad("priority", str(exc)) from None
 
 
-def _clean_params(kind: str, params: Any, user: Any) -> dict[str, Any]:
-    """The kind's own check; ValueError is its documented refusal, the rest are bad types."""
+def _clean_params(
+    kind: str, params: Any, user: Any, after: list[int] | None = None
+) -> dict[str, Any]:
+    """The kind's own check (told what the job waits for); ValueError is its documented
+    refusal, the rest are bad types."""
     if params is None:
         params = {}
     try:
-        return get_kind(kind).clean_params(params, user)
+        return get_kind(kind).clean_params(params, user, after)
     except ValidationError as exc:
         raise bad("params", "; ".join(exc.messages)) from None
     except (ValueError, TypeError) as exc:

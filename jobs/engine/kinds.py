@@ -7,6 +7,7 @@ start-up (`autodiscover_modules("kinds")`); `jobs/kinds.py` is a worked example.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,11 +50,19 @@ class JobKind:
     subkinds: Callable[[], list[str]] | None = None
     search_params: tuple[str, ...] = ()
 
-    def clean_params(self, params: dict[str, Any], owner: Any) -> dict[str, Any]:
-        """Params checked by the kind (raises ValueError with a user-facing message)."""
+    def clean_params(
+        self, params: dict[str, Any], owner: Any, after: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Params checked by the kind (raises ValueError with a user-facing message).
+        `after`: the jobs the submission waits for, given to a validator that takes them
+        (a sheet run may use the columns an earlier step will write)."""
         if not isinstance(params, dict):
             raise ValueError("params must be a JSON object")
-        return self.validate_params(params, owner) if self.validate_params else params
+        if self.validate_params is None:
+            return params
+        if after and "after" in inspect.signature(self.validate_params).parameters:
+            return self.validate_params(params, owner, after=after)
+        return self.validate_params(params, owner)
 
     @property
     def supports_failed_rows_retry(self) -> bool:

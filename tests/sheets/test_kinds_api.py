@@ -7,9 +7,10 @@ import json
 import pytest
 
 from jobs.models import Job
-from tests.sheets.factories import make_sheet
+from sheets.models import RowResult
+from tests.sheets.factories import make_sheet, run_to_end
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def post(client, body) -> tuple[int, dict]:
@@ -71,3 +72,25 @@ def test_another_users_sheet_cannot_be_processed(client, user, other_user):
     )
     assert status == 400 and "No such sheet" in json.dumps(body)
     assert not Job.objects.exists()
+
+
+def test_a_pipeline_step_names_the_columns_of_the_job_it_waits_for(client, user):
+    """`after` at the top of the API's body, as for any job: the step may read the columns
+    the earlier job will write (it has not run yet), and has a key of its own."""
+    sheet = make_sheet(user, [["name", "email"], ["  Ada ", "ADA@example.com"]])
+    client.force_login(user)
+    clean = {"kind": "sheets.process", "params": {"sheet_id": sheet.pk, "processor": "clean"}}
+    status, first = post(client, clean)
+    assert status == 201 and first["status"] == "queued"
+    step = {"sheet_id": sheet.pk, "processor": "copy", "columns": ["clean_name"]}
+    status, body = post(client, {"kind": "sheets.process", "params": step, "after": [first["id"]]})
+    assert status == 201, body
+    assert body["entity_key"] == f"sheet:{sheet.pk}:after:{first['id']}"
+    assert body["params"]["sources"] == {"clean_name": first["id"]}
+    status, refused = post(client, {"kind": "sheets.process", "params": step})
+    assert status == 400 and "clean_name" in refused["fields"]["params"], "without after"
+
+    assert run_to_end(Job.objects.get(pk=first["id"])).status == Job.Status.SUCCEEDED
+    done = run_to_end(Job.objects.get(pk=body["id"]))
+    assert done.status == Job.Status.SUCCEEDED and done.processed == 1
+    assert RowResult.objects.get(job=done).outputs == {"copy_clean_name": "Ada"}
