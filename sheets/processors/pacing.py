@@ -10,7 +10,8 @@ its requests through `Pace.send`:
   the operator's CONVEYOR_LLM_RPM/TPM for the endpoint and what the API says its limit
   is (`x-ratelimit-limit-requests/-tokens`, paced at 95 % of it). A 429 (or a
   `remaining` of 0) holds every request until `retry-after` (or the `reset`) is over.
-- **Auto concurrency.** With `concurrency=auto` the rows in flight start at 4 and grow
+- **Auto concurrency.** With `concurrency=auto` the rows in flight start at 4; with a
+  known rate, at least that rate x the answers' mean time (+20 %), and they grow
   while answers come back no slower than 4x the fastest + 0.5 s, the gate does not
   hold them and the API's `remaining` shows room (by one per answer at first, then by
   one per round trip); a 429, a 5xx or a network error cuts them by 30 %. The rate's
@@ -252,6 +253,7 @@ class Pace:
         self._sent: deque[float] = deque()
         self._opened = time.monotonic()
         self._base_latency: float | None = None
+        self._latency: float | None = None  # a moving average of the answers' times
         self._failures_seen = False
         self.share = 1.0  # of the API's limit, while others leave room
         self._full: dict[str, int] = {}  # the highest `remaining` seen: a full bucket
@@ -279,6 +281,11 @@ class Pace:
         rpm = lowest(self.rpm_cap, self.limit_requests and self.limit_requests * share)
         tpm = lowest(self.tpm_cap, self.limit_tokens and self.limit_tokens * share)
         return max(60.0 / rpm if rpm else 0.0, tokens * 60.0 / tpm if tpm else 0.0)
+
+    def _paced_rpm(self) -> float:
+        """The requests/min the schedule allows this session (0: no limit known)."""
+        share = SAFETY * self.share
+        return lowest(self.rpm_cap, self.limit_requests and self.limit_requests * share)
 
     def correct_tokens(self, estimated: int, used: int) -> Awaitable[None] | None:
         """The gate's schedule moved later by what a request used beyond its estimate.
@@ -396,6 +403,13 @@ class Pace:
     async def _success(self, latency: float, waited: bool, headers: httpx.Headers) -> None:
         if self._base_latency is None or latency < self._base_latency:
             self._base_latency = latency
+        self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
+        if self.auto and (rpm := self._paced_rpm()):
+            # Enough rows in flight to keep the pace busy (Little's law), with a margin.
+            needed = min(float(self.ceiling), rpm / 60 * self._latency * 1.2 + 1)
+            if needed > self._window:
+                self._window = needed
+                self.limit.value = int(self._window)
         if not self.auto or waited or not self._room(headers):
             return
         if latency > 4 * self._base_latency + 0.5 or self.busy < self.limit.value:
