@@ -268,7 +268,8 @@ class Pace:
         return round(len(self._sent) * 60 / max(1.0, min(20.0, now - self._opened)))
 
     def status(self) -> str:
-        text = f"{self.sending} requests in flight, {self.requests_per_minute():,} req/min"
+        plural = "" if self.sending == 1 else "s"
+        text = f"{self.sending} request{plural} in flight, {self.requests_per_minute():,} req/min"
         if self.waiting_until > time.time():
             when = timezone.localtime(datetime.fromtimestamp(self.waiting_until, tz=UTC))
             text += f"; waiting for the rate limit until {when:%H:%M:%S}"

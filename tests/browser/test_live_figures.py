@@ -48,7 +48,8 @@ def test_start_and_watch_is_not_still_running_live_and_a_return_is(
     for _ in range(3):  # live updates, one after another
         processed, message = shown(page, ".processed", ".message")
         done = int(processed.split(" / ")[0])
-        assert processed == f"{done} / {ROWS}" and message == f"Row {done} of {ROWS}"
+        assert processed == f"{done} / {ROWS}"
+        assert message.startswith(f"Row {done} of {ROWS} · ")  # then the pace
         assert not page.locator("#running-notice").is_visible()
         assert not page.get_by_text("Still running").is_visible()
         wait_for_js(page, f"{PANEL.format('.processed')}.textContent.trim() !== '{processed}'")
