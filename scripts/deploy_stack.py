@@ -636,6 +636,11 @@ def run_test(engine: Engine, workdir: Path) -> dict[str, float]:
         wait_for(stack.healthy, 180, "/healthz through the front (2 clusters alive)")
         timings["up to healthy"] = time.monotonic() - began
         say(f"stack up and healthy in {timings['up to healthy']:.0f} s on port {stack.port}")
+        for service in ("web1", "worker1"):  # the image's HEALTHCHECK command, by hand
+            # (podman 4.3 runs health checks only through systemd timers)
+            stack.engine.run(
+                "exec", stack.container(service), "python", "/app/deploy/healthcheck.py"
+            )
         check_job_and_kill(stack, timings)
         check_down_and_up(stack, timings)
     except Failed:
@@ -792,6 +797,26 @@ def cleanup_podman(engine: Engine, storage: Path) -> None:
     shutil.rmtree(storage, ignore_errors=True)
 
 
+def sweep_abandoned(engine_name: str) -> None:
+    """Storage roots of earlier test runs that were killed before their cleanup (their
+    owner.pid names a process that is gone): their containers, networks and storage."""
+    for storage in Path(tempfile.gettempdir()).glob("conveyor-deploy-*"):
+        try:
+            pid = int((storage / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            continue
+        say(f"removing {storage}, left by a deploy test that was killed")
+        if engine_name == "podman" and (storage / "conf" / "containers.conf").exists():
+            env = {
+                "CONTAINERS_CONF": str(storage / "conf" / "containers.conf"),
+                "CONTAINERS_STORAGE_CONF": str(storage / "conf" / "storage.conf"),
+            }
+            cleanup_podman(Engine("podman", env), storage)
+        shutil.rmtree(storage, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["image", "test"])
@@ -806,7 +831,9 @@ def main() -> int:
             size = engine.run("image", "inspect", APP_IMAGE, "--format", "{{.Size}}").stdout
             say(f"{APP_IMAGE} built in {seconds:.0f} s, {int(size) / 1e6:.0f} MB ({name})")
             return 0
+        sweep_abandoned(name)
         storage = Path(tempfile.mkdtemp(prefix="conveyor-deploy-"))
+        (storage / "owner.pid").write_text(str(os.getpid()))
         env = podman_conf(storage / "conf", storage) if name == "podman" else {}
         engine = Engine(name, env)
         try:
