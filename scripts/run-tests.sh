@@ -28,14 +28,31 @@ if [ "$ci" = "true" ] && [ -z "$pg_url" ]; then
   exit 1
 fi
 
+# Each pass has a data dir and a Redis database of its own, so the two can run side by
+# side: most of a pass waits on worker processes, sockets and the browser, not the CPU.
+# CONVEYOR_TEST_PASSES=sequential runs one after the other.
+sqlite_env=(DATABASE_URL= CONVEYOR_DATA_DIR="$PWD/var/test-sqlite" CONVEYOR_TEST_REDIS_DB=0)
+# Commits don't wait for the WAL flush in the test database (libpq reads PGOPTIONS,
+# cluster processes inherit it): the same visibility, no durability across a crash of
+# PostgreSQL, which no test does; the pass runs minutes faster.
+pg_env=(DATABASE_URL="$pg_url" PGOPTIONS="-c synchronous_commit=off"
+        CONVEYOR_DATA_DIR="$PWD/var/test-postgres" CONVEYOR_TEST_REDIS_DB=1)
+
 status=0
-pytest_pass SQLite DATABASE_URL= || status=1
-if [ -n "$pg_url" ]; then
-  # Commits don't wait for the WAL flush in the test database (libpq reads PGOPTIONS,
-  # cluster processes inherit it): the same visibility, no durability across a crash of
-  # PostgreSQL, which no test does; the pass runs minutes faster.
-  pytest_pass PostgreSQL DATABASE_URL="$pg_url" PGOPTIONS="-c synchronous_commit=off" || status=1
-else
+if [ -z "$pg_url" ]; then
+  pytest_pass SQLite "${sqlite_env[@]}" || status=1
   echo "=== PostgreSQL not reachable: skipped the PostgreSQL pass ==="
+elif [ "${CONVEYOR_TEST_PASSES:-parallel}" = "sequential" ]; then
+  pytest_pass SQLite "${sqlite_env[@]}" || status=1
+  pytest_pass PostgreSQL "${pg_env[@]}" || status=1
+else
+  # The SQLite pass prints as it goes; the PostgreSQL pass's output follows it whole.
+  mkdir -p var
+  pg_log=var/test-postgres.log
+  pytest_pass PostgreSQL "${pg_env[@]}" > "$pg_log" 2>&1 &
+  pg_pid=$!
+  pytest_pass SQLite "${sqlite_env[@]}" || status=1
+  wait "$pg_pid" || status=1
+  cat "$pg_log"
 fi
 exit $status

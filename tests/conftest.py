@@ -231,7 +231,12 @@ def staff_user(django_user_model):
     )
 
 
+# The Redis database of this test run: scripts/run-tests.sh gives its two passes (SQLite,
+# PostgreSQL), which run side by side, one each.
+TEST_REDIS_DB = int(os.environ.get("CONVEYOR_TEST_REDIS_DB", "0"))
+
+
 @pytest.fixture
 def redis_url() -> str:
     require(port_open("127.0.0.1", 6379), "Redis on 127.0.0.1:6379")
-    return "redis://127.0.0.1:6379/0"
+    return f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"

@@ -23,6 +23,7 @@ from django_q.models import OrmQ
 from jobs.models import Job
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
+from tests.conftest import TEST_REDIS_DB
 from tests.daphne import Daphne
 from tests.jobs.factories import messages
 from tests.sheets.factories import make_sheet
@@ -37,7 +38,9 @@ pytestmark = [
 S = Job.Status
 JOBS = 4
 ROWS = 5_000
-REDIS_DB = 11  # a database of its own, so the test's queue and stats keys are easy to drop
+# A database of its own (one per test run: TEST_REDIS_DB), so the test's queue and stats
+# keys are easy to drop.
+REDIS_DB = 11 + TEST_REDIS_DB
 ROW_FRAME = re.compile(
     r'<tr id="job-row-(\d+)" class="job-row" data-status="(\w+)".*?'
     r'<div class="muted small">(\d+)(?: / (\d+))?',
