@@ -17,10 +17,12 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
-import httpx
+
+if TYPE_CHECKING:  # imported where a client is made: a cluster's processes fork without it
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -142,6 +144,8 @@ class AddressGuard(httpcore.AsyncNetworkBackend):
 
 
 def guarded_transport(guard: AddressGuard, connections: int) -> httpx.AsyncHTTPTransport:
+    import httpx
+
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx (pinned) has no public hook for a network backend: give it a pool with ours.
     transport._pool = httpcore.AsyncConnectionPool(
@@ -164,6 +168,8 @@ def guarded_client(
     **client_options: Any,
 ) -> httpx.AsyncClient:
     """An httpx client whose every connection is checked by `guard_class`."""
+    import httpx
+
     guard = guard_class(allow_private, allowed_networks, allowed_hosts)
     return httpx.AsyncClient(
         transport=guarded_transport(guard, connections),

@@ -33,7 +33,6 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import close_old_connections, connection
@@ -110,6 +109,8 @@ def post(webhook: Webhook, delivery: WebhookDelivery, body: str) -> tuple[int | 
         "Conveyor-Delivery": str(delivery.pk),
         "Conveyor-Signature": signature(secrets.decrypt(webhook.secret), body, at),
     }
+    import httpx  # here, not at import: a cluster's processes fork without it
+
     try:
         code = asyncio.run(_post(webhook.url, body, headers))
     except OutboundRefused as exc:
