@@ -17,11 +17,22 @@ class ReuseKey:
     """The key of a row's answer: the processor, its options (secrets and pacing aside)
     and the row's inputs, hashed. Called with a row, it gives that row's key."""
 
-    IGNORED = frozenset({"concurrency", "rpm", "tpm", "reuse", "mode"})  # how, not what, to ask
+    # How to ask, or how much: not what is asked.
+    IGNORED = frozenset(
+        {"concurrency", "rpm", "tpm", "reuse", "mode", "budget_tokens", "budget_usd"}
+        | {"per_host", "per_host_delay"}
+    )
+    # Options added after answers were stored, which ask nothing new while empty: left
+    # out then, so those answers keep their keys (an llm answer from before `fields`).
+    NEW_WHEN_SET = frozenset({"fields"})
 
     def __init__(self, processor: Processor, options: dict[str, Any]) -> None:
         secret = {option.name for option in processor.options if option.type == "secret"}
-        meaning = {k: v for k, v in options.items() if k not in self.IGNORED | secret}
+        meaning = {
+            k: v
+            for k, v in options.items()
+            if k not in self.IGNORED | secret and not (k in self.NEW_WHEN_SET and not v)
+        }
         self._base = hashlib.sha256(
             json.dumps([processor.name, meaning], sort_keys=True, default=str).encode()
         )

@@ -56,6 +56,8 @@ def test_answers_are_never_reused_across_users_or_options(llm, user, other_user)
     assert other_model == 5
     _, key_only = llm(user, rows(5), api_key="sk-different-key", concurrency=2)
     assert key_only == 0  # secrets and pacing do not change the answer
+    _, budgeted = llm(user, rows(5), budget_tokens=100_000, tpm=50_000)
+    assert budgeted == 0, "a budget and a tokens/min cap do not change the answer"
     _, off = llm(user, rows(5), reuse="no")
     assert off == 5
 
@@ -75,3 +77,15 @@ def test_the_results_table_shows_reused_rows_as_costing_nothing(llm, user, clien
     assert token_cells(again) == ["0 (reused)"] * 3
     paid = token_cells(first)
     assert len(paid) == 3 and all(cell.isdigit() and int(cell) > 0 for cell in paid)
+
+
+def test_answers_stored_before_the_fields_option_existed_keep_their_key():
+    """An empty `fields` asks nothing new: the key is the one computed without it."""
+    from sheets.processors import get_processor
+    from sheets.rows.reuse import ReuseKey
+
+    llm = get_processor("llm")
+    before = {"prompt": "Sort {name}", "model": "m", "categories": "a, b", "base_url": "u"}
+    row = {"name": "Ada"}
+    assert ReuseKey(llm, {**before, "fields": ""})(row) == ReuseKey(llm, before)(row)
+    assert ReuseKey(llm, {**before, "fields": "age:int"})(row) != ReuseKey(llm, before)(row)
