@@ -15,7 +15,16 @@ from django.utils import timezone
 
 from jobs.engine import controls
 from jobs.engine.redact import redact
-from jobs.models import Batch, Job, JobEvent, Notification, Priority, Schedule
+from jobs.models import (
+    Batch,
+    Job,
+    JobEvent,
+    Notification,
+    Priority,
+    Schedule,
+    Webhook,
+    WebhookDelivery,
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -213,4 +222,41 @@ def batch_as_dict(batch: Batch, jobs: list[Job], percent: int) -> dict[str, Any]
         "url": batch.get_absolute_url(),
         "created_at": iso(batch.created_at),
         "finished_at": iso(batch.finished_at),
+    }
+
+
+# -- webhooks ---------------------------------------------------------------------------
+
+
+def webhook_as_dict(webhook: Webhook) -> dict[str, Any]:
+    """A webhook without its secret (never shown after creation)."""
+    return {
+        "id": webhook.pk,
+        "url": webhook.url,
+        "events": webhook.event_list,
+        "global": webhook.owner_id is None,
+        "active": webhook.active,
+        "failures": webhook.failures,
+        "disabled_reason": webhook.disabled_reason,
+        "created_at": iso(webhook.created_at),
+    }
+
+
+def delivery_as_dict(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.pk,
+        "event": delivery.event,
+        "job": delivery.job_id,
+        "batch": delivery.batch_id,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "response_code": delivery.response_code,
+        "error": delivery.error,
+        "created_at": iso(delivery.created_at),
+        "attempted_at": iso(delivery.attempted_at),
+        "next_attempt_at": (
+            iso(delivery.next_attempt_at)
+            if delivery.status == WebhookDelivery.Status.PENDING
+            else None
+        ),
     }

@@ -11,8 +11,6 @@ webhook a 404. Changes go through `jobs.notices.services`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
@@ -26,44 +24,10 @@ from jobs.api.input import (
     query_int,
 )
 from jobs.api.views import _no_body, api_view
-from jobs.models import Webhook, WebhookDelivery
+from jobs.models import Webhook
 from jobs.notices import delivery as sending
 from jobs.notices import services
-from jobs.serializers import iso
-
-
-def webhook_as_dict(webhook: Webhook) -> dict[str, Any]:
-    """A webhook without its secret (never shown after creation)."""
-    return {
-        "id": webhook.pk,
-        "url": webhook.url,
-        "events": webhook.event_list,
-        "global": webhook.owner_id is None,
-        "active": webhook.active,
-        "failures": webhook.failures,
-        "disabled_reason": webhook.disabled_reason,
-        "created_at": iso(webhook.created_at),
-    }
-
-
-def delivery_as_dict(delivery: WebhookDelivery) -> dict[str, Any]:
-    return {
-        "id": delivery.pk,
-        "event": delivery.event,
-        "job": delivery.job_id,
-        "batch": delivery.batch_id,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "response_code": delivery.response_code,
-        "error": delivery.error,
-        "created_at": iso(delivery.created_at),
-        "attempted_at": iso(delivery.attempted_at),
-        "next_attempt_at": (
-            iso(delivery.next_attempt_at)
-            if delivery.status == WebhookDelivery.Status.PENDING
-            else None
-        ),
-    }
+from jobs.serializers import delivery_as_dict, webhook_as_dict
 
 
 def _invalid(exc: services.WebhookInvalid) -> ApiError:

@@ -18,25 +18,11 @@ from jobs.cli.base import CliError, Verb, register_group, register_verb, text_ta
 from jobs.models import Webhook
 from jobs.notices import delivery as sending
 from jobs.notices import services
-from jobs.serializers import iso
+from jobs.serializers import delivery_as_dict, webhook_as_dict
 
 GROUP = "webhook"
 
 register_group(GROUP, "Add, list, test or delete webhooks (signed POSTs when jobs end).")
-
-
-def as_dict(webhook: Webhook) -> dict[str, Any]:
-    """The API's shape (no secret)."""
-    return {
-        "id": webhook.pk,
-        "url": webhook.url,
-        "events": webhook.event_list,
-        "global": webhook.owner_id is None,
-        "active": webhook.active,
-        "failures": webhook.failures,
-        "disabled_reason": webhook.disabled_reason,
-        "created_at": iso(webhook.created_at),
-    }
 
 
 def _find(user: Any, raw: str) -> Webhook:
@@ -68,7 +54,7 @@ def _add(command: Any, user: Any, options: dict[str, Any]) -> None:
     except services.WebhookInvalid as exc:
         raise CliError(f"Invalid webhook: {exc}") from None
     if options["json"]:
-        command.print_json({**as_dict(webhook), "secret": secret})
+        command.print_json({**webhook_as_dict(webhook), "secret": secret})
         return
     command.stdout.write(f"webhook {webhook.pk}")
     command.stdout.write(f"secret {secret}  (shown once: keep it with your receiver)")
@@ -77,7 +63,7 @@ def _add(command: Any, user: Any, options: dict[str, Any]) -> None:
 def _list(command: Any, user: Any, options: dict[str, Any]) -> None:
     rows = list(services.webhooks_of(user).order_by("pk"))
     if options["json"]:
-        command.print_json([as_dict(row) for row in rows])
+        command.print_json([webhook_as_dict(row) for row in rows])
         return
     header = ("ID", "URL", "EVENTS", "STATE")
     cells = [
@@ -105,28 +91,13 @@ def _delete(command: Any, user: Any, options: dict[str, Any]) -> None:
         command.stdout.write(f"Deleted webhook {webhook.url}.")
 
 
-def _delivery(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.pk,
-        "event": row.event,
-        "job": row.job_id,
-        "batch": row.batch_id,
-        "status": row.status,
-        "attempts": row.attempts,
-        "response_code": row.response_code,
-        "error": row.error,
-        "created_at": iso(row.created_at),
-        "attempted_at": iso(row.attempted_at),
-    }
-
-
 def _test(command: Any, user: Any, options: dict[str, Any]) -> None:
     webhook = _find(user, options["id"])
     if not webhook.active:
         raise CliError("The webhook is disabled; enable it first.")
     sent = sending.send_test(webhook)
     if options["json"]:
-        command.print_json(_delivery(sent))
+        command.print_json(delivery_as_dict(sent))
     elif not sent.error:
         command.stdout.write(f"Delivered (HTTP {sent.response_code}).")
     if sent.error:
@@ -136,7 +107,7 @@ def _test(command: Any, user: Any, options: dict[str, Any]) -> None:
 def _deliveries(command: Any, user: Any, options: dict[str, Any]) -> None:
     rows = services.deliveries_of(_find(user, options["id"]))
     if options["json"]:
-        command.print_json([_delivery(row) for row in rows])
+        command.print_json([delivery_as_dict(row) for row in rows])
         return
     header = ("ID", "EVENT", "ABOUT", "STATUS", "TRIES", "ANSWER", "LAST TRY")
     cells = [
