@@ -61,8 +61,8 @@ from sheets.processors.builtins.llm.fields import (
     repair_message,
 )
 from sheets.processors.builtins.llm.prompts import (
+    answer_columns,
     build_messages,
-    match_category,
     parse_categories,
     request_format,
     template_fields,
@@ -341,14 +341,7 @@ async def llm(row: dict[str, str], options: dict[str, Any], session: ChatSession
     response = await post_chat(session, body)
     raise_for_status(response)
     answer, tokens, usage = parse_completion(response, options["model"])
-    categories = parse_categories(options["categories"])
-    if not categories:
-        return {"answer": answer, "tokens": tokens, USAGE_KEY: usage}
-    try:
-        category = match_category(answer, categories)
-    except RowError as exc:
-        raise RowError(str(exc), usage=usage) from None  # paid for all the same
-    return {"category": category, "tokens": tokens, USAGE_KEY: usage}
+    return answer_columns(answer, options, tokens, usage)
 
 
 def request_body(

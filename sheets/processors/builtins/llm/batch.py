@@ -24,11 +24,7 @@ from sheets.processors.builtins.llm import api_message, parse_completion, reques
 from sheets.processors.builtins.llm.batch_probe import run_sync
 from sheets.processors.builtins.llm.endpoints import allowed_endpoints, server_key
 from sheets.processors.builtins.llm.fields import MODES, AnswerProblem, check_answer, parse_fields
-from sheets.processors.builtins.llm.prompts import (
-    build_messages,
-    match_category,
-    parse_categories,
-)
+from sheets.processors.builtins.llm.prompts import answer_columns, build_messages
 from sheets.processors.outbound import guarded_client, host_of, send_capped
 
 FINISHED = ("completed", "failed", "expired", "cancelled")
@@ -89,14 +85,7 @@ def checked_outputs(answer: str, tokens: int | str, usage: dict, options: dict) 
         except AnswerProblem as problem:
             raise RowError(str(problem), usage=usage) from None
         return {**values, "tokens": tokens, USAGE_KEY: usage}
-    categories = parse_categories(options["categories"])
-    if not categories:
-        return {"answer": answer, "tokens": tokens, USAGE_KEY: usage}
-    try:
-        category = match_category(answer, categories)
-    except RowError as exc:
-        raise RowError(str(exc), usage=usage) from None  # paid for all the same
-    return {"category": category, "tokens": tokens, USAGE_KEY: usage}
+    return answer_columns(answer, options, tokens, usage)
 
 
 def at_batch_price(usage: dict[str, float]) -> dict[str, float]:

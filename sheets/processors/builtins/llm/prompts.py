@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sheets.processors import RowError, match_column
+from sheets.processors import USAGE_KEY, RowError, match_column
 from sheets.processors.builtins.llm.fields import parse_fields, response_format, system_message
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -93,3 +93,16 @@ def match_category(answer: str, categories: list[str]) -> str:
         f'the model answered "{shown}", which is not one of the categories '
         f"({', '.join(categories)})"
     )
+
+
+def answer_columns(answer: str, options: dict[str, Any], tokens: Any, usage: dict) -> dict:
+    """A free answer's columns: `answer`, or with categories the `category` it names (a
+    RowError otherwise, which keeps what the answer cost: it was paid for all the same)."""
+    categories = parse_categories(options["categories"])
+    if not categories:
+        return {"answer": answer, "tokens": tokens, USAGE_KEY: usage}
+    try:
+        category = match_category(answer, categories)
+    except RowError as exc:
+        raise RowError(str(exc), usage=usage) from None
+    return {"category": category, "tokens": tokens, USAGE_KEY: usage}
