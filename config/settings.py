@@ -495,6 +495,17 @@ CONVEYOR_LLM_MAX_CONCURRENCY = env_int("CONVEYOR_LLM_MAX_CONCURRENCY", 64)
 # requests and tokens per minute, shared by every job and worker using an endpoint+key.
 CONVEYOR_LLM_RPM = env_per_endpoint("CONVEYOR_LLM_RPM")
 CONVEYOR_LLM_TPM = env_per_endpoint("CONVEYOR_LLM_TPM")
+# Where the llm pace (the schedule of requests per endpoint+key) and the breakers are
+# shared: "redis" (every worker on every machine; the default with REDIS_URL),
+# "database" (every worker using the database; the default without Redis) or "memory"
+# (each worker process on its own: it finds its share through the API's headers).
+CONVEYOR_PACE_STORE = env_str("CONVEYOR_PACE_STORE")
+if CONVEYOR_PACE_STORE not in {"", "redis", "database", "memory"}:
+    raise ImproperlyConfigured(
+        f"CONVEYOR_PACE_STORE={CONVEYOR_PACE_STORE!r}: say redis, database or memory."
+    )
+if CONVEYOR_PACE_STORE == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("CONVEYOR_PACE_STORE=redis needs REDIS_URL.")
 # Breaker: this many consecutive connection failures / 5xx / timeouts to an endpoint
 # stop every job using it; they wait and probe (first after this many seconds, doubling).
 CONVEYOR_LLM_BREAKER_FAILURES = env_int("CONVEYOR_LLM_BREAKER_FAILURES", 5)

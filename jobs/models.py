@@ -718,4 +718,17 @@ class HistoryMark(models.Model):
         return f"history rolled up to {self.rolled_to:%Y-%m-%d %H:%M:%S}"
 
 
+class SharedState(models.Model):
+    """A small state several worker processes change together, one transaction at a time
+    (`jobs.engine.shared_state`): the processors' pacing schedules and breakers
+    (sheets/processors/pacing.py) where the deployment has no Redis."""
+
+    key = models.CharField(max_length=100, primary_key=True)
+    state = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
 from jobs.notice_models import BatchCallback, Webhook, WebhookDelivery  # noqa: E402, F401

@@ -53,6 +53,7 @@ from jobs.engine.services import (
     job_submit_many,
     notifications_mark_read,
 )
+from jobs.engine.shared_state import apply_shared_state
 from jobs.extensions import Link, UnitTable, extend_kind, set_start_page
 from jobs.outbound import AddressGuard, OutboundRefused, address_kind, guarded_client
 from jobs.schedules.services import schedule_delete
@@ -102,6 +103,7 @@ __all__ = [
     "unseal_params",
     "is_secret_name",
     "atomic_retry",
+    "apply_shared_state",
     # outbound requests (the guard every request to the outside goes through)
     "AddressGuard",
     "OutboundRefused",

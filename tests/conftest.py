@@ -127,6 +127,23 @@ def close_leftover_connections(django_db_setup, django_db_blocker) -> Iterator[N
                 )
 
 
+@pytest.fixture(autouse=True)
+def pace_in_memory_without_a_database(request) -> Iterator[None]:
+    """Streams of llm rows in a test's own process share their pace in memory, unless
+    the test's database is one other threads see (transactional): then through the
+    database, as a deployment without Redis does (CONVEYOR_PACE_STORE), and as every
+    cluster a test starts does. (Inside a test's transaction the pace's own thread
+    would wait for SQLite's write lock, which that transaction holds.)"""
+    marker = request.node.get_closest_marker("django_db")
+    if marker and marker.kwargs.get("transaction") or "transactional_db" in request.fixturenames:
+        yield
+        return
+    previous = settings.CONVEYOR_PACE_STORE
+    settings.CONVEYOR_PACE_STORE = previous or "memory"
+    yield
+    settings.CONVEYOR_PACE_STORE = previous
+
+
 @pytest.fixture(scope="session", autouse=True)
 def forget_old_test_logs() -> None:
     """Drop subprocess logs of earlier test runs (their pid is gone)."""

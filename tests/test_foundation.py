@@ -75,6 +75,22 @@ def test_settings_read_the_environment(tmp_path):
     assert conf["workers"] == 7
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("disk", "CONVEYOR_PACE_STORE='disk': say redis, database or memory."),
+        ("redis", "CONVEYOR_PACE_STORE=redis needs REDIS_URL."),
+    ],
+)
+def test_a_pace_store_that_cannot_work_stops_the_start_with_why(tmp_path, value, message):
+    env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "config.settings"}
+    env.update(CONVEYOR_DATA_DIR=str(tmp_path), CONVEYOR_PACE_STORE=value)
+    out = subprocess.run(
+        [sys.executable, "-c", SETTINGS_PROBE], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode != 0 and message in out.stderr
+
+
 @pytest.mark.django_db
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout():
     if connection.vendor != "sqlite":

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from jobs.engine import dispatch, recovery
 from jobs.engine.db import atomic_retry
+from jobs.engine.shared_state import prune_shared_state
 from jobs.models import Job, JobChange
 
 CHANGE_FEED_KEEP = timedelta(minutes=10)
@@ -94,4 +95,5 @@ def run_periodic() -> dict[str, int]:
     return {
         "pruned_jobs": prune_finished_jobs(),
         "pruned_changes": prune_change_feed(),
+        "pruned_shared_state": prune_shared_state(),
     }

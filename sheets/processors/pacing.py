@@ -25,14 +25,17 @@ its requests through `Pace.send`:
   (CONVEYOR_LLM_BREAKER_SECONDS, doubling up to 10 minutes) one request probes it;
   its answer closes the circuit, its failure opens it again for longer.
 
-The schedule and the breaker live in Redis when REDIS_URL is set (shared by every
-worker on every machine), else in this process's memory (shared by the jobs of one
-worker process; each worker process then finds the limit through the API's headers).
+The schedule and the breaker live where CONVEYOR_PACE_STORE says: in Redis when
+REDIS_URL is set (shared by every worker on every machine), else in the database (the
+same, one short transaction per request), or in this process's memory (shared by the
+jobs of one worker process; each worker process then finds its share through the API's
+headers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import random
@@ -41,6 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +52,7 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
+from jobs.public import apply_shared_state
 from sheets.processors.ratelimit import (
     TRANSIENT_ERRORS,
     _retry_delay,
@@ -122,7 +127,8 @@ def _take(state: dict[str, float], now: float, interval: float, hold: float, thr
             return ("wait", 0.0, failures)
         state["probe_until"] = now + hold
     slot = max(now, state.get("next", 0), state.get("blocked", 0))
-    state["next"] = slot + interval
+    if interval:  # (a breaker's check reserves nothing: it changes no state)
+        state["next"] = slot + interval
     return ("go", slot, failures)
 
 
@@ -206,11 +212,32 @@ class RedisBoard:
         await self._redis.aclose()
 
 
+class DatabaseBoard:
+    """The shared state in the database (`jobs.public.apply_shared_state`), for
+    deployments without Redis: shared by every worker process using the database. Each
+    change is one short transaction, run in one thread per process (one connection)."""
+
+    _thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-pace")
+
+    async def apply(self, key: str, op: Callable[..., Any], *args: Any) -> Any:
+        change = functools.partial(apply_shared_state, f"{NAMESPACE}:{key}", op, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, change)
+
+    async def aclose(self) -> None:
+        return None
+
+
 _memory_board = MemoryBoard()
+_database_board = DatabaseBoard()
 
 
-def open_board() -> MemoryBoard | RedisBoard:
-    return RedisBoard(settings.REDIS_URL) if settings.REDIS_URL else _memory_board
+def open_board() -> MemoryBoard | RedisBoard | DatabaseBoard:
+    """Where the pace is shared: CONVEYOR_PACE_STORE, by default Redis where the
+    deployment has it, else the database."""
+    store = settings.CONVEYOR_PACE_STORE or ("redis" if settings.REDIS_URL else "database")
+    if store == "redis":
+        return RedisBoard(settings.REDIS_URL)
+    return _database_board if store == "database" else _memory_board
 
 
 # -- one session's pace -----------------------------------------------------------------
@@ -476,7 +503,7 @@ class Pace:
         self.waiting_until = max(self.waiting_until, until)
 
     async def aclose(self) -> None:
-        await self.board.aclose() if self.board is not _memory_board else None
+        await self.board.aclose()
 
 
 async def _wait(seconds: float) -> None:

@@ -135,6 +135,22 @@ def test_the_periodic_schedule_prunes_with_the_setting(frozen, user):
     assert old.pk not in remaining() and young.pk in remaining()
 
 
+def test_the_periodic_sweep_drops_shared_states_nobody_changed_for_a_day():
+    from django.utils import timezone
+
+    from jobs.engine.shared_state import apply_shared_state
+    from jobs.models import SharedState
+
+    def bump(state, now):
+        state["n"] = state.get("n", 0) + 1
+        return state["n"]
+
+    assert [apply_shared_state(key, bump) for key in ("old", "new", "new")] == [1, 1, 2]
+    SharedState.objects.filter(key="old").update(updated_at=timezone.now() - timedelta(days=2))
+    assert maintenance.run_periodic()["pruned_shared_state"] == 1
+    assert list(SharedState.objects.values_list("key", "state")) == [("new", {"n": 2})]
+
+
 # -- the command -------------------------------------------------------------------------
 
 

@@ -90,12 +90,16 @@ def test_auto_raises_requests_in_flight_up_to_the_ceiling(fake_openai, settings)
     assert fake_openai.max_in_flight <= 12
 
 
-@pytest.mark.parametrize("shared", ["process", "redis"])
+@pytest.mark.parametrize(
+    "store",
+    ["memory", pytest.param("database", marks=pytest.mark.django_db(transaction=True)), "redis"],
+)
 def test_three_sheets_at_once_share_the_limit_with_almost_no_429(
-    fake_openai, settings, request, shared
+    fake_openai, settings, request, store
 ):
-    if shared == "redis":
+    if store == "redis":
         settings.REDIS_URL = request.getfixturevalue("redis_url")
+    settings.CONVEYOR_PACE_STORE = store
     # A strict limit (a bucket of one second's worth, not OpenAI's whole minute): any
     # burst beyond the pace is answered 429.
     fake_openai.rpm_limit = 1200
@@ -217,3 +221,29 @@ def test_a_refused_key_fails_the_job_once_not_row_by_row(user, fake_openai):
     assert "sk-revoked-0123456789" not in job.error
     assert job.failed == 0
     assert len(fake_openai.calls) <= 4
+
+
+# --- three sheets in three worker processes: the pace shared through the database ------
+
+
+@pytest.mark.cluster
+def test_three_sheets_in_three_worker_processes_share_the_limit_without_redis(
+    cluster_factory, user, fake_openai
+):
+    fake_openai.rpm_limit = 1200  # a bucket of one second's worth, as above
+    fake_openai.limit_window = 1.0
+    fake_openai.latency = 0.05
+    cluster_factory(workers=3)  # no REDIS_URL: the deployment has only its database
+    jobs = [submit(user, fake_openai, 60, prompt=f"Hi {tag} {{name}}") for tag in "abc"]
+    wait_for(
+        lambda: all(fresh(job).status == Job.Status.SUCCEEDED for job in jobs),
+        timeout=120,
+        what="the three jobs to finish",
+    )
+    assert [(fresh(job).processed, fresh(job).failed) for job in jobs] == [(60, 0)] * 3
+    spans = []
+    for tag in "abc":
+        starts = [c.started for c in fake_openai.calls if c.user_message.startswith(f"Hi {tag} ")]
+        spans.append((min(starts), max(starts)))
+    assert max(start for start, _ in spans) < min(end for _, end in spans), "all three at once"
+    assert fake_openai.limited <= 0.02 * len(fake_openai.calls)
