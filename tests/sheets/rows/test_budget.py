@@ -1,8 +1,9 @@
 """Budgets (sheets/rows/budget.py): an llm job with `budget_tokens` or `budget_usd`
 pauses at its ceiling, saying so on the job, in the API and in a notification, having
 sent no row after it (it overshoots by at most one request per row in flight); a resume
-raises or lifts the budget (API, page, `conveyor resume ID --set NAME=VALUE`); the
-operator's monthly ceiling per user holds across jobs."""
+raises or lifts the budget (API, the form in the job's live panel on its page and its
+sheet's, `conveyor resume ID --set NAME=VALUE`); the operator's monthly ceiling per user
+holds across jobs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import pytest
 
 from jobs.models import Job, Notification
+from jobs.web.live import job_page_fragment
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
 from tests.jobs.cli.test_verbs import conveyor
@@ -135,6 +137,21 @@ def test_the_cli_refuses_a_bad_budget_with_one_line_and_the_job_stays_paused(
     if given == "budget_usd=5":
         assert "no price for test-model" in refused.err
     assert Job.objects.get(pk=job.pk).status == Job.Status.PAUSED
+
+
+def test_the_job_page_and_its_pushed_panel_show_why_it_paused_and_the_budget_form(
+    user, fake, client
+):
+    job = run_to_end(submit(user, fake, budget_tokens=300))
+    client.force_login(user)
+    for html in (client.get(f"/jobs/{job.pk}/").content.decode(), job_page_fragment(job)):
+        banner = html[html.index("paused-banner") :]
+        assert '<p class="paused-why">Paused: Budget reached: ' in banner
+        assert f'action="/jobs/{job.pk}/resume/"' in banner
+        assert 'name="budget_tokens" min="1" step="1" value="300"' in banner
+    answer = client.post(f"/jobs/{job.pk}/resume/", {"budget_tokens": "", "budget_usd": ""})
+    assert answer.status_code == 302
+    assert "paused-banner" not in client.get(f"/jobs/{job.pk}/").content.decode()
 
 
 @pytest.mark.parametrize(
