@@ -11,6 +11,7 @@ import pytest
 
 from jobs.models import Job
 from sheets.services import sheet_job_submit
+from tests.browser.test_accessibility import AXE, RUN_AXE
 from tests.sheets.factories import make_sheet
 from tests.sheets.test_kinds import CATEGORIES, llm_options, review_rows
 from tests.support.processes import wait_for
@@ -61,6 +62,8 @@ def test_the_job_page_shows_the_budget_pause_live_and_resumes_with_a_new_budget(
     banner = page.locator(BANNER)
     assert "of the job's budget_tokens of 300 tokens" in banner.inner_text()
     assert banner.locator("input[name=budget_tokens]").input_value() == "300"
+    page.add_script_tag(url=AXE)
+    assert page.evaluate(RUN_AXE) == [], "the pushed banner and its form are accessible"
 
     banner.locator("input[name=budget_tokens]").fill("")  # lift it
     banner.get_by_role("button", name="Resume with this budget").click()
