@@ -48,6 +48,12 @@ class KindExtension:
     resume_with: Callable[[Job, dict[str, Any]], tuple[dict[str, Any], str]] | None = None
     """Given those fields, the paused job's new params (as stored) and the timeline's
     words for the change; raises `InvalidChanges` for bad values."""
+    resume_form: Callable[[Job], str] | None = None
+    """The inside of the form that resumes this paused job with changes (HTML: a few
+    words, inputs named as `resume_fields` holding the current values, a submit button),
+    or "" when no change would help this pause. The job's live panel shows it, on every
+    page that shows the panel, pushed live: one copy for every viewer, so no CSRF token
+    (the page adds its own when the form is sent)."""
 
 
 NO_EXTENSION = KindExtension()
@@ -78,6 +84,11 @@ def entity_fragment(job: Job) -> str:
 def admin_links(job: Job) -> list[Link]:
     hook = extension_for(job.kind).admin_links
     return list(hook(job)) if hook else []
+
+
+def resume_form(job: Job) -> str:
+    hook = extension_for(job.kind).resume_form
+    return hook(job) if hook else ""
 
 
 def downloads(job: Job) -> list[Link]:

@@ -323,6 +323,13 @@ def recent_events(job: Job, limit: int = 50) -> list[JobEvent]:
     return events
 
 
+def last_state_message(job: Job) -> str:
+    """What the job's latest change of state said: why it is as it is ("Paused:
+    Budget reached: …", "Paused by alice", "Resumed by bob: budget_usd set to 5")."""
+    event = job.events.filter(kind=JobEvent.Kind.STATE).order_by("-id").first()
+    return event.message if event is not None else ""
+
+
 def may_act_for(user: Any, owner_id: int | None, permission: str, model: str = "job") -> bool:
     """THE rule for acting on someone's work, on every front end: a user acts on what is
     their own; on another user's (or nobody's) it takes the model permission

@@ -96,16 +96,17 @@ def check_priority(value: str | None, user: Any) -> None:
         raise CliError(f"Bad --priority {value!r}: {exc}.") from None
 
 
-def parse_after(value: str | None, user: Any) -> list[int]:
-    """`--after 12,13`: jobs the new one waits for, which the user must be able to see."""
+def parse_after(value: str | None, user: Any, flag: str = "--after") -> list[int]:
+    """`--after 12,13` (or `--after-any`): jobs the new one waits for, which the user
+    must be able to see."""
     if not value:
         return []
     try:
         ids = [int(part.strip().lstrip("#")) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise CliError(f"--after takes job ids separated by commas, not {value!r}.") from None
+        raise CliError(f"{flag} takes job ids separated by commas, not {value!r}.") from None
     if missing := public.missing_jobs(user, ids):
-        raise CliError(f"--after: no job {', '.join(f'#{i}' for i in missing)}.")
+        raise CliError(f"{flag}: no job {', '.join(f'#{i}' for i in missing)}.")
     return ids
 
 
@@ -325,7 +326,16 @@ def _submit_arguments(submit: argparse.ArgumentParser) -> None:
     )
     _sheet_job_arguments(submit)
     submit.add_argument("--priority", metavar="P", help="high, normal or low (staff: any integer).")
-    submit.add_argument("--after", metavar="ID[,ID]", help="Start once these jobs succeeded.")
+    submit.add_argument(
+        "--after",
+        metavar="ID[,ID]",
+        help="Start once these jobs succeeded (cancelled if one fails or is cancelled).",
+    )
+    submit.add_argument(
+        "--after-any",
+        metavar="ID[,ID]",
+        help="Start once these jobs ended, whatever the outcome.",
+    )
     submit.add_argument(
         "--on-complete",
         metavar="KIND[:JSON]",
@@ -343,7 +353,10 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
     if options.get("on_complete"):
         raise CliError("--on-complete takes several PATHs (a batch).")
     run = command_run(options, user)
-    run = run.replace(after=parse_after(options["after"], user))
+    run = run.replace(
+        after=parse_after(options["after"], user),
+        after_any=parse_after(options["after_any"], user, "--after-any"),
+    )
     job, created = submit_sheet(
         source=options["path"][0], owner=user, run=run, worksheet=options["worksheet"]
     )
@@ -368,8 +381,8 @@ def _submit(command: Any, user: Any, options: dict[str, Any]) -> None:
 
 def _submit_batch(command: Any, user: Any, options: dict[str, Any]) -> None:
     """Several sources: one batch. Prints `batch <id>` then the job ids, one a line."""
-    if options["after"] or options["wait"]:
-        raise CliError("--after and --wait take one PATH; several PATHs make a batch.")
+    if options["after"] or options["after_any"] or options["wait"]:
+        raise CliError("--after, --after-any and --wait take one PATH; several PATHs make a batch.")
     batch, jobs = submit_batch(
         sources=options["path"],
         owner=user,

@@ -2,7 +2,7 @@
 the sheet's page as the job's entity page, the live signal that refreshes the page's
 results table (and, for a step of a chain, the chain's one progress), links on the job's admin
 page, RowResult as its unit table, the exports as the job's downloads, and the budget
-as what a resume may change.
+as what a resume may change (and the form for it, in the job's live panel).
 """
 
 from __future__ import annotations
@@ -33,16 +33,21 @@ def sheet_page(job: Job) -> str:
 
 
 def results_signal(job: Job) -> str:
-    """Tells the sheet's page that rows were committed, so it refreshes its results, and
-    shows the budget form when the job paused at its budget; a step of a chain also
-    brings the chain's progress ("Step 2 of 3: llm 40 %")."""
-    context = {"job": job, "oob": True, "budget": paused_at_budget(job)}
+    """Tells the sheet's page that rows were committed, so it refreshes its results; a
+    step of a chain also brings the chain's progress ("Step 2 of 3: llm 40 %")."""
+    context = {"job": job, "oob": True}
     html = render_to_string("sheets/sheet_detail.html#results_signal", context)
-    html += render_to_string("sheets/sheet_detail.html#budget_form", context)
     chain = chain_progress(job)
     if chain is not None:
         html += render_to_string("sheets/_chain.html", {"chain": chain, "oob": True})
     return html
+
+
+def budget_form(job: Job) -> str:
+    """The inside of the form that resumes a job paused at its budget with a new one
+    (the job's live panel shows it, on its page and its sheet's), else ""."""
+    budget = paused_at_budget(job)
+    return render_to_string("sheets/_budget_form.html", {"budget": budget}) if budget else ""
 
 
 def row_results_url(*, job: int | None = None, sheet: int | None = None, errors: bool = False):
@@ -85,5 +90,6 @@ extend_kind(
     unit_table=UnitTable("sheets.RowResult", "job", "updated_at", "failed"),
     resume_fields=BUDGET_OPTIONS,
     resume_with=sheet_job_new_budget,
+    resume_form=budget_form,
 )
 set_start_page("sheets:list", "Start one on a sheet", "upload a CSV or try the sample")

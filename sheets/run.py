@@ -35,7 +35,8 @@ class SheetRun:
     """What a user asks of a run on a sheet, as given (strings from a form or the command
     line, JSON values from the API); nothing is trusted before `check()`.
 
-    `after`: jobs it waits for (a pipeline step, or the sheet's import job); `trial`: a
+    `after`: jobs it waits for (a pipeline step, or the sheet's import job); `after_any`:
+    jobs it waits for whatever their outcome (the API's and the CLI's after_any); `trial`: a
     first few rows, to see the answers and what they cost; `google_url`: re-read this
     Google Sheet when the job starts (schedules); `priority` goes to `job_submit`, which
     applies the one priority rule of pages, API and CLI.
@@ -50,6 +51,7 @@ class SheetRun:
     row_timeout: Any = None
     priority: Any = None
     after: Any = ()
+    after_any: Any = ()
     trial: bool = False
     google_url: Any = None
     google_row_count: Any = UNSET
@@ -58,7 +60,7 @@ class SheetRun:
     def from_params(cls, params: dict[str, Any]) -> SheetRun:
         """A run from a job's params (the API's, a schedule's): unknown keys are ignored,
         as the stored params are rebuilt by `check()`."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"priority"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"priority", "after_any"}
         return cls(**{name: params[name] for name in names if name in params})
 
     def replace(self, **changes: Any) -> SheetRun:
@@ -70,14 +72,15 @@ class SheetRun:
 
         Input columns may be the sheet's own or the output columns of an earlier job on
         the same sheet (a pipeline step): one that succeeded, or one it waits for
-        (`after`). `sources` records which job gives each such column. On a sheet still
+        (`after` or `after_any`, both stored as the params' `after`, as the API stores
+        them). `sources` records which job gives each such column. On a sheet still
         being imported, a run that waits for the import has its rows checked for form
         now and counted when it starts (`row_count` None until then).
         """
         sheet = Sheet.objects.visible_to(owner).filter(pk=_int(self.sheet_id)).first()
         if sheet is None or not may_submit_for(owner, sheet.owner_id):  # another's: a permission
             raise SheetParamsError({"sheet_id": "No such sheet."})
-        after = self.after or []
+        after = [*(self.after or []), *(self.after_any or [])]
         importing = not sheet.is_ready and waits_for_import(sheet, after)
         if not sheet.is_ready and not importing:
             raise SheetParamsError(
@@ -115,7 +118,7 @@ class SheetRun:
             "output_columns": processor.output_columns(options, columns),
             "row_timeout": row_timeout,
             "sources": {column: outputs[column] for column in columns if column in outputs},
-            **({"after": sorted(int(i) for i in after)} if after else {}),
+            **({"after": sorted({int(i) for i in after})} if after else {}),
         }
 
     def _google(self, sheet: Sheet) -> dict[str, Any]:

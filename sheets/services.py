@@ -55,11 +55,14 @@ def run_submit(run: SheetRun, *, owner, session_key: str = "") -> tuple[Job, boo
     """Check and queue a `sheets.process` job (raises SheetParamsError, ValueError).
 
     Returns `(job, created)`: a sheet has at most one active job, and while one is
-    active it is returned (`created` False) instead of starting a second. `run.after`:
-    jobs it waits for (see `job_submit`). `run.trial`: a first few rows to see the
-    answers and what they cost; a run with the same options then reuses them.
+    active it is returned (`created` False) instead of starting a second. `run.after`
+    and `run.after_any`: jobs it waits for (see `job_submit`; an id in both is waited
+    for as `after`, as there). `run.trial`: a first few rows to see the answers and
+    what they cost; a run with the same options then reuses them.
     """
     params = run.check(owner)
+    plain = {int(i) for i in run.after or ()}
+    any_outcome = {int(i) for i in run.after_any or ()} - plain
     return job_submit(
         kind=KIND,
         params=params,
@@ -67,7 +70,8 @@ def run_submit(run: SheetRun, *, owner, session_key: str = "") -> tuple[Job, boo
         priority=run.priority,
         session_key=session_key,
         entity_key=run_entity_key(params),
-        after=params.get("after", []),
+        after=[i for i in params.get("after", []) if i not in any_outcome],
+        after_any=sorted(any_outcome),
     )
 
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from jobs import selectors
 from jobs.actions.base import Registry
-from jobs.engine.errors import JobActionError
+from jobs.engine.errors import InvalidChanges, JobActionError
 from jobs.models import Job
 from jobs.serializers import job_as_dict
 
@@ -159,13 +159,24 @@ def list_jobs(user, *, status: str | None, kind: str | None, limit: int) -> list
 # -- actions ------------------------------------------------------------------------------
 
 
-def apply_action(registry: Registry, name: str, obj: Any, user: Any) -> Any:
-    """An entry of an action registry (`jobs.actions`), run as `user`; one that does not
-    apply, or is not theirs to apply, is bad input."""
+def apply_action(registry: Registry, name: str, obj: Any, user: Any, **given: Any) -> Any:
+    """An entry of an action registry (`jobs.actions`), run as `user` with what else it
+    takes (`given`: a resume's changes); one that does not apply, or is not theirs to
+    apply, is bad input, and so are changes its kind refuses (each named as `--set NAME`,
+    the flag that gave it)."""
     try:
-        return registry.act(name, obj, user)
+        return registry.act(name, obj, user, **given)
     except JobActionError as exc:
         raise CliError(str(exc)) from None
+    except InvalidChanges as exc:
+        raise CliError(changes_message(exc.fields)) from None
+
+
+def changes_message(fields: dict[str, str]) -> str:
+    """Refused changes as one line, each named as the flag that gave it."""
+    return (
+        "; ".join(f"--set {name}: {message.rstrip('.')}" for name, message in fields.items()) + "."
+    )
 
 
 def state_line(job: Job) -> str:

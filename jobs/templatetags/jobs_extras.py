@@ -1,4 +1,5 @@
-"""Template filters for job pages: durations, rates, pretty JSON, a job's entity page."""
+"""Template filters for job pages: durations, rates, pretty JSON, a job's entity page,
+why a paused job is paused and its kind's form to resume it with changes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 from django import template
 
-from jobs import extensions
+from jobs import extensions, selectors
 from jobs.engine.redact import redact
 from jobs.engine.services import failed_rows_retry_label
 
@@ -74,6 +75,25 @@ def spent_items(spent: dict | None) -> list[tuple[str, str, str]]:
         else:
             items.append((name.replace("_", " ").capitalize(), f"{value:,}", css))
     return items
+
+
+@register.filter
+def paused_why(job) -> str:
+    """Why a paused job is paused, as its timeline said it ("Paused: Budget reached: …",
+    "Paused by alice"); "" for a job not paused."""
+    if job.status != job.Status.PAUSED:
+        return ""
+    return selectors.last_state_message(job) or "Paused"
+
+
+@register.filter
+def resume_form(job) -> str:
+    """The inside of the form that resumes this paused job with changes (its kind's
+    `resume_form`: a sheet job's new budget), or "". A plain str from a hook is escaped;
+    render_to_string's SafeString is not."""
+    if job.status != job.Status.PAUSED:
+        return ""
+    return extensions.resume_form(job)  # rendered by the kind's template: safe, escaped
 
 
 @register.filter

@@ -27,7 +27,6 @@ from sheets.selectors import (
     import_job,
     jobs_waiting_for_import,
     monthly_budget_of,
-    paused_at_budget,
 )
 from sheets.services import (
     sheet_seen,
@@ -152,7 +151,6 @@ def render_sheet(
         "live_entities": _live_entities(sheet, chain),
         "history": history,
         "live_id": "current-job-live",
-        "budget": paused_at_budget(job),
         "monthly_budget": monthly_budget_of(request.user),
         "watching": watching,
         "finished_while_away": finished_while_away,

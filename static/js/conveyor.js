@@ -11,6 +11,8 @@
 //   notification read when the page shows its job live, and closes with its button (it
 //   fades by itself: conveyor.css); the notice closes with its own;
 // - a form or link with data-confirm asks its question first (no inline handlers);
+// - a POST form the relay pushed (one copy rendered for every viewer, so without a CSRF
+//   token: a paused job's resume form) gets the page's token when it is sent;
 // - an htmx GET never puts a typed key or the CSRF token in its URL;
 // - a job table's header checkbox ticks every row.
 (function () {
@@ -75,6 +77,17 @@
     const form = event.target.closest("form[data-confirm]");
     if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
   }, true);
+
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.method !== "post" || form.elements.csrfmiddlewaretoken) return;
+    if (new URL(form.action, location.href).origin !== location.origin) return;
+    const token = document.createElement("input");
+    token.type = "hidden";
+    token.name = "csrfmiddlewaretoken";
+    token.value = csrfToken();
+    form.append(token);
+  });
 
   document.addEventListener("htmx:configRequest", (event) => {
     const detail = event.detail;

@@ -293,6 +293,22 @@ def test_pause_resume_cancel_print_the_new_state(admin):
     assert conveyor("status", "999999").err.startswith("Job #999999 not found")
 
 
+@pytest.mark.django_db
+def test_resume_set_takes_only_what_the_jobs_kind_lets_a_resume_change(admin):
+    job = submit_demo(admin, n=3)
+    conveyor("pause", str(job.pk))
+    refused = conveyor("resume", str(job.pk), "--set", "n=5")
+    assert refused.code == EXIT_BAD_INPUT
+    assert (
+        refused.err
+        == f"--set n: unknown field; a resume of job #{job.pk} (demo.count) changes nothing."
+    )
+    malformed = conveyor("resume", str(job.pk), "--set", "n")
+    assert malformed.err == "--set takes NAME=VALUE, not 'n'."
+    assert conveyor("pause", str(job.pk), "--set", "n=5").code == EXIT_BAD_INPUT, "resume only"
+    assert fresh(job).status == S.PAUSED and fresh(job).params["n"] == 3
+
+
 @pytest.mark.django_db(transaction=True)
 def test_retry_runs_a_finished_job_again(finished_job):
     assert finished_job.status == S.SUCCEEDED and finished_job.processed == 3
@@ -358,6 +374,18 @@ def test_process_bad_input_is_exit_2_with_one_error_line_and_no_traceback(admin,
         assert done.stderr.startswith("Error: ") and message in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_process_resume_with_a_change_its_kind_refuses_is_exit_2(admin):
+    job = submit_demo(admin, n=3)
+    conveyor("pause", str(job.pk))
+    done = run_process("resume", str(job.pk), "--set", "n=5")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"Error: --set n: unknown field; a resume of job #{job.pk} (demo.count) changes nothing.\n"
+    )
+    assert fresh(job).status == S.PAUSED
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,6 +1,7 @@
 """Jobs that wait for others (`after`): a dependent job starts only after its upstream
 succeeded, is cancelled (with the reason) when one fails or is cancelled, and shows
-its pipeline in the API, the page and the admin."""
+its pipeline in the API, the page and the admin; `after_any` (and the CLI's
+`--after-any`) waits for its upstream to end, whatever the outcome."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from jobs.cli.base import EXIT_BAD_INPUT
 from jobs.engine.errors import JobActionError
 from jobs.engine.runner import run_one_slice
 from jobs.engine.services import job_cancel, job_retry, job_submit
 from jobs.models import Job
+from tests.jobs.cli.test_verbs import conveyor
 from tests.jobs.factories import fresh, run_to_end, submit_demo
 from tests.support.processes import wait_for
 
@@ -125,3 +128,43 @@ def test_the_cli_submit_waits_with_after(user, tmp_path):
     assert job.upstream_pending == 1 and [d.depends_on_id for d in job.upstream_links.all()] == [
         upstream.pk
     ]
+
+
+def test_the_cli_submit_waits_with_after_any_whatever_the_outcome(user, tmp_path):
+    upstream = submit_demo(user, n=1)
+    source = tmp_path / "people.csv"
+    source.write_text("name\nAda\n")
+    submitted = conveyor(
+        "submit", str(source), "--processor", "clean", "--after-any", str(upstream.pk),
+        "--user", "alice", "--json",
+    )  # fmt: skip
+    assert submitted.code == 0, submitted.err
+    assert submitted.json()["waiting_for"] == [upstream.pk]
+    job = Job.objects.get(pk=submitted.json()["id"])
+    assert job.upstream_pending == 1
+    assert [(d.depends_on_id, d.any_outcome) for d in job.upstream_links.all()] == [
+        (upstream.pk, True)
+    ]
+
+    job_cancel(job=upstream)  # with --after this would cancel the job; with --after-any it runs
+    job = fresh(job)
+    assert (job.status, job.upstream_pending) == (S.QUEUED, 0)
+    assert run_to_end(job).status == S.SUCCEEDED
+
+
+def test_the_cli_after_any_is_refused_as_after_is(user, other_user, tmp_path):
+    theirs = submit_demo(other_user, n=1)
+    source = tmp_path / "people.csv"
+    source.write_text("name\nAda\n")
+    submit = ["submit", str(source), "--processor", "clean", "--user", "alice"]
+    for given, error in [
+        ("99999", "--after-any: no job #99999."),
+        (str(theirs.pk), f"--after-any: no job #{theirs.pk}."),
+        ("x", "--after-any takes job ids separated by commas, not 'x'."),
+    ]:
+        refused = conveyor(*submit, "--after-any", given)
+        assert (refused.code, refused.err) == (EXIT_BAD_INPUT, error)
+    batch = conveyor("submit", str(source), *submit[1:], "--after-any", str(theirs.pk))
+    assert batch.code == EXIT_BAD_INPUT
+    assert batch.err == "--after, --after-any and --wait take one PATH; several PATHs make a batch."
+    assert not Job.objects.filter(kind="sheets.process").exists()

@@ -9,8 +9,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from jobs.engine.services import job_pause
 from jobs.models import Job, Notification
-from tests.jobs.factories import status_of, submit_demo
+from jobs.web.live import job_page_fragment
+from tests.jobs.factories import fresh, status_of, submit_demo
 from tests.sheets.factories import run_to_end
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +32,16 @@ def test_a_job_page_shows_the_live_panel_and_timeline(alice, user):
     assert f'id="job-{job.pk}-live"' in html and f'id="job-{job.pk}-timeline"' in html
     assert f'ws-connect="/ws/live/?job={job.pk}"' in html
     assert "Queued" in html and "Pause" in html and "Cancel" in html
+
+
+def test_a_paused_job_says_who_paused_it_in_its_panel_and_its_pushed_panel(alice, user):
+    job = job_pause(job=submit_demo(user, n=3), by=user)
+    html = alice.get(f"/jobs/{job.pk}/").content.decode()
+    assert '<p class="paused-why">Paused by alice</p>' in html
+    assert '<p class="paused-why">Paused by alice</p>' in job_page_fragment(fresh(job))
+    assert "resume-form" not in html, "a demo job's resume changes nothing: no form"
+    alice.post(f"/jobs/{job.pk}/resume/")
+    assert "paused-banner" not in alice.get(f"/jobs/{job.pk}/").content.decode()
 
 
 def test_other_users_jobs_are_not_found_but_staff_see_them(client, user, other_user, staff_user):

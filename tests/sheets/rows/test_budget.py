@@ -1,8 +1,9 @@
 """Budgets (sheets/rows/budget.py): an llm job with `budget_tokens` or `budget_usd`
 pauses at its ceiling, saying so on the job, in the API and in a notification, having
 sent no row after it (it overshoots by at most one request per row in flight); a resume
-raises or lifts the budget (API, page); the operator's monthly ceiling per user holds
-across jobs."""
+raises or lifts the budget (API, the form in the job's live panel on its page and its
+sheet's, `conveyor resume ID --set NAME=VALUE`); the operator's monthly ceiling per user
+holds across jobs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import json
 import pytest
 
 from jobs.models import Job, Notification
+from jobs.web.live import job_page_fragment
 from sheets.models import RowResult
 from sheets.services import sheet_job_submit
+from tests.jobs.cli.test_verbs import conveyor
 from tests.sheets.factories import make_sheet, run_to_end
 from tests.sheets.test_kinds import CATEGORIES, llm_options, review_rows
 
@@ -92,6 +95,63 @@ def test_resuming_from_the_sheet_page_form_raises_the_budget(user, fake, client)
     assert answer.status_code == 302
     job = run_to_end(Job.objects.get(pk=job.pk))
     assert job.status == Job.Status.SUCCEEDED and job.processed == ROWS
+
+
+def test_the_cli_resumes_with_a_raised_then_a_lifted_budget(user, fake):
+    job = run_to_end(submit(user, fake, budget_tokens=300))
+    raised = conveyor("resume", str(job.pk), "--set", "budget_tokens=600", "--user", "alice")
+    assert raised.code == 0, raised.err
+    assert raised.out == (f"Job #{job.pk} is queued. Resumed by alice: budget_tokens set to 600.\n")
+    job = run_to_end(Job.objects.get(pk=job.pk))
+    assert job.status == Job.Status.PAUSED and "600 tokens" in job.message
+
+    lifted = conveyor("resume", str(job.pk), "--set", "budget_tokens=", "--user", "alice", "--json")
+    assert lifted.code == 0, lifted.err
+    assert lifted.json()["status"] == "queued"
+    job = run_to_end(Job.objects.get(pk=job.pk))
+    assert job.status == Job.Status.SUCCEEDED and job.processed == ROWS
+    assert len(fake.calls) == ROWS, "each row was sent once across the pauses"
+    assert f"Resumed by {user.username}: budget_tokens lifted" in said(job)
+
+
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ("budget_tokens=-5", "--set budget_tokens: Must be at least 1."),
+        ("budget_tokens=lots", "--set budget_tokens: Enter a whole number."),
+        ("budget_usd=5", "--set budget_usd: "),
+        ("colour=red", "--set colour: unknown field; a resume of job #{pk} (sheets.process) "
+         "may change budget_tokens, budget_usd."),
+        ("budget_tokens", "--set takes NAME=VALUE, not 'budget_tokens'."),
+    ],
+)  # fmt: skip
+def test_the_cli_refuses_a_bad_budget_with_one_line_and_the_job_stays_paused(
+    user, fake, settings, given, error
+):
+    settings.CONVEYOR_LLM_MODEL = "test-model"
+    job = run_to_end(submit(user, fake, budget_tokens=300))
+    refused = conveyor("resume", str(job.pk), "--set", given, "--user", "alice")
+    assert refused.code == 2
+    assert refused.err.startswith(error.format(pk=job.pk)), refused.err
+    assert "\n" not in refused.err.strip()
+    if given == "budget_usd=5":
+        assert "no price for test-model" in refused.err
+    assert Job.objects.get(pk=job.pk).status == Job.Status.PAUSED
+
+
+def test_the_job_page_and_its_pushed_panel_show_why_it_paused_and_the_budget_form(
+    user, fake, client
+):
+    job = run_to_end(submit(user, fake, budget_tokens=300))
+    client.force_login(user)
+    for html in (client.get(f"/jobs/{job.pk}/").content.decode(), job_page_fragment(job)):
+        banner = html[html.index("paused-banner") :]
+        assert '<p class="paused-why">Paused: Budget reached: ' in banner
+        assert f'action="/jobs/{job.pk}/resume/"' in banner
+        assert 'name="budget_tokens" min="1" step="1" value="300"' in banner
+    answer = client.post(f"/jobs/{job.pk}/resume/", {"budget_tokens": "", "budget_usd": ""})
+    assert answer.status_code == 302
+    assert "paused-banner" not in client.get(f"/jobs/{job.pk}/").content.decode()
 
 
 @pytest.mark.parametrize(
