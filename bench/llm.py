@@ -173,8 +173,8 @@ def _record_auto(bench: Bench, one: tuple, three: tuple) -> None:
             f"{JOBS} llm jobs at once ({rows // JOBS} rows each, default options) in "
             f"{JOBS} workers, the fake enforcing {AUTO_RPM:,} requests/min (a bucket of one "
             "second's worth: no burst); answered requests per minute between the first and the "
-            "last request the fake took. Without Redis each worker paces on its own and "
-            "the API's remaining-requests header keeps them in check."
+            "last request the fake took. The workers share one schedule: through Redis in the "
+            "+redis variants, else through the database (CONVEYOR_PACE_STORE)."
         ),
     )
 

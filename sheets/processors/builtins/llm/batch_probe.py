@@ -1,5 +1,5 @@
 """Whether an endpoint has a Batch API, for `mode=batch` (refused at submit where it has
-none), asked once per endpoint and process; and `run_sync`, how the sync code of batch
+none), asked once an hour per endpoint and process (a proxy may gain one); and `run_sync`, how the sync code of batch
 mode (a form's validation, a job handler) makes its async requests.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -17,7 +18,9 @@ from sheets.processors.outbound import guarded_client, host_of
 
 T = TypeVar("T")
 PROBE_TIMEOUT_SECONDS = 10.0
-_has_batch_api: dict[str, bool] = {}  # endpoint -> what its probe said (this process)
+PROBE_KEEP_SECONDS = 3600.0
+# endpoint -> what its probe said (this process), and when (time.monotonic())
+_has_batch_api: dict[str, tuple[bool, float]] = {}
 
 
 def batch_refusal(base_url: str, api_key: str) -> str:
@@ -25,12 +28,14 @@ def batch_refusal(base_url: str, api_key: str) -> str:
     when `GET {base_url}/batches` answers 404 or 405. An answer that says nothing (401,
     5xx, no connection) is not kept and does not refuse: the job reports the problem."""
     key = endpoint(base_url)
-    if key not in _has_batch_api:
+    known, when = _has_batch_api.get(key, (False, -PROBE_KEEP_SECONDS))
+    if time.monotonic() - when >= PROBE_KEEP_SECONDS:
         status = probe(base_url.rstrip("/"), api_key or server_key(base_url))
         if status is None or (status >= 300 and status not in (404, 405)):
             return ""
-        _has_batch_api[key] = status < 300
-    if _has_batch_api[key]:
+        known = status < 300
+        _has_batch_api[key] = (known, time.monotonic())
+    if known:
         return ""
     return (
         f"{base_url} has no Batch API (GET {base_url.rstrip('/')}/batches is not found): "
