@@ -165,7 +165,7 @@ def job_action(request: HtmxHttpRequest, job_id: int, action: str) -> HttpRespon
         result = JOBS.act(action, job, request.user, **({"changes": changes} if changes else {}))
     except (JobActionError, UnknownKind, InvalidChanges) as exc:
         if request.htmx:
-            return HttpResponse(str(exc), status=409)
+            return HttpResponse(str(exc), status=409, content_type="text/plain; charset=utf-8")
         messages.error(request, str(exc))
         return redirect(job)
     said = JOBS.said(JOBS[action], job, result)

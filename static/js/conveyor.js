@@ -13,6 +13,9 @@
 // - a form or link with data-confirm asks its question first (no inline handlers);
 // - a POST form the relay pushed (one copy rendered for every viewer, so without a CSRF
 //   token: a paused job's resume form) gets the page's token when it is sent;
+// - a change the server refuses (a 409: the job moved on meanwhile) or cannot answer says
+//   why in the alert above the page (#request-error), not nothing; the next change that
+//   goes through hides it;
 // - an htmx GET never puts a typed key or the CSRF token in its URL;
 // - a job table's header checkbox ticks every row.
 (function () {
@@ -87,6 +90,27 @@
     token.name = "csrfmiddlewaretoken";
     token.value = csrfToken();
     form.append(token);
+  });
+
+  function sayRefused(text) {
+    const alert = document.getElementById("request-error");
+    if (!alert) return;
+    alert.querySelector(".message").textContent = text;
+    alert.hidden = !text;
+  }
+  const isChange = (event) => event.detail.requestConfig.verb !== "get";
+  document.addEventListener("htmx:responseError", (event) => {
+    if (!isChange(event)) return; // a background refresh tries again by itself
+    const xhr = event.detail.xhr;
+    const plain = (xhr.getResponseHeader("Content-Type") || "").startsWith("text/plain");
+    sayRefused(plain && xhr.responseText.length <= 500 ? xhr.responseText.trim()
+      : `The server answered ${xhr.status} ${xhr.statusText}: reload the page to see where things stand.`);
+  });
+  document.addEventListener("htmx:sendError", (event) => {
+    if (isChange(event)) sayRefused("The server could not be reached: nothing was sent. Try again in a moment.");
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    if (isChange(event) && event.detail.successful) sayRefused("");
   });
 
   document.addEventListener("htmx:configRequest", (event) => {
