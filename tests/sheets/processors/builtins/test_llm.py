@@ -291,6 +291,7 @@ def test_waiting_out_429s_does_not_count_against_the_row_timeout(fake_openai):
 
 def test_requests_per_minute_are_shared_through_redis(fake_openai, settings, redis_url):
     settings.REDIS_URL = redis_url
+    settings.CONVEYOR_PACE_STORE = "redis"  # what REDIS_URL chooses (tests/conftest.py)
     options = options_for(fake_openai, prompt="Hi {name}", rpm="240", concurrency="6")
     results: list[dict] = []
     threads = [
