@@ -292,6 +292,9 @@ def test_waiting_out_429s_does_not_count_against_the_row_timeout(fake_openai):
 def test_requests_per_minute_are_shared_through_redis(fake_openai, settings, redis_url):
     settings.REDIS_URL = redis_url
     settings.CONVEYOR_PACE_STORE = "redis"  # what REDIS_URL chooses (tests/conftest.py)
+    store = redis.Redis.from_url(redis_url)
+    for key in store.keys("*conveyor-pace*"):  # other tests' schedules
+        store.delete(key)
     options = options_for(fake_openai, prompt="Hi {name}", rpm="240", concurrency="6")
     results: list[dict] = []
     threads = [
@@ -308,8 +311,7 @@ def test_requests_per_minute_are_shared_through_redis(fake_openai, settings, red
     starts = sorted(call.started for call in fake_openai.calls)
     assert starts[-1] - starts[0] >= 1.5
     assert sorted(arrival_gaps(fake_openai.calls, 4))[1] >= 0.9
-    keys = redis.Redis.from_url(redis_url).keys("*conveyor-pace*")
-    assert keys, "the pace did not keep its schedule in Redis"
+    assert store.keys("*conveyor-pace*"), "the pace did not keep its schedule in Redis"
 
 
 def test_stopping_aborts_the_requests_in_flight(fake_openai):
