@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 MAX_TEXT = 200  # labels, keys and search text; the columns they meet are this wide
 MAX_BIGINT = 2**63 - 1
+QUOTA_RETRY_AFTER = 30  # seconds; see `too_many`
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"", "0", "false", "no", "off"}
 
@@ -31,17 +32,33 @@ FALSE_WORDS = {"", "0", "false", "no", "off"}
 class ApiError(Exception):
     """A request the API refuses, with the status and message the client gets."""
 
-    def __init__(self, status: int, error: str, fields: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.fields = fields or {}
+        self.headers = headers or {}
 
     def response(self) -> JsonResponse:
         body: dict[str, Any] = {"error": self.error}
         if self.fields:
             body["fields"] = self.fields
-        return JsonResponse(body, status=self.status)
+        response = JsonResponse(body, status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+
+def too_many(exc: Exception) -> ApiError:
+    """A 429 for a quota (too many active jobs): `Retry-After` is a hint, as a quota
+    frees when jobs end, which no clock says."""
+    return ApiError(429, str(exc), headers={"Retry-After": str(QUOTA_RETRY_AFTER)})
 
 
 def bad(field: str, message: str) -> ApiError:

@@ -50,9 +50,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from pydantic import create_model
 
 from jobs import selectors
 from jobs.actions.jobs import JOBS
+from jobs.api import schemas as s
 from jobs.api.auth import AuthError, authenticate
 from jobs.api.input import (
     MAX_BIGINT,
@@ -71,7 +73,10 @@ from jobs.api.input import (
     query_datetime,
     query_flag,
     text_field,
+    too_many,
 )
+from jobs.api.openapi import operation
+from jobs.api.schemas import fields_of
 from jobs.engine.errors import InvalidChanges, JobActionError, QuotaExceeded, UnknownKind
 from jobs.engine.keys import ReservedKey, check_user_key
 from jobs.engine.kinds import get_kind, submittable_kinds
@@ -93,19 +98,8 @@ KEY_PARAMS = {
     "session_key": ("session_key", False),
     "session_prefix": ("session_key", True),
 }
-LIST_FILTERS = {"status", "kind", "q", "owner", "created_after", "created_before", *KEY_PARAMS}
-PAGE_PARAMS = {"page", "page_size"}
-SUBMIT_FIELDS = {
-    "kind",
-    "params",
-    "priority",
-    "entity_key",
-    "session_key",
-    "label",
-    "time_limit",
-    "after",
-    "after_any",
-}
+PAGE_PARAMS = fields_of(s.Pages)
+SUBMIT_FIELDS = fields_of(s.JobSubmit)
 MAX_AFTER = 50
 
 
@@ -131,6 +125,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
             except ApiError as exc:
                 return exc.response()
 
+        wrapper.api_methods = methods  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
@@ -214,11 +209,24 @@ def _key_filters(params: dict[str, str]) -> dict[str, tuple[str, bool]]:
 
 
 @api_view("GET", "POST")
+@operation(
+    "GET", "Your jobs, newest first, filtered and paginated", s.JobPage, query=s.JobListQuery
+)
+@operation(
+    "POST",
+    "Submit a job",
+    s.Submitted,
+    status=201,
+    body=s.JobSubmit,
+    errors=(409, 429),
+    also={200: (s.Submitted, "An active job with the same key: that job, deduplicated.")},
+    description="`kind` and its `params`; the job's JSON with a `Location` header.",
+)
 def jobs(request: HttpRequest) -> HttpResponse:
     """GET: the caller's jobs, filtered and paginated. POST: submit a job."""
     if request.method == "POST":
         return _submit(request)
-    params = query(request, LIST_FILTERS | PAGE_PARAMS)
+    params = query(request, fields_of(s.JobListQuery))
     rows, numbers = paginate(params, _filtered(visible_jobs(request), params, request.user))
     return JsonResponse({"results": [job_as_dict(job) for job in rows], **numbers})
 
@@ -230,7 +238,7 @@ def _submit(request: HttpRequest) -> JsonResponse:
     try:
         job, created = job_submit(kind=kind, owner=request.user, **values)
     except QuotaExceeded as exc:
-        raise ApiError(429, str(exc)) from None
+        raise too_many(exc) from None
     except JobActionError as exc:  # e.g. `after` names a job that failed
         raise bad("after", str(exc)) from None
     body = {**job_as_dict(job, detail=True, viewer=request.user), "deduplicated": not created}
@@ -331,6 +339,8 @@ def _clean_params(
 
 
 @api_view("GET", "DELETE")
+@operation("GET", "One job with its params, result and recent events", s.JobWithEvents)
+@operation("DELETE", "Delete a finished job", None, status=204, errors=(409,))
 def job(request: HttpRequest, job_id: str) -> HttpResponse:
     """GET: one job with its parameters, result and recent events. DELETE: remove it."""
     query(request, set())
@@ -374,7 +384,23 @@ def chosen_action(
 def job_action_view(name: str) -> View:
     """`POST /api/jobs/<id>/<name>/`: the job's JSON after the action (204 if deleted)."""
 
+    action = JOBS[name]
+    options = ", ".join(f"`{o.name}`: {o.help}" for o in action.options)
+    notes = [action.help, f"Options: {options}." if options else ""]
+    if name == "resume":
+        notes.append("A kind may take changes too (a sheet job's budget).")
+
     @api_view("POST")
+    @operation(
+        "POST",
+        action.label or name,
+        s.JobDetail,
+        body=s.ResumeOptions if name == "resume" else _options_model(name),
+        body_required=False,
+        errors=(409,),
+        also={204: (None, "The job was deleted.")} if name == "delete" else {},
+        description=" ".join(note for note in notes if note),
+    )
     def act(request: HttpRequest, job_id: str) -> HttpResponse:
         job = visible_job(request, job_id)
         changeable = _resume_fields(job) if name == "resume" else frozenset()
@@ -390,12 +416,19 @@ def job_action_view(name: str) -> View:
     return act
 
 
+def _options_model(name: str) -> type[s.Body]:
+    """The body of a job action: its options, each true or false."""
+    fields: dict[str, Any] = {o.name: (bool | None, None) for o in JOBS[name].options}
+    return create_model(f"{name.title().replace('-', '')}Options", __base__=s.Body, **fields)
+
+
 def _resume_fields(job: Job) -> frozenset[str]:
     """What a resume of this job may change (its kind says: a sheet job's budget)."""
     return frozenset(extension_for(job.kind).resume_fields)
 
 
 @api_view("GET")
+@operation("GET", "Your running jobs", s.JobsInStates, query=s.InStatesQuery)
 def running(request: HttpRequest) -> HttpResponse:
     """Jobs in the running state only (what the navigation badge counts), newest first:
     queued, paused and retry-waiting jobs are not here (`/api/jobs/active/` has them);
@@ -404,6 +437,7 @@ def running(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
+@operation("GET", "Your jobs not yet ended", s.JobsInStates, query=s.InStatesQuery)
 def active(request: HttpRequest) -> HttpResponse:
     """Every job not yet ended: queued, running, paused and retry-waiting, newest first."""
     return _in_states(request, list(Job.ACTIVE))
@@ -411,7 +445,7 @@ def active(request: HttpRequest) -> HttpResponse:
 
 def _in_states(request: HttpRequest, statuses: list[str]) -> JsonResponse:
     """At most CONVEYOR_API_MAX_PAGE_SIZE jobs in `statuses`; `count` is all of them."""
-    params = query(request, {"kind", "owner"})
+    params = query(request, fields_of(s.InStatesQuery))
     jobs = selectors.owned_by(
         visible_jobs(request).filter(status__in=statuses), params.get("owner", "")
     )
@@ -428,6 +462,7 @@ def _in_states(request: HttpRequest, statuses: list[str]) -> JsonResponse:
 
 
 @api_view("GET")
+@operation("GET", "Jobs that ended since a time", s.RecentCompletions, query=s.RecentQuery)
 def recent_completions(request: HttpRequest) -> HttpResponse:
     """Jobs that finished after `since` (default: an hour ago), oldest first.
 
@@ -436,7 +471,7 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
     visible here, so an exact `now` can miss one); at most CONVEYOR_API_MAX_PAGE_SIZE
     jobs come back, and `more` says to ask again from the last one's `finished_at`.
     """
-    params = query(request, {"since", "owner"})
+    params = query(request, fields_of(s.RecentQuery))
     now = timezone.now()
     since = query_datetime(params, "since") or now - timedelta(hours=1)
     jobs = selectors.owned_by(visible_jobs(request), params.get("owner", "")).filter(
@@ -455,11 +490,29 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your job with this session key (a key ending in * : a page of them)",
+    s.JobOrPage,
+    query=s.ByKeyQuery,
+    errors=(404,),
+    description="An exact key answers one job (its active one, else its latest); a key "
+    "ending in `*` answers a page of jobs (`JobPage`).",
+)
 def by_session(request: HttpRequest, key: str) -> HttpResponse:
     return _by_key(request, "session_key", key)
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your job with this entity key (a key ending in * : a page of them)",
+    s.JobOrPage,
+    query=s.ByKeyQuery,
+    errors=(404,),
+    description="An exact key answers one job (its active one, else its latest); a key "
+    "ending in `*` answers a page of jobs (`JobPage`).",
+)
 def by_entity(request: HttpRequest, key: str) -> HttpResponse:
     return _by_key(request, "entity_key", key)
 
@@ -472,7 +525,7 @@ def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
     Keys belong to a user: staff look up someone else's with `?owner=name`. A reserved
     key (`sheet:12`) may be looked up: only the caller's own jobs match it.
     """
-    params = query(request, {"kind", "owner"} | PAGE_PARAMS)
+    params = query(request, fields_of(s.ByKeyQuery))
     check_text("key", key)
     if len(key) > MAX_TEXT:
         raise bad("key", f"must be at most {MAX_TEXT} characters")
@@ -501,11 +554,12 @@ def _by_key_prefix(
 
 
 @api_view("GET")
+@operation("GET", "Your notifications, newest first", s.NotificationPage, query=s.NotificationQuery)
 def notifications(request: HttpRequest) -> HttpResponse:
     """The caller's notifications, newest first; `?unread=1` for unread ones only;
     `entity_key`, `entity_prefix`, `session_key`, `session_prefix` for those about the
     caller's jobs with such keys (a batch's counts for each of its jobs)."""
-    params = query(request, {"unread", *KEY_PARAMS} | PAGE_PARAMS)
+    params = query(request, fields_of(s.NotificationQuery))
     mine = Notification.objects.filter(user=request.user)
     shown = selectors.notifications_with_keys(request.user, _key_filters(params))
     shown = shown.filter(read_at__isnull=True) if query_flag(params, "unread") else shown
@@ -520,10 +574,11 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("POST")
+@operation("POST", "Mark notifications read", s.Marked, body=s.MarkRead)
 def notifications_mark_read(request: HttpRequest) -> HttpResponse:
     """Body {"ids": [1, 2]} or {"all": true}; ids that are not the caller's are ignored."""
     data = json_object(request)
-    only_fields(data, {"ids", "all"})
+    only_fields(data, fields_of(s.MarkRead))
     if bool_field(data, "all"):
         if "ids" in data:
             raise ApiError(400, 'Send either "ids" or "all", not both.')
