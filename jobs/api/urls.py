@@ -60,5 +60,5 @@ urlpatterns = [
     path("notices/email/", webhooks.email_notices, name="email-notices"),
     path("openapi.json", api.api_view("GET")(openapi.openapi_json), name="openapi"),
     path("docs/", openapi.docs, name="docs"),
-    re_path(r"^(?P<rest>.*)$", api.not_found),
+    re_path(r"^(?P<rest>[\s\S]*)$", api.not_found),  # any character, a newline too
 ]

@@ -5,10 +5,13 @@ its view answers, states the version and both ways in; errors keep one JSON shap
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
 from openapi_spec_validator import validate
 
+from jobs.api.errors import server_error
 from jobs.api.openapi import api_patterns, document
 from jobs.tokens import token_create
 from tests.jobs.api.conftest import client_for
@@ -106,3 +109,26 @@ def test_email_notices_refuse_what_is_not_a_list_of_events(alice, events):
     assert response.status_code == 400
     assert "events" in response.json()["fields"]
     assert alice.put("/api/notices/email/", {"events": []}, "application/json").status_code == 200
+
+
+def test_errors_under_api_are_json_never_an_html_page(alice):
+    """A newline in a URL matched no pattern, not even the JSON 404's, and Django's HTML
+    page answered (found by the fuzzer); a bad Host header is refused before any view."""
+    for path in ["/api/jobs/by-session/a%0Ab/", "/api/nothing%0A/", "/api/jobs"]:
+        response = alice.get(path)
+        assert response.status_code == 404, path
+        assert response["Content-Type"] == "application/json", path
+        assert response.json()["error"].startswith("No API endpoint at")
+    refused = alice.get("/api/jobs/", HTTP_HOST="evil.example")
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "Bad request."}
+    assert alice.get("/jobs/", HTTP_HOST="evil.example")["Content-Type"].startswith("text/html")
+
+
+def test_a_crash_under_api_answers_json_and_a_page_answers_html():
+    api = server_error(RequestFactory().get("/api/jobs/"))
+    assert api.status_code == 500
+    assert json.loads(api.content)["error"].startswith("Internal server error")
+    page = server_error(RequestFactory().get("/jobs/"))
+    assert page.status_code == 500
+    assert page["Content-Type"].startswith("text/html")
