@@ -107,7 +107,7 @@ def _submissions(items: Any, user: Any) -> list[Submission]:
             if not isinstance(item, dict):
                 raise bad("job", "must be an object with kind and params")
             only_fields(item, JOB_FIELDS)
-            kind, values = _submission(item, user)
+            kind, values = _submission(item, user, s.BatchJobFields)
             values.pop("after", None)
             values.pop("after_any", None)
             submissions.append(Submission(kind=kind, owner=user, **values))
@@ -129,7 +129,7 @@ def _on_complete(item: Any, user: Any) -> Submission | None:
         raise bad("on_complete", "must be a job: an object with kind and params")
     try:
         only_fields(item, fields_of(s.BatchCallbackFields))
-        kind, values = _submission(item, user)
+        kind, values = _submission(item, user, s.BatchCallbackFields)
     except ApiError as exc:
         fields = {f"on_complete.{name}": text for name, text in exc.fields.items()}
         errors = fields or {"on_complete": exc.error}

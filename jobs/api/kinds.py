@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from jobs.actions.kinds import kind_cap, kind_list, kind_pause, kind_resume, may_control
 from jobs.api import schemas as s
-from jobs.api.input import ApiError, json_object, only_fields, query
+from jobs.api.input import ApiError, json_object, only_fields, parsed, query
 from jobs.api.openapi import operation
 from jobs.api.schemas import fields_of
 from jobs.api.views import _no_body, api_view
@@ -93,9 +93,7 @@ def kind_pause_view(request: HttpRequest, name: str) -> HttpResponse:
     _staff(request)
     data = json_object(request, required=False)
     only_fields(data, fields_of(s.KindPause))
-    reason = data.get("reason", "")
-    if reason is not None and not isinstance(reason, str):
-        raise ApiError(400, "reason: must be a string", {"reason": "must be a string"})
+    reason = parsed(s.KindPause, data, "pause")["reason"]
     try:
         kind_pause(name, by=request.user, reason=reason or "")
     except ControlError as exc:

@@ -25,6 +25,8 @@ JobStatus = Literal["queued", "running", "paused", "retrying", "succeeded", "fai
 Priority = str | int
 DateTime = str  # ISO 8601, UTC
 PositiveId = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
+MAX_TIME_LIMIT = 366 * 24 * 3600.0  # a year
+MAX_AFTER = 50
 # `jobs.api.openapi` lists the server's submittable kinds as this field's `enum`.
 SUBMITTABLE = {"x-submittable-kind": True}
 
@@ -154,16 +156,24 @@ class BatchJobFields(JobFields):
     )
     session_key: str | None = Field(None, description="Your key for a session.", **_TEXT)
     time_limit: float | None = Field(
-        None, description="Seconds the job may run (more than 0, at most a year)."
+        None,
+        gt=0,
+        le=MAX_TIME_LIMIT,
+        allow_inf_nan=False,
+        description="Seconds the job may run (more than 0, at most a year).",
     )
 
 
 class JobSubmit(BatchJobFields):
     after: list[PositiveId] | None = Field(
-        None, max_length=50, description="Run once these jobs (ids) have all succeeded."
+        None,
+        max_length=MAX_AFTER,
+        description="Run once these jobs (ids) have all succeeded; cancelled if one fails.",
     )
     after_any: list[PositiveId] | None = Field(
-        None, max_length=50, description="Run once these jobs have ended, whatever the outcome."
+        None,
+        max_length=MAX_AFTER,
+        description="Run once these jobs have ended, whatever the outcome (a clean-up).",
     )
 
 
@@ -187,7 +197,9 @@ class ResumeOptions(BaseModel):
 
 
 class MarkRead(Body):
-    ids: list[PositiveId] | None = Field(None, max_length=1000)
+    ids: list[PositiveId] | None = Field(
+        None, max_length=1000, description="Ids of your notifications (others' are ignored)."
+    )
     all: bool | None = Field(None, description="`true`: every notification of yours.")
 
 

@@ -57,7 +57,6 @@ from jobs.actions.jobs import JOBS
 from jobs.api import schemas as s
 from jobs.api.auth import AuthError, authenticate
 from jobs.api.input import (
-    MAX_BIGINT,
     MAX_TEXT,
     ApiError,
     bad,
@@ -68,12 +67,12 @@ from jobs.api.input import (
     json_object,
     only_fields,
     paginate,
-    positive_number,
+    parsed,
     query,
     query_datetime,
     query_flag,
-    text_field,
     too_many,
+    validated,
 )
 from jobs.api.openapi import operation
 from jobs.api.schemas import fields_of
@@ -89,8 +88,6 @@ from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
 View = Callable[..., HttpResponse]
 
 RECENT_EVENTS = 50  # events shown with one job, newest kept
-MAX_TIME_LIMIT = 366 * 24 * 3600.0
-MAX_IDS = 1000
 # Keys as query parameters: a key exactly, or every key that starts with a prefix.
 KEY_PARAMS = {
     "entity_key": ("entity_key", False),
@@ -100,7 +97,6 @@ KEY_PARAMS = {
 }
 PAGE_PARAMS = fields_of(s.Pages)
 SUBMIT_FIELDS = fields_of(s.JobSubmit)
-MAX_AFTER = 50
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -247,59 +243,57 @@ def _submit(request: HttpRequest) -> JsonResponse:
     return response
 
 
-def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
-    """The checked arguments of `job_submit`; every bad field is reported at once."""
-    errors: dict[str, str] = {}
+def _submission(
+    data: dict[str, Any], user: Any, model: type[s.Body] = s.JobSubmit
+) -> tuple[str, dict[str, Any]]:
+    """The checked arguments of `job_submit`: types and limits by the body's model (as
+    the document states them), then what only the server knows (the kind, its params,
+    reserved keys, jobs the caller can see); every bad field is reported at once."""
+    given, errors = validated(model, data)
 
-    def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def checked(field: str, check: Callable[..., Any], *args: Any) -> Any:
+        if field in errors:
+            return None
         try:
-            return check(*args, **kwargs)
+            return check(*args)
         except ApiError as exc:
             errors.update(exc.fields)
             return None
 
-    kind = checked(_submittable_kind, data.get("kind"))
+    kind = checked("kind", _submittable_kind, given.get("kind"))
     values = {
-        "priority": checked(_priority, data.get("priority"), user),
-        "entity_key": checked(_user_key, data, "entity_key"),
-        "session_key": checked(_user_key, data, "session_key"),
-        "label": checked(text_field, data, "label"),
-        "time_limit": checked(positive_number, data, "time_limit", maximum=MAX_TIME_LIMIT),
-        "after": checked(_after, data.get("after"), user),
-        "after_any": checked(_after, data.get("after_any"), user, "after_any"),
+        "priority": checked("priority", _priority, given.get("priority"), user),
+        "entity_key": checked("entity_key", _user_key, given.get("entity_key"), "entity_key"),
+        "session_key": checked("session_key", _user_key, given.get("session_key"), "session_key"),
+        "label": given.get("label") or "",
+        "time_limit": given.get("time_limit"),
+        "after": checked("after", _visible_jobs, given.get("after"), user, "after"),
+        "after_any": checked("after_any", _visible_jobs, given.get("after_any"), user, "after_any"),
     }
     if kind:
         after = [*(values["after"] or []), *(values["after_any"] or [])]
-        values["params"] = checked(_clean_params, kind, data.get("params"), user, after)
+        values["params"] = checked("params", _clean_params, kind, given.get("params"), user, after)
     if errors:
         summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
         raise ApiError(400, f"Invalid job: {summary}", errors)
     return kind, values
 
 
-def _user_key(data: dict[str, Any], field: str) -> str:
+def _user_key(key: str | None, field: str) -> str:
     """An entity or session key the caller chose: never one of a prefix a plug-in
     reserved (`sheet:`), so it cannot pass for a key the server made."""
     try:
-        return check_user_key(text_field(data, field))
+        return check_user_key(key or "")
     except ReservedKey as exc:
         raise bad(field, str(exc)) from None
 
 
-def _after(value: Any, user: Any, field: str = "after") -> list[int]:
+def _visible_jobs(ids: list[int] | None, user: Any, field: str) -> list[int]:
     """Ids of jobs to wait for (`after`: until they succeeded; `after_any`: until they
     ended, whatever the outcome): jobs the caller can see."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > MAX_AFTER:
-        raise bad(field, f"must be a list of at most {MAX_AFTER} job ids")
-    if not all(
-        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_BIGINT for i in value
-    ):
-        raise bad(field, "must hold positive integer job ids")
-    if missing := selectors.missing_jobs(user, value):
+    if missing := selectors.missing_jobs(user, ids or []):
         raise bad(field, f"no job {', '.join(f'#{i}' for i in missing)}")
-    return value
+    return ids or []
 
 
 def _submittable_kind(kind: Any) -> str:
@@ -579,26 +573,15 @@ def notifications_mark_read(request: HttpRequest) -> HttpResponse:
     """Body {"ids": [1, 2]} or {"all": true}; ids that are not the caller's are ignored."""
     data = json_object(request)
     only_fields(data, fields_of(s.MarkRead))
-    if bool_field(data, "all"):
+    given = parsed(s.MarkRead, data, "request")
+    if given["all"]:
         if "ids" in data:
             raise ApiError(400, 'Send either "ids" or "all", not both.')
-        ids = None
-    else:
-        ids = _notification_ids(data)
-    marked = mark_read(user=request.user, ids=ids)
+    elif given["ids"] is None:
+        raise ApiError(400, 'Send {"ids": [...]} or {"all": true}.', {"ids": "is required"})
+    marked = mark_read(user=request.user, ids=None if given["all"] else given["ids"])
     left = Notification.objects.filter(user=request.user, read_at__isnull=True).count()
     return JsonResponse({"marked": marked, "unread_count": left})
-
-
-def _notification_ids(data: dict[str, Any]) -> list[int]:
-    ids = data.get("ids")
-    if ids is None:
-        raise ApiError(400, 'Send {"ids": [...]} or {"all": true}.', {"ids": "is required"})
-    if not isinstance(ids, list) or len(ids) > MAX_IDS:
-        raise bad("ids", f"must be a list of at most {MAX_IDS} notification ids")
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
-        raise bad("ids", "must hold positive integers only")
-    return ids
 
 
 # --- anything else ----------------------------------------------------------
