@@ -160,6 +160,7 @@ def batch(request: HttpRequest, batch_id: str) -> HttpResponse:
     "POST",
     "An action on every job of the batch it applies to",
     s.BatchActed,
+    description="`changed`: how many jobs it changed; `skipped`: why each other was not.",
     body=s.NoBody,
     body_required=False,
 )

@@ -71,7 +71,8 @@ def visible_schedule(request: HttpRequest, schedule_id: str) -> Schedule:
     status=201,
     body=s.ScheduleCreate,
     errors=(409,),
-    description="`cron` or `every` is required; `kind` and `params` as for a job.",
+    description="`cron` or `every` (seconds or `10m`) is required; `kind` and `params` as "
+    "for a job. 409 beyond CONVEYOR_MAX_SCHEDULES_PER_USER.",
 )
 def schedules(request: HttpRequest) -> HttpResponse:
     """GET: the caller's schedules (staff: all; `?owner=name`), paginated. POST: create."""
@@ -169,7 +170,15 @@ def _timing(data: dict[str, Any], *, required: bool) -> None:
 
 @api_view("GET", "PATCH", "DELETE")
 @operation("GET", "One schedule with its recent runs", s.ScheduleDetail)
-@operation("PATCH", "Change a schedule", s.ScheduleDetail, body=s.ScheduleFields, errors=(409,))
+@operation(
+    "PATCH",
+    "Change a schedule",
+    s.ScheduleDetail,
+    body=s.ScheduleFields,
+    errors=(409,),
+    description="Any field but `kind`; `cron` or `every` replaces the other; "
+    '`"enabled": false` pauses it.',
+)
 @operation("DELETE", "Delete a schedule (its runs stay)", None, status=204, errors=(409,))
 def schedule(request: HttpRequest, schedule_id: str) -> HttpResponse:
     """GET: a schedule with its recent runs. PATCH: change it. DELETE: remove it (its

@@ -277,12 +277,17 @@ class Job(Answer):
     finished_at: DateTime | None
     cancelled_at: DateTime | None
     run_after: DateTime | None = Field(description="Not started before then.")
-    next_retry_at: DateTime | None
-    schedule: int | None
-    scheduled_for: DateTime | None
+    next_retry_at: DateTime | None = Field(description="A retry-waiting job's next try.")
+    schedule: int | None = Field(description="The schedule that started it.")
+    scheduled_for: DateTime | None = Field(description="Its schedule's due time.")
     batch: int | None
-    next_run_at: DateTime | None
-    waiting_reason: Literal["", "kind_paused", "paused", "dependencies", "scheduled", "retry"]
+    next_run_at: DateTime | None = Field(
+        description="When a waiting job runs (its scheduled or retry time); null when it "
+        "waits for something else or for a worker."
+    )
+    waiting_reason: Literal["", "kind_paused", "paused", "dependencies", "scheduled", "retry"] = (
+        Field(description='Why an active job is not running; `""` when it is, or is next.')
+    )
     depends_on: list[int]
     waiting_for: list[int] = Field(description="Of `depends_on`, those not yet succeeded.")
     reused: Any = Field(None, description="Units answered from earlier results, when any.")

@@ -206,7 +206,16 @@ def _key_filters(params: dict[str, str]) -> dict[str, tuple[str, bool]]:
 
 @api_view("GET", "POST")
 @operation(
-    "GET", "Your jobs, newest first, filtered and paginated", s.JobPage, query=s.JobListQuery
+    "GET",
+    "Your jobs, newest first, filtered and paginated",
+    s.JobPage,
+    query=s.JobListQuery,
+    description="Staff see every user's jobs (`owner=` for one user's). `q` matches title, "
+    "kind, entity and session keys, message, error, `#id`, and `path=value` terms on the "
+    "job's params (`q=processor=llm options.model=gpt-4o-mini`; the paths each kind offers: "
+    "sheet jobs `processor`, `sheet_id`, `options.model`, `options.mode`, `trial`; Django "
+    "tasks `task`; another path is a 400 naming them). Key filters match your own jobs "
+    "only (staff: add `owner=`).",
 )
 @operation(
     "POST",
@@ -216,7 +225,12 @@ def _key_filters(params: dict[str, str]) -> dict[str, tuple[str, bool]]:
     body=s.JobSubmit,
     errors=(409, 429),
     also={200: (s.Submitted, "An active job with the same key: that job, deduplicated.")},
-    description="`kind` and its `params`; the job's JSON with a `Location` header.",
+    description="`kind` and its `params` (checked by the kind: a 400 says what is wrong in "
+    "`fields.params`) → 201 with the job and a `Location` header, or 200 with "
+    "`deduplicated: true` when an active job of yours holds the same key. 429 beyond your "
+    "active-jobs ceiling. Keys starting with a prefix a plug-in reserved (`sheet:`, "
+    "`write-back:`) are a 400. Sheet jobs: kind `sheets.process`, params `{sheet_id, "
+    "processor, options, columns, start_row, row_count}`.",
 )
 def jobs(request: HttpRequest) -> HttpResponse:
     """GET: the caller's jobs, filtered and paginated. POST: submit a job."""
@@ -422,7 +436,14 @@ def _resume_fields(job: Job) -> frozenset[str]:
 
 
 @api_view("GET")
-@operation("GET", "Your running jobs", s.JobsInStates, query=s.InStatesQuery)
+@operation(
+    "GET",
+    "Your running jobs",
+    s.JobsInStates,
+    query=s.InStatesQuery,
+    description="The running state only (what the badge counts), newest first, at most "
+    "CONVEYOR_API_MAX_PAGE_SIZE; `count` is all of them.",
+)
 def running(request: HttpRequest) -> HttpResponse:
     """Jobs in the running state only (what the navigation badge counts), newest first:
     queued, paused and retry-waiting jobs are not here (`/api/jobs/active/` has them);
@@ -431,7 +452,14 @@ def running(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
-@operation("GET", "Your jobs not yet ended", s.JobsInStates, query=s.InStatesQuery)
+@operation(
+    "GET",
+    "Your jobs not yet ended",
+    s.JobsInStates,
+    query=s.InStatesQuery,
+    description="Queued, running, paused and retry-waiting, newest first, at most "
+    "CONVEYOR_API_MAX_PAGE_SIZE; `count` is all of them.",
+)
 def active(request: HttpRequest) -> HttpResponse:
     """Every job not yet ended: queued, running, paused and retry-waiting, newest first."""
     return _in_states(request, list(Job.ACTIVE))
@@ -456,7 +484,14 @@ def _in_states(request: HttpRequest, statuses: list[str]) -> JsonResponse:
 
 
 @api_view("GET")
-@operation("GET", "Jobs that ended since a time", s.RecentCompletions, query=s.RecentQuery)
+@operation(
+    "GET",
+    "Jobs that ended since a time",
+    s.RecentCompletions,
+    query=s.RecentQuery,
+    description="Oldest first. Poll with `since` a few seconds before the previous answer's "
+    "`now` and skip ids already seen; `more`: ask again from the last one's `finished_at`.",
+)
 def recent_completions(request: HttpRequest) -> HttpResponse:
     """Jobs that finished after `since` (default: an hour ago), oldest first.
 
@@ -548,7 +583,14 @@ def _by_key_prefix(
 
 
 @api_view("GET")
-@operation("GET", "Your notifications, newest first", s.NotificationPage, query=s.NotificationQuery)
+@operation(
+    "GET",
+    "Your notifications, newest first",
+    s.NotificationPage,
+    query=s.NotificationQuery,
+    description="Key filters keep those about your jobs with such keys (a batch's counts for "
+    "each of its jobs).",
+)
 def notifications(request: HttpRequest) -> HttpResponse:
     """The caller's notifications, newest first; `?unread=1` for unread ones only;
     `entity_key`, `entity_prefix`, `session_key`, `session_prefix` for those about the
@@ -568,7 +610,13 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("POST")
-@operation("POST", "Mark notifications read", s.Marked, body=s.MarkRead)
+@operation(
+    "POST",
+    "Mark notifications read",
+    s.Marked,
+    body=s.MarkRead,
+    description='`{"ids": [...]}` or `{"all": true}`; ids that are not yours are ignored.',
+)
 def notifications_mark_read(request: HttpRequest) -> HttpResponse:
     """Body {"ids": [1, 2]} or {"all": true}; ids that are not the caller's are ignored."""
     data = json_object(request)
