@@ -6,12 +6,14 @@ under `@api_view`), naming models of `jobs.api.schemas`; the document walks
 (tests/jobs/api/test_openapi.py checks every pattern) rather than silently absent.
 Component schemas are pydantic's JSON Schema (2020-12, what OpenAPI 3.1 uses).
 
-The document is built per request (cheap, and kinds registered by plug-ins are listed
-as they are); the docs page (`/api/docs/`, Swagger UI vendored under static/) reads it.
+The document is built once per set of submittable kinds (the views and models do not
+change while the process runs); the docs page (`/api/docs/`, Swagger UI vendored under static/) reads it.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +26,10 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from jobs.actions.batches import BATCHES
 from jobs.api import schemas as s
 from jobs.api.input import query
+from jobs.engine.kinds import get_kind, submittable_kinds
 
 API_VERSION = "1"
 REF = "#/components/schemas/{model}"
@@ -92,7 +96,13 @@ def api_patterns() -> list[tuple[str, Any, str]]:
 
 
 def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every operation declared on `jobs.api.urls`."""
+    """The OpenAPI 3.1 document of every operation declared on `jobs.api.urls` (a copy:
+    built once for each set of submittable kinds, the one thing that changes)."""
+    return copy.deepcopy(_document(tuple(submittable_kinds())))
+
+
+@functools.lru_cache(maxsize=8)
+def _document(kinds: tuple[str, ...]) -> dict[str, Any]:
     operations = [
         (path, name, op)
         for path, view, name in api_patterns()
@@ -102,13 +112,13 @@ def document() -> dict[str, Any]:
     _, defs = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)], ref_template=REF
     )
-    _list_kinds(defs.get("$defs", {}))
+    _list_kinds(defs.get("$defs", {}), list(kinds))
     paths: dict[str, dict[str, Any]] = {}
     for path, name, op in operations:
         paths.setdefault(path, {})[op.method.lower()] = _operation(path, name, op)
     return {
         "openapi": "3.1.0",
-        "info": _info(),
+        "info": _info(kinds),
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
@@ -120,14 +130,12 @@ def document() -> dict[str, Any]:
     }
 
 
-def _list_kinds(schemas: dict[str, Any]) -> None:
+def _list_kinds(schemas: dict[str, Any], kinds: list[str]) -> None:
     """Fill the `enum` of each field marked as a submittable kind with this server's."""
-    from jobs.engine.kinds import submittable_kinds
-
     for schema in schemas.values():
         for prop in schema.get("properties", {}).values():
             if prop.pop("x-submittable-kind", False):
-                prop["enum"] = submittable_kinds()
+                prop["enum"] = kinds
 
 
 def _models_of(op: Operation) -> list[Model]:
@@ -215,10 +223,8 @@ def _error_response(code: int) -> dict[str, Any]:
     return answer
 
 
-def _info() -> dict[str, Any]:
-    from jobs.engine.kinds import get_kind, submittable_kinds
-
-    kinds = "\n".join(f"- `{name}`: {get_kind(name).label or name}" for name in submittable_kinds())
+def _info(names: tuple[str, ...]) -> dict[str, Any]:
+    kinds = "\n".join(f"- `{name}`: {get_kind(name).label or name}" for name in names)
     return {
         "title": "Conveyor API",
         "version": API_VERSION,
@@ -227,8 +233,6 @@ def _info() -> dict[str, Any]:
 
 
 def _batch_actions() -> list[str]:
-    from jobs.actions.batches import BATCHES
-
     return list(BATCHES)
 
 
