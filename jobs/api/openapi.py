@@ -116,6 +116,7 @@ def _document(kinds: tuple[str, ...]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, name, op in operations:
         paths.setdefault(path, {})[op.method.lower()] = _operation(path, name, op)
+    _link_created(paths)
     return {
         "openapi": "3.1.0",
         "info": _info(kinds),
@@ -128,6 +129,28 @@ def _document(kinds: tuple[str, ...]) -> dict[str, Any]:
         "security": [{"bearerAuth": []}, {"sessionAuth": []}],
         "tags": [{"name": tag, "description": text} for tag, text in TAGS.items()],
     }
+
+
+def _link_created(paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from each 201 of a collection (`POST /api/jobs/`) to the operations
+    on what it created (`/api/jobs/{job_id}/...`): the new `id` is their path parameter.
+    Clients and the docs page read them; Schemathesis chains calls along them."""
+    for path, methods in paths.items():
+        created = methods.get("post", {}).get("responses", {}).get("201")
+        if created is None:
+            continue
+        links = {}
+        for other, their in paths.items():
+            found = re.match(re.escape(path) + r"{(\w+_id)}/", other)
+            if found is None:
+                continue
+            for operation in their.values():
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {found.group(1): "$response.body#/id"},
+                }
+        if links:
+            created["links"] = links
 
 
 def _list_kinds(schemas: dict[str, Any], kinds: list[str]) -> None:

@@ -4,8 +4,10 @@ Every operation of `/api/openapi.json`, against a live server (pytest-django's
 `live_server`, a real HTTP server on 127.0.0.1) as a normal user with an API token, with
 valid and invalid data: no answer is a 5xx, every answer (status, headers, body) is one
 the document declares, invalid input is refused with a 4xx, and a method the document
-does not list is a 405. Bounded: a few examples per operation and mode, so a pass takes
-well under a minute (both suite passes run it, side by side).
+does not list is a 405. Then chains of calls along the document's links (create, then
+act on what was created). Bounded: a few examples per operation and mode and a few
+dozen chains, about a minute a pass on SQLite, two on PostgreSQL (both suite passes run
+it, side by side); no Hypothesis deadline, so a slow machine is slower, not flaky.
 
 Not checked: that every schema-valid request is accepted (Schemathesis's
 `positive_data_acceptance`). JSON Schema cannot say what the server checks in code: a
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 import schemathesis
 from django.test import override_settings
@@ -26,6 +29,7 @@ from schemathesis.config import HealthCheck
 
 from jobs.api.openapi import document
 from jobs.engine.services import Submission, batch_submit
+from jobs.models import Batch, Job, Notification, Schedule, Webhook
 from jobs.notices import services
 from jobs.schedules.services import schedule_create
 from jobs.tokens import token_create
@@ -34,7 +38,9 @@ from tests.jobs.factories import submit_demo
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MAX_EXAMPLES = 20  # per operation and mode; ~50 operations
+MAX_EXAMPLES = 15  # per operation and mode; ~50 operations
+SCENARIOS = 30  # chains of calls along the document's links
+STEPS = 6  # calls a chain
 
 KINDS = ["sheets.process", "demo.count"]  # demo.count: jobs the fuzzer can really submit
 
@@ -90,12 +96,51 @@ def use_real_objects(case, objects: dict[str, object]) -> None:
             case.path_parameters[name] = objects[name]
 
 
+def call_options(live_server, token: str) -> dict:
+    return {
+        "base_url": live_server.url,
+        "headers": {"Authorization": f"Bearer {token}"},
+        "timeout": 30,
+    }
+
+
 @schema.parametrize()
 def test_every_operation_holds_to_the_document(case, live_server, token, objects):
     use_real_objects(case, objects)
     case.call_and_validate(
-        base_url=live_server.url,
-        headers={"Authorization": f"Bearer {token}"},
-        excluded_checks=[positive_data_acceptance],
-        timeout=30,
+        **call_options(live_server, token), excluded_checks=[positive_data_acceptance]
+    )
+
+
+def test_chains_of_calls_along_the_links_hold_to_the_document(live_server, token):
+    """Stateful: create a job, batch, schedule or webhook, then act on it with the id
+    the answer gave (the 201s' OpenAPI links), and so on, checking every answer."""
+
+    class Workflow(schema.as_state_machine()):
+        def setup(self):
+            """Every scenario starts from the same rows (none): Hypothesis requires that
+            the same choices lead to the same calls."""
+            for model in (Job, Batch, Schedule, Webhook, Notification):
+                model.objects.all().delete()
+
+        def get_call_kwargs(self, case):
+            return call_options(live_server, token)
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(
+                response, excluded_checks=[positive_data_acceptance], transport_kwargs=kwargs
+            )
+
+    Workflow.run(
+        settings=hypothesis.settings(
+            max_examples=SCENARIOS,
+            stateful_step_count=STEPS,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            # Only new scenarios: a replay (to shrink, to explain) cannot repeat one, as
+            # the server's rows have changed since, and Hypothesis calls that flaky.
+            phases=[hypothesis.Phase.generate],
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
     )
