@@ -19,9 +19,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from jobs import models
 from jobs.api.input import MAX_BIGINT, MAX_TEXT
 
-JobStatus = Literal["queued", "running", "paused", "retrying", "succeeded", "failed", "cancelled"]
+# The models' own choices, so that a new status or level shows in the document at once.
+JobStatus = Literal[tuple(models.Job.Status.values)]  # type: ignore[valid-type]
+Overlap = Literal[tuple(models.Schedule.Overlap.values)]  # type: ignore[valid-type]
+Level = Literal[tuple(models.Notification.Level.values)]  # type: ignore[valid-type]
 Priority = str | int
 DateTime = str  # ISO 8601, UTC
 PositiveId = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
@@ -185,10 +189,6 @@ class BatchSubmit(Body):
     on_complete: BatchCallbackFields | None = None
 
 
-class ActionOptions(Body):
-    """A job action's options (`{"force": true}` turns cancel into a force stop)."""
-
-
 class ResumeOptions(BaseModel):
     """A resume's changes: fields the job's kind lets a resume change (a sheet job's
     `budget_tokens`, `budget_usd`); any other field is a 400."""
@@ -212,7 +212,7 @@ class ScheduleFields(Body):
         None, description="Seconds, or a duration like `30s`, `10m`, `1h`."
     )
     timezone: str | None = Field(None, description="IANA name for `cron`, e.g. Europe/Paris.")
-    overlap: Literal["skip", "queue"] | None = None
+    overlap: Overlap | None = None
     enabled: bool | None = None
 
 
@@ -353,7 +353,7 @@ class RecentCompletions(Answer):
 
 class Notification(Answer):
     id: int
-    level: Literal["success", "error", "info"]
+    level: Level
     message: str
     url: str
     job_id: int | None
@@ -429,7 +429,7 @@ class Schedule(Answer):
     every: int | None = Field(description="Seconds.")
     timezone: str
     when: str
-    overlap: Literal["skip", "queue"]
+    overlap: Overlap
     enabled: bool
     paused_reason: str
     next_run_at: DateTime | None

@@ -21,6 +21,9 @@ Decisions (tests/jobs/api/test_views.py shows each one in use):
 - Dates are ISO 8601 in UTC. `created_after` is inclusive, `created_before`
   exclusive; a bare date means its midnight (server time zone).
 - Every URL ends with a slash.
+- Shapes are declared once, as pydantic models (`jobs.api.schemas`), named by each view's
+  `@operation(...)`: the OpenAPI document (`/api/openapi.json`, `jobs.api.openapi`) is
+  built from them, and bodies are checked with them (`input.validated`).
 - Keys belong to their owner: `entity_key` and `session_key` must not start with a
   prefix a plug-in reserved for the keys it makes (`sheet:`, `write-back:`; a 400), and
   the by-session / by-entity lookups and unique-job dedup only match the caller's own
