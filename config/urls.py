@@ -21,3 +21,9 @@ urlpatterns = [
     path("ops/", include("jobs.web.ops_urls")),
     path("sheets/", include("sheets.web.urls")),
 ]
+
+# Under /api/ errors are JSON in the API's shape; elsewhere Django's pages.
+handler400 = "jobs.api.errors.bad_request"
+handler403 = "jobs.api.errors.permission_denied"
+handler404 = "jobs.api.errors.page_not_found"
+handler500 = "jobs.api.errors.server_error"

@@ -9,12 +9,14 @@ shape without notice; a name added here is a promise. Grouped by what a plug-in 
   rules they share (`may_submit_for`, `priority_for`);
 - **show jobs**: serializers, sort keys, the job page's extension points;
 - **reserve keys, redact, retry on lock**: the small engine helpers a plug-in needs;
-- **admin and CLI**: the base classes and helpers their front ends are built from.
+- **admin, CLI and pages**: the base classes and helpers their front ends are built
+  from (`token_or_login_required`: a download scripts fetch with their API token).
 """
 
 from __future__ import annotations
 
 from jobs.admin import FilterLookupsOnly, ViewOnly, json_block
+from jobs.api.auth import token_or_login_required
 from jobs.cli.base import (
     EXIT_JOB_FAILED,
     CliError,
@@ -109,7 +111,8 @@ __all__ = [
     "OutboundRefused",
     "address_kind",
     "guarded_client",
-    # admin and CLI
+    # admin, CLI and pages
+    "token_or_login_required",
     "FilterLookupsOnly",
     "ViewOnly",
     "json_block",

@@ -261,6 +261,7 @@ def test_a_user_meets_no_error_on_any_page_link_or_button(client, user, seeded):
     visited = {url for method, url in crawler.seen if method == "GET"}
     assert f"/jobs/{seeded['job'].pk}/" in visited and seeded["sheet"].get_absolute_url() in visited
     assert any(url.startswith("/sheets/jobs/") for url in visited), "exports followed"
+    assert {"/api/docs/", "/api/openapi.json"} <= visited, "the API docs, from the nav"
     assert any(method == "POST" for method, _ in crawler.seen), "buttons pressed"
     # Another user's objects are deliberate 404s, whichever way they are asked for.
     for url in (f"/jobs/{seeded['others_job'].pk}/", seeded["others_sheet"].get_absolute_url()):

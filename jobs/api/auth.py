@@ -9,9 +9,14 @@ methods must pass Django's CSRF check, exactly as a page form would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import SuspiciousOperation
-from django.http import HttpRequest, UnreadablePostError
+from django.http import HttpRequest, HttpResponse, UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.middleware.csrf import CsrfViewMiddleware
 
@@ -50,6 +55,28 @@ def _bearer_user(header: str) -> AbstractBaseUser:
     if user is None:
         raise AuthError(401, "Invalid or revoked token.")
     return user
+
+
+def token_or_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A page's GET download (a sheet job's export) that a script may fetch with
+    `Authorization: Bearer <token>`, as it calls the API; without that header, the page's
+    own `login_required`. Only for safe methods: a token skips no CSRF check here."""
+    page = login_required(view)
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        header = request.headers.get("Authorization")
+        if header is None or request.method not in ("GET", "HEAD"):
+            return page(request, *args, **kwargs)
+        try:
+            request.user = _bearer_user(header)
+        except AuthError as exc:
+            response = HttpResponse(exc.message + "\n", status=401, content_type="text/plain")
+            response["WWW-Authenticate"] = 'Bearer realm="conveyor"'
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 class _CsrfCheck(CsrfViewMiddleware):

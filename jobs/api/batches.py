@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from jobs import selectors
 from jobs.actions.batches import BATCHES
+from jobs.api import schemas as s
 from jobs.api.input import (
     ApiError,
     bad,
@@ -28,15 +29,18 @@ from jobs.api.input import (
     paginate,
     query,
     text_field,
+    too_many,
 )
-from jobs.api.views import PAGE_PARAMS, SUBMIT_FIELDS, _no_body, _submission, api_view
+from jobs.api.openapi import operation
+from jobs.api.schemas import fields_of
+from jobs.api.views import _no_body, _submission, api_view
 from jobs.engine.errors import JobActionError, QuotaExceeded
 from jobs.engine.services import Submission, batch_submit
 from jobs.models import Batch, BatchCallback
 from jobs.serializers import batch_as_dict, job_as_dict
 
 MAX_BATCH_JOBS = 100
-JOB_FIELDS = SUBMIT_FIELDS - {"after", "after_any"}
+JOB_FIELDS = fields_of(s.BatchJobFields)
 
 
 def visible_batch(request: HttpRequest, batch_id: str) -> Batch:
@@ -50,12 +54,22 @@ def _as_dict(batch: Batch) -> dict[str, Any]:
 
 
 @api_view("GET", "POST")
+@operation("GET", "Your batches, newest first", s.BatchPage, query=s.OwnerPagesQuery)
+@operation(
+    "POST",
+    "Submit a batch of jobs",
+    s.BatchCreated,
+    status=201,
+    body=s.BatchSubmit,
+    errors=(409, 429),
+    description="All its jobs or none: every bad field of every job is reported at once.",
+)
 def batches(request: HttpRequest) -> HttpResponse:
     """GET: the caller's batches (staff: all; `?owner=name`), newest first. POST: submit
     {"label": "...", "jobs": [job, ...]}."""
     if request.method == "POST":
         return _create(request)
-    params = query(request, PAGE_PARAMS | {"owner"})
+    params = query(request, fields_of(s.OwnerPagesQuery))
     rows: QuerySet[Batch] = selectors.visible_batches(request.user)
     if owner := params.get("owner", "").strip():
         rows = rows.filter(owner__username=owner)
@@ -65,7 +79,7 @@ def batches(request: HttpRequest) -> HttpResponse:
 
 def _create(request: HttpRequest) -> JsonResponse:
     data = json_object(request)
-    only_fields(data, {"label", "jobs", "on_complete"})
+    only_fields(data, fields_of(s.BatchSubmit))
     label = text_field(data, "label")
     submissions = _submissions(data.get("jobs"), request.user)
     on_complete = _on_complete(data.get("on_complete"), request.user)
@@ -74,7 +88,7 @@ def _create(request: HttpRequest) -> JsonResponse:
             owner=request.user, submissions=submissions, label=label, on_complete=on_complete
         )
     except QuotaExceeded as exc:
-        raise ApiError(429, str(exc)) from None
+        raise too_many(exc) from None
     except JobActionError as exc:  # a key an active job holds
         raise ApiError(409, str(exc)) from None
     body = {**_as_dict(batch), "job_details": [job_as_dict(job) for job in jobs]}
@@ -93,7 +107,7 @@ def _submissions(items: Any, user: Any) -> list[Submission]:
             if not isinstance(item, dict):
                 raise bad("job", "must be an object with kind and params")
             only_fields(item, JOB_FIELDS)
-            kind, values = _submission(item, user)
+            kind, values = _submission(item, user, s.BatchJobFields)
             values.pop("after", None)
             values.pop("after_any", None)
             submissions.append(Submission(kind=kind, owner=user, **values))
@@ -114,8 +128,8 @@ def _on_complete(item: Any, user: Any) -> Submission | None:
     if not isinstance(item, dict):
         raise bad("on_complete", "must be a job: an object with kind and params")
     try:
-        only_fields(item, {"kind", "params", "priority", "label"})
-        kind, values = _submission(item, user)
+        only_fields(item, fields_of(s.BatchCallbackFields))
+        kind, values = _submission(item, user, s.BatchCallbackFields)
     except ApiError as exc:
         fields = {f"on_complete.{name}": text for name, text in exc.fields.items()}
         errors = fields or {"on_complete": exc.error}
@@ -133,6 +147,7 @@ def _on_complete_of(batch: Batch) -> dict[str, Any] | None:
 
 
 @api_view("GET")
+@operation("GET", "One batch", s.BatchDetail)
 def batch(request: HttpRequest, batch_id: str) -> HttpResponse:
     """One batch; `on_complete` (kind, job id once submitted, error) when it has one."""
     query(request, set())
@@ -141,6 +156,14 @@ def batch(request: HttpRequest, batch_id: str) -> HttpResponse:
 
 
 @api_view("POST")
+@operation(
+    "POST",
+    "An action on every job of the batch it applies to",
+    s.BatchActed,
+    description="`changed`: how many jobs it changed; `skipped`: why each other was not.",
+    body=s.NoBody,
+    body_required=False,
+)
 def batch_action(request: HttpRequest, batch_id: str, action: str) -> HttpResponse:
     """Any entry of `BATCHES` on the batch's jobs; 200 with how many changed."""
     _no_body(request)

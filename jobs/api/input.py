@@ -2,7 +2,9 @@
 
 Everything here either returns clean Python values or raises `ApiError`, which the
 API turns into a JSON error response (400 with per-field messages, 413 for big
-bodies, 415 for forms). Bodies are read as JSON whatever their Content-Type, so
+bodies, 415 for forms, 429 with `Retry-After`). A body's types and limits are checked by
+its pydantic model in `jobs.api.schemas` (`validated`, `parsed`), the one the OpenAPI
+document shows, with the API's own words for each problem. Bodies are read as JSON whatever their Content-Type, so
 `curl -d '{...}'` works. Text that a database would choke on (NUL characters, lone surrogates,
 numbers beyond a column's range) is refused here, so bad input never becomes a 500.
 """
@@ -21,9 +23,11 @@ from django.http import HttpRequest, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from pydantic import BaseModel, ValidationError
 
 MAX_TEXT = 200  # labels, keys and search text; the columns they meet are this wide
 MAX_BIGINT = 2**63 - 1
+QUOTA_RETRY_AFTER = 30  # seconds; see `too_many`
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"", "0", "false", "no", "off"}
 
@@ -31,17 +35,33 @@ FALSE_WORDS = {"", "0", "false", "no", "off"}
 class ApiError(Exception):
     """A request the API refuses, with the status and message the client gets."""
 
-    def __init__(self, status: int, error: str, fields: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.fields = fields or {}
+        self.headers = headers or {}
 
     def response(self) -> JsonResponse:
         body: dict[str, Any] = {"error": self.error}
         if self.fields:
             body["fields"] = self.fields
-        return JsonResponse(body, status=self.status)
+        response = JsonResponse(body, status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+
+def too_many(exc: Exception) -> ApiError:
+    """A 429 for a quota (too many active jobs): `Retry-After` is a hint, as a quota
+    frees when jobs end, which no clock says."""
+    return ApiError(429, str(exc), headers={"Retry-After": str(QUOTA_RETRY_AFTER)})
 
 
 def bad(field: str, message: str) -> ApiError:
@@ -141,6 +161,86 @@ def only_fields(data: dict[str, Any], allowed: set[str]) -> None:
         )
 
 
+def validated(
+    model: type[BaseModel], data: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`data` checked against a body model of `jobs.api.schemas` (types, lengths, ranges:
+    what the OpenAPI document states, so the two cannot differ), strictly (no "3" for 3).
+
+    Returns the values (the model's, or those of the fields that passed) and a message
+    per bad field, so that a view can add its own checks and report all at once."""
+    try:
+        values = model.model_validate(data, strict=True).model_dump(by_alias=True)
+        return values, {}
+    except ValidationError as exc:
+        said: dict[str, dict[tuple[int, ...], list[str]]] = {}
+        for error in exc.errors():
+            items = tuple(part for part in error["loc"][1:] if isinstance(part, int))
+            at = said.setdefault(_where(error["loc"]), {}).setdefault(items, [])
+            if (message := _say(error)) not in at:
+                at.append(message)
+        fields = {name: _joined(places) for name, places in said.items()}
+        return {k: v for k, v in data.items() if k not in fields}, fields
+
+
+def parsed(model: type[BaseModel], data: dict[str, Any], what: str) -> dict[str, Any]:
+    """`validated`'s values, or a 400 naming every bad field ("Invalid `what`: ...")."""
+    values, errors = validated(model, data)
+    if errors:
+        summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
+        raise ApiError(400, f"Invalid {what}: {summary}", errors)
+    return values
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    """The field a pydantic error is about: its top-level name (`after` for `after[3]`)."""
+    return str(loc[0]) if loc else "body"
+
+
+def _joined(places: dict[tuple[int, ...], list[str]]) -> str:
+    """One message for a field: `must be a string or an integer` (a union's branches),
+    `item 2 must be at least 1` (an item of a list), `;` between places."""
+    return "; ".join(
+        ("item " + ".".join(map(str, items)) + " " if items else "")
+        + said[0]
+        + "".join(f" or {m.removeprefix('must be ')}" for m in said[1:])
+        for items, said in places.items()
+    )
+
+
+MESSAGES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "string_too_long": "must be at most {max_length} characters",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "list_type": "must be a list",
+    "too_long": "must hold at most {max_length} items",
+    "too_short": "must hold at least {min_length} item",
+    "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "extra_forbidden": "unknown field",
+    "literal_error": "must be {expected}",
+}
+
+
+def _say(error: dict[str, Any]) -> str:
+    """The API's words for a pydantic error (its own are about Python types)."""
+    template = MESSAGES.get(error["type"])
+    if template is None:
+        return str(error["msg"])
+    context = {
+        name: int(value) if isinstance(value, float) and value.is_integer() else value
+        for name, value in error.get("ctx", {}).items()
+    }
+    return template.format(**context)
+
+
 def text_field(data: dict[str, Any], field: str, *, max_length: int = MAX_TEXT) -> str:
     value = data.get(field, "")
     if value is None:
@@ -157,17 +257,6 @@ def bool_field(data: dict[str, Any], field: str) -> bool:
     if not isinstance(value, bool):
         raise bad(field, "must be true or false")
     return value
-
-
-def positive_number(data: dict[str, Any], field: str, *, maximum: float) -> float | None:
-    value = data.get(field)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise bad(field, "must be a number of seconds")
-    if not (math.isfinite(value) and 0 < value <= maximum):
-        raise bad(field, f"must be more than 0 and at most {maximum:g}")
-    return float(value)
 
 
 # --- query parameters -------------------------------------------------------

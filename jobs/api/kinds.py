@@ -18,7 +18,10 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from jobs.actions.kinds import kind_cap, kind_list, kind_pause, kind_resume, may_control
-from jobs.api.input import ApiError, json_object, only_fields, query
+from jobs.api import schemas as s
+from jobs.api.input import ApiError, json_object, only_fields, parsed, query
+from jobs.api.openapi import operation
+from jobs.api.schemas import fields_of
 from jobs.api.views import _no_body, api_view
 from jobs.engine.errors import ControlError
 from jobs.serializers import iso
@@ -53,19 +56,22 @@ def _control_error(exc: ControlError) -> ApiError:
 
 
 @api_view("GET")
+@operation("GET", "Every job kind, Tasks queue and processor with its hold and cap", s.KindList)
 def kinds(request: HttpRequest) -> HttpResponse:
     query(request, set())
     return JsonResponse({"results": [kind_as_dict(row) for row in kind_list()]})
 
 
 @api_view("GET", "PATCH")
+@operation("GET", "One kind", s.Kind, errors=(404,))
+@operation("PATCH", "Staff: set a kind's cap", s.Kind, body=s.KindCap, errors=(404,))
 def kind(request: HttpRequest, name: str) -> HttpResponse:
     """GET: one kind; PATCH `{"cap": n}` (null: the default cap)."""
     row = _row(name)
     if request.method == "PATCH":
         _staff(request)
         data = json_object(request)
-        only_fields(data, {"cap"})
+        only_fields(data, fields_of(s.KindCap))
         if "cap" not in data:
             raise ApiError(
                 400, "cap: give a whole number, or null for the default", {"cap": "required"}
@@ -79,14 +85,15 @@ def kind(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @api_view("POST")
+@operation(
+    "POST", "Staff: pause a kind", s.Kind, body=s.KindPause, body_required=False, errors=(404,)
+)
 def kind_pause_view(request: HttpRequest, name: str) -> HttpResponse:
     _row(name)
     _staff(request)
     data = json_object(request, required=False)
-    only_fields(data, {"reason"})
-    reason = data.get("reason", "")
-    if reason is not None and not isinstance(reason, str):
-        raise ApiError(400, "reason: must be a string", {"reason": "must be a string"})
+    only_fields(data, fields_of(s.KindPause))
+    reason = parsed(s.KindPause, data, "pause")["reason"]
     try:
         kind_pause(name, by=request.user, reason=reason or "")
     except ControlError as exc:
@@ -95,6 +102,9 @@ def kind_pause_view(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @api_view("POST")
+@operation(
+    "POST", "Staff: resume a kind", s.Kind, body=s.NoBody, body_required=False, errors=(404,)
+)
 def kind_resume_view(request: HttpRequest, name: str) -> HttpResponse:
     _row(name)
     _staff(request)

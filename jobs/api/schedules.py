@@ -20,6 +20,7 @@ from django.urls import reverse
 
 from jobs import selectors
 from jobs.actions.schedules import SCHEDULES
+from jobs.api import schemas as s
 from jobs.api.input import (
     ApiError,
     bad,
@@ -30,9 +31,11 @@ from jobs.api.input import (
     paginate,
     query,
     text_field,
+    too_many,
 )
+from jobs.api.openapi import operation
+from jobs.api.schemas import fields_of
 from jobs.api.views import (
-    PAGE_PARAMS,
     View,
     _clean_params,
     _no_body,
@@ -60,11 +63,22 @@ def visible_schedule(request: HttpRequest, schedule_id: str) -> Schedule:
 
 
 @api_view("GET", "POST")
+@operation("GET", "Your schedules", s.SchedulePage, query=s.OwnerPagesQuery)
+@operation(
+    "POST",
+    "Create a schedule",
+    s.Schedule,
+    status=201,
+    body=s.ScheduleCreate,
+    errors=(409,),
+    description="`cron` or `every` (seconds or `10m`) is required; `kind` and `params` as "
+    "for a job. 409 beyond CONVEYOR_MAX_SCHEDULES_PER_USER.",
+)
 def schedules(request: HttpRequest) -> HttpResponse:
     """GET: the caller's schedules (staff: all; `?owner=name`), paginated. POST: create."""
     if request.method == "POST":
         return _create(request)
-    params = query(request, PAGE_PARAMS | {"owner"})
+    params = query(request, fields_of(s.OwnerPagesQuery))
     rows = selectors.owned_by(visible_schedules(request), params.get("owner", "").strip())
     page, numbers = paginate(params, rows)
     return JsonResponse({"results": [schedule_as_dict(s) for s in page], **numbers})
@@ -155,6 +169,17 @@ def _timing(data: dict[str, Any], *, required: bool) -> None:
 
 
 @api_view("GET", "PATCH", "DELETE")
+@operation("GET", "One schedule with its recent runs", s.ScheduleDetail)
+@operation(
+    "PATCH",
+    "Change a schedule",
+    s.ScheduleDetail,
+    body=s.ScheduleFields,
+    errors=(409,),
+    description="Any field but `kind`; `cron` or `every` replaces the other; "
+    '`"enabled": false` pauses it.',
+)
+@operation("DELETE", "Delete a schedule (its runs stay)", None, status=204, errors=(409,))
 def schedule(request: HttpRequest, schedule_id: str) -> HttpResponse:
     """GET: a schedule with its recent runs. PATCH: change it. DELETE: remove it (its
     runs stay as jobs)."""
@@ -203,7 +228,7 @@ def _act(request: HttpRequest, found: Schedule, name: str) -> HttpResponse:
     try:
         result = SCHEDULES.act(name, found, request.user)
     except QuotaExceeded as exc:
-        raise ApiError(429, str(exc)) from None
+        raise too_many(exc) from None
     except (JobActionError, UnknownKind) as exc:
         raise ApiError(409, str(exc)) from None
     if result is None:
@@ -218,7 +243,26 @@ def _act(request: HttpRequest, found: Schedule, name: str) -> HttpResponse:
 def schedule_action_view(name: str) -> View:
     """`POST /api/schedules/<id>/<name>/` for an entry of `SCHEDULES`."""
 
+    action = SCHEDULES[name]
+    if name == "run-now":
+        answer, status, also = s.JobDetail, 201, {}
+    elif name == "delete":
+        answer, status, also = None, 204, {}
+    else:
+        answer, status, also = s.Schedule, 200, {}
+
     @api_view("POST")
+    @operation(
+        "POST",
+        action.label or name,
+        answer,
+        status=status,
+        body=s.NoBody,
+        body_required=False,
+        errors=(409, 429),
+        also=also,
+        description=action.help,
+    )
     def act(request: HttpRequest, schedule_id: str) -> HttpResponse:
         _no_body(request)
         return _act(request, visible_schedule(request, schedule_id), name)

@@ -10,7 +10,7 @@ from django.urls import path, re_path
 
 from jobs.actions.jobs import JOBS
 from jobs.actions.schedules import SCHEDULES
-from jobs.api import batches, kinds, schedules, webhooks
+from jobs.api import batches, kinds, openapi, schedules, webhooks
 from jobs.api import views as api
 
 app_name = "api"
@@ -58,5 +58,7 @@ urlpatterns = [
         name="webhook-deliveries",
     ),
     path("notices/email/", webhooks.email_notices, name="email-notices"),
-    re_path(r"^(?P<rest>.*)$", api.not_found),
+    path("openapi.json", api.api_view("GET")(openapi.openapi_json), name="openapi"),
+    path("docs/", openapi.docs, name="docs"),
+    re_path(r"^(?P<rest>[\s\S]*)$", api.not_found),  # any character, a newline too
 ]

@@ -21,6 +21,9 @@ Decisions (tests/jobs/api/test_views.py shows each one in use):
 - Dates are ISO 8601 in UTC. `created_after` is inclusive, `created_before`
   exclusive; a bare date means its midnight (server time zone).
 - Every URL ends with a slash.
+- Shapes are declared once, as pydantic models (`jobs.api.schemas`), named by each view's
+  `@operation(...)`: the OpenAPI document (`/api/openapi.json`, `jobs.api.openapi`) is
+  built from them, and bodies are checked with them (`input.validated`).
 - Keys belong to their owner: `entity_key` and `session_key` must not start with a
   prefix a plug-in reserved for the keys it makes (`sheet:`, `write-back:`; a 400), and
   the by-session / by-entity lookups and unique-job dedup only match the caller's own
@@ -50,12 +53,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
+from pydantic import create_model
 
 from jobs import selectors
 from jobs.actions.jobs import JOBS
+from jobs.api import schemas as s
 from jobs.api.auth import AuthError, authenticate
 from jobs.api.input import (
-    MAX_BIGINT,
     MAX_TEXT,
     ApiError,
     bad,
@@ -66,12 +70,15 @@ from jobs.api.input import (
     json_object,
     only_fields,
     paginate,
-    positive_number,
+    parsed,
     query,
     query_datetime,
     query_flag,
-    text_field,
+    too_many,
+    validated,
 )
+from jobs.api.openapi import operation
+from jobs.api.schemas import fields_of
 from jobs.engine.errors import InvalidChanges, JobActionError, QuotaExceeded, UnknownKind
 from jobs.engine.keys import ReservedKey, check_user_key
 from jobs.engine.kinds import get_kind, submittable_kinds
@@ -84,8 +91,6 @@ from jobs.serializers import event_as_dict, job_as_dict, notification_as_dict
 View = Callable[..., HttpResponse]
 
 RECENT_EVENTS = 50  # events shown with one job, newest kept
-MAX_TIME_LIMIT = 366 * 24 * 3600.0
-MAX_IDS = 1000
 # Keys as query parameters: a key exactly, or every key that starts with a prefix.
 KEY_PARAMS = {
     "entity_key": ("entity_key", False),
@@ -93,20 +98,8 @@ KEY_PARAMS = {
     "session_key": ("session_key", False),
     "session_prefix": ("session_key", True),
 }
-LIST_FILTERS = {"status", "kind", "q", "owner", "created_after", "created_before", *KEY_PARAMS}
-PAGE_PARAMS = {"page", "page_size"}
-SUBMIT_FIELDS = {
-    "kind",
-    "params",
-    "priority",
-    "entity_key",
-    "session_key",
-    "label",
-    "time_limit",
-    "after",
-    "after_any",
-}
-MAX_AFTER = 50
+PAGE_PARAMS = fields_of(s.Pages)
+SUBMIT_FIELDS = fields_of(s.JobSubmit)
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -131,6 +124,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
             except ApiError as exc:
                 return exc.response()
 
+        wrapper.api_methods = methods  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
@@ -214,11 +208,38 @@ def _key_filters(params: dict[str, str]) -> dict[str, tuple[str, bool]]:
 
 
 @api_view("GET", "POST")
+@operation(
+    "GET",
+    "Your jobs, newest first, filtered and paginated",
+    s.JobPage,
+    query=s.JobListQuery,
+    description="Staff see every user's jobs (`owner=` for one user's). `q` matches title, "
+    "kind, entity and session keys, message, error, `#id`, and `path=value` terms on the "
+    "job's params (`q=processor=llm options.model=gpt-4o-mini`; the paths each kind offers: "
+    "sheet jobs `processor`, `sheet_id`, `options.model`, `options.mode`, `trial`; Django "
+    "tasks `task`; another path is a 400 naming them). Key filters match your own jobs "
+    "only (staff: add `owner=`).",
+)
+@operation(
+    "POST",
+    "Submit a job",
+    s.Submitted,
+    status=201,
+    body=s.JobSubmit,
+    errors=(409, 429),
+    also={200: (s.Submitted, "An active job with the same key: that job, deduplicated.")},
+    description="`kind` and its `params` (checked by the kind: a 400 says what is wrong in "
+    "`fields.params`) → 201 with the job and a `Location` header, or 200 with "
+    "`deduplicated: true` when an active job of yours holds the same key. 429 beyond your "
+    "active-jobs ceiling. Keys starting with a prefix a plug-in reserved (`sheet:`, "
+    "`write-back:`) are a 400. Sheet jobs: kind `sheets.process`, params `{sheet_id, "
+    "processor, options, columns, start_row, row_count}`.",
+)
 def jobs(request: HttpRequest) -> HttpResponse:
     """GET: the caller's jobs, filtered and paginated. POST: submit a job."""
     if request.method == "POST":
         return _submit(request)
-    params = query(request, LIST_FILTERS | PAGE_PARAMS)
+    params = query(request, fields_of(s.JobListQuery))
     rows, numbers = paginate(params, _filtered(visible_jobs(request), params, request.user))
     return JsonResponse({"results": [job_as_dict(job) for job in rows], **numbers})
 
@@ -230,7 +251,7 @@ def _submit(request: HttpRequest) -> JsonResponse:
     try:
         job, created = job_submit(kind=kind, owner=request.user, **values)
     except QuotaExceeded as exc:
-        raise ApiError(429, str(exc)) from None
+        raise too_many(exc) from None
     except JobActionError as exc:  # e.g. `after` names a job that failed
         raise bad("after", str(exc)) from None
     body = {**job_as_dict(job, detail=True, viewer=request.user), "deduplicated": not created}
@@ -239,59 +260,57 @@ def _submit(request: HttpRequest) -> JsonResponse:
     return response
 
 
-def _submission(data: dict[str, Any], user: Any) -> tuple[str, dict[str, Any]]:
-    """The checked arguments of `job_submit`; every bad field is reported at once."""
-    errors: dict[str, str] = {}
+def _submission(
+    data: dict[str, Any], user: Any, model: type[s.Body] = s.JobSubmit
+) -> tuple[str, dict[str, Any]]:
+    """The checked arguments of `job_submit`: types and limits by the body's model (as
+    the document states them), then what only the server knows (the kind, its params,
+    reserved keys, jobs the caller can see); every bad field is reported at once."""
+    given, errors = validated(model, data)
 
-    def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def checked(field: str, check: Callable[..., Any], *args: Any) -> Any:
+        if field in errors:
+            return None
         try:
-            return check(*args, **kwargs)
+            return check(*args)
         except ApiError as exc:
             errors.update(exc.fields)
             return None
 
-    kind = checked(_submittable_kind, data.get("kind"))
+    kind = checked("kind", _submittable_kind, given.get("kind"))
     values = {
-        "priority": checked(_priority, data.get("priority"), user),
-        "entity_key": checked(_user_key, data, "entity_key"),
-        "session_key": checked(_user_key, data, "session_key"),
-        "label": checked(text_field, data, "label"),
-        "time_limit": checked(positive_number, data, "time_limit", maximum=MAX_TIME_LIMIT),
-        "after": checked(_after, data.get("after"), user),
-        "after_any": checked(_after, data.get("after_any"), user, "after_any"),
+        "priority": checked("priority", _priority, given.get("priority"), user),
+        "entity_key": checked("entity_key", _user_key, given.get("entity_key"), "entity_key"),
+        "session_key": checked("session_key", _user_key, given.get("session_key"), "session_key"),
+        "label": given.get("label") or "",
+        "time_limit": given.get("time_limit"),
+        "after": checked("after", _visible_jobs, given.get("after"), user, "after"),
+        "after_any": checked("after_any", _visible_jobs, given.get("after_any"), user, "after_any"),
     }
     if kind:
         after = [*(values["after"] or []), *(values["after_any"] or [])]
-        values["params"] = checked(_clean_params, kind, data.get("params"), user, after)
+        values["params"] = checked("params", _clean_params, kind, given.get("params"), user, after)
     if errors:
         summary = "; ".join(f"{name}: {message}" for name, message in errors.items())
         raise ApiError(400, f"Invalid job: {summary}", errors)
     return kind, values
 
 
-def _user_key(data: dict[str, Any], field: str) -> str:
+def _user_key(key: str | None, field: str) -> str:
     """An entity or session key the caller chose: never one of a prefix a plug-in
     reserved (`sheet:`), so it cannot pass for a key the server made."""
     try:
-        return check_user_key(text_field(data, field))
+        return check_user_key(key or "")
     except ReservedKey as exc:
         raise bad(field, str(exc)) from None
 
 
-def _after(value: Any, user: Any, field: str = "after") -> list[int]:
+def _visible_jobs(ids: list[int] | None, user: Any, field: str) -> list[int]:
     """Ids of jobs to wait for (`after`: until they succeeded; `after_any`: until they
     ended, whatever the outcome): jobs the caller can see."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > MAX_AFTER:
-        raise bad(field, f"must be a list of at most {MAX_AFTER} job ids")
-    if not all(
-        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_BIGINT for i in value
-    ):
-        raise bad(field, "must hold positive integer job ids")
-    if missing := selectors.missing_jobs(user, value):
+    if missing := selectors.missing_jobs(user, ids or []):
         raise bad(field, f"no job {', '.join(f'#{i}' for i in missing)}")
-    return value
+    return ids or []
 
 
 def _submittable_kind(kind: Any) -> str:
@@ -331,6 +350,8 @@ def _clean_params(
 
 
 @api_view("GET", "DELETE")
+@operation("GET", "One job with its params, result and recent events", s.JobWithEvents)
+@operation("DELETE", "Delete a finished job", None, status=204, errors=(409,))
 def job(request: HttpRequest, job_id: str) -> HttpResponse:
     """GET: one job with its parameters, result and recent events. DELETE: remove it."""
     query(request, set())
@@ -374,7 +395,23 @@ def chosen_action(
 def job_action_view(name: str) -> View:
     """`POST /api/jobs/<id>/<name>/`: the job's JSON after the action (204 if deleted)."""
 
+    action = JOBS[name]
+    options = ", ".join(f"`{o.name}`: {o.help}" for o in action.options)
+    notes = [action.help, f"Options: {options}." if options else ""]
+    if name == "resume":
+        notes.append("A kind may take changes too (a sheet job's budget).")
+
     @api_view("POST")
+    @operation(
+        "POST",
+        action.label or name,
+        s.JobDetail,
+        body=s.ResumeOptions if name == "resume" else _options_model(name),
+        body_required=False,
+        errors=(409,),
+        also={204: (None, "The job was deleted.")} if name == "delete" else {},
+        description=" ".join(note for note in notes if note),
+    )
     def act(request: HttpRequest, job_id: str) -> HttpResponse:
         job = visible_job(request, job_id)
         changeable = _resume_fields(job) if name == "resume" else frozenset()
@@ -390,12 +427,26 @@ def job_action_view(name: str) -> View:
     return act
 
 
+def _options_model(name: str) -> type[s.Body]:
+    """The body of a job action: its options, each true or false."""
+    fields: dict[str, Any] = {o.name: (bool | None, None) for o in JOBS[name].options}
+    return create_model(f"{name.title().replace('-', '')}Options", __base__=s.Body, **fields)
+
+
 def _resume_fields(job: Job) -> frozenset[str]:
     """What a resume of this job may change (its kind says: a sheet job's budget)."""
     return frozenset(extension_for(job.kind).resume_fields)
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your running jobs",
+    s.JobsInStates,
+    query=s.InStatesQuery,
+    description="The running state only (what the badge counts), newest first, at most "
+    "CONVEYOR_API_MAX_PAGE_SIZE; `count` is all of them.",
+)
 def running(request: HttpRequest) -> HttpResponse:
     """Jobs in the running state only (what the navigation badge counts), newest first:
     queued, paused and retry-waiting jobs are not here (`/api/jobs/active/` has them);
@@ -404,6 +455,14 @@ def running(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your jobs not yet ended",
+    s.JobsInStates,
+    query=s.InStatesQuery,
+    description="Queued, running, paused and retry-waiting, newest first, at most "
+    "CONVEYOR_API_MAX_PAGE_SIZE; `count` is all of them.",
+)
 def active(request: HttpRequest) -> HttpResponse:
     """Every job not yet ended: queued, running, paused and retry-waiting, newest first."""
     return _in_states(request, list(Job.ACTIVE))
@@ -411,7 +470,7 @@ def active(request: HttpRequest) -> HttpResponse:
 
 def _in_states(request: HttpRequest, statuses: list[str]) -> JsonResponse:
     """At most CONVEYOR_API_MAX_PAGE_SIZE jobs in `statuses`; `count` is all of them."""
-    params = query(request, {"kind", "owner"})
+    params = query(request, fields_of(s.InStatesQuery))
     jobs = selectors.owned_by(
         visible_jobs(request).filter(status__in=statuses), params.get("owner", "")
     )
@@ -428,6 +487,14 @@ def _in_states(request: HttpRequest, statuses: list[str]) -> JsonResponse:
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Jobs that ended since a time",
+    s.RecentCompletions,
+    query=s.RecentQuery,
+    description="Oldest first. Poll with `since` a few seconds before the previous answer's "
+    "`now` and skip ids already seen; `more`: ask again from the last one's `finished_at`.",
+)
 def recent_completions(request: HttpRequest) -> HttpResponse:
     """Jobs that finished after `since` (default: an hour ago), oldest first.
 
@@ -436,7 +503,7 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
     visible here, so an exact `now` can miss one); at most CONVEYOR_API_MAX_PAGE_SIZE
     jobs come back, and `more` says to ask again from the last one's `finished_at`.
     """
-    params = query(request, {"since", "owner"})
+    params = query(request, fields_of(s.RecentQuery))
     now = timezone.now()
     since = query_datetime(params, "since") or now - timedelta(hours=1)
     jobs = selectors.owned_by(visible_jobs(request), params.get("owner", "")).filter(
@@ -455,11 +522,29 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your job with this session key (a key ending in * : a page of them)",
+    s.JobOrPage,
+    query=s.ByKeyQuery,
+    errors=(404,),
+    description="An exact key answers one job (its active one, else its latest); a key "
+    "ending in `*` answers a page of jobs (`JobPage`).",
+)
 def by_session(request: HttpRequest, key: str) -> HttpResponse:
     return _by_key(request, "session_key", key)
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your job with this entity key (a key ending in * : a page of them)",
+    s.JobOrPage,
+    query=s.ByKeyQuery,
+    errors=(404,),
+    description="An exact key answers one job (its active one, else its latest); a key "
+    "ending in `*` answers a page of jobs (`JobPage`).",
+)
 def by_entity(request: HttpRequest, key: str) -> HttpResponse:
     return _by_key(request, "entity_key", key)
 
@@ -472,7 +557,7 @@ def _by_key(request: HttpRequest, field: str, key: str) -> JsonResponse:
     Keys belong to a user: staff look up someone else's with `?owner=name`. A reserved
     key (`sheet:12`) may be looked up: only the caller's own jobs match it.
     """
-    params = query(request, {"kind", "owner"} | PAGE_PARAMS)
+    params = query(request, fields_of(s.ByKeyQuery))
     check_text("key", key)
     if len(key) > MAX_TEXT:
         raise bad("key", f"must be at most {MAX_TEXT} characters")
@@ -501,11 +586,19 @@ def _by_key_prefix(
 
 
 @api_view("GET")
+@operation(
+    "GET",
+    "Your notifications, newest first",
+    s.NotificationPage,
+    query=s.NotificationQuery,
+    description="Key filters keep those about your jobs with such keys (a batch's counts for "
+    "each of its jobs).",
+)
 def notifications(request: HttpRequest) -> HttpResponse:
     """The caller's notifications, newest first; `?unread=1` for unread ones only;
     `entity_key`, `entity_prefix`, `session_key`, `session_prefix` for those about the
     caller's jobs with such keys (a batch's counts for each of its jobs)."""
-    params = query(request, {"unread", *KEY_PARAMS} | PAGE_PARAMS)
+    params = query(request, fields_of(s.NotificationQuery))
     mine = Notification.objects.filter(user=request.user)
     shown = selectors.notifications_with_keys(request.user, _key_filters(params))
     shown = shown.filter(read_at__isnull=True) if query_flag(params, "unread") else shown
@@ -520,30 +613,26 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("POST")
+@operation(
+    "POST",
+    "Mark notifications read",
+    s.Marked,
+    body=s.MarkRead,
+    description='`{"ids": [...]}` or `{"all": true}`; ids that are not yours are ignored.',
+)
 def notifications_mark_read(request: HttpRequest) -> HttpResponse:
     """Body {"ids": [1, 2]} or {"all": true}; ids that are not the caller's are ignored."""
     data = json_object(request)
-    only_fields(data, {"ids", "all"})
-    if bool_field(data, "all"):
+    only_fields(data, fields_of(s.MarkRead))
+    given = parsed(s.MarkRead, data, "request")
+    if given["all"]:
         if "ids" in data:
             raise ApiError(400, 'Send either "ids" or "all", not both.')
-        ids = None
-    else:
-        ids = _notification_ids(data)
-    marked = mark_read(user=request.user, ids=ids)
+    elif given["ids"] is None:
+        raise ApiError(400, 'Send {"ids": [...]} or {"all": true}.', {"ids": "is required"})
+    marked = mark_read(user=request.user, ids=None if given["all"] else given["ids"])
     left = Notification.objects.filter(user=request.user, read_at__isnull=True).count()
     return JsonResponse({"marked": marked, "unread_count": left})
-
-
-def _notification_ids(data: dict[str, Any]) -> list[int]:
-    ids = data.get("ids")
-    if ids is None:
-        raise ApiError(400, 'Send {"ids": [...]} or {"all": true}.', {"ids": "is required"})
-    if not isinstance(ids, list) or len(ids) > MAX_IDS:
-        raise bad("ids", f"must be a list of at most {MAX_IDS} notification ids")
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
-        raise bad("ids", "must hold positive integers only")
-    return ids
 
 
 # --- anything else ----------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
+from jobs.api import schemas as s
 from jobs.api.input import (
     ApiError,
     bool_field,
@@ -23,6 +24,8 @@ from jobs.api.input import (
     query,
     query_int,
 )
+from jobs.api.openapi import operation
+from jobs.api.schemas import fields_of
 from jobs.api.views import _no_body, api_view
 from jobs.models import Webhook
 from jobs.notices import delivery as sending
@@ -39,6 +42,15 @@ def visible_webhook(request: HttpRequest, webhook_id: str) -> Webhook:
 
 
 @api_view("GET", "POST")
+@operation("GET", "Your webhooks", s.WebhookList)
+@operation(
+    "POST",
+    "Create a webhook",
+    s.WebhookCreated,
+    status=201,
+    body=s.WebhookCreate,
+    description="The answer holds the signing `secret`, the one time it is shown.",
+)
 def webhooks(request: HttpRequest) -> HttpResponse:
     """GET: the caller's webhooks (staff: and the operator's). POST: {"url", "events",
     "global"?} → 201 with `secret`."""
@@ -47,7 +59,7 @@ def webhooks(request: HttpRequest) -> HttpResponse:
         rows = services.webhooks_of(request.user).order_by("pk")
         return JsonResponse({"results": [webhook_as_dict(hook) for hook in rows]})
     data = json_object(request)
-    only_fields(data, {"url", "events", "global"})
+    only_fields(data, fields_of(s.WebhookCreate))
     try:
         webhook, secret = services.webhook_create(
             request.user,
@@ -63,6 +75,8 @@ def webhooks(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET", "DELETE")
+@operation("GET", "One webhook", s.Webhook)
+@operation("DELETE", "Delete a webhook", None, status=204, body=s.NoBody, body_required=False)
 def webhook(request: HttpRequest, webhook_id: str) -> HttpResponse:
     found = visible_webhook(request, webhook_id)
     if request.method == "DELETE":
@@ -74,6 +88,14 @@ def webhook(request: HttpRequest, webhook_id: str) -> HttpResponse:
 
 
 @api_view("POST")
+@operation(
+    "POST",
+    "Send a test delivery now",
+    s.Delivery,
+    body=s.NoBody,
+    body_required=False,
+    errors=(409,),
+)
 def webhook_test(request: HttpRequest, webhook_id: str) -> HttpResponse:
     """Send a `webhook.test` delivery now; 200 with how it went (the log keeps it)."""
     _no_body(request)
@@ -84,6 +106,7 @@ def webhook_test(request: HttpRequest, webhook_id: str) -> HttpResponse:
 
 
 @api_view("POST")
+@operation("POST", "Enable a webhook again", s.Webhook, body=s.NoBody, body_required=False)
 def webhook_enable(request: HttpRequest, webhook_id: str) -> HttpResponse:
     _no_body(request)
     found = visible_webhook(request, webhook_id)
@@ -93,20 +116,23 @@ def webhook_enable(request: HttpRequest, webhook_id: str) -> HttpResponse:
 
 
 @api_view("GET")
+@operation("GET", "A webhook's delivery log, newest first", s.DeliveryList, query=s.DeliveriesQuery)
 def webhook_deliveries(request: HttpRequest, webhook_id: str) -> HttpResponse:
     """The delivery log, newest first (`?limit=`, at most CONVEYOR_WEBHOOK_LOG_LIMIT)."""
-    params = query(request, {"limit"})
+    params = query(request, fields_of(s.DeliveriesQuery))
     found = visible_webhook(request, webhook_id)
     rows = services.deliveries_of(found, query_int(params, "limit", 50))
     return JsonResponse({"results": [delivery_as_dict(row) for row in rows]})
 
 
 @api_view("GET", "PUT")
+@operation("GET", "The events you get e-mail for", s.EmailNoticesAnswer)
+@operation("PUT", "Set the events you get e-mail for", s.EmailNoticesAnswer, body=s.EmailNotices)
 def email_notices(request: HttpRequest) -> HttpResponse:
     """The events the caller gets e-mail for; PUT {"events": [...]} ([]: none)."""
     if request.method == "PUT":
         data = json_object(request)
-        only_fields(data, {"events"})
+        only_fields(data, fields_of(s.EmailNotices))
         try:
             events = services.email_notices_set(request.user, data.get("events"))
         except services.WebhookInvalid as exc:

@@ -151,8 +151,10 @@ def email_notices_of(user: Any) -> list[str]:
 
 
 def email_notices_set(user: Any, events: Any) -> list[str]:
-    """Opt into e-mail (to the account's address) for `events`; none: opt out."""
-    chosen = parse_events(events) if events else []
+    """Opt into e-mail (to the account's address) for `events`; none (`[]`, `""` or
+    absent): opt out. Anything else that is not events (`{}`, `0`) is refused, not
+    taken for "none"."""
+    chosen = [] if events is None or events in ([], "") else parse_events(events)
     if chosen and not user.email:
         raise WebhookInvalid({"email": "your account has no e-mail address"})
     Webhook.objects.filter(owner=user, channel=Webhook.Channel.EMAIL).delete()

@@ -15,6 +15,7 @@ from jobs.models import Job
 from jobs.public import (
     JobActionError,
     may_submit_for,
+    token_or_login_required,
 )
 from sheets.io import export
 from sheets.models import Sheet
@@ -36,7 +37,7 @@ def _filename(sheet: Sheet, job: Job, extension: str) -> str:
 
 
 @require_GET
-@login_required
+@token_or_login_required  # scripts download with their API token (README's client)
 def export_csv(request: HttpRequest, job_id: int) -> HttpResponse:
     job, sheet = _export_source(request, job_id)
     response = StreamingHttpResponse(
@@ -47,7 +48,7 @@ def export_csv(request: HttpRequest, job_id: int) -> HttpResponse:
 
 
 @require_GET
-@login_required
+@token_or_login_required
 def export_xlsx(request: HttpRequest, job_id: int) -> HttpResponse:
     job, sheet = _export_source(request, job_id)
     return FileResponse(
