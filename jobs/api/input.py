@@ -256,17 +256,6 @@ def _say(error: dict[str, Any]) -> str:
     return template.format(**context)
 
 
-def text_field(data: dict[str, Any], field: str, *, max_length: int = MAX_TEXT) -> str:
-    value = data.get(field, "")
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise bad(field, "must be a string")
-    if len(value) > max_length:
-        raise bad(field, f"must be at most {max_length} characters")
-    return value
-
-
 # --- query parameters -------------------------------------------------------
 
 

@@ -224,3 +224,14 @@ def test_a_webhook_reports_every_bad_field_at_once(alice, settings):
     assert response.status_code == 400
     assert set(response.json()["fields"]) == {"url", "events"}
     assert response.json()["error"].startswith("Invalid webhook: ")
+
+
+@pytest.mark.parametrize(
+    ("label", "words"), [(3, "must be a string"), ("x" * 201, "must be at most 200 characters")]
+)
+def test_a_batch_label_is_checked_by_the_batch_model(alice, label, words):
+    body = {"label": label, "jobs": [{"kind": "demo.count"}]}
+    response = alice.post("/api/batches/", body, "application/json")
+    assert response.status_code == 400
+    assert response.json() == {"error": f"label: {words}", "fields": {"label": words}}
+    assert alice.get("/api/batches/").json()["count"] == 0
