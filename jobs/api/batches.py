@@ -28,8 +28,8 @@ from jobs.api.input import (
     only_fields,
     paginate,
     query,
-    text_field,
     too_many,
+    validated,
 )
 from jobs.api.openapi import operation
 from jobs.api.schemas import fields_of
@@ -80,7 +80,10 @@ def batches(request: HttpRequest) -> HttpResponse:
 def _create(request: HttpRequest) -> JsonResponse:
     data = json_object(request)
     only_fields(data, fields_of(s.BatchSubmit))
-    label = text_field(data, "label")
+    given, errors = validated(s.BatchSubmit, data)  # each job's errors: `_submissions`
+    if "label" in errors:
+        raise bad("label", errors["label"])
+    label = given.get("label") or ""
     submissions = _submissions(data.get("jobs"), request.user)
     on_complete = _on_complete(data.get("on_complete"), request.user)
     try:

@@ -23,15 +23,13 @@ from jobs.actions.schedules import SCHEDULES
 from jobs.api import schemas as s
 from jobs.api.input import (
     ApiError,
-    bad,
-    bool_field,
     found_or_404,
     json_object,
     only_fields,
     paginate,
     query,
-    text_field,
     too_many,
+    validated,
 )
 from jobs.api.openapi import operation
 from jobs.api.schemas import fields_of
@@ -49,7 +47,7 @@ from jobs.schedules.recurrence import RecurrenceError, recurrence
 from jobs.schedules.services import EDITABLE, schedule_create, schedule_update
 from jobs.serializers import job_as_dict, schedule_as_dict
 
-CREATE_FIELDS = EDITABLE | {"kind"}
+TIMING = {"cron", "every", "timezone"}
 RECENT_RUNS = 10
 
 
@@ -85,14 +83,18 @@ def schedules(request: HttpRequest) -> HttpResponse:
 
 
 class _Errors:
-    """Collects per-field errors so that every bad field is reported at once."""
+    """Collects per-field errors so that every bad field is reported at once: first the
+    model's (`validated`: types, lengths, choices), then the view's own checks of the
+    fields that passed it."""
 
-    def __init__(self) -> None:
-        self.fields: dict[str, str] = {}
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = dict(fields)
 
-    def check(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def check(self, field: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if field in self.fields:
+            return None
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except ApiError as exc:
             self.fields.update(exc.fields)
             return None
@@ -105,11 +107,15 @@ class _Errors:
 
 def _create(request: HttpRequest) -> JsonResponse:
     data = json_object(request)
-    only_fields(data, CREATE_FIELDS)
-    errors = _Errors()
-    kind = errors.check(_submittable_kind, data.get("kind"))
-    values = errors.check(_values, data, kind, request.user) or {}
-    errors.check(_timing, data, required=True)
+    only_fields(data, fields_of(s.ScheduleCreate))
+    given, errors = _given(s.ScheduleCreate, data)
+    kind = errors.check("kind", _submittable_kind, given.get("kind"))
+    values = _values(errors, given, request.user)
+    if kind:
+        values["params"] = errors.check(
+            "params", _clean_params, kind, given.get("params"), request.user
+        )
+    _timing(errors, given)
     errors.raise_if_any()
     try:
         found = schedule_create(owner=request.user, kind=kind, **values)
@@ -122,50 +128,37 @@ def _create(request: HttpRequest) -> JsonResponse:
     return response
 
 
-def _values(data: dict[str, Any], kind: str | None, owner: Any) -> dict[str, Any]:
-    """The checked fields besides kind and timing, those present in `data`."""
-    errors = _Errors()
-    values: dict[str, Any] = {}
-    if "name" in data:
-        values["name"] = errors.check(text_field, data, "name")
-    if "priority" in data:
-        values["priority"] = errors.check(_priority, data["priority"], owner)
-    if "params" in data and kind:
-        values["params"] = errors.check(_clean_params, kind, data["params"], owner)
-    elif kind and "params" not in data:
-        values["params"] = errors.check(_clean_params, kind, None, owner)
-    if "overlap" in data:
-        if data["overlap"] not in Schedule.Overlap.values:
-            errors.fields["overlap"] = f"must be one of {', '.join(Schedule.Overlap.values)}"
-        values["overlap"] = data["overlap"]
-    if "enabled" in data:
-        values["enabled"] = errors.check(bool_field, data, "enabled")
-    for name in ("cron", "every", "timezone"):
-        if name in data:
-            values[name] = data[name]
-    errors.raise_if_any()
+def _given(model: type[s.Body], data: dict[str, Any]) -> tuple[dict[str, Any], _Errors]:
+    """The fields `data` holds (not the model's defaults: absent ones are left to the
+    service, or unchanged by a PATCH) that passed the model, and its errors."""
+    checked, problems = validated(model, data)
+    return {name: value for name, value in checked.items() if name in data}, _Errors(problems)
+
+
+def _values(errors: _Errors, given: dict[str, Any], owner: Any) -> dict[str, Any]:
+    """The fields besides kind and params that `given` holds, checked (priority: what
+    `owner` may choose)."""
+    values = {name: given[name] for name in EDITABLE - {"params", "kind"} if name in given}
+    if "name" in values:
+        values["name"] = values["name"] or ""
+    if "priority" in values:
+        values["priority"] = errors.check("priority", _priority, values["priority"], owner)
     return values
 
 
-def _timing(data: dict[str, Any], *, required: bool) -> None:
-    """Types first, then the recurrence itself (5-field cron, known zone, interval)."""
-    if "cron" in data and data["cron"] is not None and not isinstance(data["cron"], str):
-        raise bad("cron", "must be a string of 5 fields, e.g. '0 7 * * *'")
-    every = data.get("every")
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int | str)):
-        raise bad("every", "must be a number of seconds or a duration like 30s, 10m, 1h")
-    if "timezone" in data and not isinstance(data["timezone"], str):
-        raise bad("timezone", "must be an IANA time zone name, e.g. Europe/Paris")
-    if not required and not ({"cron", "every", "timezone"} & set(data)):
+def _timing(errors: _Errors, timing: dict[str, Any]) -> None:
+    """The recurrence itself (5-field cron, known zone, interval long enough), once the
+    model has passed its fields' types."""
+    if TIMING & set(errors.fields):
         return
     try:
         recurrence(
-            cron=data.get("cron") or "",
-            every=every,
-            timezone=data.get("timezone", "UTC"),
+            cron=timing.get("cron") or "",
+            every=timing.get("every"),
+            timezone=timing.get("timezone", "UTC"),
         )
     except RecurrenceError as exc:
-        raise bad(exc.field, exc.message) from None
+        errors.fields[exc.field] = exc.message
 
 
 @api_view("GET", "PATCH", "DELETE")
@@ -196,18 +189,19 @@ def schedule(request: HttpRequest, schedule_id: str) -> HttpResponse:
 
 def _update(request: HttpRequest, found: Schedule) -> None:
     data = json_object(request)
-    only_fields(data, EDITABLE)
+    only_fields(data, fields_of(s.ScheduleFields))
     _check(request, found, "change")
-    errors = _Errors()
-    values = errors.check(_values, data, found.kind if "params" in data else None, found.owner)
-    if "cron" in data or "every" in data:
-        errors.check(_timing, data, required=True)
-    elif "timezone" in data:
-        errors.check(
-            _timing, {**data, "cron": found.cron, "every": found.every_seconds}, required=True
+    given, errors = _given(s.ScheduleFields, data)
+    values = _values(errors, given, found.owner)
+    if "params" in given:
+        values["params"] = errors.check(
+            "params", _clean_params, found.kind, given["params"], found.owner
         )
+    if "cron" in given or "every" in given:
+        _timing(errors, given)
+    elif "timezone" in given:
+        _timing(errors, {**given, "cron": found.cron, "every": found.every_seconds})
     errors.raise_if_any()
-    values = {k: v for k, v in (values or {}).items() if k in data}
     try:
         schedule_update(schedule=found, changes=values, by=request.user)
     except ScheduleError as exc:

@@ -21,11 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from jobs import models
 from jobs.api.input import MAX_BIGINT, MAX_TEXT
+from jobs.notice_models import EVENTS
+from jobs.notices.services import MAX_URL
 
 # The models' own choices, so that a new status or level shows in the document at once.
 JobStatus = Literal[tuple(models.Job.Status.values)]  # type: ignore[valid-type]
 Overlap = Literal[tuple(models.Schedule.Overlap.values)]  # type: ignore[valid-type]
 Level = Literal[tuple(models.Notification.Level.values)]  # type: ignore[valid-type]
+NoticeEvent = Literal[EVENTS]  # type: ignore[valid-type]
 Priority = str | int
 DateTime = str  # ISO 8601, UTC
 PositiveId = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
@@ -204,16 +207,27 @@ class MarkRead(Body):
 
 
 class ScheduleFields(Body):
+    """A schedule's fields; absent ones keep their value (PATCH) or default (create).
+    What a type cannot say (a valid cron, a known zone, a long enough interval, the
+    kind's params) the view checks after the model."""
+
     name: str | None = Field(None, **_TEXT)
-    params: dict[str, Any] | None = None
-    priority: Priority | None = None
+    params: dict[str, Any] | None = Field(
+        None, description="The kind's parameters, as for a job; the kind checks them."
+    )
+    priority: Priority | None = Field(
+        None, description="`high`, `normal` (default) or `low`; staff: any integer."
+    )
     cron: str | None = Field(None, description="5-field cron, e.g. `0 7 * * *`.")
     every: int | str | None = Field(
         None, description="Seconds, or a duration like `30s`, `10m`, `1h`."
     )
-    timezone: str | None = Field(None, description="IANA name for `cron`, e.g. Europe/Paris.")
-    overlap: Overlap | None = None
-    enabled: bool | None = None
+    timezone: str = Field("UTC", description="IANA name for `cron`, e.g. Europe/Paris.")
+    overlap: Overlap = Field(
+        models.Schedule.Overlap.SKIP.value,
+        description="What a due time does while the last run is still active.",
+    )
+    enabled: bool = Field(True, description="`false`: paused, no runs.")
 
 
 class ScheduleCreate(ScheduleFields):
@@ -229,13 +243,16 @@ class KindPause(Body):
 
 
 class WebhookCreate(Body):
-    url: str = Field(description="Where deliveries go (the outbound guard must allow it).")
-    events: list[str] = Field(description="Events to send, e.g. `job.failed`.")
+    url: str = Field(
+        max_length=MAX_URL,
+        description="Where deliveries go: http(s), a host the outbound guard allows.",
+    )
+    events: list[NoticeEvent] = Field(description="Events to send, at least one.")
     global_: bool | None = Field(None, alias="global", description="Staff: for every user's jobs.")
 
 
 class EmailNotices(Body):
-    events: list[str] | str | None = Field(
+    events: list[NoticeEvent] | str | None = Field(
         None, description="Events you get e-mail for (or `a,b` text); `[]` or absent: none."
     )
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from functools import wraps
+from functools import cache, wraps
 from typing import Any
 
 from django.conf import settings
@@ -53,7 +53,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from pydantic import create_model
+from pydantic import Field, create_model
 
 from jobs import selectors
 from jobs.actions.jobs import JOBS
@@ -63,7 +63,6 @@ from jobs.api.input import (
     MAX_TEXT,
     ApiError,
     bad,
-    bool_field,
     check_declared_size,
     check_text,
     found_or_404,
@@ -386,10 +385,12 @@ def chosen_action(
     """The entry a POST asks for: `name`, or another one an option of its body turns it
     into ({"force": true} makes cancel a force stop); any other body field is a 400,
     but those in `also` (the action reads them itself)."""
-    options = registry[name].options
+    names = {option.name for option in registry[name].options}
     data = json_object(request, required=False)
-    only_fields(data, {option.name for option in options} | also)
-    return registry.chosen(name, {option.name: bool_field(data, option.name) for option in options})
+    only_fields(data, names | also)
+    options = {field: value for field, value in data.items() if field in names}
+    given = parsed(_options_model(registry, name), options, "options")
+    return registry.chosen(name, {field: bool(given[field]) for field in names})
 
 
 def job_action_view(name: str) -> View:
@@ -406,7 +407,7 @@ def job_action_view(name: str) -> View:
         "POST",
         action.label or name,
         s.JobDetail,
-        body=s.ResumeOptions if name == "resume" else _options_model(name),
+        body=s.ResumeOptions if name == "resume" else _options_model(JOBS, name),
         body_required=False,
         errors=(409,),
         also={204: (None, "The job was deleted.")} if name == "delete" else {},
@@ -427,9 +428,13 @@ def job_action_view(name: str) -> View:
     return act
 
 
-def _options_model(name: str) -> type[s.Body]:
-    """The body of a job action: its options, each true or false."""
-    fields: dict[str, Any] = {o.name: (bool | None, None) for o in JOBS[name].options}
+@cache
+def _options_model(registry: Any, name: str) -> type[s.Body]:
+    """The body of an action: its options, each true or false (null: false); the one
+    the document shows and `chosen_action` checks."""
+    fields: dict[str, Any] = {
+        o.name: (bool | None, Field(None, description=o.help)) for o in registry[name].options
+    }
     return create_model(f"{name.title().replace('-', '')}Options", __base__=s.Body, **fields)
 
 

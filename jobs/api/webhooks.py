@@ -11,18 +11,21 @@ webhook a 404. Changes go through `jobs.notices.services`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
 from jobs.api import schemas as s
 from jobs.api.input import (
     ApiError,
-    bool_field,
     found_or_404,
     json_object,
     only_fields,
+    parsed,
     query,
     query_int,
+    validated,
 )
 from jobs.api.openapi import operation
 from jobs.api.schemas import fields_of
@@ -60,18 +63,30 @@ def webhooks(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"results": [webhook_as_dict(hook) for hook in rows]})
     data = json_object(request)
     only_fields(data, fields_of(s.WebhookCreate))
-    try:
+    given = _checked_create(data)
+    try:  # then what no type says: the outbound guard, at least one event, the ceiling
         webhook, secret = services.webhook_create(
-            request.user,
-            data.get("url"),
-            data.get("events"),
-            for_everyone=bool_field(data, "global"),
+            request.user, given["url"], given["events"], for_everyone=bool(given["global"])
         )
     except services.WebhookInvalid as exc:
         raise _invalid(exc) from None
     response = JsonResponse({**webhook_as_dict(webhook), "secret": secret}, status=201)
     response["Location"] = reverse("api:webhook", args=[webhook.pk])
     return response
+
+
+def _checked_create(data: dict[str, Any]) -> dict[str, Any]:
+    """The body checked by its model; when that fails, a URL that passed it is checked
+    by the outbound guard too, so that every bad field is reported at once."""
+    given, errors = validated(s.WebhookCreate, data)
+    if errors and "url" not in errors:
+        try:
+            services.check_url(given.get("url"))
+        except services.WebhookInvalid as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise _invalid(services.WebhookInvalid(errors))
+    return given
 
 
 @api_view("GET", "DELETE")
@@ -133,8 +148,9 @@ def email_notices(request: HttpRequest) -> HttpResponse:
     if request.method == "PUT":
         data = json_object(request)
         only_fields(data, fields_of(s.EmailNotices))
+        given = parsed(s.EmailNotices, data, "e-mail notices")
         try:
-            events = services.email_notices_set(request.user, data.get("events"))
+            events = services.email_notices_set(request.user, given["events"])
         except services.WebhookInvalid as exc:
             raise ApiError(400, f"Invalid e-mail notices: {exc}", exc.errors) from None
         return JsonResponse({"events": events, "email": request.user.email})
