@@ -526,6 +526,12 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
     )
 
 
+BY_KEY = (
+    "An exact key answers one job (its active one, else its latest); a key ending in `*` "
+    "answers a page of jobs (`JobPage`)."
+)
+
+
 @api_view("GET")
 @operation(
     "GET",
@@ -533,8 +539,7 @@ def recent_completions(request: HttpRequest) -> HttpResponse:
     s.JobOrPage,
     query=s.ByKeyQuery,
     errors=(404,),
-    description="An exact key answers one job (its active one, else its latest); a key "
-    "ending in `*` answers a page of jobs (`JobPage`).",
+    description=BY_KEY,
 )
 def by_session(request: HttpRequest, key: str) -> HttpResponse:
     return _by_key(request, "session_key", key)
@@ -547,8 +552,7 @@ def by_session(request: HttpRequest, key: str) -> HttpResponse:
     s.JobOrPage,
     query=s.ByKeyQuery,
     errors=(404,),
-    description="An exact key answers one job (its active one, else its latest); a key "
-    "ending in `*` answers a page of jobs (`JobPage`).",
+    description=BY_KEY,
 )
 def by_entity(request: HttpRequest, key: str) -> HttpResponse:
     return _by_key(request, "entity_key", key)
