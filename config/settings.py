@@ -537,6 +537,8 @@ CONVEYOR_WEBHOOK_ATTEMPTS = min(max(env_int("CONVEYOR_WEBHOOK_ATTEMPTS", 6), 1),
 CONVEYOR_WEBHOOK_RETRY_BASE_SECONDS = env_float("CONVEYOR_WEBHOOK_RETRY_BASE_SECONDS", 10.0)
 CONVEYOR_WEBHOOK_DISABLE_AFTER = max(env_int("CONVEYOR_WEBHOOK_DISABLE_AFTER", 5), 1)
 CONVEYOR_WEBHOOK_KEEP_DAYS = env_int("CONVEYOR_WEBHOOK_KEEP_DAYS", 14)
+# "Send test" deliveries a user (or the operator's global webhooks) may send a minute.
+CONVEYOR_WEBHOOK_TESTS_PER_MINUTE = min(max(env_int("CONVEYOR_WEBHOOK_TESTS_PER_MINUTE", 5), 1), 60)
 CONVEYOR_WEBHOOK_LOG_LIMIT = 200  # deliveries one page or API answer lists at most
 CONVEYOR_SITE_URL = env_str("CONVEYOR_SITE_URL", "http://localhost:8000")
 # E-mail (notices): Django's settings; the console backend prints them by default.

@@ -43,7 +43,8 @@ ERRORS = {
     409: "The action does not apply to the object in its state.",
     413: "Request body too large (CONVEYOR_API_MAX_BODY_BYTES).",
     415: "A form was sent: send JSON.",
-    429: "Too many active jobs (CONVEYOR_MAX_ACTIVE_JOBS); retry after `Retry-After`.",
+    429: "Too many: active jobs (CONVEYOR_MAX_ACTIVE_JOBS), or test deliveries a minute "
+    "(CONVEYOR_WEBHOOK_TESTS_PER_MINUTE); retry after `Retry-After`.",
 }
 
 

@@ -109,7 +109,7 @@ def webhook(request: HttpRequest, webhook_id: str) -> HttpResponse:
     s.Delivery,
     body=s.NoBody,
     body_required=False,
-    errors=(409,),
+    errors=(409, 429),
 )
 def webhook_test(request: HttpRequest, webhook_id: str) -> HttpResponse:
     """Send a `webhook.test` delivery now; 200 with how it went (the log keeps it)."""
@@ -117,7 +117,10 @@ def webhook_test(request: HttpRequest, webhook_id: str) -> HttpResponse:
     found = visible_webhook(request, webhook_id)
     if not found.active:
         raise ApiError(409, "The webhook is disabled; enable it first.")
-    return JsonResponse(delivery_as_dict(sending.send_test(found)))
+    try:
+        return JsonResponse(delivery_as_dict(sending.send_test(found)))
+    except sending.TooManyTests as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
 
 
 @api_view("POST")

@@ -95,7 +95,10 @@ def _test(command: Any, user: Any, options: dict[str, Any]) -> None:
     webhook = _find(user, options["id"])
     if not webhook.active:
         raise CliError("The webhook is disabled; enable it first.")
-    sent = sending.send_test(webhook)
+    try:
+        sent = sending.send_test(webhook)
+    except sending.TooManyTests as exc:
+        raise CliError(str(exc)) from None
     if options["json"]:
         command.print_json(delivery_as_dict(sent))
     elif not sent.error:

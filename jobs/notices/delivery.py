@@ -253,9 +253,29 @@ def send_due() -> int:
     return tried
 
 
+class TooManyTests(Exception):
+    """More test deliveries than CONVEYOR_WEBHOOK_TESTS_PER_MINUTE: `retry_after` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"At most {settings.CONVEYOR_WEBHOOK_TESTS_PER_MINUTE} test deliveries a minute: "
+            f"try again in {retry_after} s."
+        )
+        self.retry_after = retry_after
+
+
 def send_test(webhook: Webhook) -> WebhookDelivery:
     """A `webhook.test` delivery sent now (in the caller's request), its outcome logged:
-    tried once, not retried, not counted against the webhook if it fails."""
+    tried once, not retried, not counted against the webhook if it fails. At most
+    CONVEYOR_WEBHOOK_TESTS_PER_MINUTE a minute per owner (TooManyTests): each is a
+    request to an address the user chose, sent by the server."""
+    since = timezone.now() - timedelta(minutes=1)
+    recent = WebhookDelivery.objects.filter(
+        event=TEST_EVENT, webhook__owner=webhook.owner, created_at__gte=since
+    ).order_by("created_at")
+    limit = settings.CONVEYOR_WEBHOOK_TESTS_PER_MINUTE
+    if len(times := list(recent.values_list("created_at", flat=True)[:limit])) >= limit:
+        raise TooManyTests(max(1, int((times[0] - since).total_seconds()) + 1))
     delivery = WebhookDelivery.objects.create(
         webhook=webhook,
         event=TEST_EVENT,

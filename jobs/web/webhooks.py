@@ -101,7 +101,11 @@ def webhook_action(request: HttpRequest, webhook_id: int, action: str) -> HttpRe
         if not webhook.active:
             messages.error(request, "The webhook is disabled; enable it first.")
             return redirect("jobs:webhook", webhook.pk)
-        sent = sending.send_test(webhook)
+        try:
+            sent = sending.send_test(webhook)
+        except sending.TooManyTests as exc:
+            messages.error(request, str(exc))
+            return redirect("jobs:webhook", webhook.pk)
         if sent.error:
             messages.error(request, f"Test delivery failed: {sent.error}")
         else:

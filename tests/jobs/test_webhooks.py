@@ -363,6 +363,30 @@ def test_the_api_submits_a_batch_with_on_complete_and_a_job_with_after_any(user,
 # -- the settings page -----------------------------------------------------------------
 
 
+def test_test_deliveries_are_capped_a_minute_per_user_on_api_page_and_cli(
+    user, other_user, receiver, settings
+):
+    """Each "Send test" is a request the server makes to an address the user chose."""
+    from tests.jobs.api.conftest import client_for
+    from tests.jobs.cli.test_verbs import conveyor
+
+    settings.CONVEYOR_WEBHOOK_TESTS_PER_MINUTE = 2
+    hook, _ = hook_for(user, receiver)
+    alice = client_for(user)
+    answers = [alice.post(f"/api/webhooks/{hook.pk}/test/") for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    refused = answers[2]
+    assert refused.json()["error"].startswith("At most 2 test deliveries a minute: try again")
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    page = alice.post(f"/jobs/webhooks/{hook.pk}/test/", follow=True).content.decode()
+    assert "At most 2 test deliveries a minute" in page
+    cli = conveyor("webhook", "test", str(hook.pk), "--user", user.username)
+    assert cli.code == 2 and "At most 2 test deliveries a minute" in cli.err
+    assert len(receiver.received) == 2, "nothing sent beyond the cap"
+    bobs, _ = hook_for(other_user, receiver)
+    assert client_for(other_user).post(f"/api/webhooks/{bobs.pk}/test/").status_code == 200
+
+
 def test_the_settings_page_adds_shows_the_secret_once_and_sets_email(user, receiver):
     from tests.jobs.api.conftest import client_for
 
